@@ -1,0 +1,105 @@
+// Package catalog is the catalog service: categories, products and stock. It
+// owns the product tables and the product images in the blob store, and emits
+// an ItemListed event whenever a new item is listed.
+package catalog
+
+import (
+	"context"
+
+	"github.com/globomantics/globomantics/internal/platform/money"
+	"github.com/globomantics/globomantics/internal/platform/page"
+)
+
+// Category groups products.
+type Category struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+// Product is an item for sale. ImageURL and Thumbnails are URLs under /media/
+// (the CDN path of the front end); Thumbnails is empty until the thumbnail
+// worker has made them ("small", "medium").
+type Product struct {
+	ID          string            `json:"id"`
+	Name        string            `json:"name"`
+	Description string            `json:"description"`
+	Category    string            `json:"category"`
+	Price       money.Money       `json:"price"`
+	Stock       int               `json:"stock"`
+	ImageURL    string            `json:"image_url"`
+	Thumbnails  map[string]string `json:"thumbnails,omitempty"`
+}
+
+// MediaPrefix is the URL path under which blob keys are served.
+const MediaPrefix = "/media/"
+
+// ProductFilter selects a page of products, optionally of one category (by id).
+type ProductFilter struct {
+	Category string
+	Page     page.Request
+}
+
+// ProductPage is one page of products.
+type ProductPage struct {
+	Items         []Product `json:"items"`
+	NextPageToken string    `json:"next_page_token"`
+}
+
+// NewItem is a new item to list. Image is the original image, PNG or JPEG.
+type NewItem struct {
+	Name        string      `json:"name"`
+	Description string      `json:"description"`
+	Category    string      `json:"category"` // category id
+	Price       money.Money `json:"price"`
+	Stock       int         `json:"stock"`
+	Image       []byte      `json:"image"` // base64 in JSON
+}
+
+// Line is a quantity of one product, as reserved by checkout.
+type Line struct {
+	ProductID string `json:"product_id"`
+	Quantity  int    `json:"quantity"`
+}
+
+// SubjectItemListed is the subject of ItemListed events.
+const SubjectItemListed = "globo.catalog.item_listed"
+
+// ItemListed is published after a new item is listed. ImageKey is the blob
+// key of the original image, from which the thumbnail worker makes thumbnails.
+type ItemListed struct {
+	ProductID   string      `json:"product_id"`
+	Name        string      `json:"name"`
+	Description string      `json:"description"`
+	Category    string      `json:"category"`
+	Price       money.Money `json:"price"`
+	ImageKey    string      `json:"image_key"`
+}
+
+// API is the catalog service's contract, met by *Service in process and by
+// *Client over HTTP.
+//
+//   - ListProducts: products in a stable order (by id); an unknown category
+//     gives an empty page.
+//   - GetProduct: errs.NotFound.
+//   - GetProducts: the products that exist among ids, in the order of ids;
+//     unknown ids are left out.
+//   - ListItem: errs.Invalid for an empty name, a non-positive price, a
+//     negative stock, an unknown category or an image that is not PNG/JPEG.
+//     Stores the image in the blob store, then publishes ItemListed.
+//   - SetThumbnails: records thumbnail blob keys by size name; errs.NotFound.
+//   - ReserveStock: takes the quantities out of stock, all or nothing, once
+//     per reservation id (a repeat with the same id is a no-op);
+//     errs.Conflict naming a product when stock is short; errs.NotFound for an
+//     unknown product; errs.Invalid for a quantity below 1.
+//   - ReleaseStock: puts a reservation's quantities back, once; releasing an
+//     unknown or already released reservation is a no-op.
+type API interface {
+	ListCategories(ctx context.Context) ([]Category, error)
+	ListProducts(ctx context.Context, f ProductFilter) (ProductPage, error)
+	GetProduct(ctx context.Context, id string) (Product, error)
+	GetProducts(ctx context.Context, ids []string) ([]Product, error)
+	ListItem(ctx context.Context, item NewItem) (Product, error)
+	SetThumbnails(ctx context.Context, id string, keys map[string]string) error
+	ReserveStock(ctx context.Context, reservationID string, lines []Line) error
+	ReleaseStock(ctx context.Context, reservationID string) error
+}

@@ -1,0 +1,107 @@
+// Package order is the order service: orders and order history. It owns the
+// orders tables and publishes OrderPlaced when an order is confirmed.
+package order
+
+import (
+	"context"
+	"time"
+
+	"github.com/globomantics/globomantics/internal/platform/money"
+	"github.com/globomantics/globomantics/internal/platform/page"
+	"github.com/globomantics/globomantics/internal/shipping"
+)
+
+// Order statuses.
+const (
+	StatusPending   = "pending"
+	StatusConfirmed = "confirmed"
+	StatusCancelled = "cancelled"
+)
+
+// Item is one line of an order, priced when the order was placed.
+type Item struct {
+	ProductID string      `json:"product_id"`
+	Name      string      `json:"name"`
+	Quantity  int         `json:"quantity"`
+	UnitPrice money.Money `json:"unit_price"`
+	LineTotal money.Money `json:"line_total"`
+}
+
+// PaymentInfo is the order's view of its payment.
+type PaymentInfo struct {
+	ID     string `json:"id,omitempty"`
+	Status string `json:"status"` // "", or a payment status
+}
+
+// ShipmentInfo is the order's view of its shipment.
+type ShipmentInfo struct {
+	ID             string `json:"id,omitempty"`
+	Status         string `json:"status"` // "", or a shipment status
+	TrackingNumber string `json:"tracking_number,omitempty"`
+}
+
+// Order is a customer's order.
+type Order struct {
+	ID              string           `json:"id"`
+	UserID          string           `json:"user_id"`
+	Email           string           `json:"email"`
+	Status          string           `json:"status"`
+	Items           []Item           `json:"items"`
+	Subtotal        money.Money      `json:"subtotal"`
+	ShippingCost    money.Money      `json:"shipping_cost"`
+	Total           money.Money      `json:"total"`
+	ShippingAddress shipping.Address `json:"shipping_address"`
+	Payment         PaymentInfo      `json:"payment"`
+	Shipment        ShipmentInfo     `json:"shipment"`
+	CancelReason    string           `json:"cancel_reason,omitempty"`
+	CreatedAt       time.Time        `json:"created_at"`
+	UpdatedAt       time.Time        `json:"updated_at"`
+}
+
+// NewOrder is the input to CreateOrder. ID is chosen by the caller so that
+// creating is idempotent.
+type NewOrder struct {
+	ID              string           `json:"id"`
+	UserID          string           `json:"user_id"`
+	Email           string           `json:"email"`
+	Items           []Item           `json:"items"`
+	ShippingCost    money.Money      `json:"shipping_cost"`
+	ShippingAddress shipping.Address `json:"shipping_address"`
+}
+
+// OrderPage is one page of a user's orders, newest first.
+type OrderPage struct {
+	Items         []Order `json:"items"`
+	NextPageToken string  `json:"next_page_token"`
+}
+
+// SubjectOrderPlaced is the subject of OrderPlaced events.
+const SubjectOrderPlaced = "globo.order.placed"
+
+// OrderPlaced is published once when an order is confirmed.
+type OrderPlaced struct {
+	Order Order `json:"order"`
+}
+
+// API is the order service's contract, met by *Service and *Client.
+//
+//   - CreateOrder: a pending order with Subtotal and Total computed from the
+//     items; errs.Invalid for a missing id, user or email, no items, or a
+//     quantity below 1. A repeat with the same id returns the existing order.
+//   - GetOrder: errs.NotFound.
+//   - ListOrders: the user's orders, newest first.
+//   - SetPayment: records the payment's id and status on the order.
+//   - Confirm: pending → confirmed with the payment and shipment; publishes
+//     OrderPlaced (exactly once per order, retried until the broker accepts
+//     it); confirming a confirmed order is a no-op; errs.Conflict for a
+//     cancelled one.
+//   - Cancel: pending → cancelled with a reason and the payment's status;
+//     cancelling a cancelled order is a no-op; errs.Conflict for a confirmed one.
+type API interface {
+	CreateOrder(ctx context.Context, o NewOrder) (Order, error)
+	GetOrder(ctx context.Context, id string) (Order, error)
+	ListOrders(ctx context.Context, userID string, p page.Request) (OrderPage, error)
+	SetPayment(ctx context.Context, id string, p PaymentInfo) (Order, error)
+	Confirm(ctx context.Context, id string, p PaymentInfo, s ShipmentInfo) (Order, error)
+	Cancel(ctx context.Context, id, reason string, p PaymentInfo) (Order, error)
+}

@@ -1,0 +1,174 @@
+// Package blob stores binary objects (product images, thumbnails) by key. The
+// embedded default keeps them as files under a directory; a later object-store
+// implementation satisfies the same interface.
+package blob
+
+import (
+	"context"
+	"io"
+	"io/fs"
+	"mime"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/globomantics/globomantics/internal/platform/errs"
+)
+
+// Object is an open blob; the caller must Close it.
+type Object interface {
+	io.ReadSeekCloser
+}
+
+// Info describes a stored blob.
+type Info struct {
+	Key         string
+	Size        int64
+	ModTime     time.Time
+	ContentType string
+}
+
+// Store is a blob store. Put replaces atomically: readers see the old object
+// or the new one, never a partial one. Get of a missing key is errs.NotFound.
+type Store interface {
+	Put(ctx context.Context, key string, r io.Reader) error
+	Get(ctx context.Context, key string) (Object, Info, error)
+	Stat(ctx context.Context, key string) (Info, error)
+	Delete(ctx context.Context, key string) error
+}
+
+// FS is a Store on the local file system.
+type FS struct {
+	root string
+}
+
+var _ Store = (*FS)(nil)
+
+// NewFS returns a store rooted at dir, creating it if needed.
+func NewFS(dir string) (*FS, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	return &FS{root: dir}, nil
+}
+
+// ValidKey reports whether key is a clean relative slash-separated path.
+func ValidKey(key string) bool {
+	if key == "" || strings.HasPrefix(key, "/") || strings.Contains(key, "\\") || strings.Contains(key, "..") {
+		return false
+	}
+	return path.Clean(key) == key && fs.ValidPath(key)
+}
+
+func (s *FS) file(op, key string) (string, error) {
+	if !ValidKey(key) {
+		return "", errs.E(op, errs.BadRequest, errs.Msg("invalid blob key"))
+	}
+	return filepath.Join(s.root, filepath.FromSlash(key)), nil
+}
+
+// Put stores r's contents under key, atomically.
+func (s *FS) Put(ctx context.Context, key string, r io.Reader) error {
+	const op = "blob.Put"
+	p, err := s.file(op, key)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return errs.E(op, err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
+	if err != nil {
+		return errs.E(op, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := io.Copy(tmp, ctxReader{ctx, r}); err != nil {
+		tmp.Close()
+		return errs.E(op, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return errs.E(op, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return errs.E(op, err)
+	}
+	if err := os.Rename(tmp.Name(), p); err != nil {
+		return errs.E(op, err)
+	}
+	return nil
+}
+
+// Get opens the blob at key.
+func (s *FS) Get(ctx context.Context, key string) (Object, Info, error) {
+	const op = "blob.Get"
+	p, err := s.file(op, key)
+	if err != nil {
+		return nil, Info{}, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil, Info{}, errs.E(op, errs.NotFound, errs.Msg("no such blob"), err)
+		}
+		return nil, Info{}, errs.E(op, err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, Info{}, errs.E(op, err)
+	}
+	return f, info(key, st), nil
+}
+
+// Stat describes the blob at key.
+func (s *FS) Stat(ctx context.Context, key string) (Info, error) {
+	const op = "blob.Stat"
+	p, err := s.file(op, key)
+	if err != nil {
+		return Info{}, err
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return Info{}, errs.E(op, errs.NotFound, errs.Msg("no such blob"), err)
+		}
+		return Info{}, errs.E(op, err)
+	}
+	return info(key, st), nil
+}
+
+// Delete removes the blob at key; deleting a missing key is not an error.
+func (s *FS) Delete(ctx context.Context, key string) error {
+	const op = "blob.Delete"
+	p, err := s.file(op, key)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+		return errs.E(op, err)
+	}
+	return nil
+}
+
+func info(key string, st os.FileInfo) Info {
+	ct := mime.TypeByExtension(path.Ext(key))
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	return Info{Key: key, Size: st.Size(), ModTime: st.ModTime().UTC(), ContentType: ct}
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

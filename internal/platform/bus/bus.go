@@ -1,0 +1,293 @@
+// Package bus is the message broker: durable events and work queues on NATS
+// JetStream. The embedded default runs a NATS server with JetStream inside the
+// process, storing messages under the data directory; the same code connects
+// to an external NATS cluster by URL.
+//
+// Every message lands in one stream (persistence). A subscription is a durable
+// consumer: instances that subscribe with the same name share the work (a work
+// queue), subscriptions with different names each get every message (events).
+// A handler's error makes the message be redelivered with back-off; a message
+// is given up after MaxDeliver attempts.
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/globomantics/globomantics/internal/platform/errs"
+)
+
+// StreamName is the JetStream stream that holds every Globomantics message.
+const StreamName = "GLOBO"
+
+// SubjectPrefix prefixes every subject in the stream.
+const SubjectPrefix = "globo."
+
+// MaxDeliver is how many times a message is offered before it is given up.
+const MaxDeliver = 10
+
+// Event is the envelope of every message.
+type Event struct {
+	ID   string          `json:"id"`
+	Type string          `json:"type"` // the subject
+	Time time.Time       `json:"time"`
+	Data json.RawMessage `json:"data"`
+}
+
+// Decode unmarshals the event's data into v.
+func (e Event) Decode(v any) error { return json.Unmarshal(e.Data, v) }
+
+// Publisher publishes events; a consumer-side interface for services.
+type Publisher interface {
+	Publish(ctx context.Context, subject, id string, data any) error
+}
+
+// Handler handles one event. Returning an error asks for redelivery; return
+// nil for a message that can never succeed, after logging it.
+type Handler func(ctx context.Context, ev Event) error
+
+// Options configure a Bus.
+type Options struct {
+	// URL of an external NATS server. Empty runs an embedded server.
+	URL string
+	// StoreDir is where the embedded server keeps JetStream data.
+	StoreDir string
+	// ListenAddr, when set, makes the embedded server accept clients on this
+	// host:port so other processes can share it; otherwise it accepts only
+	// in-process connections.
+	ListenAddr string
+	// Name identifies this connection in server logs.
+	Name string
+	Log  *slog.Logger
+}
+
+// Bus is a connection to the broker.
+type Bus struct {
+	log *slog.Logger
+	ns  *server.Server // nil when external
+	nc  *nats.Conn
+	js  jetstream.JetStream
+
+	mu   sync.Mutex
+	subs []jetstream.ConsumeContext
+}
+
+var _ Publisher = (*Bus)(nil)
+
+// Open starts or connects to the broker and makes sure the stream exists.
+func Open(ctx context.Context, o Options) (*Bus, error) {
+	b := &Bus{log: o.Log}
+	if b.log == nil {
+		b.log = slog.Default()
+	}
+	copts := []nats.Option{nats.Name(o.Name), nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond)}
+	url := o.URL
+	if url == "" {
+		ns, err := startEmbedded(o)
+		if err != nil {
+			return nil, err
+		}
+		b.ns = ns
+		url = ns.ClientURL()
+		copts = append(copts, nats.InProcessServer(ns))
+	}
+	nc, err := nats.Connect(url, copts...)
+	if err != nil {
+		b.shutdownServer()
+		return nil, fmt.Errorf("bus: connect %s: %w", url, err)
+	}
+	b.nc = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	b.js = js
+	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:       StreamName,
+		Subjects:   []string{SubjectPrefix + ">"},
+		Storage:    jetstream.FileStorage,
+		Retention:  jetstream.LimitsPolicy,
+		MaxAge:     7 * 24 * time.Hour,
+		Duplicates: 10 * time.Minute,
+	})
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("bus: create stream: %w", err)
+	}
+	return b, nil
+}
+
+func startEmbedded(o Options) (*server.Server, error) {
+	opts := &server.Options{
+		ServerName: "globomantics",
+		JetStream:  true,
+		StoreDir:   o.StoreDir,
+		NoSigs:     true,
+		NoLog:      true,
+		MaxPayload: 8 << 20,
+	}
+	if o.ListenAddr != "" {
+		host, port, err := splitHostPort(o.ListenAddr)
+		if err != nil {
+			return nil, err
+		}
+		opts.Host, opts.Port = host, port
+	} else {
+		opts.DontListen = true
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("bus: embedded nats: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, errors.New("bus: embedded nats did not start in 10s")
+	}
+	return ns, nil
+}
+
+// ClientURL is the URL other processes use to reach the embedded server, or
+// "" when there is none that listens.
+func (b *Bus) ClientURL() string {
+	if b.ns == nil || b.ns.Addr() == nil {
+		return ""
+	}
+	return b.ns.ClientURL()
+}
+
+// Publish sends data (marshalled to JSON) as an event on subject. The id makes
+// the publish idempotent: the broker drops a second message with the same id
+// within ten minutes.
+func (b *Bus) Publish(ctx context.Context, subject, id string, data any) error {
+	const op = "bus.Publish"
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return errs.E(op, err)
+	}
+	env, err := json.Marshal(Event{ID: id, Type: subject, Time: time.Now().UTC(), Data: raw})
+	if err != nil {
+		return errs.E(op, err)
+	}
+	if _, err := b.js.Publish(ctx, subject, env, jetstream.WithMsgID(id)); err != nil {
+		return errs.E(op, errs.Unavailable, err)
+	}
+	return nil
+}
+
+// Subscribe delivers every message on the subjects to h through the durable
+// consumer name, until Close. Instances using the same name share the
+// messages between them.
+func (b *Bus) Subscribe(ctx context.Context, name string, subjects []string, h Handler) error {
+	cons, err := b.js.CreateOrUpdateConsumer(ctx, StreamName, jetstream.ConsumerConfig{
+		Durable:        name,
+		FilterSubjects: subjects,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckWait:        60 * time.Second,
+		MaxDeliver:     MaxDeliver,
+		BackOff:        []time.Duration{200 * time.Millisecond, time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second},
+		MaxAckPending:  256,
+	})
+	if err != nil {
+		return fmt.Errorf("bus: consumer %s: %w", name, err)
+	}
+	log := b.log.With("consumer", name)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		var ev Event
+		if err := json.Unmarshal(m.Data(), &ev); err != nil {
+			log.Error("undecodable message dropped", "subject", m.Subject(), "err", err)
+			_ = m.Term()
+			return
+		}
+		hctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+		err := h(hctx, ev)
+		cancel()
+		if err != nil {
+			md, _ := m.Metadata()
+			attempt := uint64(0)
+			if md != nil {
+				attempt = md.NumDelivered
+			}
+			log.Warn("handler failed, will retry", "subject", ev.Type, "id", ev.ID, "attempt", attempt, "err", err)
+			_ = m.Nak()
+			return
+		}
+		_ = m.Ack()
+	})
+	if err != nil {
+		return fmt.Errorf("bus: consume %s: %w", name, err)
+	}
+	b.mu.Lock()
+	b.subs = append(b.subs, cc)
+	b.mu.Unlock()
+	return nil
+}
+
+// Ping reports whether the broker connection is up.
+func (b *Bus) Ping(ctx context.Context) error {
+	if b.nc == nil || !b.nc.IsConnected() {
+		return errs.E("bus.Ping", errs.Unavailable, errs.Msg("message broker not connected"))
+	}
+	return nil
+}
+
+// Close stops the subscriptions, letting handlers in flight finish, drains
+// the connection and stops the embedded server.
+func (b *Bus) Close() error {
+	b.mu.Lock()
+	subs := b.subs
+	b.subs = nil
+	b.mu.Unlock()
+	for _, s := range subs {
+		s.Drain()
+	}
+	for _, s := range subs {
+		select {
+		case <-s.Closed():
+		case <-time.After(8 * time.Second):
+		}
+	}
+	if b.nc != nil {
+		b.nc.Close()
+	}
+	b.shutdownServer()
+	return nil
+}
+
+func (b *Bus) shutdownServer() {
+	if b.ns != nil {
+		b.ns.Shutdown()
+		b.ns.WaitForShutdown()
+	}
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	var host string
+	var port int
+	i := len(addr) - 1
+	for i >= 0 && addr[i] != ':' {
+		i--
+	}
+	if i < 0 {
+		return "", 0, fmt.Errorf("bus: listen address %q has no port", addr)
+	}
+	host = addr[:i]
+	if _, err := fmt.Sscanf(addr[i+1:], "%d", &port); err != nil {
+		return "", 0, fmt.Errorf("bus: listen address %q: bad port", addr)
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return host, port, nil
+}

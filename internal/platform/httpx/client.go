@@ -1,0 +1,142 @@
+package httpx
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/globomantics/globomantics/internal/platform/errs"
+)
+
+// Client calls one service's REST API on any of its instances. Calls are
+// spread round-robin; an idempotent call (GET, PUT, DELETE, or any call made
+// with an Idempotency-Key) that fails to connect or gets a 502/503/504 is
+// retried on the next instance, up to once per instance.
+type Client struct {
+	service string
+	bases   []string
+	hc      *http.Client
+	next    atomic.Uint64
+}
+
+// NewClient returns a client of service on the given base URLs
+// (e.g. "http://10.0.0.5:8080"). It panics if bases is empty: configuration
+// validation must catch that first.
+func NewClient(service string, bases []string, hc *http.Client) *Client {
+	if len(bases) == 0 {
+		panic("httpx.NewClient: no base URLs for " + service)
+	}
+	if hc == nil {
+		hc = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
+			MaxIdleConnsPerHost: 64,
+			IdleConnTimeout:     90 * time.Second,
+		}}
+	}
+	cl := make([]string, len(bases))
+	for i, b := range bases {
+		cl[i] = strings.TrimRight(b, "/")
+	}
+	return &Client{service: service, bases: cl, hc: hc}
+}
+
+// Call sends in as JSON (unless nil) to path and decodes a 2xx JSON answer
+// into out (unless nil). Non-2xx answers become errors of the matching kind.
+func (c *Client) Call(ctx context.Context, method, path string, in, out any) error {
+	return c.CallHeader(ctx, method, path, nil, in, out)
+}
+
+// CallHeader is Call with extra request headers.
+func (c *Client) CallHeader(ctx context.Context, method, path string, hdr http.Header, in, out any) error {
+	op := c.service + " " + method + " " + path
+	var body []byte
+	if in != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
+			return errs.E(op, err)
+		}
+	}
+	idempotent := method == http.MethodGet || method == http.MethodPut || method == http.MethodDelete || hdr.Get("Idempotency-Key") != ""
+	start := c.next.Add(1)
+	var lastErr error
+	for i := 0; i < len(c.bases); i++ {
+		base := c.bases[(start+uint64(i))%uint64(len(c.bases))]
+		status, respBody, err := c.do(ctx, method, base+path, hdr, body)
+		if err != nil {
+			if ctx.Err() != nil {
+				return errs.E(op, errs.Unavailable, ctx.Err())
+			}
+			lastErr = errs.E(op, errs.Unavailable, errs.Msg("%s service is unavailable", c.service), err)
+			if idempotent {
+				continue
+			}
+			return lastErr
+		}
+		if status >= 200 && status < 300 {
+			if out != nil && len(respBody) > 0 {
+				if err := json.Unmarshal(respBody, out); err != nil {
+					return errs.E(op, fmt.Errorf("decoding response: %w", err))
+				}
+			}
+			return nil
+		}
+		lastErr = errs.FromProblem(op, status, respBody)
+		if idempotent && (status == http.StatusBadGateway || status == http.StatusServiceUnavailable || status == http.StatusGatewayTimeout) {
+			continue
+		}
+		return lastErr
+	}
+	return lastErr
+}
+
+func (c *Client) do(ctx context.Context, method, u string, hdr http.Header, body []byte) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return 0, nil, err
+	}
+	return resp.StatusCode, b, nil
+}
+
+// Path joins escaped path segments onto a prefix: Path("/v1/products", id).
+func Path(prefix string, segs ...string) string {
+	var b strings.Builder
+	b.WriteString(prefix)
+	for _, s := range segs {
+		b.WriteByte('/')
+		b.WriteString(url.PathEscape(s))
+	}
+	return b.String()
+}
+
+// IsConnErr reports whether err is a connection-level failure.
+func IsConnErr(err error) bool {
+	var ue *url.Error
+	return errors.As(err, &ue)
+}

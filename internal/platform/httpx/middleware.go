@@ -1,0 +1,84 @@
+package httpx
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/globomantics/globomantics/internal/platform/errs"
+)
+
+type ctxKey int
+
+const loggerKey ctxKey = iota
+
+// Logger returns the request-scoped logger, or slog.Default.
+func Logger(ctx context.Context) *slog.Logger {
+	if l, ok := ctx.Value(loggerKey).(*slog.Logger); ok {
+		return l
+	}
+	return slog.Default()
+}
+
+// LogError logs a handler error: internal ones at error level, client errors at debug.
+func LogError(r *http.Request, err error) {
+	l := Logger(r.Context())
+	if k := errs.KindOf(err); k == errs.Other || k == errs.Unavailable {
+		l.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	} else {
+		l.Debug("request rejected", "method", r.Method, "path", r.URL.Path, "status", k.Status(), "err", err)
+	}
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int
+}
+
+func (w *statusWriter) WriteHeader(s int) {
+	if w.status == 0 {
+		w.status = s
+	}
+	w.ResponseWriter.WriteHeader(s)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += n
+	return n, err
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Middleware wraps h with panic recovery and one access log line per request
+// at debug level (errors at warn).
+func Middleware(log *slog.Logger, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		ctx := context.WithValue(r.Context(), loggerKey, log)
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				log.Error("panic", "method", r.Method, "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+				if sw.status == 0 {
+					errs.WriteProblem(sw, r, errs.E("panic", errs.Other))
+				}
+			}
+			lvl := slog.LevelDebug
+			if sw.status >= 500 {
+				lvl = slog.LevelWarn
+			}
+			log.Log(ctx, lvl, "http", "method", r.Method, "path", r.URL.Path, "status", sw.status, "bytes", sw.bytes, "dur", time.Since(start))
+		}()
+		h.ServeHTTP(sw, r.WithContext(ctx))
+	})
+}
