@@ -1,0 +1,432 @@
+package cart_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/globomantics/globomantics/internal/cart"
+	"github.com/globomantics/globomantics/internal/cart/cartdb"
+	"github.com/globomantics/globomantics/internal/catalog"
+	"github.com/globomantics/globomantics/internal/platform/clock"
+	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/httpx"
+	"github.com/globomantics/globomantics/internal/platform/money"
+	"github.com/globomantics/globomantics/internal/platform/testenv"
+)
+
+// products is an in-memory catalog for the cart's tests.
+type products struct {
+	mu    sync.Mutex
+	items map[string]catalog.Product
+	down  bool // answer every call with errs.Unavailable
+}
+
+func (p *products) GetProduct(_ context.Context, id string) (catalog.Product, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.down {
+		return catalog.Product{}, errs.E("catalog.GetProduct", errs.Unavailable, errs.Msg("catalog service is unavailable"))
+	}
+	pr, ok := p.items[id]
+	if !ok {
+		return catalog.Product{}, errs.E("catalog.GetProduct", errs.NotFound, errs.Msg("product not found"))
+	}
+	return pr, nil
+}
+
+func (p *products) setPrice(id string, cents int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pr := p.items[id]
+	pr.Price = money.USD(cents)
+	p.items[id] = pr
+}
+
+func (p *products) setDown(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+}
+
+func newProducts() *products {
+	p := &products{items: map[string]catalog.Product{}}
+	for _, pr := range []catalog.Product{
+		{ID: "prd_lamp", Name: "Desk lamp", Price: money.USD(2499), Stock: 5},
+		{ID: "prd_mug", Name: "Mug", Price: money.USD(850), Stock: 100},
+		{ID: "prd_pen", Name: "Pen", Price: money.USD(199), Stock: 0},
+		{ID: "prd_sofa", Name: "Sofa", Price: money.USD(49900), Stock: 1},
+		{ID: "prd/odd ?#%", Name: "Odd id", Price: money.USD(1), Stock: 1},
+	} {
+		p.items[pr.ID] = pr
+	}
+	return p
+}
+
+type fixture struct {
+	api      cart.API
+	products *products
+	clock    *clock.Fake
+}
+
+func newService(t *testing.T) (*cart.Service, *products, *clock.Fake) {
+	t.Helper()
+	store, err := cartdb.Open(context.Background(), testenv.SQLite(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newProducts()
+	clk := clock.NewFake(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC))
+	return cart.NewService(store, p, clk), p, clk
+}
+
+// TestAPI runs the contract suite against the service in process and over HTTP.
+func TestAPI(t *testing.T) {
+	impls := map[string]func(t *testing.T) fixture{
+		"service": func(t *testing.T) fixture {
+			svc, p, clk := newService(t)
+			return fixture{svc, p, clk}
+		},
+		"client": func(t *testing.T) fixture {
+			svc, p, clk := newService(t)
+			srv := httptest.NewServer(cart.NewHandler(svc))
+			t.Cleanup(srv.Close)
+			return fixture{cart.NewClient(httpx.NewClient("cart", []string{srv.URL}, nil)), p, clk}
+		},
+	}
+	for name, mk := range impls {
+		t.Run(name, func(t *testing.T) {
+			t.Run("AddItem", func(t *testing.T) { testAddItem(t, mk(t)) })
+			t.Run("AddItemInvalid", func(t *testing.T) { testAddItemInvalid(t, mk(t)) })
+			t.Run("Order", func(t *testing.T) { testOrder(t, mk(t)) })
+			t.Run("SetQuantity", func(t *testing.T) { testSetQuantity(t, mk(t)) })
+			t.Run("RemoveAndClear", func(t *testing.T) { testRemoveAndClear(t, mk(t)) })
+			t.Run("Merge", func(t *testing.T) { testMerge(t, mk(t)) })
+			t.Run("Owners", func(t *testing.T) { testOwners(t, mk(t)) })
+		})
+	}
+}
+
+func wantKind(t *testing.T, what string, err error, k errs.Kind) {
+	t.Helper()
+	if !errs.Is(k, err) {
+		t.Errorf("%s: got error %v (kind %v), want kind %v", what, err, errs.KindOf(err), k)
+	}
+}
+
+// summary renders a cart as "id×qty@price ... =total" for compact comparison.
+func summary(c cart.Cart) string {
+	var b strings.Builder
+	for _, it := range c.Items {
+		fmt.Fprintf(&b, "%s×%d@%s ", it.ProductID, it.Quantity, strings.TrimPrefix(it.UnitPrice.String(), "$"))
+	}
+	fmt.Fprintf(&b, "=%s", strings.TrimPrefix(c.Total.String(), "$"))
+	if c.Total.Currency != money.Currency {
+		fmt.Fprintf(&b, " (currency %q)", c.Total.Currency)
+	}
+	return b.String()
+}
+
+func mustCart(t *testing.T, what string) func(cart.Cart, error) cart.Cart {
+	t.Helper()
+	return func(c cart.Cart, err error) cart.Cart {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return c
+	}
+}
+
+func wantCart(t *testing.T, api cart.API, owner, want string) {
+	t.Helper()
+	c, err := api.GetCart(context.Background(), owner)
+	if err != nil {
+		t.Fatalf("GetCart(%q): %v", owner, err)
+	}
+	if got := summary(c); got != want {
+		t.Errorf("cart %q = %s, want %s", owner, got, want)
+	}
+}
+
+func testAddItem(t *testing.T, f fixture) {
+	ctx := context.Background()
+	const owner = "user:acc_1"
+
+	empty := mustCart(t, "GetCart")(f.api.GetCart(ctx, owner))
+	if empty.Items == nil || len(empty.Items) != 0 || empty.Total != money.USD(0) {
+		t.Errorf("empty cart = %+v; want no items (non-nil) and a zero USD total", empty)
+	}
+
+	c := mustCart(t, "AddItem")(f.api.AddItem(ctx, owner, "prd_lamp", 2))
+	want := cart.Item{ProductID: "prd_lamp", Name: "Desk lamp", Quantity: 2, UnitPrice: money.USD(2499), LineTotal: money.USD(4998)}
+	if len(c.Items) != 1 || c.Items[0] != want || c.Total != money.USD(4998) {
+		t.Fatalf("after AddItem: %+v; want one line %+v, total 49.98", c, want)
+	}
+
+	// Adding again adds to the line, which keeps the price it was added at.
+	f.products.setPrice("prd_lamp", 9999)
+	c = mustCart(t, "AddItem again")(f.api.AddItem(ctx, owner, "prd_lamp", 3))
+	if summary(c) != "prd_lamp×5@24.99 =124.95" {
+		t.Errorf("after second add: %s", summary(c))
+	}
+	// A product out of stock may still go in the cart: checkout reserves stock.
+	c = mustCart(t, "AddItem pen")(f.api.AddItem(ctx, owner, "prd_pen", 1))
+	if summary(c) != "prd_lamp×5@24.99 prd_pen×1@1.99 =126.94" {
+		t.Errorf("after adding a pen: %s", summary(c))
+	}
+	wantCart(t, f.api, owner, "prd_lamp×5@24.99 prd_pen×1@1.99 =126.94")
+
+	// Up to MaxQuantity is fine.
+	c = mustCart(t, "AddItem to max")(f.api.AddItem(ctx, owner, "prd_lamp", cart.MaxQuantity-5))
+	if c.Items[0].Quantity != cart.MaxQuantity {
+		t.Errorf("quantity = %d, want %d", c.Items[0].Quantity, cart.MaxQuantity)
+	}
+}
+
+func testAddItemInvalid(t *testing.T, f fixture) {
+	ctx := context.Background()
+	const owner = "anon:tok"
+	mustCart(t, "AddItem")(f.api.AddItem(ctx, owner, "prd_mug", 98))
+	const before = "prd_mug×98@8.50 =833.00"
+
+	for _, qty := range []int{0, -1, cart.MaxQuantity + 1, 1 << 40} {
+		_, err := f.api.AddItem(ctx, owner, "prd_lamp", qty)
+		wantKind(t, "AddItem qty "+strconv.Itoa(qty), err, errs.Invalid)
+	}
+	_, err := f.api.AddItem(ctx, owner, "prd_mug", 2)
+	wantKind(t, "AddItem beyond MaxQuantity", err, errs.Invalid)
+	if d := errs.Detail(err); !strings.Contains(d, "at most 99") || !strings.Contains(d, "98") {
+		t.Errorf("detail %q should say the limit and the quantity held", d)
+	}
+
+	_, err = f.api.AddItem(ctx, owner, "prd_nope", 1)
+	wantKind(t, "unknown product", err, errs.NotFound)
+	if d := errs.Detail(err); !strings.Contains(d, "prd_nope") {
+		t.Errorf("unknown product detail %q does not name the product", d)
+	}
+	for _, id := range []string{strings.Repeat("p", 500), "bad\x00id", "\xff"} {
+		_, err = f.api.AddItem(ctx, owner, id, 1)
+		wantKind(t, "impossible product id", err, errs.NotFound)
+	}
+	_, err = f.api.AddItem(ctx, owner, "", 1)
+	wantKind(t, "empty product id", err, errs.Invalid)
+
+	f.products.setDown(true)
+	_, err = f.api.AddItem(ctx, owner, "prd_lamp", 1)
+	wantKind(t, "catalog down", err, errs.Unavailable)
+	f.products.setDown(false)
+
+	wantCart(t, f.api, owner, before) // nothing above changed the cart
+}
+
+func testOrder(t *testing.T, f fixture) {
+	ctx := context.Background()
+	const owner = "user:order"
+	// The clock does not move: order still follows the calls, not the ids.
+	for _, id := range []string{"prd_sofa", "prd_lamp", "prd_mug"} {
+		mustCart(t, "AddItem "+id)(f.api.AddItem(ctx, owner, id, 1))
+	}
+	f.clock.Advance(time.Minute)
+	mustCart(t, "AddItem")(f.api.AddItem(ctx, owner, "prd_sofa", 1)) // existing line keeps its place
+	mustCart(t, "AddItem")(f.api.AddItem(ctx, owner, "prd_pen", 1))
+	wantCart(t, f.api, owner, "prd_sofa×2@499.00 prd_lamp×1@24.99 prd_mug×1@8.50 prd_pen×1@1.99 =1033.48")
+	// Removed and re-added goes to the end.
+	mustCart(t, "RemoveItem")(f.api.RemoveItem(ctx, owner, "prd_sofa"))
+	mustCart(t, "AddItem")(f.api.AddItem(ctx, owner, "prd_sofa", 1))
+	wantCart(t, f.api, owner, "prd_lamp×1@24.99 prd_mug×1@8.50 prd_pen×1@1.99 prd_sofa×1@499.00 =534.48")
+}
+
+func testSetQuantity(t *testing.T, f fixture) {
+	ctx := context.Background()
+	const owner = "user:set"
+	mustCart(t, "AddItem")(f.api.AddItem(ctx, owner, "prd_lamp", 1))
+	mustCart(t, "AddItem")(f.api.AddItem(ctx, owner, "prd_mug", 1))
+
+	c := mustCart(t, "SetQuantity")(f.api.SetQuantity(ctx, owner, "prd_lamp", 4))
+	if summary(c) != "prd_lamp×4@24.99 prd_mug×1@8.50 =108.46" {
+		t.Errorf("after set: %s", summary(c))
+	}
+	// Setting is idempotent, and keeps the line's price and place.
+	f.products.setPrice("prd_lamp", 1)
+	c = mustCart(t, "SetQuantity again")(f.api.SetQuantity(ctx, owner, "prd_lamp", 4))
+	if summary(c) != "prd_lamp×4@24.99 prd_mug×1@8.50 =108.46" {
+		t.Errorf("after repeated set: %s", summary(c))
+	}
+	c = mustCart(t, "SetQuantity max")(f.api.SetQuantity(ctx, owner, "prd_mug", cart.MaxQuantity))
+	if c.Items[1].Quantity != cart.MaxQuantity {
+		t.Errorf("quantity = %d", c.Items[1].Quantity)
+	}
+
+	for _, qty := range []int{-1, cart.MaxQuantity + 1} {
+		_, err := f.api.SetQuantity(ctx, owner, "prd_lamp", qty)
+		wantKind(t, "SetQuantity "+strconv.Itoa(qty), err, errs.Invalid)
+	}
+	_, err := f.api.SetQuantity(ctx, owner, "prd_nope", 1)
+	wantKind(t, "SetQuantity unknown product", err, errs.NotFound)
+	_, err = f.api.SetQuantity(ctx, owner, "", 1)
+	wantKind(t, "SetQuantity empty product", err, errs.Invalid)
+	wantCart(t, f.api, owner, "prd_lamp×4@24.99 prd_mug×99@8.50 =941.46")
+
+	// 0 removes the line; 0 for an absent line changes nothing.
+	c = mustCart(t, "SetQuantity 0")(f.api.SetQuantity(ctx, owner, "prd_lamp", 0))
+	if summary(c) != "prd_mug×99@8.50 =841.50" {
+		t.Errorf("after set to 0: %s", summary(c))
+	}
+	c = mustCart(t, "SetQuantity 0 absent")(f.api.SetQuantity(ctx, owner, "prd_lamp", 0))
+	if summary(c) != "prd_mug×99@8.50 =841.50" {
+		t.Errorf("after set absent to 0: %s", summary(c))
+	}
+	// Above 0 for an absent line adds it at the current price.
+	c = mustCart(t, "SetQuantity absent")(f.api.SetQuantity(ctx, owner, "prd_lamp", 2))
+	if summary(c) != "prd_mug×99@8.50 prd_lamp×2@0.01 =841.52" {
+		t.Errorf("after set of an absent line: %s", summary(c))
+	}
+}
+
+func testRemoveAndClear(t *testing.T, f fixture) {
+	ctx := context.Background()
+	const owner = "user:rm"
+	mustCart(t, "AddItem")(f.api.AddItem(ctx, owner, "prd_lamp", 1))
+	mustCart(t, "AddItem")(f.api.AddItem(ctx, owner, "prd_mug", 3))
+	c := mustCart(t, "RemoveItem")(f.api.RemoveItem(ctx, owner, "prd_lamp"))
+	if summary(c) != "prd_mug×3@8.50 =25.50" {
+		t.Errorf("after remove: %s", summary(c))
+	}
+	for _, id := range []string{"prd_lamp", "prd_nope", strings.Repeat("x", 500)} {
+		c = mustCart(t, "RemoveItem absent")(f.api.RemoveItem(ctx, owner, id))
+		if summary(c) != "prd_mug×3@8.50 =25.50" {
+			t.Errorf("after removing absent %q: %s", id, summary(c))
+		}
+	}
+	_, err := f.api.RemoveItem(ctx, owner, "")
+	wantKind(t, "RemoveItem empty product", err, errs.Invalid)
+
+	if err := f.api.Clear(ctx, owner); err != nil {
+		t.Fatal(err)
+	}
+	wantCart(t, f.api, owner, "=0.00")
+	if err := f.api.Clear(ctx, owner); err != nil {
+		t.Errorf("clearing an empty cart: %v", err)
+	}
+}
+
+func testMerge(t *testing.T, f fixture) {
+	ctx := context.Background()
+	const anon, user = "anon:visitor", "user:acc_m"
+	mustCart(t, "AddItem")(f.api.AddItem(ctx, anon, "prd_mug", 5))
+	mustCart(t, "AddItem")(f.api.AddItem(ctx, anon, "prd_lamp", 5))
+	mustCart(t, "AddItem")(f.api.AddItem(ctx, anon, "prd_pen", 2))
+	f.products.setPrice("prd_lamp", 3000)
+	mustCart(t, "AddItem")(f.api.AddItem(ctx, user, "prd_lamp", 97))
+	mustCart(t, "AddItem")(f.api.AddItem(ctx, user, "prd_sofa", 1))
+
+	// Shared products add up (capped at MaxQuantity, at the user's price);
+	// the others follow the user's lines in the visitor's order.
+	const merged = "prd_lamp×99@30.00 prd_sofa×1@499.00 prd_mug×5@8.50 prd_pen×2@1.99 =3515.48"
+	c := mustCart(t, "Merge")(f.api.Merge(ctx, anon, user))
+	if summary(c) != merged {
+		t.Errorf("merged cart = %s, want %s", summary(c), merged)
+	}
+	wantCart(t, f.api, user, merged)
+	wantCart(t, f.api, anon, "=0.00")
+
+	// Repeating the merge, merging an empty cart, or merging a cart into
+	// itself changes nothing.
+	for _, from := range []string{anon, "anon:never", user} {
+		c = mustCart(t, "Merge "+from)(f.api.Merge(ctx, from, user))
+		if summary(c) != merged {
+			t.Errorf("after merging %q: %s", from, summary(c))
+		}
+	}
+
+	for _, c := range []struct{ from, to, detail string }{
+		{"", user, "from: owner is required"},
+		{user, "", "to: owner is required"},
+		{strings.Repeat("a", 201), user, "from: owner must be at most 200 bytes"},
+		{user, "a\x01", "to: owner must be printable"},
+	} {
+		_, err := f.api.Merge(ctx, c.from, c.to)
+		wantKind(t, "Merge invalid", err, errs.Invalid)
+		if d := errs.Detail(err); !strings.Contains(d, c.detail) {
+			t.Errorf("Merge(%q, %q) detail %q, want %q", c.from, c.to, d, c.detail)
+		}
+	}
+	wantCart(t, f.api, user, merged)
+}
+
+func testOwners(t *testing.T, f fixture) {
+	ctx := context.Background()
+	// Owners are opaque: any printable text up to 200 bytes, each its own cart,
+	// whatever it does to a URL.
+	owners := []string{"a", "a/b", "a%2Fb", ".", "..", "x y?z#w", "ünïcode", strings.Repeat("o", 200)}
+	for i, o := range owners {
+		mustCart(t, "AddItem "+o)(f.api.AddItem(ctx, o, "prd_mug", i+1))
+		mustCart(t, "SetQuantity "+o)(f.api.SetQuantity(ctx, o, "prd/odd ?#%", i+1))
+	}
+	for i, o := range owners {
+		c := mustCart(t, "GetCart "+o)(f.api.GetCart(ctx, o))
+		if len(c.Items) != 2 || c.Items[0].Quantity != i+1 || c.Items[1].ProductID != "prd/odd ?#%" {
+			t.Errorf("cart of %q = %+v, want %d of each product", o, c, i+1)
+		}
+	}
+	mustCart(t, "RemoveItem")(f.api.RemoveItem(ctx, "..", "prd/odd ?#%"))
+	if err := f.api.Clear(ctx, "a/b"); err != nil {
+		t.Fatal(err)
+	}
+	wantCart(t, f.api, "..", "prd_mug×5@8.50 =42.50")
+	wantCart(t, f.api, "a/b", "=0.00")
+	wantCart(t, f.api, "a", "prd_mug×1@8.50 prd/odd ?#%×1@0.01 =8.51")
+
+	bad := []string{"", strings.Repeat("o", 201), "line\nbreak", "nul\x00", "\xff\xfe"}
+	for _, o := range bad {
+		_, err := f.api.GetCart(ctx, o)
+		wantKind(t, "GetCart bad owner", err, errs.Invalid)
+		_, err = f.api.AddItem(ctx, o, "prd_mug", 1)
+		wantKind(t, "AddItem bad owner", err, errs.Invalid)
+		_, err = f.api.SetQuantity(ctx, o, "prd_mug", 1)
+		wantKind(t, "SetQuantity bad owner", err, errs.Invalid)
+		_, err = f.api.RemoveItem(ctx, o, "prd_mug")
+		wantKind(t, "RemoveItem bad owner", err, errs.Invalid)
+		wantKind(t, "Clear bad owner", f.api.Clear(ctx, o), errs.Invalid)
+	}
+}
+
+// TestHandlerRejectsBadBodies checks the HTTP layer's own validation, and that
+// a rejected request changes nothing.
+func TestHandlerRejectsBadBodies(t *testing.T) {
+	svc, _, _ := newService(t)
+	srv := httptest.NewServer(cart.NewHandler(svc))
+	t.Cleanup(srv.Close)
+	for _, c := range []struct {
+		method, path, body string
+		status             int
+	}{
+		{"POST", "/svc/cart/v1/carts/u1/items", `{"product_id":"prd_mug","quantity":1,"price":1}`, http.StatusBadRequest},
+		{"POST", "/svc/cart/v1/carts/u1/items", `{"product_id":"prd_mug","quantity":"1"}`, http.StatusBadRequest},
+		{"POST", "/svc/cart/v1/carts/u1/items", `{"product_id":"prd_mug","quantity":1}{}`, http.StatusBadRequest},
+		{"PUT", "/svc/cart/v1/carts/u1/items/prd_mug", `{"quantity":1.5}`, http.StatusBadRequest},
+		{"POST", "/svc/cart/v1/carts/u1/merge", `{}`, http.StatusUnprocessableEntity},
+		{"POST", "/svc/cart/v1/carts/u1/items", `{"product_id":"prd_nope","quantity":1}`, http.StatusNotFound},
+	} {
+		req, _ := http.NewRequest(c.method, srv.URL+c.path, strings.NewReader(c.body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.status || resp.Header.Get("Content-Type") != "application/problem+json" {
+			t.Errorf("%s %s %s: %d %s, want %d problem+json", c.method, c.path, c.body, resp.StatusCode, resp.Header.Get("Content-Type"), c.status)
+		}
+	}
+	if c, err := svc.GetCart(context.Background(), "u1"); err != nil || len(c.Items) != 0 {
+		t.Errorf("cart after rejected requests = %+v, %v; want empty", c, err)
+	}
+}
