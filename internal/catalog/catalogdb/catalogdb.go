@@ -1,0 +1,440 @@
+// Package catalogdb is the catalog's store over SQL (SQLite or PostgreSQL):
+// categories, products with their stock and image keys, stock reservations,
+// and the outbox of catalog events.
+package catalogdb
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/globomantics/globomantics/internal/catalog"
+	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/money"
+	"github.com/globomantics/globomantics/internal/platform/outbox"
+	"github.com/globomantics/globomantics/internal/platform/sqldb"
+)
+
+var migrations = []string{
+	`CREATE TABLE categories (
+		id TEXT PRIMARY KEY,
+		name TEXT NOT NULL,
+		position INTEGER NOT NULL
+	);
+	CREATE TABLE products (
+		id TEXT PRIMARY KEY,
+		name TEXT NOT NULL,
+		description TEXT NOT NULL,
+		category TEXT NOT NULL REFERENCES categories (id),
+		price_amount BIGINT NOT NULL,
+		price_currency TEXT NOT NULL,
+		stock INTEGER NOT NULL CHECK (stock >= 0),
+		image_key TEXT NOT NULL,
+		thumbnails TEXT NOT NULL DEFAULT '{}',
+		created_at BIGINT NOT NULL
+	);
+	CREATE INDEX products_by_category ON products (category, id);
+	CREATE TABLE reservations (
+		id TEXT PRIMARY KEY,
+		created_at BIGINT NOT NULL,
+		released_at BIGINT
+	);
+	CREATE TABLE reservation_lines (
+		reservation_id TEXT NOT NULL REFERENCES reservations (id),
+		product_id TEXT NOT NULL,
+		quantity INTEGER NOT NULL,
+		PRIMARY KEY (reservation_id, product_id)
+	)`,
+	outbox.Migration,
+}
+
+// Store is the SQL catalog store.
+type Store struct {
+	db *sqldb.DB
+}
+
+var _ catalog.Store = (*Store)(nil)
+
+// Open runs the catalog migrations on db and returns the store.
+func Open(ctx context.Context, db *sqldb.DB) (*Store, error) {
+	if err := db.Migrate(ctx, "catalog", migrations); err != nil {
+		return nil, err
+	}
+	return &Store{db: db}, nil
+}
+
+// DB is the store's database, for the outbox relay.
+func (s *Store) DB() *sqldb.DB { return s.db }
+
+// ListCategories returns every category in display order.
+func (s *Store) ListCategories(ctx context.Context) ([]catalog.Category, error) {
+	const op = "catalogdb.ListCategories"
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name FROM categories ORDER BY position, id`)
+	if err != nil {
+		return nil, errs.E(op, err)
+	}
+	defer rows.Close()
+	var out []catalog.Category
+	for rows.Next() {
+		var c catalog.Category
+		if err := rows.Scan(&c.ID, &c.Name); err != nil {
+			return nil, errs.E(op, err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, errs.E(op, err)
+	}
+	return out, nil
+}
+
+// EnsureCategories creates or renames the categories, in one transaction;
+// their order in cats is their display order.
+func (s *Store) EnsureCategories(ctx context.Context, cats []catalog.Category) error {
+	const op = "catalogdb.EnsureCategories"
+	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		for i, c := range cats {
+			_, err := tx.ExecContext(ctx, `INSERT INTO categories (id, name, position) VALUES (?, ?, ?)
+				ON CONFLICT (id) DO UPDATE SET name = excluded.name, position = excluded.position`, c.ID, c.Name, i)
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return errs.E(op, err)
+	}
+	return nil
+}
+
+// HasCategory reports whether the category exists.
+func (s *Store) HasCategory(ctx context.Context, id string) (bool, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM categories WHERE id = ?`, id).Scan(&n); err != nil {
+		return false, errs.E("catalogdb.HasCategory", err)
+	}
+	return n > 0, nil
+}
+
+const productColumns = `id, name, description, category, price_amount, price_currency, stock, image_key, thumbnails, created_at`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanProduct(sc scanner) (catalog.Record, error) {
+	var (
+		r     catalog.Record
+		thumb string
+		ms    int64
+	)
+	if err := sc.Scan(&r.ID, &r.Name, &r.Description, &r.Category, &r.Price.Amount, &r.Price.Currency,
+		&r.Stock, &r.ImageKey, &thumb, &ms); err != nil {
+		return r, err
+	}
+	if thumb != "" && thumb != "{}" {
+		if err := json.Unmarshal([]byte(thumb), &r.ThumbnailKeys); err != nil {
+			return r, err
+		}
+	}
+	r.CreatedAt = sqldb.FromMillis(ms)
+	return r, nil
+}
+
+func collect(rows *sql.Rows) ([]catalog.Record, error) {
+	defer rows.Close()
+	var out []catalog.Record
+	for rows.Next() {
+		r, err := scanProduct(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// ListProducts returns up to limit products after offset in id order,
+// optionally of one category.
+func (s *Store) ListProducts(ctx context.Context, category string, offset, limit int) ([]catalog.Record, error) {
+	const op = "catalogdb.ListProducts"
+	q := `SELECT ` + productColumns + ` FROM products`
+	var args []any
+	if category != "" {
+		q += ` WHERE category = ?`
+		args = append(args, category)
+	}
+	q += ` ORDER BY id LIMIT ? OFFSET ?`
+	args = append(args, limit, offset)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, errs.E(op, err)
+	}
+	out, err := collect(rows)
+	if err != nil {
+		return nil, errs.E(op, err)
+	}
+	return out, nil
+}
+
+// GetProduct returns one product; errs.NotFound.
+func (s *Store) GetProduct(ctx context.Context, id string) (catalog.Record, error) {
+	const op = "catalogdb.GetProduct"
+	r, err := scanProduct(s.db.QueryRowContext(ctx, `SELECT `+productColumns+` FROM products WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, errs.E(op, errs.NotFound, errs.Msg("no such product"), err)
+	}
+	if err != nil {
+		return r, errs.E(op, err)
+	}
+	return r, nil
+}
+
+// getProductsChunk bounds the number of placeholders in one query.
+const getProductsChunk = 200
+
+// GetProducts returns the products that exist among ids, in id order.
+func (s *Store) GetProducts(ctx context.Context, ids []string) ([]catalog.Record, error) {
+	const op = "catalogdb.GetProducts"
+	var out []catalog.Record
+	for len(ids) > 0 {
+		n := min(len(ids), getProductsChunk)
+		chunk := ids[:n]
+		ids = ids[n:]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		q := `SELECT ` + productColumns + ` FROM products WHERE id IN (?` + strings.Repeat(`, ?`, len(chunk)-1) + `) ORDER BY id`
+		rows, err := s.db.QueryContext(ctx, q, args...)
+		if err != nil {
+			return nil, errs.E(op, err)
+		}
+		recs, err := collect(rows)
+		if err != nil {
+			return nil, errs.E(op, err)
+		}
+		out = append(out, recs...)
+	}
+	return out, nil
+}
+
+// CreateProduct inserts the product and its ItemListed outbox event in one
+// transaction. errs.Conflict for a taken id, errs.Invalid for an unknown
+// category; in both cases nothing is written.
+func (s *Store) CreateProduct(ctx context.Context, r catalog.Record) error {
+	const op = "catalogdb.CreateProduct"
+	thumbs, err := marshalThumbs(r.ThumbnailKeys)
+	if err != nil {
+		return errs.E(op, err)
+	}
+	err = s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM categories WHERE id = ?`, r.Category).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			return errs.E(errs.Invalid, errs.Msg("unknown category %q", r.Category))
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO products (`+productColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			r.ID, r.Name, r.Description, r.Category, r.Price.Amount, currency(r.Price), r.Stock, r.ImageKey, thumbs, sqldb.Millis(r.CreatedAt))
+		if err != nil {
+			if sqldb.IsUniqueViolation(err) {
+				return errs.E(errs.Conflict, errs.Msg("product %s already exists", r.ID), err)
+			}
+			return err
+		}
+		ev := catalog.ItemListed{
+			ProductID:   r.ID,
+			Name:        r.Name,
+			Description: r.Description,
+			Category:    r.Category,
+			Price:       money.Money{Amount: r.Price.Amount, Currency: currency(r.Price)},
+			ImageKey:    r.ImageKey,
+		}
+		return outbox.Add(ctx, tx, catalog.SubjectItemListed, r.ID, ev, r.CreatedAt)
+	})
+	if err != nil {
+		return errs.E(op, err)
+	}
+	return nil
+}
+
+func currency(m money.Money) string {
+	if m.Currency == "" {
+		return money.Currency
+	}
+	return m.Currency
+}
+
+func marshalThumbs(keys map[string]string) (string, error) {
+	if len(keys) == 0 {
+		return "{}", nil
+	}
+	b, err := json.Marshal(keys) // map keys are sorted: stable text
+	return string(b), err
+}
+
+// SetThumbnails replaces the product's thumbnail keys; errs.NotFound.
+func (s *Store) SetThumbnails(ctx context.Context, id string, keys map[string]string) error {
+	const op = "catalogdb.SetThumbnails"
+	thumbs, err := marshalThumbs(keys)
+	if err != nil {
+		return errs.E(op, err)
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE products SET thumbnails = ? WHERE id = ?`, thumbs, id)
+	if err != nil {
+		return errs.E(op, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return errs.E(op, err)
+	}
+	if n == 0 {
+		return errs.E(op, errs.NotFound, errs.Msg("no such product"))
+	}
+	return nil
+}
+
+// Reserve takes the lines' quantities out of stock in one transaction and
+// records them under reservationID. The decrement is a conditional UPDATE
+// (stock >= quantity), so concurrent reservations can never drive stock
+// negative on either engine; lines are applied in product id order so that
+// concurrent transactions lock rows in the same order. A reservation id that
+// exists (reserved or released) makes it a no-op.
+func (s *Store) Reserve(ctx context.Context, reservationID string, lines []catalog.Line, now time.Time) error {
+	const op = "catalogdb.Reserve"
+	sorted := mergeLines(lines)
+	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO reservations (id, created_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`,
+			reservationID, sqldb.Millis(now))
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return nil // seen before: a repeat is a no-op
+		}
+		for _, l := range sorted {
+			res, err := tx.ExecContext(ctx, `UPDATE products SET stock = stock - ? WHERE id = ? AND stock >= ?`,
+				l.Quantity, l.ProductID, l.Quantity)
+			if err != nil {
+				return err
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				return shortage(ctx, tx, l)
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO reservation_lines (reservation_id, product_id, quantity) VALUES (?, ?, ?)`,
+				reservationID, l.ProductID, l.Quantity); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return errs.E(op, err)
+	}
+	return nil
+}
+
+// shortage explains why a conditional decrement changed no row.
+func shortage(ctx context.Context, tx *sqldb.Tx, l catalog.Line) error {
+	var (
+		name  string
+		stock int
+	)
+	err := tx.QueryRowContext(ctx, `SELECT name, stock FROM products WHERE id = ?`, l.ProductID).Scan(&name, &stock)
+	if errors.Is(err, sql.ErrNoRows) {
+		return errs.E(errs.NotFound, errs.Msg("no such product: %s", l.ProductID))
+	}
+	if err != nil {
+		return err
+	}
+	if stock == 0 {
+		return errs.E(errs.Conflict, errs.Msg("%q (%s) is out of stock", name, l.ProductID))
+	}
+	return errs.E(errs.Conflict, errs.Msg("only %d of %q (%s) left in stock, %d wanted", stock, name, l.ProductID, l.Quantity))
+}
+
+// mergeLines adds up lines of the same product and sorts them by product id.
+func mergeLines(lines []catalog.Line) []catalog.Line {
+	at := make(map[string]int, len(lines))
+	out := make([]catalog.Line, 0, len(lines))
+	for _, l := range lines {
+		if i, ok := at[l.ProductID]; ok {
+			out[i].Quantity += l.Quantity
+			continue
+		}
+		at[l.ProductID] = len(out)
+		out = append(out, l)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ProductID < out[j].ProductID })
+	return out
+}
+
+// Release puts a reservation's recorded quantities back, once, in one
+// transaction. An unknown reservation is recorded as released (with no lines)
+// so that a Reserve with its id arriving late does nothing.
+func (s *Store) Release(ctx context.Context, reservationID string, now time.Time) error {
+	const op = "catalogdb.Release"
+	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE reservations SET released_at = ? WHERE id = ? AND released_at IS NULL`,
+			sqldb.Millis(now), reservationID)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if n == 0 { // unknown or already released
+			_, err := tx.ExecContext(ctx, `INSERT INTO reservations (id, created_at, released_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+				reservationID, sqldb.Millis(now), sqldb.Millis(now))
+			return err
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT product_id, quantity FROM reservation_lines WHERE reservation_id = ? ORDER BY product_id`, reservationID)
+		if err != nil {
+			return err
+		}
+		var lines []catalog.Line
+		for rows.Next() {
+			var l catalog.Line
+			if err := rows.Scan(&l.ProductID, &l.Quantity); err != nil {
+				rows.Close()
+				return err
+			}
+			lines = append(lines, l)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, l := range lines {
+			if _, err := tx.ExecContext(ctx, `UPDATE products SET stock = stock + ? WHERE id = ?`, l.Quantity, l.ProductID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return errs.E(op, err)
+	}
+	return nil
+}
+
+// CountProducts returns the number of products.
+func (s *Store) CountProducts(ctx context.Context) (int, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM products`).Scan(&n); err != nil {
+		return 0, errs.E("catalogdb.CountProducts", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,163 @@
+package catalog
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/httpx"
+	"github.com/globomantics/globomantics/internal/platform/page"
+)
+
+// PathPrefix is the root of the catalog's REST API.
+const PathPrefix = "/svc/catalog/v1/"
+
+// MaxListItemBody is the largest POST products body: an 8 MB image grows by a
+// third in base64, plus the other fields.
+const MaxListItemBody = 12 << 20
+
+// MaxBatchIDs is how many ids one GET products?ids= request may carry.
+const MaxBatchIDs = 100
+
+// CategoryList is the body of GET categories.
+type CategoryList struct {
+	Categories []Category `json:"categories"`
+}
+
+// ThumbnailsBody is the body of PUT products/{id}/thumbnails: blob keys by
+// size name.
+type ThumbnailsBody struct {
+	Thumbnails map[string]string `json:"thumbnails"`
+}
+
+// ReservationBody is the body of PUT reservations/{id}.
+type ReservationBody struct {
+	Lines []Line `json:"lines"`
+}
+
+// NewHandler serves api's REST API under /svc/catalog/v1/:
+//
+//	GET    categories                 -> CategoryList
+//	GET    products?category=&page_size=&page_token= -> ProductPage
+//	GET    products?ids=a,b,c         -> ProductPage of those products (no next page)
+//	GET    products/{id}              -> Product
+//	POST   products                   NewItem -> 201 Product
+//	PUT    products/{id}/thumbnails   ThumbnailsBody -> 204
+//	PUT    reservations/{id}          ReservationBody -> 204 (idempotent)
+//	DELETE reservations/{id}          -> 204 (idempotent)
+func NewHandler(api API) http.Handler {
+	h := &handler{api: api}
+	mux := http.NewServeMux()
+	mux.Handle("GET "+PathPrefix+"categories", httpx.Handler(h.listCategories))
+	mux.Handle("GET "+PathPrefix+"products", httpx.Handler(h.listProducts))
+	mux.Handle("GET "+PathPrefix+"products/{id}", httpx.Handler(h.getProduct))
+	mux.Handle("POST "+PathPrefix+"products", httpx.Handler(h.listItem))
+	mux.Handle("PUT "+PathPrefix+"products/{id}/thumbnails", httpx.Handler(h.setThumbnails))
+	mux.Handle("PUT "+PathPrefix+"reservations/{id}", httpx.Handler(h.reserve))
+	mux.Handle("DELETE "+PathPrefix+"reservations/{id}", httpx.Handler(h.release))
+	mux.HandleFunc(PathPrefix, httpx.NotFound)
+	return mux
+}
+
+type handler struct {
+	api API
+}
+
+func (h *handler) listCategories(w http.ResponseWriter, r *http.Request) error {
+	cats, err := h.api.ListCategories(r.Context())
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, CategoryList{Categories: cats})
+	return nil
+}
+
+func (h *handler) listProducts(w http.ResponseWriter, r *http.Request) error {
+	const op = "catalog.http.listProducts"
+	q := r.URL.Query()
+	if q.Has("ids") {
+		if q.Has("category") || q.Has("page_size") || q.Has("page_token") {
+			return errs.E(op, errs.BadRequest, errs.Msg("ids cannot be combined with category or paging"))
+		}
+		var idList []string
+		for _, id := range strings.Split(q.Get("ids"), ",") {
+			if id != "" {
+				idList = append(idList, id)
+			}
+		}
+		if len(idList) > MaxBatchIDs {
+			return errs.E(op, errs.BadRequest, errs.Msg("at most %d ids per request", MaxBatchIDs))
+		}
+		items, err := h.api.GetProducts(r.Context(), idList)
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, ProductPage{Items: items})
+		return nil
+	}
+	p, err := page.Parse(q.Get("page_size"), q.Get("page_token"))
+	if err != nil {
+		return err
+	}
+	res, err := h.api.ListProducts(r.Context(), ProductFilter{Category: q.Get("category"), Page: p})
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, res)
+	return nil
+}
+
+func (h *handler) getProduct(w http.ResponseWriter, r *http.Request) error {
+	p, err := h.api.GetProduct(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, p)
+	return nil
+}
+
+func (h *handler) listItem(w http.ResponseWriter, r *http.Request) error {
+	var item NewItem
+	if err := httpx.DecodeLimit(r, &item, MaxListItemBody); err != nil {
+		return err
+	}
+	p, err := h.api.ListItem(r.Context(), item)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", PathPrefix+"products/"+p.ID)
+	httpx.WriteJSON(w, http.StatusCreated, p)
+	return nil
+}
+
+func (h *handler) setThumbnails(w http.ResponseWriter, r *http.Request) error {
+	var body ThumbnailsBody
+	if err := httpx.Decode(r, &body); err != nil {
+		return err
+	}
+	if err := h.api.SetThumbnails(r.Context(), r.PathValue("id"), body.Thumbnails); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (h *handler) reserve(w http.ResponseWriter, r *http.Request) error {
+	var body ReservationBody
+	if err := httpx.Decode(r, &body); err != nil {
+		return err
+	}
+	if err := h.api.ReserveStock(r.Context(), r.PathValue("id"), body.Lines); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (h *handler) release(w http.ResponseWriter, r *http.Request) error {
+	if err := h.api.ReleaseStock(r.Context(), r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

@@ -1,0 +1,429 @@
+package catalog
+
+import (
+	"bytes"
+	"context"
+	"image"
+	_ "image/jpeg" // registers JPEG with image.DecodeConfig
+	_ "image/png"  // registers PNG with image.DecodeConfig
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/globomantics/globomantics/internal/platform/blob"
+	"github.com/globomantics/globomantics/internal/platform/clock"
+	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/ids"
+	"github.com/globomantics/globomantics/internal/platform/money"
+	"github.com/globomantics/globomantics/internal/platform/page"
+)
+
+// Limits on listed items and reservations; exceeding one is errs.Invalid.
+const (
+	MaxImageBytes     = 8 << 20     // largest original image accepted
+	MaxImageDimension = 4000        // largest width or height of an original image, in pixels
+	MaxNameLen        = 200         // characters in a product name
+	MaxDescriptionLen = 5000        // characters in a product description
+	MaxStock          = 1_000_000   // largest stock of a product, and quantity of a line
+	MaxPrice          = 100_000_000 // cents: one million dollars
+	MaxLines          = 200         // lines in one reservation
+)
+
+// Record is a product as the store keeps it: with blob keys where Product has
+// URLs.
+type Record struct {
+	ID            string
+	Name          string
+	Description   string
+	Category      string
+	Price         money.Money
+	Stock         int
+	ImageKey      string
+	ThumbnailKeys map[string]string // size name -> blob key
+	CreatedAt     time.Time
+}
+
+// Store is the catalog's persistence, declared here by its consumer and
+// implemented by catalogdb.Store. Every multi-row change is one transaction.
+type Store interface {
+	// ListCategories returns every category in display order.
+	ListCategories(ctx context.Context) ([]Category, error)
+	// EnsureCategories creates the categories that do not exist yet and
+	// renames the ones that do; the order of cats is their display order.
+	EnsureCategories(ctx context.Context, cats []Category) error
+	// HasCategory reports whether a category with this id exists.
+	HasCategory(ctx context.Context, id string) (bool, error)
+	// ListProducts returns up to limit products after offset, by id,
+	// optionally only those of category (when not empty).
+	ListProducts(ctx context.Context, category string, offset, limit int) ([]Record, error)
+	// GetProduct returns one product; errs.NotFound.
+	GetProduct(ctx context.Context, id string) (Record, error)
+	// GetProducts returns the products that exist among ids, in any order.
+	GetProducts(ctx context.Context, ids []string) ([]Record, error)
+	// CreateProduct inserts the product and, in the same transaction, writes
+	// its ItemListed event (id = product id) to the outbox. errs.Conflict if
+	// the id is taken; errs.Invalid for an unknown category.
+	CreateProduct(ctx context.Context, r Record) error
+	// SetThumbnails replaces the product's thumbnail keys; errs.NotFound.
+	SetThumbnails(ctx context.Context, id string, keys map[string]string) error
+	// Reserve takes the lines' quantities out of stock, all or nothing, and
+	// records them under reservationID; a reservation id seen before (even
+	// one released) is a no-op. errs.Conflict when stock is short,
+	// errs.NotFound for an unknown product.
+	Reserve(ctx context.Context, reservationID string, lines []Line, now time.Time) error
+	// Release puts a reservation's recorded quantities back, once. An
+	// unknown reservation is remembered as released, so that a late Reserve
+	// with its id does nothing.
+	Release(ctx context.Context, reservationID string, now time.Time) error
+	// CountProducts returns the number of products.
+	CountProducts(ctx context.Context) (int, error)
+}
+
+// Service implements API over a Store and a blob store.
+type Service struct {
+	store Store
+	blobs blob.Store
+	kick  func()
+	clk   clock.Clock
+}
+
+var _ API = (*Service)(nil)
+
+// NewService returns the catalog service. kick is called after a commit that
+// wrote to the outbox, to wake the outbox relay; nil means no-op. A nil clk is
+// the real clock.
+func NewService(store Store, blobs blob.Store, kick func(), clk clock.Clock) *Service {
+	if kick == nil {
+		kick = func() {}
+	}
+	if clk == nil {
+		clk = clock.Real{}
+	}
+	return &Service{store: store, blobs: blobs, kick: kick, clk: clk}
+}
+
+var categoryIDRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,39}$`)
+
+// EnsureCategories creates or renames the given categories (ids are
+// lowercase slugs such as "home"), in display order. errs.Invalid for a bad id
+// or an empty name.
+func (s *Service) EnsureCategories(ctx context.Context, cats []Category) error {
+	const op = "catalog.EnsureCategories"
+	seen := make(map[string]bool, len(cats))
+	clean := make([]Category, 0, len(cats))
+	for _, c := range cats {
+		c.Name = strings.TrimSpace(c.Name)
+		if !categoryIDRe.MatchString(c.ID) {
+			return errs.E(op, errs.Invalid, errs.Msg("category id %q must be 1 to 40 lowercase letters, digits or dashes", c.ID))
+		}
+		if c.Name == "" || utf8.RuneCountInString(c.Name) > 100 {
+			return errs.E(op, errs.Invalid, errs.Msg("category %q needs a name of 1 to 100 characters", c.ID))
+		}
+		if seen[c.ID] {
+			return errs.E(op, errs.Invalid, errs.Msg("category %q is listed twice", c.ID))
+		}
+		seen[c.ID] = true
+		clean = append(clean, c)
+	}
+	if err := s.store.EnsureCategories(ctx, clean); err != nil {
+		return errs.E(op, err)
+	}
+	return nil
+}
+
+// ListCategories returns every category in display order.
+func (s *Service) ListCategories(ctx context.Context) ([]Category, error) {
+	cats, err := s.store.ListCategories(ctx)
+	if err != nil {
+		return nil, errs.E("catalog.ListCategories", err)
+	}
+	if cats == nil {
+		cats = []Category{}
+	}
+	return cats, nil
+}
+
+// ListProducts returns a page of products by id. A zero page size means
+// page.DefaultSize; errs.BadRequest for a size over page.MaxSize or a
+// negative size or offset.
+func (s *Service) ListProducts(ctx context.Context, f ProductFilter) (ProductPage, error) {
+	const op = "catalog.ListProducts"
+	p := f.Page
+	if p.Size == 0 {
+		p.Size = page.DefaultSize
+	}
+	if p.Size < 0 || p.Size > page.MaxSize {
+		return ProductPage{}, errs.E(op, errs.BadRequest, errs.Msg("page_size must be an integer from 1 to %d", page.MaxSize))
+	}
+	if p.Offset < 0 {
+		return ProductPage{}, errs.E(op, errs.BadRequest, errs.Msg("page_token is not valid"))
+	}
+	recs, err := s.store.ListProducts(ctx, f.Category, p.Offset, p.Size+1)
+	if err != nil {
+		return ProductPage{}, errs.E(op, err)
+	}
+	next := p.Next(len(recs))
+	if len(recs) > p.Size {
+		recs = recs[:p.Size]
+	}
+	items := make([]Product, len(recs))
+	for i, r := range recs {
+		items[i] = r.Product()
+	}
+	return ProductPage{Items: items, NextPageToken: next}, nil
+}
+
+// GetProduct returns one product; errs.NotFound.
+func (s *Service) GetProduct(ctx context.Context, id string) (Product, error) {
+	const op = "catalog.GetProduct"
+	if strings.TrimSpace(id) == "" {
+		return Product{}, errs.E(op, errs.NotFound, errs.Msg("no such product"))
+	}
+	r, err := s.store.GetProduct(ctx, id)
+	if err != nil {
+		return Product{}, errs.E(op, err)
+	}
+	return r.Product(), nil
+}
+
+// GetProducts returns the products that exist among ids, in the order of ids
+// (each once); unknown ids are left out.
+func (s *Service) GetProducts(ctx context.Context, idList []string) ([]Product, error) {
+	const op = "catalog.GetProducts"
+	uniq := make([]string, 0, len(idList))
+	seen := make(map[string]bool, len(idList))
+	for _, id := range idList {
+		if id != "" && !seen[id] {
+			seen[id] = true
+			uniq = append(uniq, id)
+		}
+	}
+	out := make([]Product, 0, len(uniq))
+	if len(uniq) == 0 {
+		return out, nil
+	}
+	recs, err := s.store.GetProducts(ctx, uniq)
+	if err != nil {
+		return nil, errs.E(op, err)
+	}
+	byID := make(map[string]Record, len(recs))
+	for _, r := range recs {
+		byID[r.ID] = r
+	}
+	for _, id := range uniq {
+		if r, ok := byID[id]; ok {
+			out = append(out, r.Product())
+		}
+	}
+	return out, nil
+}
+
+// ListItem validates and lists a new item: it stores the image, then creates
+// the product together with its ItemListed event.
+func (s *Service) ListItem(ctx context.Context, item NewItem) (Product, error) {
+	return s.listItem(ctx, ids.New("prd", s.clk.Now()), item)
+}
+
+// listItem is ListItem with a chosen product id; Seed uses stable ids so that
+// two processes seeding at once cannot both create the demo catalog.
+func (s *Service) listItem(ctx context.Context, id string, item NewItem) (Product, error) {
+	const op = "catalog.ListItem"
+	item.Name = strings.TrimSpace(item.Name)
+	item.Description = strings.TrimSpace(item.Description)
+	item.Category = strings.TrimSpace(item.Category)
+	switch {
+	case item.Name == "":
+		return Product{}, errs.E(op, errs.Invalid, errs.Msg("name must not be empty"))
+	case utf8.RuneCountInString(item.Name) > MaxNameLen:
+		return Product{}, errs.E(op, errs.Invalid, errs.Msg("name must be at most %d characters", MaxNameLen))
+	case !utf8.ValidString(item.Name) || !utf8.ValidString(item.Description):
+		return Product{}, errs.E(op, errs.Invalid, errs.Msg("name and description must be valid UTF-8"))
+	case utf8.RuneCountInString(item.Description) > MaxDescriptionLen:
+		return Product{}, errs.E(op, errs.Invalid, errs.Msg("description must be at most %d characters", MaxDescriptionLen))
+	case item.Price.Currency != "" && item.Price.Currency != money.Currency:
+		return Product{}, errs.E(op, errs.Invalid, errs.Msg("price must be in %s", money.Currency))
+	case item.Price.Amount <= 0:
+		return Product{}, errs.E(op, errs.Invalid, errs.Msg("price must be positive"))
+	case item.Price.Amount > MaxPrice:
+		return Product{}, errs.E(op, errs.Invalid, errs.Msg("price must be at most %s", money.USD(MaxPrice)))
+	case item.Stock < 0:
+		return Product{}, errs.E(op, errs.Invalid, errs.Msg("stock must not be negative"))
+	case item.Stock > MaxStock:
+		return Product{}, errs.E(op, errs.Invalid, errs.Msg("stock must be at most %d", MaxStock))
+	case item.Category == "":
+		return Product{}, errs.E(op, errs.Invalid, errs.Msg("category must not be empty"))
+	}
+	ext, err := checkImage(item.Image)
+	if err != nil {
+		return Product{}, errs.E(op, err)
+	}
+	ok, err := s.store.HasCategory(ctx, item.Category)
+	if err != nil {
+		return Product{}, errs.E(op, err)
+	}
+	if !ok {
+		return Product{}, errs.E(op, errs.Invalid, errs.Msg("unknown category %q", item.Category))
+	}
+
+	// The image goes first: a failure after this leaves an orphan blob, which
+	// is harmless, whereas a product whose image is missing is not.
+	key := "products/" + id + "/original." + ext
+	if err := s.blobs.Put(ctx, key, bytes.NewReader(item.Image)); err != nil {
+		return Product{}, errs.E(op, errs.Unavailable, errs.Msg("could not store the image"), err)
+	}
+	rec := Record{
+		ID:          id,
+		Name:        item.Name,
+		Description: item.Description,
+		Category:    item.Category,
+		Price:       money.USD(item.Price.Amount),
+		Stock:       item.Stock,
+		ImageKey:    key,
+		CreatedAt:   s.clk.Now(),
+	}
+	if err := s.store.CreateProduct(ctx, rec); err != nil {
+		return Product{}, errs.E(op, err)
+	}
+	s.kick()
+	return rec.Product(), nil
+}
+
+// checkImage detects the format of an original image from its bytes and
+// returns the file extension to store it under.
+func checkImage(b []byte) (string, error) {
+	const op = "catalog.checkImage"
+	if len(b) == 0 {
+		return "", errs.E(op, errs.Invalid, errs.Msg("image must not be empty"))
+	}
+	if len(b) > MaxImageBytes {
+		return "", errs.E(op, errs.Invalid, errs.Msg("image must be at most %d MB", MaxImageBytes>>20))
+	}
+	cfg, format, err := image.DecodeConfig(bytes.NewReader(b))
+	if err != nil {
+		return "", errs.E(op, errs.Invalid, errs.Msg("image must be a PNG or JPEG file"), err)
+	}
+	// Other packages of the binary may register more formats (GIF, WebP):
+	// only PNG and JPEG are accepted all the same.
+	ext := map[string]string{"png": "png", "jpeg": "jpg"}[format]
+	if ext == "" {
+		return "", errs.E(op, errs.Invalid, errs.Msg("image must be a PNG or JPEG file"))
+	}
+	if cfg.Width < 1 || cfg.Height < 1 || cfg.Width > MaxImageDimension || cfg.Height > MaxImageDimension {
+		return "", errs.E(op, errs.Invalid, errs.Msg("image must be at most %dx%d pixels (got %dx%d)",
+			MaxImageDimension, MaxImageDimension, cfg.Width, cfg.Height))
+	}
+	return ext, nil
+}
+
+// SetThumbnails records the thumbnail blob keys of a product by size name,
+// replacing earlier ones. errs.Invalid for an empty map, an empty size name or
+// an invalid key; errs.NotFound for an unknown product.
+func (s *Service) SetThumbnails(ctx context.Context, id string, keys map[string]string) error {
+	const op = "catalog.SetThumbnails"
+	if strings.TrimSpace(id) == "" {
+		return errs.E(op, errs.NotFound, errs.Msg("no such product"))
+	}
+	if len(keys) == 0 {
+		return errs.E(op, errs.Invalid, errs.Msg("no thumbnails given"))
+	}
+	if len(keys) > 16 {
+		return errs.E(op, errs.Invalid, errs.Msg("at most 16 thumbnail sizes"))
+	}
+	for size, key := range keys {
+		if !sizeNameRe.MatchString(size) {
+			return errs.E(op, errs.Invalid, errs.Msg("thumbnail size name %q must be 1 to 20 lowercase letters or digits", size))
+		}
+		if !blob.ValidKey(key) || len(key) > 500 {
+			return errs.E(op, errs.Invalid, errs.Msg("thumbnail %q has an invalid blob key", size))
+		}
+	}
+	if err := s.store.SetThumbnails(ctx, id, keys); err != nil {
+		return errs.E(op, err)
+	}
+	return nil
+}
+
+var sizeNameRe = regexp.MustCompile(`^[a-z0-9]{1,20}$`)
+
+// ReserveStock takes the lines' quantities out of stock, all or nothing, once
+// per reservation id. Lines naming the same product are added together.
+func (s *Service) ReserveStock(ctx context.Context, reservationID string, lines []Line) error {
+	const op = "catalog.ReserveStock"
+	if err := checkReservationID(op, reservationID); err != nil {
+		return err
+	}
+	if len(lines) == 0 {
+		return errs.E(op, errs.Invalid, errs.Msg("a reservation needs at least one line"))
+	}
+	if len(lines) > MaxLines {
+		return errs.E(op, errs.Invalid, errs.Msg("a reservation has at most %d lines", MaxLines))
+	}
+	merged := make([]Line, 0, len(lines))
+	at := make(map[string]int, len(lines))
+	for _, l := range lines {
+		if l.ProductID == "" {
+			return errs.E(op, errs.Invalid, errs.Msg("every line needs a product_id"))
+		}
+		if l.Quantity < 1 {
+			return errs.E(op, errs.Invalid, errs.Msg("quantity of %s must be at least 1", l.ProductID))
+		}
+		if l.Quantity > MaxStock {
+			return errs.E(op, errs.Invalid, errs.Msg("quantity of %s must be at most %d", l.ProductID, MaxStock))
+		}
+		if i, ok := at[l.ProductID]; ok {
+			merged[i].Quantity += l.Quantity
+			continue
+		}
+		at[l.ProductID] = len(merged)
+		merged = append(merged, l)
+	}
+	if err := s.store.Reserve(ctx, reservationID, merged, s.clk.Now()); err != nil {
+		return errs.E(op, err)
+	}
+	return nil
+}
+
+// ReleaseStock puts a reservation's quantities back, once; an unknown or
+// already released reservation is a no-op.
+func (s *Service) ReleaseStock(ctx context.Context, reservationID string) error {
+	const op = "catalog.ReleaseStock"
+	if err := checkReservationID(op, reservationID); err != nil {
+		return err
+	}
+	if err := s.store.Release(ctx, reservationID, s.clk.Now()); err != nil {
+		return errs.E(op, err)
+	}
+	return nil
+}
+
+func checkReservationID(op, id string) error {
+	if strings.TrimSpace(id) == "" {
+		return errs.E(op, errs.Invalid, errs.Msg("reservation id must not be empty"))
+	}
+	if len(id) > 200 {
+		return errs.E(op, errs.Invalid, errs.Msg("reservation id must be at most 200 bytes"))
+	}
+	return nil
+}
+
+// Product is the record as clients see it, with blob keys turned into URLs
+// under MediaPrefix.
+func (r Record) Product() Product {
+	p := Product{
+		ID:          r.ID,
+		Name:        r.Name,
+		Description: r.Description,
+		Category:    r.Category,
+		Price:       r.Price,
+		Stock:       r.Stock,
+		ImageURL:    MediaPrefix + r.ImageKey,
+	}
+	if len(r.ThumbnailKeys) > 0 {
+		p.Thumbnails = make(map[string]string, len(r.ThumbnailKeys))
+		for size, key := range r.ThumbnailKeys {
+			p.Thumbnails[size] = MediaPrefix + key
+		}
+	}
+	return p
+}
