@@ -1,0 +1,40 @@
+package search
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/globomantics/globomantics/internal/platform/httpx"
+	"github.com/globomantics/globomantics/internal/platform/page"
+)
+
+// Client is the search service's API over HTTP.
+type Client struct {
+	c *httpx.Client
+}
+
+var _ API = (*Client)(nil)
+
+// NewClient returns a client of the search service reached through c.
+func NewClient(c *httpx.Client) *Client { return &Client{c: c} }
+
+// Search calls GET /svc/search/v1/search.
+func (c *Client) Search(ctx context.Context, q string, p page.Request) (Result, error) {
+	v := url.Values{"q": {q}}
+	if p.Size != 0 {
+		v.Set("page_size", strconv.Itoa(p.Size))
+	}
+	if p.Offset != 0 {
+		v.Set("page_token", page.Token(p.Offset))
+	}
+	var res Result
+	if err := c.c.Call(ctx, http.MethodGet, "/svc/search/v1/search?"+v.Encode(), nil, &res); err != nil {
+		return Result{}, err
+	}
+	if res.Hits == nil {
+		res.Hits = []Hit{}
+	}
+	return res, nil
+}

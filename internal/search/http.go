@@ -1,0 +1,30 @@
+package search
+
+import (
+	"net/http"
+
+	"github.com/globomantics/globomantics/internal/platform/httpx"
+	"github.com/globomantics/globomantics/internal/platform/page"
+)
+
+// NewHandler serves api's REST API:
+//
+//	GET /svc/search/v1/search?q=…&page_size=…&page_token=…  → Result
+func NewHandler(api API) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /svc/search/v1/search", httpx.Handler(func(w http.ResponseWriter, r *http.Request) error {
+		v := r.URL.Query()
+		p, err := page.Parse(v.Get("page_size"), v.Get("page_token"))
+		if err != nil {
+			return err
+		}
+		res, err := api.Search(r.Context(), v.Get("q"), p)
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, res)
+		return nil
+	}))
+	mux.HandleFunc("/", httpx.NotFound)
+	return mux
+}

@@ -1,0 +1,184 @@
+package shippingdb_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/ids"
+	"github.com/globomantics/globomantics/internal/platform/money"
+	"github.com/globomantics/globomantics/internal/platform/testenv"
+	"github.com/globomantics/globomantics/internal/shipping"
+	"github.com/globomantics/globomantics/internal/shipping/shippingdb"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// TestStore is the conformance suite of shippingdb.Store, run against every
+// backend.
+func TestStore(t *testing.T) {
+	for _, b := range testenv.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			open := func(t *testing.T) *shippingdb.Store {
+				t.Helper()
+				st, err := shippingdb.Open(context.Background(), b.Open(t))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return st
+			}
+			t.Run("create and get", func(t *testing.T) { testCreateGet(t, open(t)) })
+			t.Run("unique order, id and tracking number", func(t *testing.T) { testUnique(t, open(t)) })
+			t.Run("update", func(t *testing.T) { testUpdate(t, open(t)) })
+			t.Run("concurrent creates", func(t *testing.T) { testConcurrentCreates(t, open(t)) })
+			t.Run("migrations are idempotent", func(t *testing.T) {
+				db := b.Open(t)
+				for i := 0; i < 2; i++ {
+					if _, err := shippingdb.Open(context.Background(), db); err != nil {
+						t.Fatalf("Open #%d: %v", i+1, err)
+					}
+				}
+			})
+		})
+	}
+}
+
+var t0 = time.Date(2031, 5, 17, 10, 30, 15, 123_000_000, time.UTC)
+
+var seq int
+
+func newShipment(orderID string) shipping.Shipment {
+	seq++
+	return shipping.Shipment{
+		ID:             ids.New("shp", t0),
+		OrderID:        orderID,
+		Status:         shipping.StatusCreated,
+		TrackingNumber: fmt.Sprintf("GLBTEST%08d", seq),
+		Cost:           money.USD(700),
+		Address:        shipping.Address{Name: "Ada Lovelace", Line1: "12 Ockham Road", City: "Zürich", PostalCode: "8001", Country: "CH"},
+		CreatedAt:      t0,
+	}
+}
+
+func testCreateGet(t *testing.T, st *shippingdb.Store) {
+	ctx := context.Background()
+	sh := newShipment("ord_1")
+	if err := st.Create(ctx, sh); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := st.Get(ctx, sh.ID); err != nil || got != sh {
+		t.Errorf("Get = %+v, %v; want %+v", got, err, sh)
+	}
+	if got, err := st.GetByOrder(ctx, "ord_1"); err != nil || got != sh {
+		t.Errorf("GetByOrder = %+v, %v; want %+v", got, err, sh)
+	}
+	if _, err := st.Get(ctx, "shp_missing"); !errs.Is(errs.NotFound, err) {
+		t.Errorf("Get(unknown) err = %v, want NotFound", err)
+	}
+	if _, err := st.GetByOrder(ctx, "ord_missing"); !errs.Is(errs.NotFound, err) {
+		t.Errorf("GetByOrder(unknown) err = %v, want NotFound", err)
+	}
+}
+
+func testUnique(t *testing.T, st *shippingdb.Store) {
+	ctx := context.Background()
+	sh := newShipment("ord_1")
+	if err := st.Create(ctx, sh); err != nil {
+		t.Fatal(err)
+	}
+	sameOrder := newShipment("ord_1")
+	sameID := newShipment("ord_2")
+	sameID.ID = sh.ID
+	sameTracking := newShipment("ord_3")
+	sameTracking.TrackingNumber = sh.TrackingNumber
+	for name, dup := range map[string]shipping.Shipment{"order": sameOrder, "id": sameID, "tracking number": sameTracking} {
+		if err := st.Create(ctx, dup); !errs.Is(errs.Conflict, err) {
+			t.Errorf("Create with a taken %s: err = %v, want Conflict", name, err)
+		}
+	}
+	for _, o := range []string{"ord_2", "ord_3"} {
+		if _, err := st.GetByOrder(ctx, o); !errs.Is(errs.NotFound, err) {
+			t.Errorf("rejected shipment for %s was stored: %v", o, err)
+		}
+	}
+	if got, _ := st.GetByOrder(ctx, "ord_1"); got != sh {
+		t.Errorf("GetByOrder = %+v, want the first shipment unchanged", got)
+	}
+}
+
+func testUpdate(t *testing.T, st *shippingdb.Store) {
+	ctx := context.Background()
+	sh := newShipment("ord_1")
+	if err := st.Create(ctx, sh); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.Update(ctx, sh.ID, func(x *shipping.Shipment) error {
+		if *x != sh {
+			return fmt.Errorf("fn got %+v, want %+v", *x, sh)
+		}
+		x.Status = shipping.StatusCancelled
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sh
+	want.Status = shipping.StatusCancelled
+	if got != want {
+		t.Errorf("Update = %+v, want %+v", got, want)
+	}
+	if stored, _ := st.Get(ctx, sh.ID); stored != want {
+		t.Errorf("after Update, Get = %+v", stored)
+	}
+
+	_, err = st.Update(ctx, sh.ID, func(x *shipping.Shipment) error {
+		x.Status = shipping.StatusCreated
+		return errs.E(errs.Conflict, errs.Msg("nope"))
+	})
+	if !errs.Is(errs.Conflict, err) || errs.Detail(err) != "nope" {
+		t.Errorf("Update with failing fn: err = %v, want Conflict \"nope\"", err)
+	}
+	if stored, _ := st.Get(ctx, sh.ID); stored != want {
+		t.Errorf("failed Update changed the shipment: %+v", stored)
+	}
+
+	called := false
+	_, err = st.Update(ctx, "shp_missing", func(*shipping.Shipment) error { called = true; return nil })
+	if !errs.Is(errs.NotFound, err) || called {
+		t.Errorf("Update(unknown): err = %v, fn called = %v; want NotFound, not called", err, called)
+	}
+}
+
+func testConcurrentCreates(t *testing.T, st *shippingdb.Store) {
+	ctx := context.Background()
+	const n = 8
+	shipments := make([]shipping.Shipment, n)
+	for i := range shipments {
+		shipments[i] = newShipment("ord_race")
+	}
+	var wg sync.WaitGroup
+	results := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = st.Create(ctx, shipments[i])
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range results {
+		switch {
+		case err == nil:
+			ok++
+		case !errs.Is(errs.Conflict, err):
+			t.Errorf("concurrent Create: %v", err)
+		}
+	}
+	if ok != 1 {
+		t.Errorf("%d concurrent Creates for one order succeeded, want 1", ok)
+	}
+}
