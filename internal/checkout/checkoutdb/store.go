@@ -1,0 +1,131 @@
+// Package checkoutdb is the SQL store of the checkout service: the attempts
+// table that makes placing an order idempotent.
+package checkoutdb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+
+	"github.com/globomantics/globomantics/internal/checkout"
+	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/sqldb"
+)
+
+// migrations are applied in order and never edited once released. An
+// outcome's error kind is stored as its HTTP status (0 for success), which
+// stays stable if kinds are ever renumbered.
+var migrations = []string{
+	`CREATE TABLE checkout_attempts (
+		user_id TEXT NOT NULL,
+		idem_key TEXT NOT NULL,
+		order_id TEXT NOT NULL,
+		request_hash TEXT NOT NULL,
+		state TEXT NOT NULL,
+		error_status INTEGER NOT NULL,
+		error_detail TEXT NOT NULL,
+		created_at BIGINT NOT NULL,
+		updated_at BIGINT NOT NULL,
+		PRIMARY KEY (user_id, idem_key)
+	)`,
+}
+
+// Store keeps checkout attempts in a SQL database.
+type Store struct {
+	db *sqldb.DB
+}
+
+var _ checkout.Store = (*Store)(nil)
+
+// Open returns the store over db after applying its migrations.
+func Open(ctx context.Context, db *sqldb.DB) (*Store, error) {
+	if err := db.Migrate(ctx, "checkout", migrations); err != nil {
+		return nil, err
+	}
+	return &Store{db: db}, nil
+}
+
+// Begin records a started attempt, or returns the existing one for its user and key.
+func (s *Store) Begin(ctx context.Context, a checkout.Attempt) (checkout.Attempt, bool, error) {
+	const op = "checkoutdb.Begin"
+	status, detail := encodeOutcome(a.Outcome)
+	res, err := s.db.ExecContext(ctx, `INSERT INTO checkout_attempts
+		(user_id, idem_key, order_id, request_hash, state, error_status, error_detail, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (user_id, idem_key) DO NOTHING`,
+		a.UserID, a.Key, a.OrderID, a.RequestHash, a.State, status, detail,
+		sqldb.Millis(a.CreatedAt), sqldb.Millis(a.UpdatedAt))
+	if err != nil {
+		return checkout.Attempt{}, false, errs.E(op, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return checkout.Attempt{}, false, errs.E(op, err)
+	}
+	stored, err := s.get(ctx, a.UserID, a.Key)
+	if err != nil {
+		return checkout.Attempt{}, false, errs.E(op, err)
+	}
+	return stored, n == 1, nil
+}
+
+// Finish marks the attempt finished with its outcome; a finished attempt
+// keeps its first outcome. errs.NotFound for an unknown attempt.
+func (s *Store) Finish(ctx context.Context, userID, key string, o checkout.Outcome, now time.Time) error {
+	const op = "checkoutdb.Finish"
+	status, detail := encodeOutcome(o)
+	res, err := s.db.ExecContext(ctx, `UPDATE checkout_attempts
+		SET state = ?, error_status = ?, error_detail = ?, updated_at = ?
+		WHERE user_id = ? AND idem_key = ? AND state = ?`,
+		checkout.AttemptFinished, status, detail, sqldb.Millis(now), userID, key, checkout.AttemptStarted)
+	if err != nil {
+		return errs.E(op, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return errs.E(op, err)
+	}
+	if n == 0 { // finished already, or unknown
+		if _, err := s.get(ctx, userID, key); err != nil {
+			return errs.E(op, err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) get(ctx context.Context, userID, key string) (checkout.Attempt, error) {
+	var (
+		a            checkout.Attempt
+		status       int
+		detail       string
+		created, upd int64
+	)
+	err := s.db.QueryRowContext(ctx, `SELECT user_id, idem_key, order_id, request_hash, state, error_status, error_detail,
+		created_at, updated_at FROM checkout_attempts WHERE user_id = ? AND idem_key = ?`, userID, key).
+		Scan(&a.UserID, &a.Key, &a.OrderID, &a.RequestHash, &a.State, &status, &detail, &created, &upd)
+	if errors.Is(err, sql.ErrNoRows) {
+		return checkout.Attempt{}, errs.E(errs.NotFound, errs.Msg("checkout attempt not found"))
+	}
+	if err != nil {
+		return checkout.Attempt{}, err
+	}
+	a.Outcome = decodeOutcome(status, detail)
+	a.CreatedAt = sqldb.FromMillis(created)
+	a.UpdatedAt = sqldb.FromMillis(upd)
+	return a, nil
+}
+
+func encodeOutcome(o checkout.Outcome) (int, string) {
+	if !o.Failed {
+		return 0, ""
+	}
+	return o.ErrKind.Status(), o.ErrDetail
+}
+
+func decodeOutcome(status int, detail string) checkout.Outcome {
+	if status == 0 {
+		return checkout.Outcome{}
+	}
+	return checkout.Outcome{Failed: true, ErrKind: errs.KindForStatus(status), ErrDetail: detail}
+}

@@ -1,0 +1,401 @@
+package order
+
+import (
+	"context"
+	"errors"
+	"net/mail"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/globomantics/globomantics/internal/payment"
+	"github.com/globomantics/globomantics/internal/platform/clock"
+	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/money"
+	"github.com/globomantics/globomantics/internal/platform/page"
+	"github.com/globomantics/globomantics/internal/shipping"
+)
+
+// Limits on the input of CreateOrder and Cancel.
+const (
+	MaxIDLen     = 100 // order and product ids
+	MaxItems     = 100 // lines per order
+	MaxNameLen   = 200 // item names and user ids
+	MaxEmailLen  = 254
+	MaxReasonLen = 500
+)
+
+// Event is an event that Store.Update writes to the outbox in the same
+// transaction as the change; ID is its de-duplication key.
+type Event struct {
+	Subject string
+	ID      string
+	Data    any
+}
+
+// ErrNoChange may be returned by the function given to Store.Update to leave
+// the order as it is: Update then writes nothing and returns the order and nil.
+var ErrNoChange = errors.New("order: no change")
+
+// Store persists orders. Each method is atomic.
+type Store interface {
+	// Create inserts o with its items and reports created=true. If an order
+	// with o.ID exists it changes nothing and returns that order with
+	// created=false.
+	Create(ctx context.Context, o Order) (stored Order, created bool, err error)
+	// Get returns the order with its items; errs.NotFound.
+	Get(ctx context.Context, id string) (Order, error)
+	// ListByUser returns at most limit of the user's orders after skipping
+	// offset, newest first (by CreatedAt, then id); never nil.
+	ListByUser(ctx context.Context, userID string, offset, limit int) ([]Order, error)
+	// Update loads the order in a transaction, calls fn with it and, if fn
+	// returns nil, saves its mutable fields (Status, Payment, Shipment,
+	// CancelReason, UpdatedAt) and, when fn returned an event, writes the
+	// event to the outbox before committing. fn may run more than once if the
+	// transaction is retried. fn returning ErrNoChange writes nothing; any
+	// other error is returned and writes nothing. errs.NotFound for an
+	// unknown id.
+	Update(ctx context.Context, id string, fn func(o *Order) (*Event, error)) (Order, error)
+}
+
+// Service is the order service over a Store.
+type Service struct {
+	store Store
+	kick  func()
+	clk   clock.Clock
+}
+
+var _ API = (*Service)(nil)
+
+// NewService returns the order service. kick is called after a commit that
+// wrote to the outbox, to wake the outbox relay (nil means no-op); clk is the
+// source of time (nil means the wall clock).
+func NewService(store Store, kick func(), clk clock.Clock) *Service {
+	if kick == nil {
+		kick = func() {}
+	}
+	if clk == nil {
+		clk = clock.Real{}
+	}
+	return &Service{store: store, kick: kick, clk: clk}
+}
+
+// ValidID reports whether id can name an order: 1 to MaxIDLen ASCII letters,
+// digits, '_' or '-'. Order ids are safe in URLs and file names.
+func ValidID(id string) bool {
+	if id == "" || len(id) > MaxIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// now is the clock's time at the millisecond precision the stores keep.
+func (s *Service) now() time.Time { return s.clk.Now().UTC().Truncate(time.Millisecond) }
+
+// CreateOrder creates a pending order, or returns the existing one with the same id.
+func (s *Service) CreateOrder(ctx context.Context, n NewOrder) (Order, error) {
+	const op = "order.CreateOrder"
+	o, err := s.build(n)
+	if err != nil {
+		return Order{}, errs.E(op, err)
+	}
+	stored, _, err := s.store.Create(ctx, o)
+	if err != nil {
+		return Order{}, errs.E(op, err)
+	}
+	return stored, nil
+}
+
+// build validates n and turns it into a pending order with computed totals.
+func (s *Service) build(n NewOrder) (Order, error) {
+	switch {
+	case strings.TrimSpace(n.ID) == "":
+		return Order{}, errs.E(errs.Invalid, errs.Msg("id is required"))
+	case !ValidID(n.ID):
+		return Order{}, errs.E(errs.Invalid, errs.Msg("id must be 1 to %d letters, digits, '_' or '-'", MaxIDLen))
+	case strings.TrimSpace(n.UserID) == "":
+		return Order{}, errs.E(errs.Invalid, errs.Msg("user_id is required"))
+	case len(n.UserID) > MaxNameLen || !printable(n.UserID):
+		return Order{}, errs.E(errs.Invalid, errs.Msg("user_id must be at most %d printable characters", MaxNameLen))
+	case strings.TrimSpace(n.Email) == "":
+		return Order{}, errs.E(errs.Invalid, errs.Msg("email is required"))
+	case !validEmail(n.Email):
+		return Order{}, errs.E(errs.Invalid, errs.Msg("email is not a valid address"))
+	case len(n.Items) == 0:
+		return Order{}, errs.E(errs.Invalid, errs.Msg("an order needs at least one item"))
+	case len(n.Items) > MaxItems:
+		return Order{}, errs.E(errs.Invalid, errs.Msg("an order has at most %d items", MaxItems))
+	}
+	shippingCost, err := usd("shipping_cost", n.ShippingCost)
+	if err != nil {
+		return Order{}, err
+	}
+	items := make([]Item, len(n.Items))
+	subtotal := money.USD(0)
+	seen := make(map[string]bool, len(n.Items))
+	for i, it := range n.Items {
+		switch {
+		case strings.TrimSpace(it.ProductID) == "":
+			return Order{}, errs.E(errs.Invalid, errs.Msg("item %d: product_id is required", i+1))
+		case len(it.ProductID) > MaxIDLen || !printable(it.ProductID):
+			return Order{}, errs.E(errs.Invalid, errs.Msg("item %d: product_id must be at most %d printable characters", i+1, MaxIDLen))
+		case seen[it.ProductID]:
+			return Order{}, errs.E(errs.Invalid, errs.Msg("item %d: product %s appears twice", i+1, it.ProductID))
+		case strings.TrimSpace(it.Name) == "" || len(it.Name) > MaxNameLen || !printable(it.Name):
+			return Order{}, errs.E(errs.Invalid, errs.Msg("item %d: name must be 1 to %d printable characters", i+1, MaxNameLen))
+		case it.Quantity < 1:
+			return Order{}, errs.E(errs.Invalid, errs.Msg("item %d: quantity must be at least 1", i+1))
+		case it.Quantity > 10000:
+			return Order{}, errs.E(errs.Invalid, errs.Msg("item %d: quantity must be at most 10000", i+1))
+		}
+		seen[it.ProductID] = true
+		price, err := usd("unit_price", it.UnitPrice)
+		if err != nil {
+			return Order{}, errs.E(errs.Invalid, errs.Msg("item %d: %s", i+1, errs.Detail(err)))
+		}
+		line := price.Times(it.Quantity)
+		items[i] = Item{ProductID: it.ProductID, Name: it.Name, Quantity: it.Quantity, UnitPrice: price, LineTotal: line}
+		subtotal = subtotal.Add(line)
+	}
+	now := s.now()
+	return Order{
+		ID:              n.ID,
+		UserID:          n.UserID,
+		Email:           n.Email,
+		Status:          StatusPending,
+		Items:           items,
+		Subtotal:        subtotal,
+		ShippingCost:    shippingCost,
+		Total:           subtotal.Add(shippingCost),
+		ShippingAddress: n.ShippingAddress,
+		CreatedAt:       now,
+		UpdatedAt:       now,
+	}, nil
+}
+
+// usd checks that m is a non-negative amount in the shop's currency ("" is
+// taken to mean it) and returns it with the currency set.
+func usd(field string, m money.Money) (money.Money, error) {
+	if m.Currency != "" && m.Currency != money.Currency {
+		return money.Money{}, errs.E(errs.Invalid, errs.Msg("%s must be in %s", field, money.Currency))
+	}
+	if m.Amount < 0 {
+		return money.Money{}, errs.E(errs.Invalid, errs.Msg("%s must not be negative", field))
+	}
+	return money.USD(m.Amount), nil
+}
+
+func validEmail(s string) bool {
+	if len(s) > MaxEmailLen {
+		return false
+	}
+	a, err := mail.ParseAddress(s)
+	return err == nil && a.Address == s && a.Name == ""
+}
+
+// printable reports whether s is valid UTF-8 without control characters.
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// GetOrder returns the order; errs.NotFound.
+func (s *Service) GetOrder(ctx context.Context, id string) (Order, error) {
+	const op = "order.GetOrder"
+	if !ValidID(id) {
+		return Order{}, errs.E(op, errs.NotFound, errs.Msg("order not found"))
+	}
+	o, err := s.store.Get(ctx, id)
+	if err != nil {
+		return Order{}, errs.E(op, err)
+	}
+	return o, nil
+}
+
+// ListOrders returns a page of the user's orders, newest first; errs.Invalid
+// for an empty user id.
+func (s *Service) ListOrders(ctx context.Context, userID string, p page.Request) (OrderPage, error) {
+	const op = "order.ListOrders"
+	if strings.TrimSpace(userID) == "" {
+		return OrderPage{}, errs.E(op, errs.Invalid, errs.Msg("user_id is required"))
+	}
+	p = clampPage(p)
+	list, err := s.store.ListByUser(ctx, userID, p.Offset, p.Size+1)
+	if err != nil {
+		return OrderPage{}, errs.E(op, err)
+	}
+	next := p.Next(len(list))
+	if len(list) > p.Size {
+		list = list[:p.Size]
+	}
+	return OrderPage{Items: list, NextPageToken: next}, nil
+}
+
+// clampPage makes p a valid page request: a size outside 1..page.MaxSize
+// becomes the default or the maximum, a negative offset zero.
+func clampPage(p page.Request) page.Request {
+	switch {
+	case p.Size < 1:
+		p.Size = page.DefaultSize
+	case p.Size > page.MaxSize:
+		p.Size = page.MaxSize
+	}
+	if p.Offset < 0 {
+		p.Offset = 0
+	}
+	return p
+}
+
+var paymentStatuses = map[string]bool{
+	payment.StatusAuthorized: true,
+	payment.StatusCaptured:   true,
+	payment.StatusVoided:     true,
+	payment.StatusRefunded:   true,
+	payment.StatusDeclined:   true,
+}
+
+func checkPayment(p PaymentInfo) error {
+	if p.Status == "" && p.ID == "" {
+		return nil
+	}
+	if !paymentStatuses[p.Status] {
+		return errs.E(errs.Invalid, errs.Msg("payment status %q is not a payment status", p.Status))
+	}
+	if len(p.ID) > MaxIDLen || !printable(p.ID) {
+		return errs.E(errs.Invalid, errs.Msg("payment id must be at most %d printable characters", MaxIDLen))
+	}
+	return nil
+}
+
+// SetPayment records the payment's id and status on the order, whatever its
+// state; errs.NotFound, errs.Invalid for an unknown payment status.
+func (s *Service) SetPayment(ctx context.Context, id string, p PaymentInfo) (Order, error) {
+	const op = "order.SetPayment"
+	if !ValidID(id) {
+		return Order{}, errs.E(op, errs.NotFound, errs.Msg("order not found"))
+	}
+	if p.Status == "" {
+		return Order{}, errs.E(op, errs.Invalid, errs.Msg("payment status is required"))
+	}
+	if err := checkPayment(p); err != nil {
+		return Order{}, errs.E(op, err)
+	}
+	now := s.now()
+	o, err := s.store.Update(ctx, id, func(o *Order) (*Event, error) {
+		if o.Payment == p {
+			return nil, ErrNoChange
+		}
+		o.Payment = p
+		o.UpdatedAt = now
+		return nil, nil
+	})
+	if err != nil {
+		return Order{}, errs.E(op, err)
+	}
+	return o, nil
+}
+
+// Confirm moves a pending order to confirmed with its payment and shipment
+// and writes OrderPlaced to the outbox in the same transaction. Confirming a
+// confirmed order is a no-op; errs.Conflict for a cancelled one;
+// errs.Invalid unless the payment is authorized or captured and the shipment
+// has an id.
+func (s *Service) Confirm(ctx context.Context, id string, p PaymentInfo, sh ShipmentInfo) (Order, error) {
+	const op = "order.Confirm"
+	if !ValidID(id) {
+		return Order{}, errs.E(op, errs.NotFound, errs.Msg("order not found"))
+	}
+	if p.Status != payment.StatusAuthorized && p.Status != payment.StatusCaptured {
+		return Order{}, errs.E(op, errs.Invalid, errs.Msg("a confirmed order needs an authorized or captured payment"))
+	}
+	if err := checkPayment(p); err != nil {
+		return Order{}, errs.E(op, err)
+	}
+	if strings.TrimSpace(sh.ID) == "" {
+		return Order{}, errs.E(op, errs.Invalid, errs.Msg("a confirmed order needs a shipment"))
+	}
+	if len(sh.ID) > MaxIDLen || len(sh.Status) > MaxIDLen || len(sh.TrackingNumber) > MaxIDLen ||
+		!printable(sh.ID+sh.Status+sh.TrackingNumber) {
+		return Order{}, errs.E(op, errs.Invalid, errs.Msg("shipment fields must be at most %d printable characters", MaxIDLen))
+	}
+	if sh.Status == "" {
+		sh.Status = shipping.StatusCreated
+	}
+	now := s.now()
+	wrote := false
+	o, err := s.store.Update(ctx, id, func(o *Order) (*Event, error) {
+		wrote = false
+		switch o.Status {
+		case StatusConfirmed:
+			return nil, ErrNoChange
+		case StatusCancelled:
+			return nil, errs.E(errs.Conflict, errs.Msg("order %s is cancelled", o.ID))
+		}
+		o.Status = StatusConfirmed
+		o.Payment = p
+		o.Shipment = sh
+		o.UpdatedAt = now
+		wrote = true
+		return &Event{Subject: SubjectOrderPlaced, ID: o.ID, Data: OrderPlaced{Order: *o}}, nil
+	})
+	if err != nil {
+		return Order{}, errs.E(op, err)
+	}
+	if wrote {
+		s.kick()
+	}
+	return o, nil
+}
+
+// Cancel moves a pending order to cancelled with a reason and, when given,
+// the payment's status. Cancelling a cancelled order is a no-op;
+// errs.Conflict for a confirmed one; errs.Invalid for an empty reason.
+func (s *Service) Cancel(ctx context.Context, id, reason string, p PaymentInfo) (Order, error) {
+	const op = "order.Cancel"
+	if !ValidID(id) {
+		return Order{}, errs.E(op, errs.NotFound, errs.Msg("order not found"))
+	}
+	reason = strings.TrimSpace(reason)
+	if reason == "" {
+		return Order{}, errs.E(op, errs.Invalid, errs.Msg("a cancel reason is required"))
+	}
+	if len(reason) > MaxReasonLen || !printable(reason) {
+		return Order{}, errs.E(op, errs.Invalid, errs.Msg("the cancel reason must be at most %d printable characters", MaxReasonLen))
+	}
+	if err := checkPayment(p); err != nil {
+		return Order{}, errs.E(op, err)
+	}
+	now := s.now()
+	o, err := s.store.Update(ctx, id, func(o *Order) (*Event, error) {
+		switch o.Status {
+		case StatusCancelled:
+			return nil, ErrNoChange
+		case StatusConfirmed:
+			return nil, errs.E(errs.Conflict, errs.Msg("order %s is confirmed and cannot be cancelled", o.ID))
+		}
+		o.Status = StatusCancelled
+		o.CancelReason = reason
+		if p != (PaymentInfo{}) {
+			o.Payment = p
+		}
+		o.UpdatedAt = now
+		return nil, nil
+	})
+	if err != nil {
+		return Order{}, errs.E(op, err)
+	}
+	return o, nil
+}
