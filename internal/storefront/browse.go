@@ -1,0 +1,162 @@
+package storefront
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/globomantics/globomantics/internal/catalog"
+	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/page"
+)
+
+// Browsing is the "available" side of the storefront's CAP choice. The
+// category list is read through a look-aside cache: fresh for 60 seconds,
+// after which the catalog is asked again; a second, long-lived copy is kept
+// so that when the catalog cannot answer, visitors still get the last known
+// categories rather than an error. A category added or renamed may therefore
+// take up to a minute to appear (longer during a catalog outage). Carts,
+// sessions and orders are never served from this cache.
+const (
+	categoriesKey      = "storefront:categories"
+	categoriesStaleKey = "storefront:categories:stale"
+	categoriesTTL      = 60 * time.Second
+	categoriesStaleTTL = 24 * time.Hour
+
+	// catalogCacheControl lets browsers and shared caches keep catalog
+	// responses for a short while.
+	catalogCacheControl = "public, max-age=30"
+	// privateCacheControl marks anything about one visitor.
+	privateCacheControl = "private, no-store"
+)
+
+// categories returns the categories, from the cache when it holds a fresh
+// copy. The result must not be modified.
+func (s *Server) categories(ctx context.Context) ([]catalog.Category, error) {
+	if cats, ok := s.cachedCategories(ctx, categoriesKey); ok {
+		return cats, nil
+	}
+	cats, err := s.d.Catalog.ListCategories(ctx)
+	if err != nil {
+		if stale, ok := s.cachedCategories(ctx, categoriesStaleKey); ok {
+			s.log.Warn("catalog unavailable, serving cached categories", "err", err)
+			return stale, nil
+		}
+		return nil, errs.E("storefront.categories", err)
+	}
+	if cats == nil {
+		cats = []catalog.Category{}
+	}
+	if b, err := json.Marshal(cats); err == nil {
+		if err := s.d.Cache.Set(ctx, categoriesKey, b, categoriesTTL); err != nil {
+			s.log.Warn("category cache set failed", "err", err)
+		}
+		_ = s.d.Cache.Set(ctx, categoriesStaleKey, b, categoriesStaleTTL)
+	}
+	return cats, nil
+}
+
+func (s *Server) cachedCategories(ctx context.Context, key string) ([]catalog.Category, bool) {
+	b, ok, err := s.d.Cache.Get(ctx, key)
+	if err != nil {
+		s.log.Warn("category cache get failed", "err", err)
+		return nil, false
+	}
+	if !ok {
+		return nil, false
+	}
+	var cats []catalog.Category
+	if err := json.Unmarshal(b, &cats); err != nil || cats == nil {
+		return nil, false
+	}
+	return cats, true
+}
+
+// category returns the category with id, or errs.NotFound.
+func (s *Server) category(ctx context.Context, id string) (catalog.Category, error) {
+	cats, err := s.categories(ctx)
+	if err != nil {
+		return catalog.Category{}, err
+	}
+	for _, c := range cats {
+		if c.ID == id {
+			return c, nil
+		}
+	}
+	return catalog.Category{}, errs.E("storefront.category", errs.NotFound, errs.Msg("no such category"))
+}
+
+// searchProducts runs a search and hydrates the hits into products, best
+// first. Hits whose product has gone since it was indexed are left out.
+func (s *Server) searchProducts(ctx context.Context, q string, p page.Request) ([]catalog.Product, string, error) {
+	const op = "storefront.search"
+	if strings.TrimSpace(q) == "" {
+		return nil, "", errs.E(op, errs.BadRequest, errs.Msg("the search query q must not be empty"))
+	}
+	res, err := s.d.Search.Search(ctx, q, p)
+	if err != nil {
+		return nil, "", errs.E(op, err)
+	}
+	products := []catalog.Product{}
+	if len(res.Hits) == 0 {
+		return products, res.NextPageToken, nil
+	}
+	idList := make([]string, len(res.Hits))
+	for i, h := range res.Hits {
+		idList[i] = h.ProductID
+	}
+	found, err := s.d.Catalog.GetProducts(ctx, idList)
+	if err != nil {
+		return nil, "", errs.E(op, err)
+	}
+	byID := make(map[string]catalog.Product, len(found))
+	for _, p := range found {
+		byID[p.ID] = p
+	}
+	for _, h := range res.Hits {
+		if p, ok := byID[h.ProductID]; ok {
+			products = append(products, p)
+			delete(byID, h.ProductID) // a duplicate hit shows once
+		}
+	}
+	return products, res.NextPageToken, nil
+}
+
+// writeCacheable writes v as JSON that shared caches may keep for a short
+// while, with a strong ETag over the body; a matching If-None-Match gets 304.
+func writeCacheable(w http.ResponseWriter, r *http.Request, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return errs.E("storefront.writeCacheable", err)
+	}
+	b = append(b, '\n')
+	sum := sha256.Sum256(b)
+	etag := `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`
+	h := w.Header()
+	h.Set("Cache-Control", catalogCacheControl)
+	h.Set("ETag", etag)
+	if etagMatches(r.Header.Get("If-None-Match"), etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}
+	h.Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+	return nil
+}
+
+// etagMatches applies If-None-Match's weak comparison: any listed tag (with
+// or without W/) equal to etag, or "*".
+func etagMatches(header, etag string) bool {
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimSpace(t)
+		if t == "*" || strings.TrimPrefix(t, "W/") == etag {
+			return true
+		}
+	}
+	return false
+}

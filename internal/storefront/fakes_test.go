@@ -1,0 +1,501 @@
+package storefront
+
+// In-memory fakes of the services the storefront talks to. They follow the
+// services' documented contracts closely enough for the storefront's unit
+// tests; the real services are exercised by the end-to-end tests.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/globomantics/globomantics/internal/account"
+	"github.com/globomantics/globomantics/internal/cart"
+	"github.com/globomantics/globomantics/internal/catalog"
+	"github.com/globomantics/globomantics/internal/checkout"
+	"github.com/globomantics/globomantics/internal/order"
+	"github.com/globomantics/globomantics/internal/platform/clock"
+	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/ids"
+	"github.com/globomantics/globomantics/internal/platform/money"
+	"github.com/globomantics/globomantics/internal/platform/page"
+	"github.com/globomantics/globomantics/internal/search"
+)
+
+type fakeAccounts struct {
+	clock clock.Clock
+
+	mu        sync.Mutex
+	byEmail   map[string]fakeUser
+	sessions  map[string]account.Account
+	authCalls int
+	down      bool // every call fails with errs.Unavailable
+}
+
+type fakeUser struct {
+	acct     account.Account
+	password string
+}
+
+func newFakeAccounts(c clock.Clock) *fakeAccounts {
+	return &fakeAccounts{clock: c, byEmail: map[string]fakeUser{}, sessions: map[string]account.Account{}}
+}
+
+func (f *fakeAccounts) Register(_ context.Context, r account.Registration) (account.Account, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return account.Account{}, errs.E(errs.Unavailable, errs.Msg("account service is unavailable"))
+	}
+	email := strings.ToLower(strings.TrimSpace(r.Email))
+	switch {
+	case !strings.Contains(email, "@"):
+		return account.Account{}, errs.E(errs.Invalid, errs.Msg("email is not valid"))
+	case len(r.Password) < 8:
+		return account.Account{}, errs.E(errs.Invalid, errs.Msg("password must be at least 8 characters"))
+	case strings.TrimSpace(r.Name) == "":
+		return account.Account{}, errs.E(errs.Invalid, errs.Msg("name is required"))
+	}
+	if _, ok := f.byEmail[email]; ok {
+		return account.Account{}, errs.E(errs.Conflict, errs.Msg("email is already registered"))
+	}
+	a := account.Account{ID: fmt.Sprintf("acct_%02d", len(f.byEmail)+1), Email: email, Name: r.Name}
+	f.byEmail[email] = fakeUser{acct: a, password: r.Password}
+	return a, nil
+}
+
+func (f *fakeAccounts) Login(_ context.Context, email, password string) (account.Session, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return account.Session{}, errs.E(errs.Unavailable)
+	}
+	u, ok := f.byEmail[strings.ToLower(strings.TrimSpace(email))]
+	if !ok || u.password != password {
+		return account.Session{}, errs.E(errs.Unauthorized, errs.Msg("wrong email or password"))
+	}
+	tok := ids.Token()
+	f.sessions[tok] = u.acct
+	return account.Session{Token: tok, Account: u.acct, ExpiresAt: f.clock.Now().Add(account.SessionTTL)}, nil
+}
+
+func (f *fakeAccounts) Logout(_ context.Context, token string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return errs.E(errs.Unavailable)
+	}
+	delete(f.sessions, token)
+	return nil
+}
+
+func (f *fakeAccounts) Authenticate(_ context.Context, token string) (account.Account, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.authCalls++
+	if f.down {
+		return account.Account{}, errs.E(errs.Unavailable)
+	}
+	a, ok := f.sessions[token]
+	if !ok {
+		return account.Account{}, errs.E(errs.Unauthorized, errs.Msg("session expired"))
+	}
+	return a, nil
+}
+
+func (f *fakeAccounts) calls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.authCalls
+}
+
+type fakeCatalog struct {
+	mu           sync.Mutex
+	categories   []catalog.Category
+	products     map[string]catalog.Product
+	catListCalls int
+	down         bool
+}
+
+func (f *fakeCatalog) ListCategories(context.Context) ([]catalog.Category, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.catListCalls++
+	if f.down {
+		return nil, errs.E(errs.Unavailable, errs.Msg("catalog service is unavailable"))
+	}
+	return slices.Clone(f.categories), nil
+}
+
+func (f *fakeCatalog) ListProducts(_ context.Context, flt catalog.ProductFilter) (catalog.ProductPage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return catalog.ProductPage{}, errs.E(errs.Unavailable, errs.Msg("catalog service is unavailable"))
+	}
+	var all []catalog.Product
+	for _, p := range f.products {
+		if flt.Category == "" || p.Category == flt.Category {
+			all = append(all, p)
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].ID < all[j].ID })
+	size := flt.Page.Size
+	if size == 0 {
+		size = page.DefaultSize
+	}
+	out := catalog.ProductPage{Items: []catalog.Product{}}
+	for i := flt.Page.Offset; i < len(all) && i < flt.Page.Offset+size; i++ {
+		out.Items = append(out.Items, all[i])
+	}
+	if flt.Page.Offset+size < len(all) {
+		out.NextPageToken = page.Token(flt.Page.Offset + size)
+	}
+	return out, nil
+}
+
+func (f *fakeCatalog) GetProduct(_ context.Context, id string) (catalog.Product, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return catalog.Product{}, errs.E(errs.Unavailable, errs.Msg("catalog service is unavailable"))
+	}
+	p, ok := f.products[id]
+	if !ok {
+		return catalog.Product{}, errs.E(errs.NotFound, errs.Msg("no such product"))
+	}
+	return p, nil
+}
+
+func (f *fakeCatalog) GetProducts(_ context.Context, idList []string) ([]catalog.Product, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []catalog.Product
+	for _, id := range idList {
+		if p, ok := f.products[id]; ok {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeCatalog) product(id string) (catalog.Product, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p, ok := f.products[id]
+	return p, ok
+}
+
+// fakeSearch answers queries from a fixed table of hits (best first).
+type fakeSearch struct {
+	hits map[string][]string
+}
+
+func (f *fakeSearch) Search(_ context.Context, q string, p page.Request) (search.Result, error) {
+	q = strings.ToLower(strings.TrimSpace(q))
+	if q == "" || len(q) > 200 {
+		return search.Result{}, errs.E(errs.BadRequest, errs.Msg("query must be 1 to 200 characters"))
+	}
+	all := f.hits[q]
+	res := search.Result{Hits: []search.Hit{}, Total: len(all)}
+	for i := p.Offset; i < len(all) && i < p.Offset+p.Size; i++ {
+		res.Hits = append(res.Hits, search.Hit{ProductID: all[i], Score: float64(len(all) - i)})
+	}
+	if p.Offset+p.Size < len(all) {
+		res.NextPageToken = page.Token(p.Offset + p.Size)
+	}
+	return res, nil
+}
+
+type fakeCarts struct {
+	catalog *fakeCatalog
+
+	mu    sync.Mutex
+	carts map[string][]cart.Item
+}
+
+func checkOwner(owner string) error {
+	if owner == "" || len(owner) > 200 {
+		return errs.E(errs.Invalid, errs.Msg("bad cart owner"))
+	}
+	return nil
+}
+
+func (f *fakeCarts) view(owner string) cart.Cart {
+	c := cart.Cart{Items: []cart.Item{}, Total: money.USD(0)}
+	for _, it := range f.carts[owner] {
+		c.Items = append(c.Items, it)
+		c.Total = c.Total.Add(it.LineTotal)
+	}
+	return c
+}
+
+func (f *fakeCarts) GetCart(_ context.Context, owner string) (cart.Cart, error) {
+	if err := checkOwner(owner); err != nil {
+		return cart.Cart{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.view(owner), nil
+}
+
+func (f *fakeCarts) set(owner, productID string, qty int) error {
+	p, ok := f.catalog.product(productID)
+	if !ok {
+		return errs.E(errs.NotFound, errs.Msg("no such product"))
+	}
+	items := f.carts[owner]
+	i := slices.IndexFunc(items, func(it cart.Item) bool { return it.ProductID == productID })
+	switch {
+	case qty == 0 && i >= 0:
+		items = slices.Delete(items, i, i+1)
+	case qty == 0:
+	case i >= 0:
+		items[i].Quantity = qty
+		items[i].LineTotal = items[i].UnitPrice.Times(qty)
+	default:
+		items = append(items, cart.Item{ProductID: p.ID, Name: p.Name, Quantity: qty, UnitPrice: p.Price, LineTotal: p.Price.Times(qty)})
+	}
+	f.carts[owner] = items
+	return nil
+}
+
+func (f *fakeCarts) quantity(owner, productID string) int {
+	for _, it := range f.carts[owner] {
+		if it.ProductID == productID {
+			return it.Quantity
+		}
+	}
+	return 0
+}
+
+func (f *fakeCarts) AddItem(_ context.Context, owner, productID string, qty int) (cart.Cart, error) {
+	if err := checkOwner(owner); err != nil {
+		return cart.Cart{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if qty < 1 || f.quantity(owner, productID)+qty > cart.MaxQuantity {
+		return cart.Cart{}, errs.E(errs.Invalid, errs.Msg("quantity must be 1 to 99"))
+	}
+	if err := f.set(owner, productID, f.quantity(owner, productID)+qty); err != nil {
+		return cart.Cart{}, err
+	}
+	return f.view(owner), nil
+}
+
+func (f *fakeCarts) SetQuantity(_ context.Context, owner, productID string, qty int) (cart.Cart, error) {
+	if err := checkOwner(owner); err != nil {
+		return cart.Cart{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if qty < 0 || qty > cart.MaxQuantity {
+		return cart.Cart{}, errs.E(errs.Invalid, errs.Msg("quantity must be 0 to 99"))
+	}
+	if err := f.set(owner, productID, qty); err != nil {
+		return cart.Cart{}, err
+	}
+	return f.view(owner), nil
+}
+
+func (f *fakeCarts) RemoveItem(_ context.Context, owner, productID string) (cart.Cart, error) {
+	if err := checkOwner(owner); err != nil {
+		return cart.Cart{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.carts[owner] = slices.DeleteFunc(f.carts[owner], func(it cart.Item) bool { return it.ProductID == productID })
+	return f.view(owner), nil
+}
+
+func (f *fakeCarts) Clear(_ context.Context, owner string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.carts, owner)
+	return nil
+}
+
+func (f *fakeCarts) Merge(_ context.Context, from, to string) (cart.Cart, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, it := range f.carts[from] {
+		_ = f.set(to, it.ProductID, min(cart.MaxQuantity, f.quantity(to, it.ProductID)+it.Quantity))
+	}
+	delete(f.carts, from)
+	return f.view(to), nil
+}
+
+func (f *fakeCarts) get(owner string) []cart.Item {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.carts[owner])
+}
+
+type fakeOrders struct {
+	mu     sync.Mutex
+	orders map[string]order.Order
+}
+
+func (f *fakeOrders) GetOrder(_ context.Context, id string) (order.Order, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	o, ok := f.orders[id]
+	if !ok {
+		return order.Order{}, errs.E(errs.NotFound, errs.Msg("order %s not found", id))
+	}
+	return o, nil
+}
+
+func (f *fakeOrders) ListOrders(_ context.Context, userID string, p page.Request) (order.OrderPage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var all []order.Order
+	for _, o := range f.orders {
+		if o.UserID == userID {
+			all = append(all, o)
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].ID > all[j].ID })
+	out := order.OrderPage{Items: []order.Order{}}
+	for i := p.Offset; i < len(all) && i < p.Offset+p.Size; i++ {
+		out.Items = append(out.Items, all[i])
+	}
+	if p.Offset+p.Size < len(all) {
+		out.NextPageToken = page.Token(p.Offset + p.Size)
+	}
+	return out, nil
+}
+
+func (f *fakeOrders) put(o order.Order) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.orders[o.ID] = o
+}
+
+func (f *fakeOrders) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.orders)
+}
+
+// fakeCheckout places orders from the fake cart into the fake order service.
+// Card 4000000000000002 is declined; pending makes results not Done.
+type fakeCheckout struct {
+	clock   clock.Clock
+	carts   *fakeCarts
+	catalog *fakeCatalog
+	orders  *fakeOrders
+
+	mu      sync.Mutex
+	pending bool
+	seq     int
+	keys    map[string]attempt
+}
+
+type attempt struct {
+	body string
+	res  checkout.Result
+	err  error
+}
+
+func (f *fakeCheckout) PlaceOrder(ctx context.Context, c checkout.Customer, key string, r checkout.Request) (checkout.Result, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if key == "" || len(key) > 200 {
+		return checkout.Result{}, errs.E(errs.BadRequest, errs.Msg("bad idempotency key"))
+	}
+	body, _ := json.Marshal(r)
+	if a, ok := f.keys[c.UserID+"\x00"+key]; ok {
+		if a.body != string(body) {
+			return checkout.Result{}, errs.E(errs.Invalid, errs.Msg("idempotency key was used with a different request"))
+		}
+		return a.res, a.err
+	}
+	res, err := f.place(ctx, c, r)
+	f.keys[c.UserID+"\x00"+key] = attempt{body: string(body), res: res, err: err}
+	return res, err
+}
+
+func (f *fakeCheckout) place(ctx context.Context, c checkout.Customer, r checkout.Request) (checkout.Result, error) {
+	a := r.ShippingAddress
+	if a.Name == "" || a.Line1 == "" || a.City == "" || a.PostalCode == "" || len(a.Country) != 2 {
+		return checkout.Result{}, errs.E(errs.Invalid, errs.Msg("shipping address is incomplete"))
+	}
+	if len(r.Payment.Number) < 12 || r.Payment.ExpMonth < 1 || r.Payment.ExpMonth > 12 || r.Payment.CVC == "" {
+		return checkout.Result{}, errs.E(errs.Invalid, errs.Msg("card details are not valid"))
+	}
+	items := f.carts.get(userOwner(c.UserID))
+	if len(items) == 0 {
+		return checkout.Result{}, errs.E(errs.Invalid, errs.Msg("cart is empty"))
+	}
+	for _, it := range items {
+		if p, _ := f.catalog.product(it.ProductID); p.Stock < it.Quantity {
+			return checkout.Result{}, errs.E(errs.Conflict, errs.Msg("not enough stock of %s", p.Name))
+		}
+	}
+	if r.Payment.Number == "4000000000000002" {
+		return checkout.Result{}, errs.E(errs.Declined, errs.Msg("card declined"))
+	}
+	f.seq++
+	o := order.Order{
+		ID: fmt.Sprintf("ord_%03d", f.seq), UserID: c.UserID, Email: c.Email, Status: order.StatusConfirmed,
+		ShippingCost: money.USD(500), ShippingAddress: a, CreatedAt: f.clock.Now(), UpdatedAt: f.clock.Now(),
+		Payment:  order.PaymentInfo{ID: "pay_secret", Status: "captured"},
+		Shipment: order.ShipmentInfo{ID: "shp_secret", Status: "created", TrackingNumber: "GM123456"},
+	}
+	if f.pending {
+		o.Status = order.StatusPending
+		o.Payment, o.Shipment = order.PaymentInfo{}, order.ShipmentInfo{}
+	}
+	o.Subtotal = money.USD(0)
+	for _, it := range items {
+		o.Items = append(o.Items, order.Item(it))
+		o.Subtotal = o.Subtotal.Add(it.LineTotal)
+	}
+	o.Total = o.Subtotal.Add(o.ShippingCost)
+	f.orders.put(o)
+	_ = f.carts.Clear(ctx, userOwner(c.UserID))
+	return checkout.Result{Order: o, Done: !f.pending}, nil
+}
+
+type fakeMail struct {
+	msgs map[string]string
+	list []MailSummary
+}
+
+func (f *fakeMail) List(context.Context) ([]MailSummary, error) { return f.list, nil }
+
+func (f *fakeMail) Read(_ context.Context, id string) ([]byte, error) {
+	m, ok := f.msgs[id]
+	if !ok {
+		return nil, errs.E(errs.NotFound, errs.Msg("no such message"))
+	}
+	return []byte(m), nil
+}
+
+// seedTime is the fixed time of the fake clock and the fake data.
+var seedTime = time.Date(2025, 3, 14, 9, 26, 53, 0, time.UTC)
+
+func seedCatalog() *fakeCatalog {
+	return &fakeCatalog{
+		categories: []catalog.Category{{ID: "cat_lamps", Name: "Lamps"}, {ID: "cat_tools", Name: "Tools"}},
+		products: map[string]catalog.Product{
+			"prd_01": {ID: "prd_01", Name: "Desk Lamp", Description: "A bright LED desk lamp with a weighted base.",
+				Category: "cat_lamps", Price: money.USD(2450), Stock: 10, ImageURL: "/media/products/prd_01.png",
+				Thumbnails: map[string]string{"small": "/media/thumbs/prd_01_small.jpg", "medium": "/media/thumbs/prd_01_medium.jpg"}},
+			"prd_02": {ID: "prd_02", Name: "Floor Lamp", Description: "Tall & elegant <arc> lamp.",
+				Category: "cat_lamps", Price: money.USD(8900), Stock: 0, ImageURL: "/media/products/prd_02.jpg"},
+			"prd_03": {ID: "prd_03", Name: "Claw Hammer", Description: "Forged steel, fibreglass handle.",
+				Category: "cat_tools", Price: money.USD(1500), Stock: 3, ImageURL: "/media/products/prd_03.png",
+				Thumbnails: map[string]string{"small": "/media/thumbs/prd_03_small.jpg"}},
+			"prd_04": {ID: "prd_04", Name: "Screwdriver Set", Description: "Twelve precision screwdrivers.",
+				Category: "cat_tools", Price: money.USD(1999), Stock: 25, ImageURL: "/media/products/prd_04.png"},
+		},
+	}
+}

@@ -1,0 +1,512 @@
+package storefront
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/globomantics/globomantics/internal/account"
+	"github.com/globomantics/globomantics/internal/cart"
+	"github.com/globomantics/globomantics/internal/catalog"
+	"github.com/globomantics/globomantics/internal/checkout"
+	"github.com/globomantics/globomantics/internal/order"
+	"github.com/globomantics/globomantics/internal/payment"
+	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/ids"
+	"github.com/globomantics/globomantics/internal/platform/page"
+	"github.com/globomantics/globomantics/internal/shipping"
+)
+
+// Page sizes of the HTML pages.
+const (
+	homeProducts     = 12
+	categoryPageSize = 12
+	searchPageSize   = 12
+	ordersPageSize   = 10
+)
+
+// parseForm reads a form post (bounded by pageHandler's body limit).
+func parseForm(r *http.Request) error {
+	if err := r.ParseForm(); err != nil {
+		var maxErr *http.MaxBytesError
+		if errors.As(err, &maxErr) {
+			return errs.E("storefront.form", errs.TooLarge, errs.Msg("the form is too large"), err)
+		}
+		return errs.E("storefront.form", errs.BadRequest, errs.Msg("the form could not be read"), err)
+	}
+	return nil
+}
+
+// pageParam parses the opaque ?page= token of a paginated HTML page.
+func pageParam(r *http.Request, size int) (page.Request, error) {
+	p, err := page.Parse("", r.URL.Query().Get("page"))
+	if err != nil {
+		return page.Request{}, errs.E("storefront.page", errs.BadRequest, errs.Msg("that page link is not valid"), err)
+	}
+	p.Size = size
+	return p, nil
+}
+
+type homeData struct {
+	Products []catalog.Product
+}
+
+func (s *Server) homePage(w http.ResponseWriter, r *http.Request) error {
+	pp, err := s.d.Catalog.ListProducts(r.Context(), catalog.ProductFilter{Page: page.Request{Size: homeProducts}})
+	if err != nil {
+		return err
+	}
+	publicPage(w, r)
+	return s.render(w, r, http.StatusOK, "home", "", homeData{Products: pp.Items})
+}
+
+type categoryData struct {
+	Category catalog.Category
+	Products []catalog.Product
+	Next     string // token of the next page, if any
+	Paged    bool   // not the first page
+}
+
+func (s *Server) categoryPage(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	cat, err := s.category(ctx, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	p, err := pageParam(r, categoryPageSize)
+	if err != nil {
+		return err
+	}
+	pp, err := s.d.Catalog.ListProducts(ctx, catalog.ProductFilter{Category: cat.ID, Page: p})
+	if err != nil {
+		return err
+	}
+	publicPage(w, r)
+	return s.render(w, r, http.StatusOK, "category", cat.Name, categoryData{
+		Category: cat, Products: pp.Items, Next: pp.NextPageToken, Paged: p.Offset > 0,
+	})
+}
+
+type productData struct {
+	Product  catalog.Product
+	Category catalog.Category // ID only when its name is unknown
+	Error    string
+}
+
+// productView gathers a product page's data; the category name is a
+// nicety, left out when it cannot be had.
+func (s *Server) productView(r *http.Request, p catalog.Product, msg string) productData {
+	cat, err := s.category(r.Context(), p.Category)
+	if err != nil {
+		cat = catalog.Category{ID: p.Category}
+	}
+	return productData{Product: p, Category: cat, Error: msg}
+}
+
+func (s *Server) productPage(w http.ResponseWriter, r *http.Request) error {
+	p, err := s.d.Catalog.GetProduct(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	publicPage(w, r)
+	return s.render(w, r, http.StatusOK, "product", p.Name, s.productView(r, p, ""))
+}
+
+type searchData struct {
+	Query    string
+	Products []catalog.Product
+	Next     string
+	Paged    bool
+	Error    string
+}
+
+func (s *Server) searchPage(w http.ResponseWriter, r *http.Request) error {
+	q := strings.TrimSpace(r.URL.Query().Get("q"))
+	if q == "" {
+		publicPage(w, r)
+		return s.render(w, r, http.StatusOK, "search", "Search", searchData{})
+	}
+	p, err := pageParam(r, searchPageSize)
+	if err != nil {
+		return err
+	}
+	products, next, err := s.searchProducts(r.Context(), q, p)
+	if errs.Is(errs.BadRequest, err) {
+		return s.render(w, r, http.StatusBadRequest, "search", "Search", searchData{Query: q, Error: errs.Detail(err)})
+	}
+	if err != nil {
+		return err
+	}
+	publicPage(w, r)
+	return s.render(w, r, http.StatusOK, "search", "Search: "+q, searchData{
+		Query: q, Products: products, Next: next, Paged: p.Offset > 0,
+	})
+}
+
+type cartData struct {
+	Cart  cart.Cart
+	Error string
+}
+
+func (s *Server) loadCart(r *http.Request) (cart.Cart, error) {
+	owner, err := s.cartOwner(r)
+	if err != nil || owner == "" {
+		return emptyCart(), err
+	}
+	c, err := s.d.Carts.GetCart(r.Context(), owner)
+	return normalCart(c), err
+}
+
+func (s *Server) cartPage(w http.ResponseWriter, r *http.Request) error {
+	c, err := s.loadCart(r)
+	if err != nil {
+		return err
+	}
+	return s.render(w, r, http.StatusOK, "cart", "Your cart", cartData{Cart: c})
+}
+
+// formQuantity parses a quantity field; an empty field means def.
+func formQuantity(v string, def, min int) (int, error) {
+	const op = "storefront.quantity"
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, errs.E(op, errs.Invalid, errs.Msg("quantity must be a whole number from %d to %d", min, cart.MaxQuantity))
+	}
+	return n, checkQuantity(op, n, min)
+}
+
+func (s *Server) cartAdd(w http.ResponseWriter, r *http.Request) error {
+	if err := parseForm(r); err != nil {
+		return err
+	}
+	ctx := r.Context()
+	productID := r.PostForm.Get("product_id")
+	if productID == "" {
+		return errs.E("storefront.cartAdd", errs.BadRequest, errs.Msg("no product was chosen"))
+	}
+	qty, err := formQuantity(r.PostForm.Get("quantity"), 1, 1)
+	if err == nil {
+		var owner, newTok string
+		if owner, newTok, err = s.cartOwnerForWrite(r); err != nil {
+			return err
+		}
+		var c cart.Cart
+		if c, err = s.d.Carts.AddItem(ctx, owner, productID, qty); err == nil {
+			s.keepCart(w, newTok, len(c.Items))
+			http.Redirect(w, r, "/cart", http.StatusSeeOther)
+			return nil
+		}
+	}
+	if !errs.Is(errs.Invalid, err) {
+		return err
+	}
+	// Show the product again with what went wrong.
+	p, perr := s.d.Catalog.GetProduct(ctx, productID)
+	if perr != nil {
+		return perr
+	}
+	return s.render(w, r, http.StatusUnprocessableEntity, "product", p.Name, s.productView(r, p, errs.Detail(err)))
+}
+
+func (s *Server) cartUpdate(w http.ResponseWriter, r *http.Request) error {
+	if err := parseForm(r); err != nil {
+		return err
+	}
+	qty, err := formQuantity(r.PostForm.Get("quantity"), -1, 0)
+	if err == nil && qty < 0 {
+		err = errs.E("storefront.cartUpdate", errs.Invalid, errs.Msg("enter a quantity"))
+	}
+	if err == nil {
+		var owner, newTok string
+		if owner, newTok, err = s.cartOwnerForWrite(r); err != nil {
+			return err
+		}
+		var c cart.Cart
+		if c, err = s.d.Carts.SetQuantity(r.Context(), owner, r.PathValue("product_id"), qty); err == nil {
+			s.keepCart(w, newTok, len(c.Items))
+			http.Redirect(w, r, "/cart", http.StatusSeeOther)
+			return nil
+		}
+	}
+	if !errs.Is(errs.Invalid, err) {
+		return err
+	}
+	c, cerr := s.loadCart(r)
+	if cerr != nil {
+		return cerr
+	}
+	return s.render(w, r, http.StatusUnprocessableEntity, "cart", "Your cart", cartData{Cart: c, Error: errs.Detail(err)})
+}
+
+func (s *Server) cartRemove(w http.ResponseWriter, r *http.Request) error {
+	owner, err := s.cartOwner(r)
+	if err != nil {
+		return err
+	}
+	if owner != "" {
+		if _, err := s.d.Carts.RemoveItem(r.Context(), owner, r.PathValue("product_id")); err != nil {
+			return err
+		}
+	}
+	http.Redirect(w, r, "/cart", http.StatusSeeOther)
+	return nil
+}
+
+type authData struct {
+	Name  string
+	Email string
+	Next  string
+	Error string
+}
+
+func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) error {
+	next := localPath(r.URL.Query().Get("next"))
+	if a, err := s.account(r); err == nil && a != nil {
+		http.Redirect(w, r, next, http.StatusSeeOther)
+		return nil
+	}
+	return s.render(w, r, http.StatusOK, "login", "Log in", authData{Next: next})
+}
+
+func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) error {
+	if err := parseForm(r); err != nil {
+		return err
+	}
+	f := r.PostForm
+	d := authData{Email: strings.TrimSpace(f.Get("email")), Next: localPath(f.Get("next"))}
+	_, err := s.login(w, r, d.Email, f.Get("password"))
+	switch {
+	case err == nil:
+		http.Redirect(w, r, d.Next, http.StatusSeeOther)
+		return nil
+	case errs.Is(errs.Unauthorized, err):
+		d.Error = "That email and password don't match an account."
+		return s.render(w, r, http.StatusUnauthorized, "login", "Log in", d)
+	}
+	return err
+}
+
+func (s *Server) registerPage(w http.ResponseWriter, r *http.Request) error {
+	return s.render(w, r, http.StatusOK, "register", "Create an account", authData{Next: localPath(r.URL.Query().Get("next"))})
+}
+
+func (s *Server) registerSubmit(w http.ResponseWriter, r *http.Request) error {
+	if err := parseForm(r); err != nil {
+		return err
+	}
+	f := r.PostForm
+	d := authData{
+		Name:  strings.TrimSpace(f.Get("name")),
+		Email: strings.TrimSpace(f.Get("email")),
+		Next:  localPath(f.Get("next")),
+	}
+	password := f.Get("password")
+	_, err := s.d.Accounts.Register(r.Context(), account.Registration{Email: d.Email, Password: password, Name: d.Name})
+	switch {
+	case errs.Is(errs.Conflict, err):
+		d.Error = "An account with this email already exists. Log in instead?"
+		return s.render(w, r, http.StatusConflict, "register", "Create an account", d)
+	case errs.Is(errs.Invalid, err):
+		d.Error = errs.Detail(err)
+		return s.render(w, r, http.StatusUnprocessableEntity, "register", "Create an account", d)
+	case err != nil:
+		return err
+	}
+	if _, err := s.login(w, r, d.Email, password); err != nil {
+		s.log.Warn("login right after registration failed", "err", err)
+		http.Redirect(w, r, "/login?next="+url.QueryEscape(d.Next), http.StatusSeeOther)
+		return nil
+	}
+	http.Redirect(w, r, d.Next, http.StatusSeeOther)
+	return nil
+}
+
+func (s *Server) logoutSubmit(w http.ResponseWriter, r *http.Request) error {
+	if err := s.logout(w, r); err != nil {
+		return err
+	}
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+	return nil
+}
+
+type checkoutData struct {
+	Cart    cart.Cart
+	Key     string // idempotency key of this rendering of the form
+	Address shipping.Address
+	Error   string
+}
+
+func (s *Server) checkoutPage(w http.ResponseWriter, r *http.Request) error {
+	a, err := s.requireAccount(r)
+	if err != nil {
+		return err
+	}
+	c, err := s.d.Carts.GetCart(r.Context(), userOwner(a.ID))
+	if err != nil {
+		return err
+	}
+	return s.render(w, r, http.StatusOK, "checkout", "Checkout", checkoutData{
+		Cart: normalCart(c), Key: ids.Token(), Address: shipping.Address{Name: a.Name},
+	})
+}
+
+// checkoutSubmit places the order. The form carries an idempotency key made
+// when the form was rendered, so a double submit places one order. After a
+// definite failure (declined, out of stock, invalid input) the form comes
+// back with a fresh key, so that a corrected form is a new attempt; after a
+// failure whose outcome is unknown (a service unavailable) it keeps the key,
+// so that resubmitting can only ever find or finish the same order.
+func (s *Server) checkoutSubmit(w http.ResponseWriter, r *http.Request) error {
+	a, err := s.requireAccount(r)
+	if err != nil {
+		return err
+	}
+	if err := parseForm(r); err != nil {
+		return err
+	}
+	f := r.PostForm
+	key := f.Get("idempotency_key")
+	req := checkout.Request{
+		ShippingAddress: shipping.Address{
+			Name:       strings.TrimSpace(f.Get("name")),
+			Line1:      strings.TrimSpace(f.Get("line1")),
+			City:       strings.TrimSpace(f.Get("city")),
+			PostalCode: strings.TrimSpace(f.Get("postal_code")),
+			Country:    strings.ToUpper(strings.TrimSpace(f.Get("country"))),
+		},
+		Payment: payment.Card{
+			Number: strings.Map(func(r rune) rune {
+				if r == ' ' || r == '-' {
+					return -1
+				}
+				return r
+			}, f.Get("card_number")),
+			CVC: strings.TrimSpace(f.Get("cvc")),
+		},
+	}
+	month, merr := strconv.Atoi(strings.TrimSpace(f.Get("exp_month")))
+	year, yerr := strconv.Atoi(strings.TrimSpace(f.Get("exp_year")))
+	req.Payment.ExpMonth, req.Payment.ExpYear = month, year
+
+	var status int
+	var msg string
+	switch {
+	case key == "":
+		status, msg = http.StatusBadRequest, "The form had expired. Please check your details and place the order again."
+	case merr != nil || yerr != nil:
+		status, msg = http.StatusUnprocessableEntity, "Enter the card's expiry month and year as numbers."
+	default:
+		res, err := s.d.Checkout.PlaceOrder(r.Context(), checkout.Customer{UserID: a.ID, Email: a.Email}, key, req)
+		if err == nil {
+			http.Redirect(w, r, "/orders/"+res.Order.ID, http.StatusSeeOther)
+			return nil
+		}
+		status = errs.KindOf(err).Status()
+		switch errs.KindOf(err) {
+		case errs.Declined:
+			msg = "Your card was declined and nothing was charged. Please try another card."
+		case errs.Conflict:
+			msg = "Some items are no longer in stock in the quantity you asked for (" + errs.Detail(err) + "). Please update your cart."
+		case errs.Invalid, errs.BadRequest:
+			msg = errs.Detail(err)
+		case errs.Unavailable:
+			msg = "We couldn't complete your order just now and nothing was charged. Please try again in a moment."
+		default:
+			return err
+		}
+		if errs.KindOf(err) != errs.Unavailable {
+			key = ""
+		}
+	}
+	if key == "" {
+		key = ids.Token()
+	}
+	c, err := s.d.Carts.GetCart(r.Context(), userOwner(a.ID))
+	if err != nil {
+		return err
+	}
+	return s.render(w, r, status, "checkout", "Checkout", checkoutData{
+		Cart: normalCart(c), Key: key, Address: req.ShippingAddress, Error: msg,
+	})
+}
+
+type orderData struct {
+	Order   Order
+	Pending bool
+}
+
+func (s *Server) orderPage(w http.ResponseWriter, r *http.Request) error {
+	a, err := s.requireAccount(r)
+	if err != nil {
+		return err
+	}
+	o, err := s.ownOrder(r, a, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	po := PublicOrder(o)
+	return s.render(w, r, http.StatusOK, "order", "Order "+o.ID, orderData{Order: po, Pending: o.Status == order.StatusPending})
+}
+
+type ordersData struct {
+	Orders []Order
+	Next   string
+	Paged  bool
+}
+
+func (s *Server) ordersPage(w http.ResponseWriter, r *http.Request) error {
+	a, err := s.requireAccount(r)
+	if err != nil {
+		return err
+	}
+	p, err := pageParam(r, ordersPageSize)
+	if err != nil {
+		return err
+	}
+	op, err := s.d.Orders.ListOrders(r.Context(), a.ID, p)
+	if err != nil {
+		return err
+	}
+	d := ordersData{Next: op.NextPageToken, Paged: p.Offset > 0}
+	for _, o := range op.Items {
+		d.Orders = append(d.Orders, PublicOrder(o))
+	}
+	return s.render(w, r, http.StatusOK, "orders", "Your orders", d)
+}
+
+type mailData struct {
+	Messages []MailSummary
+}
+
+func (s *Server) mailListPage(w http.ResponseWriter, r *http.Request) error {
+	if s.d.Mail == nil {
+		return errs.E("storefront.mail", errs.NotFound)
+	}
+	msgs, err := s.d.Mail.List(r.Context())
+	if err != nil {
+		return err
+	}
+	return s.render(w, r, http.StatusOK, "mail", "Development mailbox", mailData{Messages: msgs})
+}
+
+// mailMessage shows one raw message as plain text, never as HTML.
+func (s *Server) mailMessage(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	if s.d.Mail == nil || id == "" || strings.ContainsAny(id, "/\\") || strings.Contains(id, "..") {
+		return errs.E("storefront.mail", errs.NotFound)
+	}
+	b, err := s.d.Mail.Read(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+	return nil
+}
