@@ -68,6 +68,9 @@ type Options struct {
 	// Name identifies this connection in server logs.
 	Name string
 	Log  *slog.Logger
+	// ConnectTimeout bounds how long Open keeps trying to reach an external
+	// broker; 0 means 30 s.
+	ConnectTimeout time.Duration
 }
 
 // Bus is a connection to the broker.
@@ -100,19 +103,44 @@ func Open(ctx context.Context, o Options) (*Bus, error) {
 		url = ns.ClientURL()
 		copts = append(copts, nats.InProcessServer(ns))
 	}
+	// An external broker may still be starting (processes of a split shop
+	// start in any order): keep trying until ConnectTimeout passes.
+	wait := o.ConnectTimeout
+	if wait == 0 {
+		wait = 30 * time.Second
+	}
+	deadline := time.Now().Add(wait)
+	for attempt := 1; ; attempt++ {
+		err := b.connect(ctx, url, copts)
+		if err == nil {
+			break
+		}
+		if b.ns != nil || time.Now().After(deadline) || ctx.Err() != nil {
+			b.Close()
+			return nil, err
+		}
+		b.log.Warn("broker not reachable yet, retrying", "url", url, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(min(time.Duration(attempt)*200*time.Millisecond, 2*time.Second)):
+		}
+	}
+	return b, nil
+}
+
+func (b *Bus) connect(ctx context.Context, url string, copts []nats.Option) error {
 	nc, err := nats.Connect(url, copts...)
 	if err != nil {
-		b.shutdownServer()
-		return nil, fmt.Errorf("bus: connect %s: %w", url, err)
+		return fmt.Errorf("bus: connect %s: %w", url, err)
 	}
-	b.nc = nc
 	js, err := jetstream.New(nc)
 	if err != nil {
-		b.Close()
-		return nil, err
+		nc.Close()
+		return err
 	}
-	b.js = js
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err = js.CreateOrUpdateStream(sctx, jetstream.StreamConfig{
 		Name:       StreamName,
 		Subjects:   []string{SubjectPrefix + ">"},
 		Storage:    jetstream.FileStorage,
@@ -121,10 +149,11 @@ func Open(ctx context.Context, o Options) (*Bus, error) {
 		Duplicates: 10 * time.Minute,
 	})
 	if err != nil {
-		b.Close()
-		return nil, fmt.Errorf("bus: create stream: %w", err)
+		nc.Close()
+		return fmt.Errorf("bus: create stream: %w", err)
 	}
-	return b, nil
+	b.nc, b.js = nc, js
+	return nil
 }
 
 func startEmbedded(o Options) (*server.Server, error) {
@@ -242,9 +271,21 @@ func (b *Bus) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the subscriptions, letting handlers in flight finish, drains
-// the connection and stops the embedded server.
+// Close stops the subscriptions (see Drain), closes the connection and stops
+// the embedded server.
 func (b *Bus) Close() error {
+	b.Drain()
+	if b.nc != nil {
+		b.nc.Close()
+	}
+	b.shutdownServer()
+	return nil
+}
+
+// Drain stops every subscription from taking new messages and waits (up to
+// 8 s) for the handlers in flight to finish; the connection stays open for
+// publishing.
+func (b *Bus) Drain() {
 	b.mu.Lock()
 	subs := b.subs
 	b.subs = nil
@@ -258,11 +299,6 @@ func (b *Bus) Close() error {
 		case <-time.After(8 * time.Second):
 		}
 	}
-	if b.nc != nil {
-		b.nc.Close()
-	}
-	b.shutdownServer()
-	return nil
 }
 
 func (b *Bus) shutdownServer() {

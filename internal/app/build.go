@@ -1,0 +1,324 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/globomantics/globomantics/internal/account"
+	"github.com/globomantics/globomantics/internal/account/accountdb"
+	"github.com/globomantics/globomantics/internal/cart"
+	"github.com/globomantics/globomantics/internal/cart/cartdb"
+	"github.com/globomantics/globomantics/internal/catalog"
+	"github.com/globomantics/globomantics/internal/catalog/catalogdb"
+	"github.com/globomantics/globomantics/internal/checkout"
+	"github.com/globomantics/globomantics/internal/checkout/checkoutdb"
+	"github.com/globomantics/globomantics/internal/config"
+	"github.com/globomantics/globomantics/internal/order"
+	"github.com/globomantics/globomantics/internal/order/orderdb"
+	"github.com/globomantics/globomantics/internal/payment"
+	"github.com/globomantics/globomantics/internal/payment/paymentdb"
+	"github.com/globomantics/globomantics/internal/platform/blob"
+	"github.com/globomantics/globomantics/internal/platform/bus"
+	"github.com/globomantics/globomantics/internal/platform/cache"
+	"github.com/globomantics/globomantics/internal/platform/httpx"
+	"github.com/globomantics/globomantics/internal/search"
+	"github.com/globomantics/globomantics/internal/shipping"
+	"github.com/globomantics/globomantics/internal/shipping/shippingdb"
+	"github.com/globomantics/globomantics/internal/storefront"
+	"github.com/globomantics/globomantics/internal/worker/mail"
+	"github.com/globomantics/globomantics/internal/worker/thumbnail"
+)
+
+// services holds, for each service this process talks to, either the
+// in-process service or an HTTP client of its remote instances.
+type services struct {
+	account  account.API
+	catalog  catalog.API
+	search   search.API
+	cart     cart.API
+	payment  payment.API
+	shipping shipping.API
+	order    order.API
+	checkout checkout.API
+}
+
+// build opens every resource and wires every service this process runs.
+func (a *app) build(ctx context.Context) error {
+	cfg := a.cfg
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	a.mountHealth()
+
+	if cfg.NeedsBus() {
+		b, err := bus.Open(ctx, bus.Options{
+			URL:        cfg.NATSURL,
+			StoreDir:   filepath.Join(cfg.DataDir, "nats"),
+			ListenAddr: cfg.NATSListen,
+			Name:       "globomantics " + cfg.HTTPAddr,
+			Log:        a.log,
+		})
+		if err != nil {
+			return err
+		}
+		a.bus = b
+		a.onClose(b.Close)
+		a.checks["broker"] = b.Ping
+	}
+	if cfg.Runs(config.Catalog) || cfg.Runs(config.Thumbnails) || cfg.Runs(config.Storefront) {
+		blobs, err := blob.NewFS(cfg.BlobDir)
+		if err != nil {
+			return fmt.Errorf("blob store: %w", err)
+		}
+		a.blobs = blobs
+	}
+	a.cache = cache.NewMemory(a.clock, 10000)
+
+	var s services
+	// Remote services first: any service not run here is reached over HTTP.
+	for name, set := range map[string]func(){
+		config.Account:  func() { s.account = account.NewClient(a.client(config.Account)) },
+		config.Catalog:  func() { s.catalog = catalog.NewClient(a.client(config.Catalog)) },
+		config.Search:   func() { s.search = search.NewClient(a.client(config.Search)) },
+		config.Cart:     func() { s.cart = cart.NewClient(a.client(config.Cart)) },
+		config.Payment:  func() { s.payment = payment.NewClient(a.client(config.Payment)) },
+		config.Shipping: func() { s.shipping = shipping.NewClient(a.client(config.Shipping)) },
+		config.Order:    func() { s.order = order.NewClient(a.client(config.Order)) },
+		config.Checkout: func() { s.checkout = checkout.NewClient(a.client(config.Checkout)) },
+	} {
+		if !cfg.Runs(name) && len(cfg.Peers[name]) > 0 {
+			set()
+			a.checks["peer:"+name] = a.peerCheck(name)
+		}
+	}
+
+	// Local services, dependencies before dependants (config.AllServices order).
+	for _, name := range cfg.Services {
+		var h http.Handler
+		var err error
+		switch name {
+		case config.Account:
+			h, err = a.buildAccount(ctx, &s)
+		case config.Catalog:
+			h, err = a.buildCatalog(ctx, &s)
+		case config.Search:
+			h, err = a.buildSearch(ctx, &s)
+		case config.Cart:
+			h, err = a.buildCart(ctx, &s)
+		case config.Payment:
+			h, err = a.buildPayment(ctx, &s)
+		case config.Shipping:
+			h, err = a.buildShipping(ctx, &s)
+		case config.Order:
+			h, err = a.buildOrder(ctx, &s)
+		case config.Checkout:
+			h, err = a.buildCheckout(ctx, &s)
+		case config.Thumbnails:
+			err = a.buildThumbnails(ctx, &s)
+		case config.Mail:
+			err = a.buildMail(ctx)
+		case config.Storefront:
+			a.mux.Handle("/", storefront.New(storefront.Deps{
+				Accounts:      s.account,
+				Catalog:       s.catalog,
+				Search:        s.search,
+				Carts:         s.cart,
+				Checkout:      s.checkout,
+				Orders:        s.order,
+				Mail:          mailbox{dir: cfg.MailDir},
+				Blobs:         a.blobs,
+				Cache:         a.cache,
+				Clock:         a.clock,
+				Log:           a.log.With("service", "storefront"),
+				SecureCookies: cfg.SecureCookies,
+			}).Handler())
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if h != nil {
+			a.mux.Handle("/svc/"+name+"/", h)
+		}
+	}
+	if !cfg.Runs(config.Storefront) {
+		a.mux.HandleFunc("/", notFound)
+	}
+	return nil
+}
+
+func (a *app) buildAccount(ctx context.Context, s *services) (http.Handler, error) {
+	db, err := a.openDB(ctx, config.Account)
+	if err != nil {
+		return nil, err
+	}
+	store, err := accountdb.Open(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	svc := account.NewService(store, a.clock)
+	a.bg = append(a.bg, func(ctx context.Context) { svc.RunSessionSweeper(ctx, time.Hour, a.log.With("service", "account")) })
+	s.account = svc
+	return account.NewHandler(svc), nil
+}
+
+func (a *app) buildCatalog(ctx context.Context, s *services) (http.Handler, error) {
+	db, err := a.openDB(ctx, config.Catalog)
+	if err != nil {
+		return nil, err
+	}
+	store, err := catalogdb.Open(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	svc := catalog.NewService(store, a.blobs, a.relay(db, config.Catalog), a.clock)
+	s.catalog = svc
+	if a.cfg.Seed {
+		start := time.Now()
+		n, err := catalog.Seed(ctx, svc)
+		if err != nil {
+			return nil, fmt.Errorf("seeding the demo catalog: %w", err)
+		}
+		if n > 0 {
+			a.log.Info("seeded demo catalog", "products", n, "took", time.Since(start).Round(time.Millisecond))
+		}
+	}
+	return catalog.NewHandler(svc), nil
+}
+
+func (a *app) buildSearch(ctx context.Context, s *services) (http.Handler, error) {
+	dir := filepath.Join(a.cfg.DataDir, "search.bleve")
+	_, statErr := os.Stat(dir)
+	idx, err := search.OpenIndex(dir)
+	if err != nil {
+		return nil, err
+	}
+	a.onClose(idx.Close)
+	a.checks["search-index"] = idx.Ping
+	// Each search instance keeps its own index, so each needs every event:
+	// a durable consumer of its own, renewed when the index is new.
+	id, err := a.instanceID("search-consumer", os.IsNotExist(statErr))
+	if err != nil {
+		return nil, err
+	}
+	svc := search.NewService(idx, a.log.With("service", "search"))
+	a.subs = append(a.subs, subscription{"search-" + id, []string{catalog.SubjectItemListed}, svc.HandleEvent})
+	s.search = svc
+	return search.NewHandler(svc), nil
+}
+
+func (a *app) buildCart(ctx context.Context, s *services) (http.Handler, error) {
+	db, err := a.openDB(ctx, config.Cart)
+	if err != nil {
+		return nil, err
+	}
+	store, err := cartdb.Open(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	svc := cart.NewService(store, s.catalog, a.clock)
+	s.cart = svc
+	return cart.NewHandler(svc), nil
+}
+
+func (a *app) buildPayment(ctx context.Context, s *services) (http.Handler, error) {
+	db, err := a.openDB(ctx, config.Payment)
+	if err != nil {
+		return nil, err
+	}
+	store, err := paymentdb.Open(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	svc := payment.NewService(store, a.clock)
+	s.payment = svc
+	return payment.NewHandler(svc), nil
+}
+
+func (a *app) buildShipping(ctx context.Context, s *services) (http.Handler, error) {
+	db, err := a.openDB(ctx, config.Shipping)
+	if err != nil {
+		return nil, err
+	}
+	store, err := shippingdb.Open(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	svc := shipping.NewService(store, a.clock)
+	s.shipping = svc
+	return shipping.NewHandler(svc), nil
+}
+
+func (a *app) buildOrder(ctx context.Context, s *services) (http.Handler, error) {
+	db, err := a.openDB(ctx, config.Order)
+	if err != nil {
+		return nil, err
+	}
+	store, err := orderdb.Open(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	svc := order.NewService(store, a.relay(db, config.Order), a.clock)
+	s.order = svc
+	return order.NewHandler(svc), nil
+}
+
+func (a *app) buildCheckout(ctx context.Context, s *services) (http.Handler, error) {
+	db, err := a.openDB(ctx, config.Checkout)
+	if err != nil {
+		return nil, err
+	}
+	store, err := checkoutdb.Open(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	svc := checkout.NewService(store, s.cart, s.catalog, s.payment, s.shipping, s.order, a.clock, a.log.With("service", "checkout"))
+	s.checkout = svc
+	return checkout.NewHandler(svc), nil
+}
+
+func (a *app) buildThumbnails(_ context.Context, s *services) error {
+	w := thumbnail.New(a.blobs, s.catalog, a.log.With("worker", "thumbnails"))
+	// One shared durable consumer: thumbnail workers share the work.
+	a.subs = append(a.subs, subscription{thumbnail.ConsumerName, thumbnail.Subjects, w.Handle})
+	return nil
+}
+
+func (a *app) buildMail(_ context.Context) error {
+	var sender mail.Sender
+	if a.cfg.SMTPAddr != "" {
+		sender = mail.NewSMTPSender(a.cfg.SMTPAddr, a.cfg.SMTPUser, a.cfg.SMTPPassword)
+	} else {
+		if err := os.MkdirAll(a.cfg.MailDir, 0o755); err != nil {
+			return err
+		}
+		sender = mail.NewFileSender(a.cfg.MailDir)
+	}
+	w := mail.New(sender, a.cfg.MailFrom, a.log.With("worker", "mail"))
+	a.subs = append(a.subs, subscription{mail.ConsumerName, mail.Subjects, w.Handle})
+	return nil
+}
+
+func notFound(w http.ResponseWriter, r *http.Request) { httpx.NotFound(w, r) }
+
+// mailbox shows the mail worker's files on the storefront's development page.
+type mailbox struct{ dir string }
+
+func (m mailbox) List(ctx context.Context) ([]storefront.MailSummary, error) {
+	list, err := mail.ListMessages(m.dir)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]storefront.MailSummary, len(list))
+	for i, s := range list {
+		out[i] = storefront.MailSummary{ID: s.ID, To: s.To, Subject: s.Subject, Date: s.Date}
+	}
+	return out, nil
+}
+
+func (m mailbox) Read(ctx context.Context, id string) ([]byte, error) {
+	return mail.ReadMessage(m.dir, id)
+}

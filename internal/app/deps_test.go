@@ -1,0 +1,59 @@
+package app_test
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestDependencyRules keeps the services apart: a service's store package
+// (internal/<svc>/<svc>db) is imported only by its own service's tests and
+// by the composition root, and no service imports the front end, the
+// workers or the composition root.
+func TestDependencyRules(t *testing.T) {
+	out, err := exec.Command("go", "list", "-json=ImportPath,Imports", "github.com/globomantics/globomantics/...").Output()
+	if err != nil {
+		t.Skipf("go list: %v", err)
+	}
+	const mod = "github.com/globomantics/globomantics/"
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	services := []string{"account", "catalog", "search", "cart", "payment", "shipping", "order", "checkout"}
+	checked := 0
+	for dec.More() {
+		var p struct {
+			ImportPath string
+			Imports    []string
+		}
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		checked++
+		from := strings.TrimPrefix(p.ImportPath, mod)
+		for _, imp := range p.Imports {
+			if !strings.HasPrefix(imp, mod) {
+				continue
+			}
+			to := strings.TrimPrefix(imp, mod)
+			for _, s := range services {
+				store := "internal/" + s + "/" + s + "db"
+				if to == store && from != "internal/app" && !strings.HasPrefix(from, "internal/"+s) {
+					t.Errorf("%s imports %s: only service %s and internal/app may use its store", from, to, s)
+				}
+				if strings.HasPrefix(from, "internal/"+s) {
+					for _, banned := range []string{"internal/app", "internal/storefront", "internal/worker/"} {
+						if strings.HasPrefix(to, banned) {
+							t.Errorf("service package %s imports %s", from, to)
+						}
+					}
+				}
+			}
+			if strings.HasPrefix(from, "internal/platform/") && !strings.HasPrefix(to, "internal/platform/") {
+				t.Errorf("platform package %s imports domain package %s", from, to)
+			}
+		}
+	}
+	if checked < 10 {
+		t.Fatalf("only %d packages listed", checked)
+	}
+}

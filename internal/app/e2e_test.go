@@ -1,0 +1,561 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/globomantics/globomantics/internal/app"
+	"github.com/globomantics/globomantics/internal/platform/testenv"
+)
+
+// proc is one globomantics process started through app.Run.
+type proc struct {
+	name string
+	args []string
+	addr string
+	stop context.CancelFunc
+	done chan error
+	logs *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (p *proc) url() string { return "http://" + p.addr }
+
+// start runs the process and waits for /readyz.
+func (p *proc) start(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	p.stop, p.done, p.logs = cancel, make(chan error, 1), &syncBuffer{}
+	args := append([]string{"globomantics", "serve", "--http-addr", p.addr}, p.args...)
+	getenv := func(string) string { return "" }
+	go func() { p.done <- app.Run(ctx, args, getenv, io.Discard, p.logs) }()
+	t.Cleanup(func() { p.shutdown(t) })
+}
+
+func (p *proc) shutdown(t *testing.T) {
+	t.Helper()
+	if p.stop == nil {
+		return
+	}
+	p.stop()
+	p.stop = nil
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Errorf("%s: Run returned %v\n%s", p.name, err, p.logs)
+		}
+	case <-time.After(15 * time.Second):
+		t.Errorf("%s did not stop within 15s", p.name)
+	}
+}
+
+func waitReady(t *testing.T, procs ...*proc) {
+	t.Helper()
+	for _, p := range procs {
+		testenv.CheckFor(t, 30*time.Second, func() error {
+			select {
+			case err := <-p.done:
+				t.Fatalf("%s exited early: %v\n%s", p.name, err, p.logs)
+			default:
+			}
+			resp, err := http.Get(p.url() + "/readyz")
+			if err != nil {
+				return err
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				return fmt.Errorf("%s readyz %d: %s", p.name, resp.StatusCode, b)
+			}
+			return nil
+		})
+	}
+}
+
+// topology is a set of processes forming one shop, with the storefront
+// instances customers reach.
+type topology struct {
+	procs       []*proc
+	storefronts []*proc
+	mailDir     string
+	blobDir     string
+}
+
+func (tp *topology) start(t *testing.T) {
+	t.Helper()
+	for _, p := range tp.procs {
+		p.start(t)
+	}
+	waitReady(t, tp.procs...)
+}
+
+func (tp *topology) stop(t *testing.T) {
+	t.Helper()
+	for i := len(tp.procs) - 1; i >= 0; i-- {
+		tp.procs[i].shutdown(t)
+	}
+}
+
+func allInOne(t *testing.T) *topology {
+	dir := t.TempDir()
+	p := &proc{name: "all", addr: testenv.FreeAddr(t), args: []string{"--data-dir", dir}}
+	return &topology{procs: []*proc{p}, storefronts: []*proc{p}, mailDir: filepath.Join(dir, "mail"), blobDir: filepath.Join(dir, "blobs")}
+}
+
+// split runs the services as five processes talking HTTP, sharing one
+// broker (embedded in the first), one blob directory and one mail directory,
+// with two interchangeable storefront instances.
+func split(t *testing.T) *topology {
+	root := t.TempDir()
+	shared := func(name string) string { return filepath.Join(root, name) }
+	nats := testenv.FreeAddr(t)
+	a, b, c, f1, f2 := testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
+	common := []string{"--blob-dir", shared("blobs"), "--mail-dir", shared("mail")}
+	peers := func(svc ...string) []string {
+		where := map[string]string{"account": a, "cart": a, "order": a, "catalog": b, "search": b, "payment": c, "shipping": c, "checkout": c}
+		var out []string
+		for _, s := range svc {
+			out = append(out, "--peer", s+"=http://"+where[s])
+		}
+		return out
+	}
+	mk := func(name, addr, services string, extra ...string) *proc {
+		args := append([]string{"--data-dir", shared(name), "--services", services}, common...)
+		return &proc{name: name, addr: addr, args: append(args, extra...)}
+	}
+	natsURL := "nats://" + nats
+	hub := mk("hub", a, "account,cart,order", append([]string{"--nats-listen", nats}, peers("catalog")...)...)
+	cat := mk("catalog", b, "catalog,search,thumbnails", "--nats-url", natsURL)
+	money := mk("money", c, "payment,shipping,checkout,mail", append([]string{"--nats-url", natsURL}, peers("cart", "catalog", "order")...)...)
+	front := peers("account", "catalog", "search", "cart", "checkout", "order")
+	sf1 := mk("storefront1", f1, "storefront", front...)
+	sf2 := mk("storefront2", f2, "storefront", front...)
+	return &topology{
+		procs:       []*proc{hub, cat, money, sf1, sf2},
+		storefronts: []*proc{sf1, sf2},
+		mailDir:     shared("mail"),
+		blobDir:     shared("blobs"),
+	}
+}
+
+func TestEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end suite skipped in -short mode")
+	}
+	for _, mode := range []struct {
+		name string
+		make func(*testing.T) *topology
+	}{{"one-process", allInOne}, {"split", split}} {
+		t.Run(mode.name, func(t *testing.T) {
+			tp := mode.make(t)
+			tp.start(t)
+			shopSuite(t, tp)
+		})
+	}
+}
+
+// client is a customer's browser: a cookie jar and a storefront (or several).
+type client struct {
+	t     *testing.T
+	hc    *http.Client
+	bases []string
+	n     int
+}
+
+func newClient(t *testing.T, tp *topology) *client {
+	jar, _ := cookiejar.New(nil)
+	var bases []string
+	for _, p := range tp.storefronts {
+		bases = append(bases, p.url())
+	}
+	return &client{t: t, hc: &http.Client{Jar: jar, Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, bases: bases}
+}
+
+// base alternates between storefront instances, so every step of a session
+// may land on a different front-end server.
+func (c *client) base() string {
+	c.n++
+	return c.bases[c.n%len(c.bases)]
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r response) decode(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.body, v); err != nil {
+		t.Fatalf("decode %s: %v", r.body, err)
+	}
+}
+
+func (c *client) do(method, path string, body any, hdr ...string) response {
+	c.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, c.base()+path, rd)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return response{resp.StatusCode, resp.Header, b}
+}
+
+func (c *client) must(status int, method, path string, body any, hdr ...string) response {
+	c.t.Helper()
+	r := c.do(method, path, body, hdr...)
+	if r.status != status {
+		c.t.Fatalf("%s %s: status %d, want %d: %s", method, path, r.status, status, r.body)
+	}
+	return r
+}
+
+type money struct {
+	Amount   int64  `json:"amount"`
+	Currency string `json:"currency"`
+}
+
+type product struct {
+	ID         string            `json:"id"`
+	Name       string            `json:"name"`
+	Category   string            `json:"category"`
+	Price      money             `json:"price"`
+	Stock      int               `json:"stock"`
+	ImageURL   string            `json:"image_url"`
+	Thumbnails map[string]string `json:"thumbnails"`
+}
+
+type order struct {
+	ID      string `json:"id"`
+	Status  string `json:"status"`
+	Total   money  `json:"total"`
+	Payment struct {
+		Status string `json:"status"`
+	} `json:"payment"`
+	Shipment struct {
+		Status         string `json:"status"`
+		TrackingNumber string `json:"tracking_number"`
+	} `json:"shipment"`
+	Items []struct {
+		ProductID string `json:"product_id"`
+		Quantity  int    `json:"quantity"`
+	} `json:"items"`
+	CreatedAt string `json:"created_at"`
+}
+
+type problem struct {
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail"`
+}
+
+func (c *client) product(id string) product {
+	c.t.Helper()
+	var p product
+	c.must(200, "GET", "/api/v1/products/"+id, nil).decode(c.t, &p)
+	return p
+}
+
+var address = map[string]string{"name": "Ada Lovelace", "line1": "12 Analytical Row", "city": "London", "postal_code": "N1 9GU", "country": "GB"}
+
+func checkoutBody(card string) map[string]any {
+	return map[string]any{
+		"shipping_address": address,
+		"payment":          map[string]any{"card_number": card, "exp_month": 12, "exp_year": time.Now().Year() + 2, "cvc": "123"},
+	}
+}
+
+func shopSuite(t *testing.T, tp *topology) {
+	c := newClient(t, tp)
+
+	// Browse.
+	var cats struct {
+		Items []struct{ ID, Name string } `json:"items"`
+	}
+	c.must(200, "GET", "/api/v1/categories", nil).decode(t, &cats)
+	if len(cats.Items) < 4 {
+		t.Fatalf("categories = %v, want at least 4", cats.Items)
+	}
+	var all []product
+	token := ""
+	for pages := 0; ; pages++ {
+		var pg struct {
+			Items []product `json:"items"`
+			Next  string    `json:"next_page_token"`
+		}
+		c.must(200, "GET", "/api/v1/products?page_size=10&page_token="+token, nil).decode(t, &pg)
+		all = append(all, pg.Items...)
+		if pg.Next == "" {
+			break
+		}
+		token = pg.Next
+		if pages > 20 {
+			t.Fatal("pagination does not end")
+		}
+	}
+	if len(all) < 24 {
+		t.Fatalf("%d products, want at least 24", len(all))
+	}
+	var inCat struct {
+		Items []product `json:"items"`
+	}
+	c.must(200, "GET", "/api/v1/products?page_size=100&category="+cats.Items[0].ID, nil).decode(t, &inCat)
+	if len(inCat.Items) == 0 {
+		t.Fatalf("category %s is empty", cats.Items[0].ID)
+	}
+	for _, p := range inCat.Items {
+		if p.Category != cats.Items[0].ID {
+			t.Fatalf("product %s of category %s listed under %s", p.ID, p.Category, cats.Items[0].ID)
+		}
+	}
+	c.must(400, "GET", "/api/v1/products?page_size=0", nil)
+	c.must(400, "GET", "/api/v1/products?page_token=garbage!", nil)
+	c.must(404, "GET", "/api/v1/products/nope", nil)
+	home := c.must(200, "GET", "/", nil)
+	if !strings.Contains(string(home.body), "Globomantics") {
+		t.Errorf("home page does not name the shop")
+	}
+
+	// Thumbnails are made by the worker from the listing event, and served.
+	target := all[0]
+	testenv.CheckFor(t, 30*time.Second, func() error {
+		p := c.product(target.ID)
+		if p.Thumbnails["small"] == "" || p.Thumbnails["medium"] == "" {
+			return fmt.Errorf("no thumbnails yet for %s: %v", p.ID, p.Thumbnails)
+		}
+		target = p
+		return nil
+	})
+	for _, u := range []string{target.ImageURL, target.Thumbnails["small"], target.Thumbnails["medium"]} {
+		r := c.must(200, "GET", u, nil)
+		if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "image/") {
+			t.Errorf("%s: content type %q", u, ct)
+		}
+		if r.header.Get("Cache-Control") == "" {
+			t.Errorf("%s: no Cache-Control", u)
+		}
+	}
+
+	// Search, fed by catalog events.
+	word := strings.Fields(target.Name)[0]
+	testenv.CheckFor(t, 30*time.Second, func() error {
+		var res struct {
+			Items []product `json:"items"`
+		}
+		c.must(200, "GET", "/api/v1/search?q="+word, nil).decode(t, &res)
+		for _, p := range res.Items {
+			if p.ID == target.ID {
+				return nil
+			}
+		}
+		return fmt.Errorf("search %q: %s not among %d results", word, target.ID, len(res.Items))
+	})
+	c.must(400, "GET", "/api/v1/search?q=", nil)
+
+	// Register and log in; a second registration with the same email conflicts.
+	email := fmt.Sprintf("ada-%d@example.com", time.Now().UnixNano())
+	var acct struct{ ID, Email, Name string }
+	c.must(201, "POST", "/api/v1/accounts", map[string]string{"email": email, "password": "correct horse", "name": "Ada"}).decode(t, &acct)
+	c.must(409, "POST", "/api/v1/accounts", map[string]string{"email": email, "password": "correct horse", "name": "Ada"})
+	c.must(422, "POST", "/api/v1/accounts", map[string]string{"email": "not-an-email", "password": "correct horse", "name": "Ada"})
+	c.must(400, "POST", "/api/v1/accounts", map[string]string{"email": email, "password": "x", "name": "A", "admin": "yes"})
+	c.must(401, "GET", "/api/v1/me", nil)
+	c.must(401, "POST", "/api/v1/sessions", map[string]string{"email": email, "password": "wrong password"})
+	// An anonymous cart is merged into the account's cart on login.
+	c.must(200, "POST", "/api/v1/cart/items", map[string]any{"product_id": target.ID, "quantity": 1})
+	c.must(200, "POST", "/api/v1/sessions", map[string]string{"email": email, "password": "correct horse"})
+	// Every step now alternates storefront instances: the session is not in any server's memory.
+	for i := 0; i < 4; i++ {
+		var me struct{ ID, Email string }
+		c.must(200, "GET", "/api/v1/me", nil).decode(t, &me)
+		if me.ID != acct.ID {
+			t.Fatalf("me = %+v, want %s", me, acct.ID)
+		}
+	}
+
+	// Cart.
+	var cart struct {
+		Items []struct {
+			ProductID string `json:"product_id"`
+			Quantity  int    `json:"quantity"`
+			UnitPrice money  `json:"unit_price"`
+			LineTotal money  `json:"line_total"`
+		} `json:"items"`
+		Total money `json:"total"`
+	}
+	c.must(200, "POST", "/api/v1/cart/items", map[string]any{"product_id": target.ID, "quantity": 1}).decode(t, &cart)
+	if len(cart.Items) != 1 || cart.Items[0].Quantity != 2 || cart.Total.Amount != 2*target.Price.Amount {
+		t.Fatalf("cart after merge and add = %+v", cart)
+	}
+	c.must(404, "POST", "/api/v1/cart/items", map[string]any{"product_id": "nope", "quantity": 1})
+	c.must(422, "POST", "/api/v1/cart/items", map[string]any{"product_id": target.ID, "quantity": 0})
+
+	// Checkout: bad requests change nothing.
+	c.must(400, "POST", "/api/v1/checkout", checkoutBody("4242424242424242"))
+	c.must(422, "POST", "/api/v1/checkout", map[string]any{"shipping_address": address, "payment": map[string]any{"card_number": "1234"}}, "Idempotency-Key", "bad-body")
+
+	// Success.
+	before := c.product(target.ID)
+	var o order
+	c.must(201, "POST", "/api/v1/checkout", checkoutBody("4242424242424242"), "Idempotency-Key", "k-success").decode(t, &o)
+	if o.Status != "confirmed" || o.Payment.Status != "captured" || o.Shipment.TrackingNumber == "" {
+		t.Fatalf("order = %+v", o)
+	}
+	if got := c.product(target.ID).Stock; got != before.Stock-2 {
+		t.Errorf("stock after order = %d, want %d", got, before.Stock-2)
+	}
+	// The same key and body returns the same order, never a second one;
+	// the same key with another body is refused.
+	var again order
+	c.must(201, "POST", "/api/v1/checkout", checkoutBody("4242424242424242"), "Idempotency-Key", "k-success").decode(t, &again)
+	if again.ID != o.ID {
+		t.Fatalf("retry made order %s, first was %s", again.ID, o.ID)
+	}
+	c.must(422, "POST", "/api/v1/checkout", checkoutBody("5555555555554444"), "Idempotency-Key", "k-success")
+	c.must(200, "GET", "/api/v1/cart", nil).decode(t, &cart)
+	if len(cart.Items) != 0 {
+		t.Errorf("cart not emptied after the order: %+v", cart)
+	}
+
+	// Declined: order cancelled, nothing charged, stock as before.
+	c.must(200, "POST", "/api/v1/cart/items", map[string]any{"product_id": target.ID, "quantity": 1})
+	stock := c.product(target.ID).Stock
+	var p problem
+	c.must(402, "POST", "/api/v1/checkout", checkoutBody("4000000000000002"), "Idempotency-Key", "k-decline").decode(t, &p)
+	if p.Status != 402 || p.Title == "" || p.Detail == "" {
+		t.Errorf("decline problem = %+v", p)
+	}
+	if got := c.product(target.ID).Stock; got != stock {
+		t.Errorf("stock after decline = %d, want %d", got, stock)
+	}
+	// Out of stock: 409, nothing charged, stock as before.
+	var scarce product
+	for _, cand := range all {
+		if cand.Stock < 99 && cand.ID != target.ID {
+			scarce = c.product(cand.ID)
+			break
+		}
+	}
+	c.must(200, "DELETE", "/api/v1/cart/items/"+target.ID, nil)
+	c.must(200, "POST", "/api/v1/cart/items", map[string]any{"product_id": scarce.ID, "quantity": scarce.Stock + 1})
+	c.must(409, "POST", "/api/v1/checkout", checkoutBody("4242424242424242"), "Idempotency-Key", "k-oos")
+	if got := c.product(scarce.ID).Stock; got != scarce.Stock {
+		t.Errorf("stock after out-of-stock = %d, want %d", got, scarce.Stock)
+	}
+
+	// Order history: the confirmed order and the cancelled ones.
+	var orders struct {
+		Items []order `json:"items"`
+	}
+	c.must(200, "GET", "/api/v1/orders", nil).decode(t, &orders)
+	statuses := map[string]int{}
+	for _, x := range orders.Items {
+		statuses[x.Status]++
+	}
+	if statuses["confirmed"] != 1 || statuses["cancelled"] < 1 {
+		t.Errorf("order statuses = %v", statuses)
+	}
+	for _, x := range orders.Items {
+		if x.Status == "cancelled" && x.Payment.Status == "captured" {
+			t.Errorf("cancelled order %s has a captured payment", x.ID)
+		}
+	}
+	c.must(200, "GET", "/api/v1/orders/"+o.ID, nil)
+
+	// Another customer cannot see the order.
+	other := newClient(t, tp)
+	other.must(401, "GET", "/api/v1/orders/"+o.ID, nil)
+	email2 := "grace-" + email
+	other.must(201, "POST", "/api/v1/accounts", map[string]string{"email": email2, "password": "another secret", "name": "Grace"})
+	other.must(200, "POST", "/api/v1/sessions", map[string]string{"email": email2, "password": "another secret"})
+	other.must(404, "GET", "/api/v1/orders/"+o.ID, nil)
+
+	// The order e-mail is written by the mail worker.
+	mailFile := filepath.Join(tp.mailDir, o.ID+".eml")
+	testenv.CheckFor(t, 30*time.Second, func() error {
+		_, err := os.Stat(mailFile)
+		return err
+	})
+	msg, _ := os.ReadFile(mailFile)
+	if !strings.Contains(string(msg), email) || !strings.Contains(string(msg), o.ID) {
+		t.Errorf("mail does not name the customer and order:\n%s", msg)
+	}
+
+	// Restart everything on the same data: all of it is still there.
+	tp.stop(t)
+	tp.start(t)
+	var me struct{ ID string }
+	c.must(200, "GET", "/api/v1/me", nil).decode(t, &me)
+	if me.ID != acct.ID {
+		t.Errorf("after restart me = %s, want %s", me.ID, acct.ID)
+	}
+	var o2 order
+	c.must(200, "GET", "/api/v1/orders/"+o.ID, nil).decode(t, &o2)
+	if o2.Status != "confirmed" || o2.Shipment.TrackingNumber != o.Shipment.TrackingNumber {
+		t.Errorf("after restart order = %+v", o2)
+	}
+	if p := c.product(target.ID); len(p.Thumbnails) < 2 {
+		t.Errorf("after restart thumbnails = %v", p.Thumbnails)
+	}
+	var res struct {
+		Items []product `json:"items"`
+	}
+	c.must(200, "GET", "/api/v1/search?q="+word, nil).decode(t, &res)
+	if len(res.Items) == 0 {
+		t.Errorf("after restart search %q finds nothing", word)
+	}
+	c.must(200, "GET", "/api/v1/categories", nil).decode(t, &cats)
+	var count struct {
+		Items []product `json:"items"`
+	}
+	c.must(200, "GET", "/api/v1/products?page_size=100", nil).decode(t, &count)
+	if len(count.Items) != len(all) {
+		t.Errorf("after restart %d products, want %d (seeding must not repeat)", len(count.Items), len(all))
+	}
+}

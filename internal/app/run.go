@@ -1,0 +1,93 @@
+// Package app is the composition root: it reads the configuration, builds the
+// services this process runs, wires each dependency either to the in-process
+// service or to an HTTP client of its remote instances, and runs the HTTP
+// server, the broker subscriptions and the outbox relays until stopped.
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/globomantics/globomantics/internal/config"
+)
+
+// Run is the whole program: args[0] is the program name, args[1] the
+// subcommand (serve when absent). It returns when the subcommand is done; for
+// serve, after a graceful shutdown on SIGINT/SIGTERM or when ctx ends.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if len(args) == 0 {
+		args = []string{"globomantics"}
+	}
+	cmd, rest := "serve", args[1:]
+	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		cmd, rest = rest[0], rest[1:]
+	}
+	switch cmd {
+	case "serve":
+		cfg, err := config.Load(rest, getenv, stderr)
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return serve(ctx, cfg, newLogger(cfg, stderr))
+	case "version":
+		fmt.Fprintln(stdout, "globomantics", Version())
+		return nil
+	case "help", "-h", "-help", "--help":
+		usage(stdout)
+		return nil
+	}
+	usage(stderr)
+	return fmt.Errorf("unknown command %q", cmd)
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, `Globomantics: an online shop built as a distributed system.
+
+Usage:
+  globomantics [serve] [flags]   run the shop (all services by default)
+  globomantics version           print the version
+  globomantics help              print this help
+
+Run "globomantics serve -h" for the flags. Every flag also has a GLOBO_* environment variable.
+Services: %s
+`, strings.Join(config.AllServices, ", "))
+}
+
+// Version is the module version and VCS revision the binary was built from.
+func Version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += " (" + s.Value[:12] + ")"
+		}
+	}
+	return v + " " + bi.GoVersion
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,266 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/globomantics/globomantics/internal/config"
+	"github.com/globomantics/globomantics/internal/platform/blob"
+	"github.com/globomantics/globomantics/internal/platform/bus"
+	"github.com/globomantics/globomantics/internal/platform/cache"
+	"github.com/globomantics/globomantics/internal/platform/clock"
+	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/httpx"
+	"github.com/globomantics/globomantics/internal/platform/ids"
+	"github.com/globomantics/globomantics/internal/platform/outbox"
+	"github.com/globomantics/globomantics/internal/platform/sqldb"
+)
+
+// app is one running process: the resources it opened, in the order they
+// must be closed (last opened, first closed).
+type app struct {
+	cfg   config.Config
+	log   *slog.Logger
+	clock clock.Clock
+
+	bus     *bus.Bus
+	blobs   *blob.FS
+	cache   cache.Cache
+	mux     *http.ServeMux
+	checks  map[string]func(context.Context) error
+	closers []func() error
+	bg      []func(ctx context.Context) // background loops (outbox relays)
+	subs    []subscription
+	ready   atomic.Bool
+	peerHC  *http.Client
+}
+
+type subscription struct {
+	name     string
+	subjects []string
+	handler  bus.Handler
+}
+
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
+	start := time.Now()
+	a := &app{
+		cfg:    cfg,
+		log:    log,
+		clock:  clock.Real{},
+		mux:    http.NewServeMux(),
+		checks: map[string]func(context.Context) error{},
+		peerHC: &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}},
+	}
+	defer func() {
+		if cerr := a.close(); err == nil {
+			err = cerr
+		}
+	}()
+	if err := a.build(ctx); err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
+	}
+	srv := &http.Server{
+		Handler:           httpx.Middleware(log, a.mux),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	srvErr := make(chan error, 1)
+	go func() { srvErr <- srv.Serve(ln) }()
+
+	// Background work: subscriptions and outbox relays.
+	bgCtx, stopBG := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, fn := range a.bg {
+		wg.Add(1)
+		go func() { defer wg.Done(); fn(bgCtx) }()
+	}
+	for _, s := range a.subs {
+		if err := a.bus.Subscribe(ctx, s.name, s.subjects, s.handler); err != nil {
+			stopBG()
+			return err
+		}
+	}
+	a.ready.Store(true)
+	log.Info("globomantics ready", "addr", ln.Addr().String(), "services", strings.Join(cfg.Services, ","),
+		"data_dir", cfg.DataDir, "nats", a.busURL(), "startup", time.Since(start).Round(time.Millisecond))
+
+	select {
+	case <-ctx.Done():
+	case err := <-srvErr:
+		stopBG()
+		wg.Wait()
+		return fmt.Errorf("http server: %w", err)
+	}
+
+	// Graceful shutdown: stop taking work, finish what is in flight.
+	a.ready.Store(false)
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("http shutdown", "err", err)
+	}
+	if a.bus != nil {
+		a.bus.Drain() // handlers in flight finish before their stores close
+	}
+	stopBG()
+	wg.Wait()
+	log.Info("stopped", "after", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func (a *app) busURL() string {
+	if a.bus == nil {
+		return ""
+	}
+	if a.cfg.NATSURL != "" {
+		return a.cfg.NATSURL
+	}
+	if u := a.bus.ClientURL(); u != "" {
+		return "embedded " + u
+	}
+	return "embedded in-process"
+}
+
+func (a *app) onClose(fn func() error) { a.closers = append(a.closers, fn) }
+
+func (a *app) close() error {
+	var errList []error
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		if err := a.closers[i](); err != nil {
+			errList = append(errList, err)
+		}
+	}
+	return errors.Join(errList...)
+}
+
+// openDB opens service s's database and registers its health check.
+func (a *app) openDB(ctx context.Context, s string) (*sqldb.DB, error) {
+	db, err := sqldb.Open(ctx, a.cfg.DatabaseFor(s))
+	if err != nil {
+		return nil, fmt.Errorf("%s database: %w", s, err)
+	}
+	a.onClose(db.Close)
+	a.checks["db:"+s] = db.Ping
+	return db, nil
+}
+
+// relay starts an outbox relay for db and returns its kick function.
+func (a *app) relay(db *sqldb.DB, name string) func() {
+	r := outbox.NewRelay(db, a.bus, a.log.With("outbox", name))
+	a.bg = append(a.bg, r.Run)
+	return r.Kick
+}
+
+// client returns an HTTP client of service s's remote instances.
+func (a *app) client(s string) *httpx.Client {
+	return httpx.NewClient(s, a.cfg.Peers[s], a.peerHC)
+}
+
+// instanceID returns this data directory's persistent id for name, making
+// one when fresh is true or none exists yet.
+func (a *app) instanceID(name string, fresh bool) (string, error) {
+	p := filepath.Join(a.cfg.DataDir, name+".id")
+	if !fresh {
+		if b, err := os.ReadFile(p); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+			return strings.TrimSpace(string(b)), nil
+		}
+	}
+	id := strings.ReplaceAll(ids.New("i", a.clock.Now()), "_", "")
+	if err := os.WriteFile(p, []byte(id+"\n"), 0o644); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+func (a *app) mountHealth() {
+	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	a.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		if !a.ready.Load() {
+			errs.WriteProblem(w, r, errs.E(errs.Unavailable, errs.Msg("starting or shutting down")))
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		results := map[string]string{}
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		failed := false
+		for name, check := range a.checks {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res := "ok"
+				if err := check(ctx); err != nil {
+					res = errs.Detail(err)
+					if res == errs.Other.Title() {
+						res = err.Error()
+					}
+				}
+				mu.Lock()
+				results[name] = res
+				if res != "ok" {
+					failed = true
+				}
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		if failed {
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_ = json.NewEncoder(w).Encode(map[string]any{
+				"type": "about:blank", "title": "Service Unavailable", "status": 503,
+				"detail": "a dependency is not reachable", "checks": results,
+			})
+			return
+		}
+		httpx.WriteJSON(w, http.StatusOK, map[string]any{"status": "ready", "checks": results})
+	})
+}
+
+// peerCheck is a readiness check that at least one instance of a remote
+// service answers its /healthz.
+func (a *app) peerCheck(s string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		var last error
+		for _, base := range a.cfg.Peers[s] {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/healthz", nil)
+			if err != nil {
+				return err
+			}
+			resp, err := a.peerHC.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return nil
+				}
+				err = fmt.Errorf("status %d", resp.StatusCode)
+			}
+			last = err
+		}
+		return errs.E(errs.Unavailable, errs.Msg("no instance of %s answers", s), last)
+	}
+}

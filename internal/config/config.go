@@ -1,0 +1,285 @@
+// Package config holds the shop's configuration: defaults that run the whole
+// shop in one process with embedded engines, overridden by environment
+// variables (GLOBO_*) and then by command-line flags.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/mail"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Service names, as used by --services and peer configuration.
+const (
+	Account    = "account"
+	Catalog    = "catalog"
+	Search     = "search"
+	Cart       = "cart"
+	Payment    = "payment"
+	Shipping   = "shipping"
+	Order      = "order"
+	Checkout   = "checkout"
+	Storefront = "storefront"
+	Thumbnails = "thumbnails" // the thumbnail worker
+	Mail       = "mail"       // the order e-mail worker
+)
+
+// AllServices lists every service and worker in start-up order.
+var AllServices = []string{Account, Catalog, Search, Cart, Payment, Shipping, Order, Checkout, Thumbnails, Mail, Storefront}
+
+// Config is the whole configuration of one process.
+type Config struct {
+	HTTPAddr string   // where the HTTP server listens
+	DataDir  string   // databases, broker storage, search index, default blob and mail dirs
+	Services []string // the services this process runs
+	// Peers maps a service name to the base URLs of its instances, for the
+	// services this process does not run itself.
+	Peers map[string][]string
+	// Databases maps a service name to a DSN ("postgres://..."); a service
+	// without one uses the SQLite file <DataDir>/<service>.db.
+	Databases map[string]string
+
+	NATSURL    string // external broker; empty runs one embedded
+	NATSListen string // host:port where the embedded broker accepts other processes
+
+	BlobDir string // the blob store's directory
+	MailDir string // where the file mail sender writes messages
+
+	SMTPAddr     string // host:port; when set, mail is sent by SMTP instead of files
+	SMTPUser     string
+	SMTPPassword string
+	MailFrom     string
+
+	Seed            bool // seed the demo catalog on first start
+	SecureCookies   bool // mark cookies Secure (behind HTTPS)
+	LogLevel        string
+	LogFormat       string // text or json
+	ShutdownTimeout time.Duration
+}
+
+// Default is the configuration with no settings at all: the whole shop in one
+// process on 127.0.0.1:8080 with its data in ./data.
+func Default() Config {
+	return Config{
+		HTTPAddr:        "127.0.0.1:8080",
+		DataDir:         "data",
+		Services:        slices.Clone(AllServices),
+		Peers:           map[string][]string{},
+		Databases:       map[string]string{},
+		MailFrom:        "Globomantics <orders@globomantics.example>",
+		Seed:            true,
+		LogLevel:        "info",
+		LogFormat:       "text",
+		ShutdownTimeout: 9 * time.Second,
+	}
+}
+
+// Load builds the configuration from defaults, then the environment, then
+// flags in args (the arguments after the subcommand). Usage errors go to out.
+func Load(args []string, getenv func(string) string, out io.Writer) (Config, error) {
+	c := Default()
+	env := func(k string) string { return strings.TrimSpace(getenv(k)) }
+	setStr := func(dst *string, k string) {
+		if v := env(k); v != "" {
+			*dst = v
+		}
+	}
+	setStr(&c.HTTPAddr, "GLOBO_HTTP_ADDR")
+	setStr(&c.DataDir, "GLOBO_DATA_DIR")
+	setStr(&c.NATSURL, "GLOBO_NATS_URL")
+	setStr(&c.NATSListen, "GLOBO_NATS_LISTEN")
+	setStr(&c.BlobDir, "GLOBO_BLOB_DIR")
+	setStr(&c.MailDir, "GLOBO_MAIL_DIR")
+	setStr(&c.SMTPAddr, "GLOBO_SMTP_ADDR")
+	setStr(&c.SMTPUser, "GLOBO_SMTP_USER")
+	c.SMTPPassword = getenv("GLOBO_SMTP_PASSWORD") // secrets only from the environment
+	setStr(&c.MailFrom, "GLOBO_MAIL_FROM")
+	setStr(&c.LogLevel, "GLOBO_LOG_LEVEL")
+	setStr(&c.LogFormat, "GLOBO_LOG_FORMAT")
+	if v := env("GLOBO_SERVICES"); v != "" {
+		c.Services = splitList(v)
+	}
+	if v := env("GLOBO_PEERS"); v != "" {
+		if err := parsePeers(c.Peers, v); err != nil {
+			return c, err
+		}
+	}
+	for _, s := range AllServices {
+		if v := env("GLOBO_DB_" + strings.ToUpper(s)); v != "" {
+			c.Databases[s] = v
+		}
+	}
+	var err error
+	if c.Seed, err = envBool(env("GLOBO_SEED"), c.Seed); err != nil {
+		return c, fmt.Errorf("GLOBO_SEED: %w", err)
+	}
+	if c.SecureCookies, err = envBool(env("GLOBO_SECURE_COOKIES"), c.SecureCookies); err != nil {
+		return c, fmt.Errorf("GLOBO_SECURE_COOKIES: %w", err)
+	}
+
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "`host:port` the HTTP server listens on (GLOBO_HTTP_ADDR)")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "`directory` for databases, broker, index, blobs and mail (GLOBO_DATA_DIR)")
+	services := fs.String("services", strings.Join(c.Services, ","), "comma-separated `list` of services to run, or \"all\" (GLOBO_SERVICES)")
+	fs.Func("peer", "`service=url[,url...]`: instances of a service run elsewhere; repeatable (GLOBO_PEERS=\"svc=url,url;svc=url\")", func(v string) error {
+		return parsePeers(c.Peers, v)
+	})
+	fs.StringVar(&c.NATSURL, "nats-url", c.NATSURL, "`URL` of an external NATS server; empty embeds one (GLOBO_NATS_URL)")
+	fs.StringVar(&c.NATSListen, "nats-listen", c.NATSListen, "`host:port` where the embedded NATS server accepts other processes (GLOBO_NATS_LISTEN)")
+	fs.StringVar(&c.BlobDir, "blob-dir", c.BlobDir, "`directory` of the blob store; default <data-dir>/blobs (GLOBO_BLOB_DIR)")
+	fs.StringVar(&c.MailDir, "mail-dir", c.MailDir, "`directory` where order e-mails are written; default <data-dir>/mail (GLOBO_MAIL_DIR)")
+	fs.StringVar(&c.SMTPAddr, "smtp-addr", c.SMTPAddr, "`host:port` of an SMTP server; when set, e-mail is sent there (GLOBO_SMTP_ADDR)")
+	fs.BoolVar(&c.Seed, "seed", c.Seed, "seed the demo catalog on first start (GLOBO_SEED)")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error (GLOBO_LOG_LEVEL)")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json (GLOBO_LOG_FORMAT)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	c.Services = splitList(*services)
+	if len(c.Services) == 1 && c.Services[0] == "all" {
+		c.Services = slices.Clone(AllServices)
+	}
+	if c.BlobDir == "" {
+		c.BlobDir = filepath.Join(c.DataDir, "blobs")
+	}
+	if c.MailDir == "" {
+		c.MailDir = filepath.Join(c.DataDir, "mail")
+	}
+	return c, c.Validate()
+}
+
+// Needs lists, for each service, the services it calls.
+var Needs = map[string][]string{
+	Cart:       {Catalog},
+	Checkout:   {Cart, Catalog, Payment, Shipping, Order},
+	Storefront: {Account, Catalog, Search, Cart, Checkout, Order},
+	Thumbnails: {Catalog},
+}
+
+// Runs reports whether this process runs service s.
+func (c Config) Runs(s string) bool { return slices.Contains(c.Services, s) }
+
+// Validate reports the first problem with the configuration.
+func (c Config) Validate() error {
+	var problems []string
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		problems = append(problems, fmt.Sprintf("http address %q: %v", c.HTTPAddr, err))
+	}
+	if c.DataDir == "" {
+		problems = append(problems, "data directory must not be empty")
+	}
+	if len(c.Services) == 0 {
+		problems = append(problems, "no services to run")
+	}
+	for _, s := range c.Services {
+		if !slices.Contains(AllServices, s) {
+			problems = append(problems, fmt.Sprintf("unknown service %q (known: %s)", s, strings.Join(AllServices, ", ")))
+		}
+	}
+	for s, urls := range c.Peers {
+		if !slices.Contains(AllServices, s) {
+			problems = append(problems, fmt.Sprintf("peer for unknown service %q", s))
+		}
+		for _, u := range urls {
+			pu, err := url.Parse(u)
+			if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+				problems = append(problems, fmt.Sprintf("peer %s: %q is not an http(s) base URL", s, u))
+			}
+		}
+	}
+	for _, s := range c.Services {
+		for _, dep := range Needs[s] {
+			if !c.Runs(dep) && len(c.Peers[dep]) == 0 {
+				problems = append(problems, fmt.Sprintf("service %s needs %s: run it here or give its instances with --peer %s=URL", s, dep, dep))
+			}
+		}
+	}
+	if _, err := mail.ParseAddress(c.MailFrom); err != nil {
+		problems = append(problems, fmt.Sprintf("mail from address %q: %v", c.MailFrom, err))
+	}
+	if c.NATSURL != "" && c.NATSListen != "" {
+		problems = append(problems, "--nats-url and --nats-listen exclude each other: connect to a broker or embed one")
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		problems = append(problems, fmt.Sprintf("log format %q: want text or json", c.LogFormat))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		problems = append(problems, fmt.Sprintf("log level %q: want debug, info, warn or error", c.LogLevel))
+	}
+	if len(problems) > 0 {
+		sort.Strings(problems)
+		return errors.New("invalid configuration: " + strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// NeedsBus reports whether any service of this process uses the broker.
+func (c Config) NeedsBus() bool {
+	for _, s := range []string{Catalog, Order, Search, Thumbnails, Mail} {
+		if c.Runs(s) {
+			return true
+		}
+	}
+	return false
+}
+
+// DatabaseFor is the DSN of service s's database.
+func (c Config) DatabaseFor(s string) string {
+	if dsn := c.Databases[s]; dsn != "" {
+		return dsn
+	}
+	return filepath.Join(c.DataDir, s+".db")
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func parsePeers(dst map[string][]string, v string) error {
+	for _, part := range strings.Split(v, ";") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		name, urls, ok := strings.Cut(part, "=")
+		if !ok || strings.TrimSpace(name) == "" {
+			return fmt.Errorf("peer %q: want service=url[,url...]", part)
+		}
+		name = strings.TrimSpace(name)
+		dst[name] = append(dst[name], splitList(urls)...)
+	}
+	return nil
+}
+
+func envBool(v string, def bool) (bool, error) {
+	switch strings.ToLower(v) {
+	case "":
+		return def, nil
+	case "1", "true", "yes", "on":
+		return true, nil
+	case "0", "false", "no", "off":
+		return false, nil
+	}
+	return def, fmt.Errorf("%q is not a boolean", v)
+}

@@ -1,0 +1,81 @@
+package config
+
+import (
+	"io"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestDefaultRunsEverything(t *testing.T) {
+	c, err := Load(nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != "127.0.0.1:8080" || c.DataDir != "data" {
+		t.Errorf("defaults: addr %q dir %q", c.HTTPAddr, c.DataDir)
+	}
+	if !slices.Equal(c.Services, AllServices) {
+		t.Errorf("services = %v", c.Services)
+	}
+	if c.BlobDir != filepath.Join("data", "blobs") || c.MailDir != filepath.Join("data", "mail") {
+		t.Errorf("blob %q mail %q", c.BlobDir, c.MailDir)
+	}
+	if c.DatabaseFor(Catalog) != filepath.Join("data", "catalog.db") {
+		t.Errorf("catalog db = %q", c.DatabaseFor(Catalog))
+	}
+}
+
+func TestFlagsOverrideEnv(t *testing.T) {
+	c, err := Load([]string{"--http-addr", "127.0.0.1:9999", "--services", "catalog,search"},
+		env(map[string]string{"GLOBO_HTTP_ADDR": "127.0.0.1:7777", "GLOBO_DATA_DIR": "/tmp/x", "GLOBO_DB_CATALOG": "postgres://h/db"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != "127.0.0.1:9999" || c.DataDir != "/tmp/x" {
+		t.Errorf("addr %q dir %q", c.HTTPAddr, c.DataDir)
+	}
+	if !slices.Equal(c.Services, []string{"catalog", "search"}) {
+		t.Errorf("services %v", c.Services)
+	}
+	if c.DatabaseFor(Catalog) != "postgres://h/db" {
+		t.Errorf("dsn %q", c.DatabaseFor(Catalog))
+	}
+}
+
+func TestPeers(t *testing.T) {
+	c, err := Load([]string{"--services", "cart", "--peer", "catalog=http://a:1,http://b:2"},
+		env(map[string]string{"GLOBO_PEERS": "catalog=http://c:3"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Peers[Catalog]; !slices.Equal(got, []string{"http://c:3", "http://a:1", "http://b:2"}) {
+		t.Errorf("peers = %v", got)
+	}
+}
+
+func TestInvalid(t *testing.T) {
+	for name, tc := range map[string]struct {
+		args []string
+		want string
+	}{
+		"unknown service": {[]string{"--services", "catalog,bogus"}, `unknown service "bogus"`},
+		"missing peer":    {[]string{"--services", "checkout"}, "service checkout needs cart"},
+		"bad peer url":    {[]string{"--services", "cart", "--peer", "catalog=ftp://x"}, "not an http(s) base URL"},
+		"bad addr":        {[]string{"--http-addr", "nope"}, "http address"},
+		"nats both":       {[]string{"--nats-url", "nats://x:4222", "--nats-listen", "127.0.0.1:4333"}, "exclude each other"},
+		"stray argument":  {[]string{"extra"}, "unexpected argument"},
+		"bad peer syntax": {[]string{"--peer", "catalog"}, "want service=url"},
+		"bad log level":   {[]string{"--log-level", "loud"}, "log level"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Load(tc.args, env(nil), io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
