@@ -103,7 +103,7 @@ func newWorld(t *testing.T) (*checkout.Service, *world) {
 		logs:   &syncBuffer{},
 	}
 	log := slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	svc := checkout.NewService(cstore, w.carts, w.inv, w.pay, w.ship, w.orders, clk, log)
+	svc := checkout.NewService(cstore, w.carts, w.inv, w.pay, w.ship, w.orders, clk, log, checkout.WithReplayWait(time.Second))
 	w.api = svc
 	return svc, w
 }
@@ -152,6 +152,7 @@ var contract = []struct {
 	{"ReplaysError", testReplaysError},
 	{"ConcurrentDuplicates", testConcurrentDuplicates},
 	{"InProgress", testInProgress},
+	{"DuplicateWaits", testDuplicateWaits},
 	{"SameKeyDifferentBody", testSameKeyDifferentBody},
 	{"EmptyCart", testEmptyCart},
 	{"BadKey", testBadKey},
@@ -476,6 +477,42 @@ func testInProgress(t *testing.T, w *world) {
 	final := <-done
 	if !final.Done || final.Order.ID != pending.Order.ID || final.Order.Status != order.StatusConfirmed {
 		t.Errorf("first request's result %+v (pending id %s)", final, pending.Order.ID)
+	}
+}
+
+// testDuplicateWaits: a duplicate that arrives while the first request is
+// still running waits for its outcome and answers with the finished order.
+func testDuplicateWaits(t *testing.T, w *world) {
+	ctx := context.Background()
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	w.pay.mu.Lock()
+	w.pay.hook = func() { once.Do(func() { close(entered); <-release }) }
+	w.pay.mu.Unlock()
+	first := make(chan checkout.Result, 1)
+	go func() {
+		res, err := w.api.PlaceOrder(ctx, customer, "key-1", request(cardOK))
+		if err != nil {
+			t.Error(err)
+		}
+		first <- res
+	}()
+	<-entered
+	second := make(chan checkout.Result, 1)
+	go func() {
+		res, err := w.api.PlaceOrder(ctx, customer, "key-1", request(cardOK))
+		if err != nil {
+			t.Error(err)
+		}
+		second <- res
+	}()
+	close(release)
+	a, b := <-first, <-second
+	if !b.Done || b.Order.ID != a.Order.ID || b.Order.Status != order.StatusConfirmed {
+		t.Errorf("duplicate got %+v, want the first request's confirmed order %s", b, a.Order.ID)
+	}
+	if n := w.pay.count("Authorize"); n != 1 {
+		t.Errorf("Authorize called %d times, want 1", n)
 	}
 }
 

@@ -107,6 +107,8 @@ type Store interface {
 	// Finish marks the attempt finished with its outcome; finishing a
 	// finished attempt changes nothing. errs.NotFound for an unknown attempt.
 	Finish(ctx context.Context, userID, key string, o Outcome, now time.Time) error
+	// Get returns the attempt of userID under key; errs.NotFound if none.
+	Get(ctx context.Context, userID, key string) (Attempt, error)
 }
 
 // Retry policy: calls that may be repeated safely are tried this many times
@@ -129,21 +131,39 @@ type Service struct {
 	orders Orders
 	clk    clock.Clock
 	log    *slog.Logger
+	// replayWait is how long after an attempt started a duplicate request
+	// waits for its outcome before answering "still in progress".
+	replayWait time.Duration
 }
+
+// ReplayWait is how long, by default, a duplicate request waits for the
+// first one's outcome before answering "still in progress".
+const ReplayWait = 5 * time.Second
+
+// Option adjusts a Service.
+type Option func(*Service)
+
+// WithReplayWait sets how long a duplicate request waits for the first
+// one's outcome (default ReplayWait; 0 answers at once).
+func WithReplayWait(d time.Duration) Option { return func(s *Service) { s.replayWait = d } }
 
 var _ API = (*Service)(nil)
 
 // NewService returns the checkout service over its attempts store and the
 // five services it coordinates. clk nil means the wall clock, log nil
 // slog.Default().
-func NewService(store Store, carts Carts, inv Inventory, pay Payments, ship Shipments, orders Orders, clk clock.Clock, log *slog.Logger) *Service {
+func NewService(store Store, carts Carts, inv Inventory, pay Payments, ship Shipments, orders Orders, clk clock.Clock, log *slog.Logger, opts ...Option) *Service {
 	if clk == nil {
 		clk = clock.Real{}
 	}
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Service{store: store, carts: carts, inv: inv, pay: pay, ship: ship, orders: orders, clk: clk, log: log}
+	s := &Service{store: store, carts: carts, inv: inv, pay: pay, ship: ship, orders: orders, clk: clk, log: log, replayWait: ReplayWait}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // CartOwner is the cart checked out for a user.
@@ -193,6 +213,22 @@ func (s *Service) replay(ctx context.Context, c Customer, r Request, a Attempt, 
 	const op = "checkout.PlaceOrder"
 	if a.RequestHash != hash {
 		return Result{}, errs.E(op, errs.Invalid, errs.Msg("Idempotency-Key was already used with a different request"))
+	}
+	// A duplicate (a double click, a client retry) usually arrives while the
+	// first request is still running: wait a little for its outcome rather
+	// than answer "in progress" with an order that may not exist yet.
+	deadline := time.Now().Add(s.replayWait)
+	for wait := 10 * time.Millisecond; a.State != AttemptFinished && time.Now().Before(deadline); wait = min(2*wait, 200*time.Millisecond) {
+		select {
+		case <-ctx.Done():
+			return Result{}, errs.E(op, errs.Unavailable, ctx.Err())
+		case <-time.After(wait):
+		}
+		latest, err := s.store.Get(ctx, a.UserID, a.Key)
+		if err != nil {
+			return Result{}, errs.E(op, err)
+		}
+		a = latest
 	}
 	if a.State == AttemptFinished {
 		if a.Outcome.Failed {

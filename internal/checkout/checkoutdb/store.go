@@ -94,6 +94,15 @@ func (s *Store) Finish(ctx context.Context, userID, key string, o checkout.Outco
 	return nil
 }
 
+// Get returns the attempt of userID under key; errs.NotFound if there is none.
+func (s *Store) Get(ctx context.Context, userID, key string) (checkout.Attempt, error) {
+	a, err := s.get(ctx, userID, key)
+	if err != nil {
+		return checkout.Attempt{}, errs.E("checkoutdb.Get", err)
+	}
+	return a, nil
+}
+
 func (s *Store) get(ctx context.Context, userID, key string) (checkout.Attempt, error) {
 	var (
 		a            checkout.Attempt
