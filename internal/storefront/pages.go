@@ -403,9 +403,17 @@ func (s *Server) checkoutSubmit(w http.ResponseWriter, r *http.Request) error {
 		status, msg = http.StatusUnprocessableEntity, "Enter the card's expiry month and year as numbers."
 	default:
 		res, err := s.d.Checkout.PlaceOrder(r.Context(), checkout.Customer{UserID: a.ID, Email: a.Email}, key, req)
-		if err == nil {
+		if err == nil && res.Done {
 			http.Redirect(w, r, "/orders/"+res.Order.ID, http.StatusSeeOther)
 			return nil
+		}
+		if err == nil { // a duplicate submit while the first is still running
+			if _, gerr := s.d.Orders.GetOrder(r.Context(), res.Order.ID); gerr == nil {
+				http.Redirect(w, r, "/orders/"+res.Order.ID, http.StatusSeeOther) // its page refreshes until final
+				return nil
+			}
+			status, msg = http.StatusAccepted, "Your order is still being placed. Submit again in a moment to see it; it will not be placed twice."
+			break
 		}
 		status = errs.KindOf(err).Status()
 		switch errs.KindOf(err) {
