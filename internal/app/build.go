@@ -122,6 +122,11 @@ func (a *app) build(ctx context.Context) error {
 		case config.Mail:
 			err = a.buildMail(ctx)
 		case config.Storefront:
+			var box storefront.Mailbox
+			if cfg.DevPages {
+				box = mailbox{dir: cfg.MailDir}
+				a.log.Warn("development pages are on: /dev/mail shows every order e-mail; use --dev-pages=false in production")
+			}
 			a.mux.Handle("/", storefront.New(storefront.Deps{
 				Accounts:      s.account,
 				Catalog:       s.catalog,
@@ -129,7 +134,7 @@ func (a *app) build(ctx context.Context) error {
 				Carts:         s.cart,
 				Checkout:      s.checkout,
 				Orders:        s.order,
-				Mail:          mailbox{dir: cfg.MailDir},
+				Mail:          box,
 				Blobs:         a.blobs,
 				Cache:         a.cache,
 				Clock:         a.clock,

@@ -60,6 +60,7 @@ type Config struct {
 	MailFrom     string
 
 	Seed            bool // seed the demo catalog on first start
+	DevPages        bool // serve development pages (/dev/mail shows every customer's e-mail)
 	SecureCookies   bool // mark cookies Secure (behind HTTPS)
 	LogLevel        string
 	LogFormat       string // text or json
@@ -77,6 +78,7 @@ func Default() Config {
 		Databases:       map[string]string{},
 		MailFrom:        "Globomantics <orders@globomantics.example>",
 		Seed:            true,
+		DevPages:        true,
 		LogLevel:        "info",
 		LogFormat:       "text",
 		ShutdownTimeout: 9 * time.Second,
@@ -122,6 +124,9 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	if c.Seed, err = envBool(env("GLOBO_SEED"), c.Seed); err != nil {
 		return c, fmt.Errorf("GLOBO_SEED: %w", err)
 	}
+	if c.DevPages, err = envBool(env("GLOBO_DEV_PAGES"), c.DevPages); err != nil {
+		return c, fmt.Errorf("GLOBO_DEV_PAGES: %w", err)
+	}
 	if c.SecureCookies, err = envBool(env("GLOBO_SECURE_COOKIES"), c.SecureCookies); err != nil {
 		return c, fmt.Errorf("GLOBO_SECURE_COOKIES: %w", err)
 	}
@@ -140,6 +145,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.StringVar(&c.MailDir, "mail-dir", c.MailDir, "`directory` where order e-mails are written; default <data-dir>/mail (GLOBO_MAIL_DIR)")
 	fs.StringVar(&c.SMTPAddr, "smtp-addr", c.SMTPAddr, "`host:port` of an SMTP server; when set, e-mail is sent there (GLOBO_SMTP_ADDR)")
 	fs.BoolVar(&c.Seed, "seed", c.Seed, "seed the demo catalog on first start (GLOBO_SEED)")
+	fs.BoolVar(&c.DevPages, "dev-pages", c.DevPages, "serve development pages such as /dev/mail, which shows every order e-mail; turn off in production (GLOBO_DEV_PAGES)")
+	fs.BoolVar(&c.SecureCookies, "secure-cookies", c.SecureCookies, "mark cookies Secure, for a shop served over HTTPS (GLOBO_SECURE_COOKIES)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error (GLOBO_LOG_LEVEL)")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json (GLOBO_LOG_FORMAT)")
 	if err := fs.Parse(args); err != nil {
