@@ -56,7 +56,7 @@ func NewFS(dir string) (*FS, error) {
 
 // ValidKey reports whether key is a clean relative slash-separated path.
 func ValidKey(key string) bool {
-	if key == "" || strings.HasPrefix(key, "/") || strings.Contains(key, "\\") || strings.Contains(key, "..") {
+	if key == "" || key == "." || strings.HasPrefix(key, "/") || strings.ContainsAny(key, "\\\x00") || strings.Contains(key, "..") {
 		return false
 	}
 	return path.Clean(key) == key && fs.ValidPath(key)

@@ -223,10 +223,12 @@ func (b *Bus) Subscribe(ctx context.Context, name string, subjects []string, h H
 		FilterSubjects: subjects,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
-		AckWait:        60 * time.Second,
-		MaxDeliver:     MaxDeliver,
-		BackOff:        []time.Duration{200 * time.Millisecond, time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second},
-		MaxAckPending:  256,
+		// No BackOff here: the server would take its first step as the
+		// AckWait and redeliver a message whose handler is still running.
+		// Failed messages are delayed with NakWithDelay instead.
+		AckWait:       60 * time.Second,
+		MaxDeliver:    MaxDeliver,
+		MaxAckPending: 256,
 	})
 	if err != nil {
 		return fmt.Errorf("bus: consumer %s: %w", name, err)
@@ -249,7 +251,7 @@ func (b *Bus) Subscribe(ctx context.Context, name string, subjects []string, h H
 				attempt = md.NumDelivered
 			}
 			log.Warn("handler failed, will retry", "subject", ev.Type, "id", ev.ID, "attempt", attempt, "err", err)
-			_ = m.Nak()
+			_ = m.NakWithDelay(retryDelay(attempt))
 			return
 		}
 		_ = m.Ack()
@@ -261,6 +263,15 @@ func (b *Bus) Subscribe(ctx context.Context, name string, subjects []string, h H
 	b.subs = append(b.subs, cc)
 	b.mu.Unlock()
 	return nil
+}
+
+// retryDelays are the waits before a message whose handler failed is offered
+// again, by attempt; the last one repeats.
+var retryDelays = []time.Duration{200 * time.Millisecond, time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second}
+
+func retryDelay(attempt uint64) time.Duration {
+	i := min(max(attempt, 1), uint64(len(retryDelays))) - 1
+	return retryDelays[i]
 }
 
 // Ping reports whether the broker connection is up.

@@ -158,6 +158,7 @@ func Is(k Kind, err error) bool { return err != nil && KindOf(err) == k }
 // Detail is the client-safe message of err: the first Msg found, or the kind's
 // title. Internal causes are never included.
 func Detail(err error) string {
+	k := KindOf(err)
 	for err != nil {
 		var e *Error
 		if !errors.As(err, &e) {
@@ -168,7 +169,7 @@ func Detail(err error) string {
 		}
 		err = e.Err
 	}
-	return KindOf(err).Title()
+	return k.Title()
 }
 
 // Temporary reports whether the operation may succeed if retried.

@@ -75,36 +75,51 @@ func (r *Relay) Run(ctx context.Context) {
 	}
 }
 
+// batchSize is how many rows Flush reads at a time.
+const batchSize = 100
+
 // Flush publishes every pending row once, oldest first, and reports how many
 // it published. It stops at the first publish error.
 func (r *Relay) Flush(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n, full, err := r.flushBatch(ctx)
+		total += n
+		if err != nil || !full {
+			return total, err
+		}
+	}
+}
+
+// flushBatch publishes up to batchSize rows; full reports whether it read a
+// whole batch, so that more rows may be pending.
+func (r *Relay) flushBatch(ctx context.Context) (n int, full bool, err error) {
 	type row struct{ id, subject, payload string }
-	rows, err := r.DB.QueryContext(ctx, `SELECT seq_id, subject, payload FROM outbox ORDER BY created_at, seq_id LIMIT 100`)
+	rows, err := r.DB.QueryContext(ctx, `SELECT seq_id, subject, payload FROM outbox ORDER BY created_at, seq_id LIMIT ?`, batchSize)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	var pending []row
 	for rows.Next() {
 		var x row
 		if err := rows.Scan(&x.id, &x.subject, &x.payload); err != nil {
 			rows.Close()
-			return 0, err
+			return 0, false, err
 		}
 		pending = append(pending, x)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	n := 0
 	for _, x := range pending {
 		if err := r.Publisher.Publish(ctx, x.subject, x.id, json.RawMessage(x.payload)); err != nil {
-			return n, err
+			return n, false, err
 		}
 		if _, err := r.DB.ExecContext(ctx, `DELETE FROM outbox WHERE seq_id = ?`, x.id); err != nil {
-			return n, err
+			return n, false, err
 		}
 		n++
 	}
-	return n, nil
+	return n, len(pending) == batchSize, nil
 }
