@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -17,9 +18,11 @@ import (
 )
 
 // Client calls one service's REST API on any of its instances. Calls are
-// spread round-robin; an idempotent call (GET, PUT, DELETE, or any call made
-// with an Idempotency-Key) that fails to connect or gets a 502/503/504 is
-// retried on the next instance, up to once per instance.
+// spread round-robin. Any call whose connection is refused is sent to the
+// next instance (the request never left); an idempotent call (GET, PUT,
+// DELETE, or any call made with an Idempotency-Key) is also retried on the
+// next instance after any other transport failure or a 502/503/504. Each
+// instance is tried at most once per call.
 type Client struct {
 	service string
 	bases   []string
@@ -74,7 +77,9 @@ func (c *Client) CallHeader(ctx context.Context, method, path string, hdr http.H
 				return errs.E(op, errs.Unavailable, ctx.Err())
 			}
 			lastErr = errs.E(op, errs.Unavailable, errs.Msg("%s service is unavailable", c.service), err)
-			if idempotent {
+			// A refused connection never delivered the request, so even a
+			// non-idempotent call is safe to send to the next instance.
+			if idempotent || isDialError(err) {
 				continue
 			}
 			return lastErr
@@ -133,6 +138,13 @@ func Path(prefix string, segs ...string) string {
 		b.WriteString(url.PathEscape(s))
 	}
 	return b.String()
+}
+
+// isDialError reports whether err happened while connecting, before any of
+// the request was sent.
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // IsConnErr reports whether err is a connection-level failure.
