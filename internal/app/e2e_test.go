@@ -138,11 +138,21 @@ func split(t *testing.T) *topology {
 	nats := testenv.FreeAddr(t)
 	a, b, c, f1, f2 := testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
 	common := []string{"--blob-dir", shared("blobs"), "--mail-dir", shared("mail")}
+	where := map[string]string{"account": a, "cart": a, "order": a, "catalog": b, "search": b, "payment": c, "shipping": c, "checkout": c}
 	peers := func(svc ...string) []string {
-		where := map[string]string{"account": a, "cart": a, "order": a, "catalog": b, "search": b, "payment": c, "shipping": c, "checkout": c}
 		var out []string
 		for _, s := range svc {
 			out = append(out, "--peer", s+"=http://"+where[s])
+		}
+		return out
+	}
+	// The second storefront also lists an instance of every service that is
+	// down: its calls must go round it to the live one.
+	dead := testenv.FreeAddr(t)
+	peersWithDead := func(svc ...string) []string {
+		var out []string
+		for _, s := range svc {
+			out = append(out, "--peer", s+"=http://"+dead+",http://"+where[s])
 		}
 		return out
 	}
@@ -154,9 +164,9 @@ func split(t *testing.T) *topology {
 	hub := mk("hub", a, "account,cart,order", append([]string{"--nats-listen", nats}, peers("catalog")...)...)
 	cat := mk("catalog", b, "catalog,search,thumbnails", "--nats-url", natsURL)
 	money := mk("money", c, "payment,shipping,checkout,mail", append([]string{"--nats-url", natsURL}, peers("cart", "catalog", "order")...)...)
-	front := peers("account", "catalog", "search", "cart", "checkout", "order")
-	sf1 := mk("storefront1", f1, "storefront", front...)
-	sf2 := mk("storefront2", f2, "storefront", front...)
+	front := []string{"account", "catalog", "search", "cart", "checkout", "order"}
+	sf1 := mk("storefront1", f1, "storefront", peers(front...)...)
+	sf2 := mk("storefront2", f2, "storefront", peersWithDead(front...)...)
 	return &topology{
 		procs:       []*proc{hub, cat, money, sf1, sf2},
 		storefronts: []*proc{sf1, sf2},
