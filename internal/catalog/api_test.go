@@ -25,6 +25,7 @@ import (
 	"github.com/globomantics/globomantics/internal/catalog"
 	"github.com/globomantics/globomantics/internal/catalog/catalogdb"
 	"github.com/globomantics/globomantics/internal/platform/blob"
+	"github.com/globomantics/globomantics/internal/platform/cache"
 	"github.com/globomantics/globomantics/internal/platform/clock"
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/httpx"
@@ -48,7 +49,7 @@ type env struct {
 	clockNow time.Time
 }
 
-func newEnv(t *testing.T, remote bool) *env {
+func newEnv(t *testing.T, remote, cached bool) *env {
 	t.Helper()
 	ctx := context.Background()
 	db := testenv.SQLite(t)
@@ -63,7 +64,12 @@ func newEnv(t *testing.T, remote bool) *env {
 	}
 	e := &env{db: db, blobs: blobs, blobDir: dir, kicks: new(atomic.Int32)}
 	e.clockNow = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
-	e.svc = catalog.NewService(store, blobs, func() { e.kicks.Add(1) }, clock.NewFake(e.clockNow))
+	var opts []catalog.Option
+	if cached {
+		// A long TTL: the suite passes only if every change invalidates.
+		opts = append(opts, catalog.WithCache(cache.NewMemory(clock.Real{}, 100), time.Hour))
+	}
+	e.svc = catalog.NewService(store, blobs, func() { e.kicks.Add(1) }, clock.NewFake(e.clockNow), opts...)
 	e.api = e.svc
 	if remote {
 		e.server = httptest.NewServer(httpx.Middleware(testenv.Logger(t), catalog.NewHandler(e.svc)))
@@ -98,13 +104,13 @@ func TestAPI(t *testing.T) {
 		{"ReserveInvalid", testReserveInvalid},
 	}
 	for _, mode := range []struct {
-		name   string
-		remote bool
-	}{{"service", false}, {"http", true}} {
+		name           string
+		remote, cached bool
+	}{{"service", false, false}, {"service+cache", false, true}, {"http", true, false}} {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
 			for _, tc := range cases {
-				t.Run(tc.name, func(t *testing.T) { tc.fn(t, newEnv(t, mode.remote)) })
+				t.Run(tc.name, func(t *testing.T) { tc.fn(t, newEnv(t, mode.remote, mode.cached)) })
 			}
 		})
 	}
@@ -533,7 +539,7 @@ func testReserveInvalid(t *testing.T, e *env) {
 
 // TestHTTPErrors checks what only the HTTP API can get wrong.
 func TestHTTPErrors(t *testing.T) {
-	e := newEnv(t, true)
+	e := newEnv(t, true, false)
 	base := e.server.URL + catalog.PathPrefix
 	img := base64.StdEncoding.EncodeToString(pngImage(t, 4, 4, false))
 	cases := []struct {

@@ -37,7 +37,7 @@ func allProducts(t *testing.T, api catalog.API) []catalog.Product {
 
 func TestSeed(t *testing.T) {
 	ctx := context.Background()
-	e := newEnv(t, false)
+	e := newEnv(t, false, false)
 	// newEnv made two categories; seeding renames "home" and adds the rest.
 	n, err := catalog.Seed(ctx, e.svc)
 	if err != nil {
@@ -137,7 +137,7 @@ func TestSeed(t *testing.T) {
 
 func TestSeedLeavesNonEmptyCatalogAlone(t *testing.T) {
 	ctx := context.Background()
-	e := newEnv(t, false)
+	e := newEnv(t, false, false)
 	e.list(t, newItem(t, "Own Product", "home", 3))
 	n, err := catalog.Seed(ctx, e.svc)
 	if err != nil || n != 0 {

@@ -3,6 +3,7 @@ package catalog
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"image"
 	_ "image/jpeg" // registers JPEG with image.DecodeConfig
 	_ "image/png"  // registers PNG with image.DecodeConfig
@@ -12,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/globomantics/globomantics/internal/platform/blob"
+	"github.com/globomantics/globomantics/internal/platform/cache"
 	"github.com/globomantics/globomantics/internal/platform/clock"
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/ids"
@@ -75,7 +77,8 @@ type Store interface {
 	// Release puts a reservation's recorded quantities back, once. An
 	// unknown reservation is remembered as released, so that a late Reserve
 	// with its id does nothing.
-	Release(ctx context.Context, reservationID string, now time.Time) error
+	// It returns the lines put back (none for an unknown or released one).
+	Release(ctx context.Context, reservationID string, now time.Time) ([]Line, error)
 	// CountProducts returns the number of products.
 	CountProducts(ctx context.Context) (int, error)
 }
@@ -86,6 +89,22 @@ type Service struct {
 	blobs blob.Store
 	kick  func()
 	clk   clock.Clock
+
+	cache    cache.Cache // look-aside cache of single products; nil for none
+	cacheTTL time.Duration
+}
+
+// Option configures a Service.
+type Option func(*Service)
+
+// WithCache puts a look-aside cache in front of GetProduct, the read behind
+// every product page. Entries are deleted when the product's stock or
+// thumbnails change here, and expire after ttl, which bounds how stale a
+// product may look when another instance changed it (or when a read races a
+// write). Money paths (GetProducts for checkout's prices, reservations)
+// always read the database.
+func WithCache(c cache.Cache, ttl time.Duration) Option {
+	return func(s *Service) { s.cache, s.cacheTTL = c, ttl }
 }
 
 var _ API = (*Service)(nil)
@@ -93,14 +112,55 @@ var _ API = (*Service)(nil)
 // NewService returns the catalog service. kick is called after a commit that
 // wrote to the outbox, to wake the outbox relay; nil means no-op. A nil clk is
 // the real clock.
-func NewService(store Store, blobs blob.Store, kick func(), clk clock.Clock) *Service {
+func NewService(store Store, blobs blob.Store, kick func(), clk clock.Clock, opts ...Option) *Service {
 	if kick == nil {
 		kick = func() {}
 	}
 	if clk == nil {
 		clk = clock.Real{}
 	}
-	return &Service{store: store, blobs: blobs, kick: kick, clk: clk}
+	s := &Service{store: store, blobs: blobs, kick: kick, clk: clk}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+func productKey(id string) string { return "catalog:product:" + id }
+
+// cached returns the product from the cache; a miss or a cache error is a miss.
+func (s *Service) cached(ctx context.Context, id string) (Product, bool) {
+	if s.cache == nil {
+		return Product{}, false
+	}
+	b, ok, err := s.cache.Get(ctx, productKey(id))
+	if err != nil || !ok {
+		return Product{}, false
+	}
+	var p Product
+	if json.Unmarshal(b, &p) != nil {
+		return Product{}, false
+	}
+	return p, true
+}
+
+func (s *Service) remember(ctx context.Context, p Product) {
+	if s.cache == nil {
+		return
+	}
+	if b, err := json.Marshal(p); err == nil {
+		_ = s.cache.Set(ctx, productKey(p.ID), b, s.cacheTTL)
+	}
+}
+
+// forget drops the cached copies of products that just changed.
+func (s *Service) forget(ctx context.Context, ids ...string) {
+	if s.cache == nil {
+		return
+	}
+	for _, id := range ids {
+		_ = s.cache.Delete(ctx, productKey(id))
+	}
 }
 
 var categoryIDRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,39}$`)
@@ -180,11 +240,16 @@ func (s *Service) GetProduct(ctx context.Context, id string) (Product, error) {
 	if strings.TrimSpace(id) == "" {
 		return Product{}, errs.E(op, errs.NotFound, errs.Msg("no such product"))
 	}
+	if p, ok := s.cached(ctx, id); ok {
+		return p, nil
+	}
 	r, err := s.store.GetProduct(ctx, id)
 	if err != nil {
 		return Product{}, errs.E(op, err)
 	}
-	return r.Product(), nil
+	p := r.Product()
+	s.remember(ctx, p)
+	return p, nil
 }
 
 // GetProducts returns the products that exist among ids, in the order of ids
@@ -341,6 +406,7 @@ func (s *Service) SetThumbnails(ctx context.Context, id string, keys map[string]
 	if err := s.store.SetThumbnails(ctx, id, keys); err != nil {
 		return errs.E(op, err)
 	}
+	s.forget(ctx, id)
 	return nil
 }
 
@@ -381,6 +447,9 @@ func (s *Service) ReserveStock(ctx context.Context, reservationID string, lines 
 	if err := s.store.Reserve(ctx, reservationID, merged, s.clk.Now()); err != nil {
 		return errs.E(op, err)
 	}
+	for _, l := range merged {
+		s.forget(ctx, l.ProductID)
+	}
 	return nil
 }
 
@@ -391,8 +460,12 @@ func (s *Service) ReleaseStock(ctx context.Context, reservationID string) error 
 	if err := checkReservationID(op, reservationID); err != nil {
 		return err
 	}
-	if err := s.store.Release(ctx, reservationID, s.clk.Now()); err != nil {
+	lines, err := s.store.Release(ctx, reservationID, s.clk.Now())
+	if err != nil {
 		return errs.E(op, err)
+	}
+	for _, l := range lines {
+		s.forget(ctx, l.ProductID)
 	}
 	return nil
 }

@@ -383,9 +383,11 @@ func mergeLines(lines []catalog.Line) []catalog.Line {
 // Release puts a reservation's recorded quantities back, once, in one
 // transaction. An unknown reservation is recorded as released (with no lines)
 // so that a Reserve with its id arriving late does nothing.
-func (s *Store) Release(ctx context.Context, reservationID string, now time.Time) error {
+func (s *Store) Release(ctx context.Context, reservationID string, now time.Time) ([]catalog.Line, error) {
 	const op = "catalogdb.Release"
+	var lines []catalog.Line
 	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		lines = nil
 		res, err := tx.ExecContext(ctx, `UPDATE reservations SET released_at = ? WHERE id = ? AND released_at IS NULL`,
 			sqldb.Millis(now), reservationID)
 		if err != nil {
@@ -404,7 +406,6 @@ func (s *Store) Release(ctx context.Context, reservationID string, now time.Time
 		if err != nil {
 			return err
 		}
-		var lines []catalog.Line
 		for rows.Next() {
 			var l catalog.Line
 			if err := rows.Scan(&l.ProductID, &l.Quantity); err != nil {
@@ -425,9 +426,9 @@ func (s *Store) Release(ctx context.Context, reservationID string, now time.Time
 		return nil
 	})
 	if err != nil {
-		return errs.E(op, err)
+		return nil, errs.E(op, err)
 	}
-	return nil
+	return lines, nil
 }
 
 // CountProducts returns the number of products.
