@@ -33,6 +33,10 @@ import (
 	"github.com/globomantics/globomantics/internal/worker/thumbnail"
 )
 
+// productCacheTTL bounds how long a product read may be served from the
+// cache after another catalog instance changed it.
+const productCacheTTL = 5 * time.Second
+
 // services holds, for each service this process talks to, either the
 // in-process service or an HTTP client of its remote instances.
 type services struct {
@@ -179,7 +183,9 @@ func (a *app) buildCatalog(ctx context.Context, s *services) (http.Handler, erro
 	if err != nil {
 		return nil, err
 	}
-	svc := catalog.NewService(store, a.blobs, a.relay(db, config.Catalog), a.clock)
+	// Product reads go through the look-aside cache (the browsing side of the
+	// CAP choice: up to productCacheTTL stale across instances).
+	svc := catalog.NewService(store, a.blobs, a.relay(db, config.Catalog), a.clock, catalog.WithCache(a.cache, productCacheTTL))
 	s.catalog = svc
 	if a.cfg.Seed {
 		start := time.Now()

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,6 +86,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 	}
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()
+	if cfg.DebugAddr != "" {
+		dbg, err := startDebug(cfg.DebugAddr, log)
+		if err != nil {
+			_ = srv.Close()
+			return err
+		}
+		defer dbg.Close()
+	}
 
 	// Background work: subscriptions and outbox relays.
 	bgCtx, stopBG := context.WithCancel(context.Background())
@@ -126,6 +135,24 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 	wg.Wait()
 	log.Info("stopped", "after", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// startDebug serves the profiler on its own listener, apart from the shop.
+func startDebug(addr string, log *slog.Logger) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("debug listener %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	log.Info("profiler listening", "addr", ln.Addr().String())
+	return srv, nil
 }
 
 func (a *app) busURL() string {

@@ -39,6 +39,9 @@ var AllServices = []string{Account, Catalog, Search, Cart, Payment, Shipping, Or
 // Config is the whole configuration of one process.
 type Config struct {
 	HTTPAddr string   // where the HTTP server listens
+	// DebugAddr, when set, serves Go's profiler (/debug/pprof/) on a separate
+	// listener, meant for loopback or an operations network only.
+	DebugAddr string
 	DataDir  string   // databases, broker storage, search index, default blob and mail dirs
 	Services []string // the services this process runs
 	// Peers maps a service name to the base URLs of its instances, for the
@@ -97,6 +100,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	}
 	setStr(&c.HTTPAddr, "GLOBO_HTTP_ADDR")
 	setStr(&c.DataDir, "GLOBO_DATA_DIR")
+	setStr(&c.DebugAddr, "GLOBO_DEBUG_ADDR")
 	setStr(&c.NATSURL, "GLOBO_NATS_URL")
 	setStr(&c.NATSListen, "GLOBO_NATS_LISTEN")
 	setStr(&c.BlobDir, "GLOBO_BLOB_DIR")
@@ -134,6 +138,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "`host:port` the HTTP server listens on (GLOBO_HTTP_ADDR)")
+	fs.StringVar(&c.DebugAddr, "debug-addr", c.DebugAddr, "`host:port` for the profiler (/debug/pprof/); off when empty (GLOBO_DEBUG_ADDR)")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "`directory` for databases, broker, index, blobs and mail (GLOBO_DATA_DIR)")
 	services := fs.String("services", strings.Join(c.Services, ","), "comma-separated `list` of services to run, or \"all\" (GLOBO_SERVICES)")
 	fs.Func("peer", "`service=url[,url...]`: instances of a service run elsewhere; repeatable (GLOBO_PEERS=\"svc=url,url;svc=url\")", func(v string) error {
@@ -184,6 +189,11 @@ func (c Config) Validate() error {
 	var problems []string
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		problems = append(problems, fmt.Sprintf("http address %q: %v", c.HTTPAddr, err))
+	}
+	if c.DebugAddr != "" {
+		if _, _, err := net.SplitHostPort(c.DebugAddr); err != nil {
+			problems = append(problems, fmt.Sprintf("debug address %q: %v", c.DebugAddr, err))
+		}
 	}
 	if c.DataDir == "" {
 		problems = append(problems, "data directory must not be empty")
