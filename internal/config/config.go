@@ -38,12 +38,12 @@ var AllServices = []string{Account, Catalog, Search, Cart, Payment, Shipping, Or
 
 // Config is the whole configuration of one process.
 type Config struct {
-	HTTPAddr string   // where the HTTP server listens
+	HTTPAddr string // where the HTTP server listens
 	// DebugAddr, when set, serves Go's profiler (/debug/pprof/) on a separate
 	// listener, meant for loopback or an operations network only.
 	DebugAddr string
-	DataDir  string   // databases, broker storage, search index, default blob and mail dirs
-	Services []string // the services this process runs
+	DataDir   string   // databases, broker storage, search index, default blob and mail dirs
+	Services  []string // the services this process runs
 	// Peers maps a service name to the base URLs of its instances, for the
 	// services this process does not run itself.
 	Peers map[string][]string
