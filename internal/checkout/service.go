@@ -569,50 +569,10 @@ func printable(s string) bool {
 	return true
 }
 
-func digits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return s != ""
-}
-
-// checkCard checks the card's shape: 12 to 19 digits passing the Luhn check,
-// an expiry month that has not passed, a CVC of 3 or 4 digits. Whether the
-// card is good is the payment service's business.
+// checkCard checks the card's shape with the payment service's own rules,
+// before anything is touched. Whether the card is good is the payment
+// service's business.
 func checkCard(c payment.Card, now time.Time) error {
-	if len(c.Number) < 12 || len(c.Number) > 19 || !digits(c.Number) || !luhn(c.Number) {
-		return errs.E(errs.Invalid, errs.Msg("card_number is not a valid card number"))
-	}
-	if c.ExpMonth < 1 || c.ExpMonth > 12 {
-		return errs.E(errs.Invalid, errs.Msg("exp_month must be from 1 to 12"))
-	}
-	if c.ExpYear < 1000 || c.ExpYear > now.Year()+25 {
-		return errs.E(errs.Invalid, errs.Msg("exp_year must be a four-digit year"))
-	}
-	if c.ExpYear < now.Year() || c.ExpYear == now.Year() && c.ExpMonth < int(now.Month()) {
-		return errs.E(errs.Invalid, errs.Msg("the card has expired"))
-	}
-	if len(c.CVC) < 3 || len(c.CVC) > 4 || !digits(c.CVC) {
-		return errs.E(errs.Invalid, errs.Msg("cvc must be 3 or 4 digits"))
-	}
-	return nil
-}
-
-func luhn(num string) bool {
-	sum := 0
-	double := false
-	for i := len(num) - 1; i >= 0; i-- {
-		d := int(num[i] - '0')
-		if double {
-			d *= 2
-			if d > 9 {
-				d -= 9
-			}
-		}
-		sum += d
-		double = !double
-	}
-	return sum%10 == 0
+	_, err := payment.ValidateCard(c, now)
+	return err
 }

@@ -71,7 +71,7 @@ func (s *Service) Authorize(ctx context.Context, r AuthorizeRequest) (Payment, e
 	if err := validateAmount(r.Amount); err != nil {
 		return Payment{}, errs.E(op, err)
 	}
-	number, err := validateCard(r.Card, now)
+	number, err := ValidateCard(r.Card, now)
 	if err != nil {
 		return Payment{}, errs.E(op, err)
 	}
@@ -219,9 +219,12 @@ func validateAmount(m money.Money) error {
 	return nil
 }
 
-// validateCard checks c as of now and returns its number without spaces.
-// Messages never echo the number.
-func validateCard(c Card, now time.Time) (string, error) {
+// ValidateCard checks a card's shape as of now (12-19 digits passing the
+// Luhn check, a valid expiry month neither passed nor too far ahead, a CVC of
+// 3 or 4 digits) and returns its number without spaces; errs.Invalid with the
+// reason otherwise, never echoing the number. Whether the card is good is
+// decided by Authorize.
+func ValidateCard(c Card, now time.Time) (string, error) {
 	number := strings.ReplaceAll(c.Number, " ", "")
 	switch {
 	case number == "":
