@@ -215,8 +215,37 @@ func (a *app) buildSearch(ctx context.Context, s *services) (http.Handler, error
 	if err != nil {
 		return nil, err
 	}
-	svc := search.NewService(idx, a.log.With("service", "search"))
+	log := a.log.With("service", "search")
+	svc := search.NewService(idx, log)
 	a.subs = append(a.subs, subscription{"search-" + id, []string{catalog.SubjectItemListed}, svc.HandleEvent})
+	// A new index starts from the catalog: events older than the broker's
+	// retention are gone. Retried until the catalog answers; a marker file
+	// records that it finished, so an interrupted rebuild runs again.
+	marker := filepath.Join(a.cfg.DataDir, "search.rebuilt")
+	if os.IsNotExist(statErr) {
+		_ = os.Remove(marker)
+	}
+	if _, err := os.Stat(marker); err != nil {
+		cat := s.catalog
+		a.bg = append(a.bg, func(ctx context.Context) {
+			for wait := 200 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
+				n, err := svc.Rebuild(ctx, cat)
+				if err == nil {
+					log.Info("search index rebuilt from the catalog", "products", n)
+					if err := os.WriteFile(marker, []byte(a.clock.Now().Format(time.RFC3339)+"\n"), 0o644); err != nil {
+						log.Warn("search rebuild marker", "err", err)
+					}
+					return
+				}
+				log.Warn("search index rebuild failed, retrying", "err", err)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
+		})
+	}
 	s.search = svc
 	return search.NewHandler(svc), nil
 }

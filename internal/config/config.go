@@ -176,6 +176,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 // Needs lists, for each service, the services it calls.
 var Needs = map[string][]string{
 	Cart:       {Catalog},
+	Search:     {Catalog}, // a new index is rebuilt from the catalog
 	Checkout:   {Cart, Catalog, Payment, Shipping, Order},
 	Storefront: {Account, Catalog, Search, Cart, Checkout, Order},
 	Thumbnails: {Catalog},
