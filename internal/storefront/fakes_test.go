@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/globomantics/globomantics/internal/account"
 	"github.com/globomantics/globomantics/internal/cart"
@@ -106,6 +107,53 @@ func (f *fakeAccounts) Authenticate(_ context.Context, token string) (account.Ac
 		return account.Account{}, errs.E(errs.Unauthorized, errs.Msg("session expired"))
 	}
 	return a, nil
+}
+
+// UpdateProfile follows account.Service: the name is trimmed, must not be
+// empty and is at most account.MaxNameLen characters. Sessions see the new
+// name at once, as they do in the real service.
+func (f *fakeAccounts) UpdateProfile(_ context.Context, id, name string) (account.Account, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return account.Account{}, errs.E(errs.Unavailable)
+	}
+	name = strings.TrimSpace(name)
+	switch {
+	case name == "":
+		return account.Account{}, errs.E(errs.Invalid, errs.Msg("name is required"))
+	case utf8.RuneCountInString(name) > account.MaxNameLen:
+		return account.Account{}, errs.E(errs.Invalid, errs.Msg("name must be at most %d characters", account.MaxNameLen))
+	}
+	for email, u := range f.byEmail {
+		if u.acct.ID != id {
+			continue
+		}
+		u.acct.Name = name
+		f.byEmail[email] = u
+		for tok, a := range f.sessions {
+			if a.ID == id {
+				f.sessions[tok] = u.acct
+			}
+		}
+		return u.acct, nil
+	}
+	return account.Account{}, errs.E(errs.NotFound, errs.Msg("no such account"))
+}
+
+// user returns the stored account with email, for checking what changed.
+func (f *fakeAccounts) user(email string) account.Account {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.byEmail[email].acct
+}
+
+// forget deletes the account with email, as if it had been removed behind
+// the storefront's back; its sessions stay.
+func (f *fakeAccounts) forget(email string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.byEmail, email)
 }
 
 func (f *fakeAccounts) calls() int {

@@ -211,7 +211,7 @@ func TestLoginRegisterLogoutForms(t *testing.T) {
 		t.Fatalf("register: Location %q cookies %v", r.Header.Get("Location"), r.Cookies())
 	}
 	r = b.do("GET", "/cart", nil)
-	wantContains(t, r.body, "Screwdriver Set", `href="/orders" title="Your orders">Ada</a>`, `action="/logout"`)
+	wantContains(t, r.body, "Screwdriver Set", `href="/account" title="Your account">Ada</a>`, `action="/logout"`)
 
 	r = b.do("POST", "/logout", nil)
 	wantStatus(t, r, http.StatusSeeOther)
@@ -259,6 +259,8 @@ func TestLoginRequiredPagesRedirect(t *testing.T) {
 		"/orders":            "/orders",
 		"/orders?page=x":     "/orders?page=x",
 		"/orders/ord_001":    "/orders/ord_001",
+		"/account":           "/account",
+		"POST /account":      "/account",
 		"POST /checkout":     "/checkout",
 		"POST /cart/add?x=1": "",
 	} {

@@ -24,7 +24,7 @@ var templateFS embed.FS
 // pageNames are the page templates; each is parsed together with the layout.
 var pageNames = []string{
 	"home", "category", "product", "search", "cart", "login", "register",
-	"checkout", "order", "orders", "mail", "error",
+	"checkout", "order", "orders", "account", "mail", "error",
 }
 
 // layoutData is what the layout needs on every page; Page is the page's own

@@ -37,6 +37,7 @@ type Accounts interface {
 	Login(ctx context.Context, email, password string) (account.Session, error)
 	Logout(ctx context.Context, token string) error
 	Authenticate(ctx context.Context, token string) (account.Account, error)
+	UpdateProfile(ctx context.Context, id, name string) (account.Account, error)
 }
 
 // Catalog is what the storefront needs of the catalog service (reads only).
@@ -172,6 +173,7 @@ func (s *Server) routes() {
 	api.Handle("POST /api/v1/sessions", s.apiHandler(s.apiLogin))
 	api.Handle("DELETE /api/v1/sessions", s.apiHandler(s.apiLogout))
 	api.Handle("GET /api/v1/me", s.apiHandler(s.apiMe))
+	api.Handle("PATCH /api/v1/me", s.apiHandler(s.apiUpdateMe))
 	api.Handle("GET /api/v1/cart", s.apiHandler(s.apiCart))
 	api.Handle("POST /api/v1/cart/items", s.apiHandler(s.apiAddItem))
 	api.Handle("PUT /api/v1/cart/items/{product_id}", s.apiHandler(s.apiSetQuantity))
@@ -196,6 +198,8 @@ func (s *Server) routes() {
 	html.Handle("POST /logout", s.pageHandler(s.logoutSubmit))
 	html.Handle("GET /checkout", s.pageHandler(s.checkoutPage))
 	html.Handle("POST /checkout", s.pageHandler(s.checkoutSubmit))
+	html.Handle("GET /account", s.pageHandler(s.accountPage))
+	html.Handle("POST /account", s.pageHandler(s.accountSubmit))
 	html.Handle("GET /orders", s.pageHandler(s.ordersPage))
 	html.Handle("GET /orders/{id}", s.pageHandler(s.orderPage))
 	html.Handle("GET /dev/mail", s.pageHandler(s.mailListPage))
