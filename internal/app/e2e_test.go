@@ -175,7 +175,10 @@ func split(t *testing.T) *topology {
 	}
 }
 
-func TestEndToEnd(t *testing.T) {
+// eachTopology runs suite against the shop in one process and split into
+// processes talking HTTP: the same tests, both modes.
+func eachTopology(t *testing.T, suite func(*testing.T, *topology)) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end suite skipped in -short mode")
 	}
@@ -186,9 +189,13 @@ func TestEndToEnd(t *testing.T) {
 		t.Run(mode.name, func(t *testing.T) {
 			tp := mode.make(t)
 			tp.start(t)
-			shopSuite(t, tp)
+			suite(t, tp)
 		})
 	}
+}
+
+func TestEndToEnd(t *testing.T) {
+	eachTopology(t, shopSuite)
 }
 
 // client is a customer's browser: a cookie jar and a storefront (or several).

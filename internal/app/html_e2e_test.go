@@ -22,19 +22,7 @@ import (
 // them in and posts them back (same-origin, url-encoded), and follows the
 // POST-redirect-GET, in both topologies.
 func TestHTMLShopping(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end suite skipped in -short mode")
-	}
-	for _, mode := range []struct {
-		name string
-		make func(*testing.T) *topology
-	}{{"one-process", allInOne}, {"split", split}} {
-		t.Run(mode.name, func(t *testing.T) {
-			tp := mode.make(t)
-			tp.start(t)
-			htmlShopSuite(t, tp)
-		})
-	}
+	eachTopology(t, htmlShopSuite)
 }
 
 // browser is a person's web browser without the rendering: a cookie jar, and
