@@ -217,7 +217,9 @@ func (a *app) buildSearch(ctx context.Context, s *services) (http.Handler, error
 	}
 	log := a.log.With("service", "search")
 	svc := search.NewService(idx, log)
-	a.subs = append(a.subs, subscription{"search-" + id, []string{catalog.SubjectItemListed}, svc.HandleEvent})
+	// Each instance's consumer is deleted by the broker after a week unused.
+	a.subs = append(a.subs, subscription{"search-" + id, []string{catalog.SubjectItemListed}, svc.HandleEvent,
+		[]bus.SubOption{bus.ForgetAfter(7 * 24 * time.Hour)}})
 	// A new index starts from the catalog: events older than the broker's
 	// retention are gone. Retried until the catalog answers; a marker file
 	// records that it finished, so an interrupted rebuild runs again.
@@ -323,7 +325,7 @@ func (a *app) buildCheckout(ctx context.Context, s *services) (http.Handler, err
 func (a *app) buildThumbnails(_ context.Context, s *services) error {
 	w := thumbnail.New(a.blobs, s.catalog, a.log.With("worker", "thumbnails"))
 	// One shared durable consumer: thumbnail workers share the work.
-	a.subs = append(a.subs, subscription{thumbnail.ConsumerName, thumbnail.Subjects, w.Handle})
+	a.subs = append(a.subs, subscription{thumbnail.ConsumerName, thumbnail.Subjects, w.Handle, nil})
 	return nil
 }
 
@@ -338,7 +340,7 @@ func (a *app) buildMail(_ context.Context) error {
 		sender = mail.NewFileSender(a.cfg.MailDir)
 	}
 	w := mail.New(sender, a.cfg.MailFrom, a.log.With("worker", "mail"))
-	a.subs = append(a.subs, subscription{mail.ConsumerName, mail.Subjects, w.Handle})
+	a.subs = append(a.subs, subscription{mail.ConsumerName, mail.Subjects, w.Handle, nil})
 	return nil
 }
 

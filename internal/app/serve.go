@@ -51,6 +51,7 @@ type subscription struct {
 	name     string
 	subjects []string
 	handler  bus.Handler
+	opts     []bus.SubOption
 }
 
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
@@ -103,7 +104,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 		go func() { defer wg.Done(); fn(bgCtx) }()
 	}
 	for _, s := range a.subs {
-		if err := a.bus.Subscribe(ctx, s.name, s.subjects, s.handler); err != nil {
+		if err := a.bus.Subscribe(ctx, s.name, s.subjects, s.handler, s.opts...); err != nil {
 			stopBG()
 			return err
 		}

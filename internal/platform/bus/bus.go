@@ -217,12 +217,17 @@ func (b *Bus) Publish(ctx context.Context, subject, id string, data any) error {
 // Subscribe delivers every message on the subjects to h through the durable
 // consumer name, until Close. Instances using the same name share the
 // messages between them.
-func (b *Bus) Subscribe(ctx context.Context, name string, subjects []string, h Handler) error {
+func (b *Bus) Subscribe(ctx context.Context, name string, subjects []string, h Handler, opts ...SubOption) error {
+	var so subOptions
+	for _, o := range opts {
+		o(&so)
+	}
 	cons, err := b.js.CreateOrUpdateConsumer(ctx, StreamName, jetstream.ConsumerConfig{
-		Durable:        name,
-		FilterSubjects: subjects,
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		InactiveThreshold: so.inactive,
+		Durable:           name,
+		FilterSubjects:    subjects,
+		AckPolicy:         jetstream.AckExplicitPolicy,
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		// No BackOff here: the server would take its first step as the
 		// AckWait and redeliver a message whose handler is still running.
 		// Failed messages are delayed with NakWithDelay instead.
@@ -273,6 +278,17 @@ func retryDelay(attempt uint64) time.Duration {
 	i := min(max(attempt, 1), uint64(len(retryDelays))) - 1
 	return retryDelays[i]
 }
+
+// SubOption adjusts a subscription.
+type SubOption func(*subOptions)
+
+type subOptions struct{ inactive time.Duration }
+
+// ForgetAfter makes the broker delete the durable consumer once nobody has
+// consumed from it for d: for consumers named per instance (each search
+// instance's), so that instances gone for good leave nothing behind. An
+// instance that comes back later starts from the first stored message.
+func ForgetAfter(d time.Duration) SubOption { return func(o *subOptions) { o.inactive = d } }
 
 // Ping reports whether the broker connection is up.
 func (b *Bus) Ping(ctx context.Context) error {

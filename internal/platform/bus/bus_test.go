@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/globomantics/globomantics/internal/platform/bus"
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/testenv"
@@ -574,5 +577,44 @@ func TestPublishErrors(t *testing.T) {
 	defer cancel()
 	if err := b.Publish(sctx, "elsewhere.x", "id2", 1); !errs.Is(errs.Unavailable, err) {
 		t.Errorf("subject outside the stream: %v, want Unavailable", err)
+	}
+}
+
+// TestForgetAfterDeletesIdleConsumer: a per-instance consumer nobody reads
+// any more is deleted by the broker; one that is still read is kept.
+func TestForgetAfterDeletesIdleConsumer(t *testing.T) {
+	srv, addr := embedded(t, t.TempDir())
+	nc, err := nats.Connect("nats://" + addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exists := func(name string) bool {
+		_, err := js.Consumer(context.Background(), bus.StreamName, name)
+		return err == nil
+	}
+	gone := remote(t, addr)
+	if err := gone.Subscribe(context.Background(), "instance-gone", []string{"globo.test.>"}, newRecorder().handle, bus.ForgetAfter(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Subscribe(context.Background(), "instance-alive", []string{"globo.test.>"}, newRecorder().handle, bus.ForgetAfter(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if !exists("instance-gone") || !exists("instance-alive") {
+		t.Fatal("consumers were not created")
+	}
+	gone.Close() // the instance goes away for good
+	testenv.CheckFor(t, wait, func() error {
+		if exists("instance-gone") {
+			return errors.New("idle consumer still there")
+		}
+		return nil
+	})
+	if !exists("instance-alive") {
+		t.Error("a consumer still being read was deleted")
 	}
 }
