@@ -225,7 +225,29 @@ func FromMillis(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
 // Migrate applies, in order, the migrations not yet applied to db, each in its
 // own transaction, recording them in the table schema_migrations under the
 // given component name so several stores may share one database.
+//
+// On PostgreSQL, where several instances of a service share one database and
+// may start at once, a session-level advisory lock makes them migrate one at
+// a time.
 func (db *DB) Migrate(ctx context.Context, component string, migrations []string) error {
+	if db.Dialect == Postgres {
+		conn, err := db.DB.Conn(ctx)
+		if err != nil {
+			return fmt.Errorf("migrate %s: %w", component, err)
+		}
+		defer conn.Close()
+		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, migrateLockKey); err != nil {
+			return fmt.Errorf("migrate %s: lock: %w", component, err)
+		}
+		defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, migrateLockKey) //nolint:errcheck
+	}
+	return db.migrate(ctx, component, migrations)
+}
+
+// migrateLockKey is the advisory lock taken while migrating ("globomig").
+const migrateLockKey int64 = 0x676c6f626f6d6967
+
+func (db *DB) migrate(ctx context.Context, component string, migrations []string) error {
 	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		component TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (component, version))`); err != nil {
 		return fmt.Errorf("migrate %s: %w", component, err)

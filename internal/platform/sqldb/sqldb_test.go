@@ -476,3 +476,46 @@ func TestInTxRetriesSerializationFailures(t *testing.T) {
 		t.Errorf("a unique violation was retried: %d attempts", attempts)
 	}
 }
+
+// TestConcurrentMigrationsOnPostgres: instances of a service sharing one
+// PostgreSQL database start at once; every one migrates without error and
+// each migration is applied once.
+func TestConcurrentMigrationsOnPostgres(t *testing.T) {
+	dsn := testenv.PostgresDSN(t)
+	migrations := []string{
+		`CREATE TABLE widgets (id TEXT PRIMARY KEY, n BIGINT NOT NULL)`,
+		`CREATE INDEX widgets_n ON widgets (n); ALTER TABLE widgets ADD COLUMN label TEXT`,
+	}
+	const instances = 6
+	var wg sync.WaitGroup
+	errc := make(chan error, instances)
+	for i := 0; i < instances; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			db, err := sqldb.OpenPostgres(context.Background(), dsn)
+			if err != nil {
+				errc <- err
+				return
+			}
+			defer db.Close()
+			errc <- db.Migrate(context.Background(), "widgets", migrations)
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		if err != nil {
+			t.Errorf("migrate: %v", err)
+		}
+	}
+	db, err := sqldb.OpenPostgres(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRowContext(context.Background(), `SELECT COUNT(*) FROM schema_migrations WHERE component = ?`, "widgets").Scan(&n); err != nil || n != len(migrations) {
+		t.Fatalf("applied migrations = %d, %v; want %d", n, err, len(migrations))
+	}
+}
