@@ -19,10 +19,13 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/testenv"
 )
 
+func TestMain(m *testing.M) { testenv.Main(m) }
+
 // proc is one globomantics process started through app.Run.
 type proc struct {
 	name string
 	args []string
+	env  map[string]string // GLOBO_* variables; nothing else is set
 	addr string
 	stop context.CancelFunc
 	done chan error
@@ -54,7 +57,7 @@ func (p *proc) start(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	p.stop, p.done, p.logs = cancel, make(chan error, 1), &syncBuffer{}
 	args := append([]string{"globomantics", "serve", "--http-addr", p.addr}, p.args...)
-	getenv := func(string) string { return "" }
+	getenv := func(k string) string { return p.env[k] }
 	go func() { p.done <- app.Run(ctx, args, getenv, io.Discard, p.logs) }()
 	t.Cleanup(func() { p.shutdown(t) })
 }
@@ -82,6 +85,8 @@ func waitReady(t *testing.T, procs ...*proc) {
 		testenv.CheckFor(t, 30*time.Second, func() error {
 			select {
 			case err := <-p.done:
+				p.stop()
+				p.stop = nil // nothing left to wait for at clean-up
 				t.Fatalf("%s exited early: %v\n%s", p.name, err, p.logs)
 			default:
 			}
@@ -185,13 +190,60 @@ func eachTopology(t *testing.T, suite func(*testing.T, *topology)) {
 	for _, mode := range []struct {
 		name string
 		make func(*testing.T) *topology
-	}{{"one-process", allInOne}, {"split", split}} {
+	}{{"one-process", allInOne}, {"split", split}, {"scaled-out", scaledOut}} {
 		t.Run(mode.name, func(t *testing.T) {
 			tp := mode.make(t)
 			tp.start(t)
 			suite(t, tp)
 		})
 	}
+}
+
+// scaledOut runs two instances of every service, as a production shop
+// would: the stateful services keep their data in PostgreSQL databases
+// (one per service) that their instances share, every caller spreads its
+// calls over both instances, the workers share their queues, and each search
+// instance keeps its own index.
+func scaledOut(t *testing.T) *topology {
+	root := t.TempDir()
+	shared := func(name string) string { return filepath.Join(root, name) }
+	env := map[string]string{}
+	for _, s := range []string{"account", "cart", "order", "catalog", "payment", "shipping", "checkout"} {
+		env["GLOBO_DB_"+strings.ToUpper(s)] = testenv.PostgresDSN(t)
+	}
+	nats := testenv.FreeAddr(t)
+	addrs := map[string][2]string{}
+	for _, g := range []string{"hub", "catalog", "money", "storefront"} {
+		addrs[g] = [2]string{testenv.FreeAddr(t), testenv.FreeAddr(t)}
+	}
+	group := map[string]string{"account": "hub", "cart": "hub", "order": "hub", "catalog": "catalog", "search": "catalog",
+		"payment": "money", "shipping": "money", "checkout": "money"}
+	peers := func(svc ...string) []string {
+		var out []string
+		for _, s := range svc {
+			a := addrs[group[s]]
+			out = append(out, "--peer", s+"=http://"+a[0]+",http://"+a[1])
+		}
+		return out
+	}
+	var procs []*proc
+	mk := func(g, services string, extra ...string) {
+		for i, addr := range addrs[g] {
+			name := fmt.Sprintf("%s%d", g, i+1)
+			args := []string{"--data-dir", shared(name), "--services", services, "--blob-dir", shared("blobs"), "--mail-dir", shared("mail")}
+			if g == "hub" && i == 0 {
+				args = append(args, "--nats-listen", nats)
+			} else {
+				args = append(args, "--nats-url", "nats://"+nats)
+			}
+			procs = append(procs, &proc{name: name, addr: addr, env: env, args: append(args, extra...)})
+		}
+	}
+	mk("hub", "account,cart,order", peers("catalog")...)
+	mk("catalog", "catalog,search,thumbnails")
+	mk("money", "payment,shipping,checkout,mail", peers("cart", "catalog", "order")...)
+	mk("storefront", "storefront", peers("account", "catalog", "search", "cart", "checkout", "order")...)
+	return &topology{procs: procs, storefronts: procs[len(procs)-2:], mailDir: shared("mail"), blobDir: shared("blobs")}
 }
 
 func TestEndToEnd(t *testing.T) {
