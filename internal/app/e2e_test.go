@@ -371,6 +371,20 @@ func (c *client) product(id string) product {
 	return p
 }
 
+// stockBecomes waits until product reads show want. Product reads are the
+// browsing path, served through each catalog instance's cache: with several
+// instances a read may lag a change made through another one by up to the
+// cache's expiry (5 s). With one catalog instance the first read is exact.
+func (c *client) stockBecomes(id string, want int) {
+	c.t.Helper()
+	testenv.CheckFor(c.t, 15*time.Second, func() error {
+		if got := c.product(id).Stock; got != want {
+			return fmt.Errorf("stock of %s = %d, want %d", id, got, want)
+		}
+		return nil
+	})
+}
+
 var address = map[string]string{"name": "Ada Lovelace", "line1": "12 Analytical Row", "city": "London", "postal_code": "N1 9GU", "country": "GB"}
 
 func checkoutBody(card string) map[string]any {
@@ -516,9 +530,7 @@ func shopSuite(t *testing.T, tp *topology) {
 	if o.Status != "confirmed" || o.Payment.Status != "captured" || o.Shipment.TrackingNumber == "" {
 		t.Fatalf("order = %+v", o)
 	}
-	if got := c.product(target.ID).Stock; got != before.Stock-2 {
-		t.Errorf("stock after order = %d, want %d", got, before.Stock-2)
-	}
+	c.stockBecomes(target.ID, before.Stock-2)
 	// The same key and body returns the same order, never a second one;
 	// the same key with another body is refused.
 	var again order
@@ -534,15 +546,13 @@ func shopSuite(t *testing.T, tp *topology) {
 
 	// Declined: order cancelled, nothing charged, stock as before.
 	c.must(200, "POST", "/api/v1/cart/items", map[string]any{"product_id": target.ID, "quantity": 1})
-	stock := c.product(target.ID).Stock
+	stock := before.Stock - 2
 	var p problem
 	c.must(402, "POST", "/api/v1/checkout", checkoutBody("4000000000000002"), "Idempotency-Key", "k-decline").decode(t, &p)
 	if p.Status != 402 || p.Title == "" || p.Detail == "" {
 		t.Errorf("decline problem = %+v", p)
 	}
-	if got := c.product(target.ID).Stock; got != stock {
-		t.Errorf("stock after decline = %d, want %d", got, stock)
-	}
+	c.stockBecomes(target.ID, stock)
 	// Out of stock: 409, nothing charged, stock as before.
 	var scarce product
 	for _, cand := range all {
@@ -554,9 +564,7 @@ func shopSuite(t *testing.T, tp *topology) {
 	c.must(200, "DELETE", "/api/v1/cart/items/"+target.ID, nil)
 	c.must(200, "POST", "/api/v1/cart/items", map[string]any{"product_id": scarce.ID, "quantity": scarce.Stock + 1})
 	c.must(409, "POST", "/api/v1/checkout", checkoutBody("4242424242424242"), "Idempotency-Key", "k-oos")
-	if got := c.product(scarce.ID).Stock; got != scarce.Stock {
-		t.Errorf("stock after out-of-stock = %d, want %d", got, scarce.Stock)
-	}
+	c.stockBecomes(scarce.ID, scarce.Stock)
 
 	// Order history: the confirmed order and the cancelled ones.
 	var orders struct {
