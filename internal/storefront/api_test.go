@@ -596,3 +596,34 @@ func TestAPICrossOriginRefused(t *testing.T) {
 	wantStatus(t, b.do("POST", "/api/v1/cart/items", add), http.StatusOK)
 	wantStatus(t, b.do("GET", "/api/v1/cart", nil, "Origin", "https://evil.example"), http.StatusOK)
 }
+
+// The account service slides a session's expiry while it is used
+// (account.SessionTTL is how long a session lives without use), so the
+// session cookie must slide with it: a cookie that expires SessionTTL after
+// login would log an active customer out regardless.
+func TestSessionCookieSlidesWithUse(t *testing.T) {
+	e := newEnv(t)
+	b := e.browser()
+	b.signUp("ada@example.com", "Ada")
+	tok := b.cookieValue(SessionCookie)
+
+	e.clock.Advance(29 * 24 * time.Hour) // well past the cached lookup
+	r := b.do("GET", "/api/v1/me", nil)
+	wantStatus(t, r, http.StatusOK)
+	c := r.cookie(SessionCookie)
+	if c == nil || c.Value != tok || c.MaxAge != int(account.SessionTTL/time.Second) || !c.HttpOnly || c.SameSite != http.SameSiteLaxMode {
+		t.Fatalf("session cookie after use = %+v, want the same token for another %v", c, account.SessionTTL)
+	}
+	// Pages refresh it too, and the response stays private.
+	e.clock.Advance(sessionCacheTTL + time.Second)
+	r = b.do("GET", "/products/prd_01", nil)
+	if c := r.cookie(SessionCookie); c == nil || c.Value != tok || r.Header.Get("Cache-Control") != "private, no-store" {
+		t.Fatalf("page: cookie %+v, Cache-Control %q", c, r.Header.Get("Cache-Control"))
+	}
+	// An unknown token is not refreshed.
+	other := e.browser()
+	r = other.do("GET", "/api/v1/me", nil, "Cookie", SessionCookie+"=nope")
+	if r.cookie(SessionCookie) != nil {
+		t.Fatalf("unknown session got a cookie: %+v", r.cookie(SessionCookie))
+	}
+}

@@ -40,6 +40,7 @@ const (
 // only looked up when a handler asks, and at most once per request.
 type visitor struct {
 	once sync.Once
+	w    http.ResponseWriter // where a refreshed session cookie is set
 	acct *account.Account
 	err  error
 }
@@ -49,20 +50,29 @@ type visitorKey struct{}
 // withVisitor gives each request a place to memoize its identity.
 func withVisitor(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx := context.WithValue(r.Context(), visitorKey{}, &visitor{})
+		ctx := context.WithValue(r.Context(), visitorKey{}, &visitor{w: w})
 		h.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 
 // account returns r's logged-in account, or nil for an anonymous visitor
 // (no cookie, or an unknown or expired session). The error is for an
-// account service that could not answer.
+// account service that could not answer. When the account service has just
+// confirmed the session (and so slid its expiry), the session cookie is set
+// again for another account.SessionTTL, so that the browser keeps it as long
+// as the session lives; handlers call this before writing their answer.
 func (s *Server) account(r *http.Request) (*account.Account, error) {
 	v, _ := r.Context().Value(visitorKey{}).(*visitor)
 	if v == nil {
 		v = &visitor{}
 	}
-	v.once.Do(func() { v.acct, v.err = s.authenticate(r) })
+	v.once.Do(func() {
+		var fresh bool
+		v.acct, fresh, v.err = s.authenticate(r)
+		if fresh && v.w != nil {
+			s.setCookie(v.w, SessionCookie, sessionToken(r), account.SessionTTL)
+		}
+	})
 	return v.acct, v.err
 }
 
@@ -79,11 +89,13 @@ func (s *Server) requireAccount(r *http.Request) (account.Account, error) {
 	return *a, nil
 }
 
-func (s *Server) authenticate(r *http.Request) (*account.Account, error) {
+// authenticate resolves r's session cookie; fresh reports that the account
+// service (not the cache) has just confirmed the session.
+func (s *Server) authenticate(r *http.Request) (acct *account.Account, fresh bool, err error) {
 	const op = "storefront.authenticate"
 	tok := sessionToken(r)
 	if tok == "" {
-		return nil, nil
+		return nil, false, nil
 	}
 	ctx := r.Context()
 	key := sessionCacheKey(tok)
@@ -92,18 +104,18 @@ func (s *Server) authenticate(r *http.Request) (*account.Account, error) {
 	} else if ok {
 		var a account.Account
 		if json.Unmarshal(b, &a) == nil && a.ID != "" {
-			return &a, nil
+			return &a, false, nil
 		}
 	}
 	a, err := s.d.Accounts.Authenticate(ctx, tok)
 	if errs.Is(errs.Unauthorized, err) {
-		return nil, nil
+		return nil, false, nil
 	}
 	if err != nil {
-		return nil, errs.E(op, err)
+		return nil, false, errs.E(op, err)
 	}
 	s.cacheSession(ctx, tok, a)
-	return &a, nil
+	return &a, true, nil
 }
 
 func (s *Server) cacheSession(ctx context.Context, tok string, a account.Account) {
