@@ -397,10 +397,26 @@ func (s *Store) Release(ctx context.Context, reservationID string, now time.Time
 		if err != nil {
 			return err
 		}
-		if n == 0 { // unknown or already released
-			_, err := tx.ExecContext(ctx, `INSERT INTO reservations (id, created_at, released_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+		if n == 0 { // unknown, already released, or reserved by a transaction not yet committed
+			res, err := tx.ExecContext(ctx, `INSERT INTO reservations (id, created_at, released_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING`,
 				reservationID, sqldb.Millis(now), sqldb.Millis(now))
-			return err
+			if err != nil {
+				return err
+			}
+			if ins, err := res.RowsAffected(); err != nil || ins == 1 {
+				return err // unknown: remembered as released
+			}
+			// The id exists. On PostgreSQL the insert may have waited for a
+			// Reserve that committed meanwhile, which the first UPDATE could
+			// not see: this statement does, and releases it.
+			res, err = tx.ExecContext(ctx, `UPDATE reservations SET released_at = ? WHERE id = ? AND released_at IS NULL`,
+				sqldb.Millis(now), reservationID)
+			if err != nil {
+				return err
+			}
+			if n, err = res.RowsAffected(); err != nil || n == 0 {
+				return err // already released
+			}
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT product_id, quantity FROM reservation_lines WHERE reservation_id = ? ORDER BY product_id`, reservationID)
 		if err != nil {

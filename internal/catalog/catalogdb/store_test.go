@@ -465,3 +465,67 @@ func testConcurrentReserve(t *testing.T, s *catalogdb.Store, _ *sqldb.DB) {
 		t.Fatalf("stock after releases = %d, %d; want 5, 100", a, b)
 	}
 }
+
+// TestReleaseWhileReserveInFlight: checkout registers the release before it
+// calls reserve, so a release may run while the reserve's transaction is
+// still open (a timed-out call, a slow instance). On PostgreSQL the release
+// must then put back what that reservation takes, not remember the id as
+// released-without-lines and leave the stock taken for good. (SQLite
+// serializes writers, so it cannot interleave.)
+func TestReleaseWhileReserveInFlight(t *testing.T) {
+	db := testenv.Postgres(t)
+	ctx := context.Background()
+	s, err := catalogdb.Open(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ensureCats(t, s)
+	create(t, s, rec("prd_a", "home", 5))
+
+	// Hold the product's row lock so that the reserve stops after recording
+	// its id, inside its transaction.
+	lock, err := db.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback()
+	if _, err := lock.ExecContext(ctx, `SELECT stock FROM products WHERE id = $1 FOR UPDATE`, "prd_a"); err != nil {
+		t.Fatal(err)
+	}
+	waiters := func(want int) func() error {
+		return func() error {
+			var n int
+			if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pg_stat_activity
+				WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
+				return err
+			}
+			if n != want {
+				return fmt.Errorf("%d sessions wait on a lock, want %d", n, want)
+			}
+			return nil
+		}
+	}
+	reserved := make(chan error, 1)
+	go func() {
+		reserved <- s.Reserve(ctx, "res_1", []catalog.Line{{ProductID: "prd_a", Quantity: 2}}, t0)
+	}()
+	testenv.CheckFor(t, 10*time.Second, waiters(1))
+	released := make(chan error, 1)
+	go func() {
+		_, err := s.Release(ctx, "res_1", t0)
+		released <- err
+	}()
+	testenv.CheckFor(t, 10*time.Second, waiters(2)) // the release waits on the reserve's id
+	if err := lock.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-reserved; err != nil {
+		t.Fatalf("Reserve: %v", err)
+	}
+	if err := <-released; err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	if a := stockOf(t, s, "prd_a"); a != 5 {
+		t.Fatalf("stock = %d after the reservation was released, want 5", a)
+	}
+}
