@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -218,7 +219,7 @@ func (b *Bus) Publish(ctx context.Context, subject, id string, data any) error {
 // consumer name, until Close. Instances using the same name share the
 // messages between them.
 func (b *Bus) Subscribe(ctx context.Context, name string, subjects []string, h Handler, opts ...SubOption) error {
-	var so subOptions
+	so := subOptions{ackWait: defaultAckWait}
 	for _, o := range opts {
 		o(&so)
 	}
@@ -231,7 +232,7 @@ func (b *Bus) Subscribe(ctx context.Context, name string, subjects []string, h H
 		// No BackOff here: the server would take its first step as the
 		// AckWait and redeliver a message whose handler is still running.
 		// Failed messages are delayed with NakWithDelay instead.
-		AckWait:       60 * time.Second,
+		AckWait:       so.ackWait,
 		MaxDeliver:    MaxDeliver,
 		MaxAckPending: 256,
 	})
@@ -239,7 +240,7 @@ func (b *Bus) Subscribe(ctx context.Context, name string, subjects []string, h H
 		return fmt.Errorf("bus: consumer %s: %w", name, err)
 	}
 	log := b.log.With("consumer", name)
-	cc, err := cons.Consume(func(m jetstream.Msg) {
+	handle := func(m jetstream.Msg) {
 		var ev Event
 		if err := json.Unmarshal(m.Data(), &ev); err != nil {
 			log.Error("undecodable message dropped", "subject", m.Subject(), "err", err)
@@ -247,7 +248,7 @@ func (b *Bus) Subscribe(ctx context.Context, name string, subjects []string, h H
 			return
 		}
 		hctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
-		err := h(hctx, ev)
+		err := safeHandle(hctx, h, ev)
 		cancel()
 		if err != nil {
 			md, _ := m.Metadata()
@@ -260,7 +261,12 @@ func (b *Bus) Subscribe(ctx context.Context, name string, subjects []string, h H
 			return
 		}
 		_ = m.Ack()
-	})
+	}
+	// One message at a time: handlers run one after another, so a buffered
+	// message's ack wait would run out while it waits behind others, and the
+	// broker would offer it again. This also leaves the backlog to the other
+	// instances sharing the consumer.
+	cc, err := cons.Consume(handle, jetstream.PullMaxMessages(1))
 	if err != nil {
 		return fmt.Errorf("bus: consume %s: %w", name, err)
 	}
@@ -268,6 +274,17 @@ func (b *Bus) Subscribe(ctx context.Context, name string, subjects []string, h H
 	b.subs = append(b.subs, cc)
 	b.mu.Unlock()
 	return nil
+}
+
+// safeHandle runs h, turning a panic into an error: a poison message must not
+// crash the process (and every other instance it is redelivered to).
+func safeHandle(ctx context.Context, h Handler, ev Event) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("handler panicked: %v\n%s", p, debug.Stack())
+		}
+	}()
+	return h(ctx, ev)
 }
 
 // retryDelays are the waits before a message whose handler failed is offered
@@ -282,7 +299,14 @@ func retryDelay(attempt uint64) time.Duration {
 // SubOption adjusts a subscription.
 type SubOption func(*subOptions)
 
-type subOptions struct{ inactive time.Duration }
+type subOptions struct {
+	inactive time.Duration
+	ackWait  time.Duration // the consumer's AckWait
+}
+
+// defaultAckWait is how long the broker waits for a message's ack before it
+// offers the message again; longer than a handler may run.
+const defaultAckWait = 60 * time.Second
 
 // ForgetAfter makes the broker delete the durable consumer once nobody has
 // consumed from it for d: for consumers named per instance (each search
@@ -298,10 +322,10 @@ func (b *Bus) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the subscriptions (see Drain), closes the connection and stops
-// the embedded server.
+// Close stops the subscriptions (see Drain, with its default wait), closes
+// the connection and stops the embedded server.
 func (b *Bus) Close() error {
-	b.Drain()
+	b.Drain(context.Background())
 	if b.nc != nil {
 		b.nc.Close()
 	}
@@ -309,10 +333,20 @@ func (b *Bus) Close() error {
 	return nil
 }
 
-// Drain stops every subscription from taking new messages and waits (up to
-// 8 s) for the handlers in flight to finish; the connection stays open for
+// drainWait bounds Drain when its context has no deadline.
+const drainWait = 8 * time.Second
+
+// Drain stops every subscription from taking new messages and waits for the
+// handlers in flight to finish, until ctx is done (one budget for all
+// subscriptions together; 8 s when ctx has no deadline). A message whose
+// handler is cut short is redelivered later. The connection stays open for
 // publishing.
-func (b *Bus) Drain() {
+func (b *Bus) Drain(ctx context.Context) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, drainWait)
+		defer cancel()
+	}
 	b.mu.Lock()
 	subs := b.subs
 	b.subs = nil
@@ -323,7 +357,14 @@ func (b *Bus) Drain() {
 	for _, s := range subs {
 		select {
 		case <-s.Closed():
-		case <-time.After(8 * time.Second):
+			continue
+		default:
+		}
+		select {
+		case <-s.Closed():
+		case <-ctx.Done():
+			b.log.Warn("handlers still running at the end of the drain; their messages will be redelivered")
+			return
 		}
 	}
 }

@@ -390,7 +390,7 @@ func TestMessagesSurviveRestart(t *testing.T) {
 	publish(t, b, "globo.job", "j-1", 1)
 	publish(t, b, "globo.job", "j-2", 2)
 	rec.has(t, 2)
-	b.Drain()
+	b.Drain(context.Background())
 	publish(t, b, "globo.job", "j-3", 3) // not yet handled when the broker stops
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
@@ -443,7 +443,7 @@ func TestDrainWaitsForInFlightHandler(t *testing.T) {
 
 	drained := make(chan bool, 1)
 	go func() {
-		b.Drain()
+		b.Drain(context.Background())
 		drained <- finished.Load()
 	}()
 	select {
@@ -616,5 +616,101 @@ func TestForgetAfterDeletesIdleConsumer(t *testing.T) {
 	})
 	if !exists("instance-alive") {
 		t.Error("a consumer still being read was deleted")
+	}
+}
+
+// TestDrainHasOneBudget: Drain waits for in-flight handlers only until its
+// context is done, however many subscriptions are stuck, so that a shutdown
+// keeps to its deadline; the unfinished messages are redelivered later.
+func TestDrainHasOneBudget(t *testing.T) {
+	b := testenv.Bus(t)
+	release := make(chan struct{})
+	defer close(release)
+	var started sync.WaitGroup
+	for _, name := range []string{"stuck1", "stuck2", "stuck3"} {
+		started.Add(1)
+		var once sync.Once
+		err := b.Subscribe(context.Background(), name, []string{"globo.stuck"}, func(ctx context.Context, ev bus.Event) error {
+			once.Do(started.Done)
+			<-release
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(t, b, "globo.stuck", "s-1", 1)
+	started.Wait()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	drained := make(chan struct{})
+	go func() {
+		b.Drain(ctx)
+		close(drained)
+	}()
+	select {
+	case <-drained:
+	case <-time.After(5 * time.Second): // the old per-subscription 8 s waits took 24 s here
+		t.Fatal("Drain kept waiting for stuck handlers after its context was done")
+	}
+}
+
+// TestHandlerPanicIsAFailure: a handler that panics on a poison message must
+// not take the whole process (and its HTTP server) down, on every instance
+// it is redelivered to: the panic counts as a failed attempt.
+func TestHandlerPanicIsAFailure(t *testing.T) {
+	t.Parallel()
+	b := testenv.Bus(t)
+	var attempts atomic.Int32
+	rec := newRecorder()
+	err := b.Subscribe(context.Background(), "panicky", []string{"globo.panicky"}, func(ctx context.Context, ev bus.Event) error {
+		if attempts.Add(1) == 1 {
+			panic("poison")
+		}
+		return rec.handle(ctx, ev)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(t, b, "globo.panicky", "p-1", 1)
+	rec.has(t, 1)
+	if n := attempts.Load(); n != 2 {
+		t.Errorf("%d attempts, want 2", n)
+	}
+}
+
+// TestBacklogIsNotRedelivered: with a backlog, messages must not sit in the
+// client's buffer while their ack wait runs out: the broker would offer them
+// again (to this or another instance), so they would be handled twice (a
+// second e-mail) and burn delivery attempts without ever failing.
+func TestBacklogIsNotRedelivered(t *testing.T) {
+	t.Parallel()
+	b := testenv.Bus(t)
+	const n = 8
+	for i := range n {
+		publish(t, b, "globo.backlog", fmt.Sprintf("bl-%d", i), i)
+	}
+	rec := newRecorder()
+	err := b.Subscribe(context.Background(), "backlog", []string{"globo.backlog"}, func(ctx context.Context, ev bus.Event) error {
+		time.Sleep(300 * time.Millisecond) // n of these take longer than the ack wait
+		return rec.handle(ctx, ev)
+	}, bus.AckWait(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.has(t, n)
+	// A redelivery would be queued behind the backlog: a marker after it.
+	publish(t, b, "globo.backlog", "marker", n)
+	testenv.CheckFor(t, wait, func() error {
+		if rec.times("marker") == 0 {
+			return errors.New("marker not handled")
+		}
+		return nil
+	})
+	for i := range n {
+		if c := rec.times(fmt.Sprintf("bl-%d", i)); c != 1 {
+			t.Errorf("bl-%d handled %d times, want 1", i, c)
+		}
 	}
 }
