@@ -56,11 +56,16 @@ func (e *PermanentError) Error() string { return "permanent send failure: " + e.
 func (e *PermanentError) Unwrap() error { return e.Err }
 
 // IsPermanent reports whether err says that sending again cannot succeed:
-// a PermanentError, or an SMTP reply in the 5xx range.
+// a PermanentError, or an SMTP reply in the 5xx range to the message's own
+// commands (not to the session set-up, which fails every message alike).
 func IsPermanent(err error) bool {
 	var pe *PermanentError
 	if errors.As(err, &pe) {
 		return true
+	}
+	var se *setupError
+	if errors.As(err, &se) {
+		return false
 	}
 	return smtpCode(err) >= 500
 }

@@ -291,6 +291,7 @@ func TestEndToEndThroughBus(t *testing.T) {
 type smtpServer struct {
 	addr     string
 	rejectTo string // a recipient answered with 550
+	authFail bool   // AUTH answered with 535 (wrong credentials)
 
 	mu       sync.Mutex
 	auth     string // decoded "identity\x00user\x00pass"
@@ -341,6 +342,10 @@ func (s *smtpServer) serve(nc net.Conn) {
 			dec, err := base64.StdEncoding.DecodeString(b64)
 			if mech != "PLAIN" || err != nil {
 				reply("504 unsupported")
+				continue
+			}
+			if s.authFail {
+				reply("535 5.7.8 authentication credentials invalid")
 				continue
 			}
 			s.mu.Lock()
@@ -464,5 +469,29 @@ func TestComposeRejects(t *testing.T) {
 	}
 	if to, err := m.Header.AddressList("To"); err != nil || len(to) != 1 || to[0].Address != "zoe@example.com" {
 		t.Errorf("To = %q (%v), want one recipient", m.Header.Get("To"), err)
+	}
+}
+
+// TestSMTPSenderSetupFailureIsTransient: a 5xx reply while setting up the
+// session (here wrong credentials) says nothing about the message: every
+// order's confirmation would be refused the same way until an operator fixes
+// the server or the configuration. Such failures must be retried, not
+// dropped as if the recipient had been refused.
+func TestSMTPSenderSetupFailureIsTransient(t *testing.T) {
+	srv := startSMTP(t)
+	srv.authFail = true
+	s := mailworker.NewSMTPSender(srv.addr, "mailer", "wrong")
+	fromAddr, _ := mail.ParseAddress(from)
+	msg, err := mailworker.Compose(fromAddr, sampleOrder("ord_1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Send(context.Background(), msg)
+	if err == nil || mailworker.IsPermanent(err) {
+		t.Errorf("Send with rejected credentials = %v, want a transient error", err)
+	}
+	w, _ := newWorker(t, s)
+	if err := w.Handle(context.Background(), event(t, sampleOrder("ord_1"))); err == nil {
+		t.Error("a confirmation refused for wrong credentials was dropped, not returned for redelivery")
 	}
 }

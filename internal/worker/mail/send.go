@@ -85,8 +85,9 @@ func NewSMTPSender(addr, username, password string) *SMTPSender {
 	return &SMTPSender{Addr: addr, Username: username, Password: password}
 }
 
-// Send delivers msg from msg.From to msg.To. Replies in the 5xx range are
-// permanent (see IsPermanent); anything else may be retried.
+// Send delivers msg from msg.From to msg.To. Replies in the 5xx range to the
+// message's own commands (MAIL, RCPT, DATA) are permanent (see IsPermanent);
+// anything else, including a refused session set-up, may be retried.
 func (s *SMTPSender) Send(ctx context.Context, msg Message) error {
 	host, _, err := net.SplitHostPort(s.Addr)
 	if err != nil {
@@ -114,7 +115,7 @@ func (s *SMTPSender) Send(ctx context.Context, msg Message) error {
 
 	c, err := smtp.NewClient(conn, host)
 	if err != nil {
-		return fmt.Errorf("smtp greeting: %w", err)
+		return &setupError{fmt.Errorf("smtp greeting: %w", err)}
 	}
 	defer c.Close()
 	name := s.LocalName
@@ -122,7 +123,7 @@ func (s *SMTPSender) Send(ctx context.Context, msg Message) error {
 		name = "localhost"
 	}
 	if err := c.Hello(name); err != nil {
-		return fmt.Errorf("smtp EHLO: %w", err)
+		return &setupError{fmt.Errorf("smtp EHLO: %w", err)}
 	}
 	if ok, _ := c.Extension("STARTTLS"); ok {
 		cfg := s.TLSConfig
@@ -130,15 +131,15 @@ func (s *SMTPSender) Send(ctx context.Context, msg Message) error {
 			cfg = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
 		}
 		if err := c.StartTLS(cfg); err != nil {
-			return fmt.Errorf("smtp STARTTLS: %w", err)
+			return &setupError{fmt.Errorf("smtp STARTTLS: %w", err)}
 		}
 	}
 	if s.Username != "" {
 		if ok, _ := c.Extension("AUTH"); !ok {
-			return &PermanentError{Err: errors.New("smtp server does not offer AUTH")}
+			return &setupError{errors.New("smtp server does not offer AUTH")}
 		}
 		if err := c.Auth(smtp.PlainAuth("", s.Username, s.Password, host)); err != nil {
-			return fmt.Errorf("smtp AUTH: %w", err)
+			return &setupError{fmt.Errorf("smtp AUTH: %w", err)}
 		}
 	}
 	if err := c.Mail(msg.From); err != nil {
@@ -160,6 +161,16 @@ func (s *SMTPSender) Send(ctx context.Context, msg Message) error {
 	_ = c.Quit() // the message is accepted; a failed goodbye changes nothing
 	return nil
 }
+
+// setupError is a failure to set up the SMTP session (greeting, EHLO,
+// STARTTLS, AUTH). Even with a 5xx reply it is never permanent: it does not
+// depend on the message, so it would refuse every order's confirmation alike
+// until the server or the configuration is fixed.
+type setupError struct{ err error }
+
+func (e *setupError) Error() string { return e.err.Error() }
+
+func (e *setupError) Unwrap() error { return e.err }
 
 // smtpCode is the SMTP reply code carried by err, or 0.
 func smtpCode(err error) int {
