@@ -105,8 +105,13 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 	}
 	for _, s := range a.subs {
 		if err := a.bus.Subscribe(ctx, s.name, s.subjects, s.handler, s.opts...); err != nil {
+			// A failed start leaves nothing running: no listener, no
+			// handlers or relays using the stores about to be closed.
+			_ = srv.Close()
+			a.bus.Drain(context.Background())
 			stopBG()
-			return err
+			wg.Wait()
+			return fmt.Errorf("subscribe %s: %w", s.name, err)
 		}
 	}
 	a.ready.Store(true)
@@ -116,6 +121,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 	select {
 	case <-ctx.Done():
 	case err := <-srvErr:
+		if a.bus != nil {
+			a.bus.Drain(context.Background()) // handlers in flight finish before their stores close
+		}
 		stopBG()
 		wg.Wait()
 		return fmt.Errorf("http server: %w", err)
@@ -128,9 +136,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("http shutdown", "err", err)
+		_ = srv.Close() // requests still running lose their connections, not their stores
 	}
 	if a.bus != nil {
-		a.bus.Drain() // handlers in flight finish before their stores close
+		// Handlers in flight finish before their stores close, within what
+		// is left of the shutdown budget.
+		a.bus.Drain(sctx)
 	}
 	stopBG()
 	wg.Wait()
