@@ -3,6 +3,9 @@ package checkout_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -147,6 +150,8 @@ var contract = []struct {
 	{"CaptureFailure", testCaptureFailure},
 	{"ConfirmFailureRefunds", testConfirmFailure},
 	{"ConfirmAnswerLost", testConfirmAnswerLost},
+	{"ConfirmAnswerLostOrderUnreadable", testConfirmAnswerLostOrderUnreadable},
+	{"AuthorizeAnswerLost", testAuthorizeAnswerLost},
 	{"DependencyDown", testDependencyDown},
 	{"IdempotentRetry", testIdempotentRetry},
 	{"ReplaysError", testReplaysError},
@@ -157,6 +162,7 @@ var contract = []struct {
 	{"EmptyCart", testEmptyCart},
 	{"BadKey", testBadKey},
 	{"BadInputTouchesNothing", testBadInput},
+	{"AddressLengthInCharacters", testAddressLengthInCharacters},
 	{"CompensationFailureIsLogged", testCompensationFailureLogged},
 }
 
@@ -358,6 +364,47 @@ func testConfirmAnswerLost(t *testing.T, w *world) {
 	}
 	if got := w.pay.statuses(); !reflect.DeepEqual(got, []string{payment.StatusCaptured}) {
 		t.Errorf("payments = %v, want one captured (a real sale is never refunded)", got)
+	}
+}
+
+// testConfirmAnswerLostOrderUnreadable: the confirmation is committed but
+// every answer is lost, and the order cannot be read back either. The order
+// is confirmed (its OrderPlaced e-mail is on the way), so checkout must not
+// refund its payment, cancel its shipment or put its stock back.
+func testConfirmAnswerLostOrderUnreadable(t *testing.T, w *world) {
+	w.orders.inject("Confirm", errs.E(errs.Unavailable, errs.Msg("order service is unavailable")), -1, true)
+	w.orders.inject("GetOrder", errs.E(errs.Unavailable, errs.Msg("order service is unavailable")), -1, false)
+	res, err := w.api.PlaceOrder(context.Background(), customer, "key-1", request(cardOK))
+	o := w.onlyOrder(t)
+	if o.Status != order.StatusConfirmed {
+		t.Fatalf("order is %q, want confirmed (Confirm was committed)", o.Status)
+	}
+	if err != nil {
+		t.Errorf("a confirmed order was reported as failed: %v", err)
+	} else if !res.Done || res.Order.ID != o.ID || res.Order.Status != order.StatusConfirmed {
+		t.Errorf("result = %+v, want the confirmed order %s", res, o.ID)
+	}
+	if got := w.pay.statuses(); !reflect.DeepEqual(got, []string{payment.StatusCaptured}) {
+		t.Errorf("payments = %v, want one captured (a real sale is never refunded)", got)
+	}
+	if got := w.ship.statuses(); !reflect.DeepEqual(got, []string{shipping.StatusCreated}) {
+		t.Errorf("shipments = %v, want the confirmed order's shipment left created", got)
+	}
+	if got := w.inv.stock(); got["prd_widget"] != 3 || got["prd_gadget"] != 2 {
+		t.Errorf("stock = %v, want the confirmed order's stock kept", got)
+	}
+}
+
+// testAuthorizeAnswerLost: the authorization is made each time but every
+// answer is lost. Checkout must find it and void it: no money may stay held
+// for a cancelled order.
+func testAuthorizeAnswerLost(t *testing.T, w *world) {
+	w.pay.inject("Authorize", errs.E(errs.Unavailable, errs.Msg("payment service is unavailable")), -1, true)
+	_, err := w.api.PlaceOrder(context.Background(), customer, "key-1", request(cardOK))
+	wantKind(t, err, errs.Unavailable)
+	w.assertRolledBack(t, payment.StatusVoided)
+	if got := w.pay.statuses(); !reflect.DeepEqual(got, []string{payment.StatusVoided}) {
+		t.Errorf("payments = %v, want one voided", got)
 	}
 }
 
@@ -591,6 +638,24 @@ func testBadInput(t *testing.T, w *world) {
 	}
 }
 
+// testAddressLengthInCharacters: address fields are limited to 200
+// characters (as the shipping service counts them), not 200 bytes: an address
+// written in a script of multi-byte characters must be accepted.
+func testAddressLengthInCharacters(t *testing.T, w *world) {
+	r := request(cardOK)
+	r.ShippingAddress.Line1 = strings.Repeat("東", 100) // 100 characters, 300 bytes
+	res, err := w.api.PlaceOrder(context.Background(), customer, "key-1", r)
+	if err != nil {
+		t.Fatalf("an address line of 100 characters was rejected: %v", err)
+	}
+	if res.Order.ShippingAddress.Line1 != r.ShippingAddress.Line1 {
+		t.Errorf("order's address = %+v", res.Order.ShippingAddress)
+	}
+	r.ShippingAddress.Line1 = strings.Repeat("東", 201)
+	_, err = w.api.PlaceOrder(context.Background(), customer, "key-2", r)
+	wantKind(t, err, errs.Invalid)
+}
+
 func testCompensationFailureLogged(t *testing.T, w *world) {
 	w.ship.inject("CreateShipment", errs.E(errs.Invalid, errs.Msg("address not deliverable")), -1, false)
 	w.pay.inject("Void", errs.E(errs.Other, fmt.Errorf("processor exploded")), -1, false)
@@ -665,5 +730,38 @@ func TestHTTPStatus(t *testing.T) {
 	close(release)
 	if code := <-finished; code != http.StatusCreated {
 		t.Errorf("first request: %d, want 201", code)
+	}
+}
+
+// TestRequestHashKeepsNoCardSecrets: the request hash is stored with the
+// attempt. Whoever reads the checkout database knows the address (from the
+// order) and could try every CVC: the hash must not be a plain hash of the
+// card's details.
+func TestRequestHashKeepsNoCardSecrets(t *testing.T) {
+	r := request(cardOK)
+	stored := checkout.RequestHash(r)
+	for cvc := 0; cvc < 1000; cvc++ {
+		guess := r
+		guess.Payment.CVC = fmt.Sprintf("%03d", cvc)
+		b, err := json.Marshal(guess)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(b)
+		if hex.EncodeToString(sum[:]) == stored {
+			t.Fatalf("the stored request hash gives away the card number and CVC %s", guess.Payment.CVC)
+		}
+	}
+	// It still tells requests apart.
+	for name, mutate := range map[string]func(r *checkout.Request){
+		"another card":    func(r *checkout.Request) { r.Payment.Number = cardDeclined },
+		"another expiry":  func(r *checkout.Request) { r.Payment.ExpYear++ },
+		"another address": func(r *checkout.Request) { r.ShippingAddress.Line1 = "13 Analytical St" },
+	} {
+		other := request(cardOK)
+		mutate(&other)
+		if checkout.RequestHash(other) == stored {
+			t.Errorf("%s: same hash as the original request", name)
+		}
 	}
 }

@@ -310,6 +310,16 @@ func (p *fakePayments) Refund(_ context.Context, id string) (payment.Payment, er
 	return p.move("Refund", id, payment.StatusCaptured, payment.StatusRefunded, payment.StatusRefunded)
 }
 
+func (p *fakePayments) PaymentForOrder(_ context.Context, orderID string) (payment.Payment, error) {
+	return call(&p.faults, "PaymentForOrder", func() (payment.Payment, error) {
+		pay, ok := p.forOrder(orderID)
+		if !ok {
+			return payment.Payment{}, errs.E(errs.NotFound, errs.Msg("payment not found"))
+		}
+		return pay, nil
+	})
+}
+
 // statuses lists the status of every payment made.
 func (p *fakePayments) statuses() []string {
 	p.mu.Lock()

@@ -41,6 +41,7 @@ type Payments interface {
 	Capture(ctx context.Context, id string) (payment.Payment, error)
 	Void(ctx context.Context, id string) (payment.Payment, error)
 	Refund(ctx context.Context, id string) (payment.Payment, error)
+	PaymentForOrder(ctx context.Context, orderID string) (payment.Payment, error)
 }
 
 // Shipments is what checkout needs of the shipping service.
@@ -324,9 +325,14 @@ func (s *Service) run(ctx context.Context, log *slog.Logger, c Customer, orderID
 	var pi order.PaymentInfo // the payment as the order should record it
 	reason := "checkout failed"
 	g.onFailure("cancel order", func(ctx context.Context) error {
-		_, err := s.orders.Cancel(ctx, orderID, reason, pi)
+		o, err := s.orders.Cancel(ctx, orderID, reason, pi)
 		if errs.Is(errs.NotFound, err) {
 			return nil
+		}
+		if err == nil && pi.Status != "" && o.Payment != pi {
+			// Cancelled earlier (see Confirm below), before the payment
+			// was voided or refunded: record how the payment ended.
+			_, err = s.orders.SetPayment(ctx, orderID, pi)
 		}
 		return err
 	})
@@ -368,6 +374,25 @@ func (s *Service) run(ctx context.Context, log *slog.Logger, c Customer, orderID
 		if errs.Is(errs.Declined, err) {
 			pi = order.PaymentInfo{ID: p.ID, Status: payment.StatusDeclined}
 			return failWith("payment declined", err)
+		}
+		if k := errs.KindOf(err); k == errs.Unavailable || k == errs.Other {
+			// The authorization may exist without our knowing its id (an
+			// answer lost on the way back): look it up by order and void it,
+			// so that no money stays held for a cancelled order.
+			g.onFailure("void payment", func(ctx context.Context) error {
+				p, err := s.pay.PaymentForOrder(ctx, orderID)
+				if errs.Is(errs.NotFound, err) {
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				res, err := s.pay.Void(ctx, p.ID)
+				if err == nil {
+					pi = order.PaymentInfo{ID: res.ID, Status: res.Status}
+				}
+				return err
+			})
 		}
 		return failWith("payment failed", err)
 	}
@@ -429,9 +454,14 @@ func (s *Service) run(ctx context.Context, log *slog.Logger, c Customer, orderID
 	confirmed, err := retry(ctx, func(ctx context.Context) (order.Order, error) { return s.orders.Confirm(ctx, orderID, pi, si) })
 	if err != nil {
 		// The confirmation may have been committed with its answer lost:
-		// undoing a confirmed order would refund a real sale.
-		if o, gerr := s.orders.GetOrder(ctx, orderID); gerr == nil && o.Status == order.StatusConfirmed {
-			confirmed, err = o, nil
+		// undoing a confirmed order would refund a real sale. Settle the
+		// order before undoing anything: once cancelled it can no longer be
+		// confirmed, and cancelling fails with errs.Conflict only when it
+		// is confirmed already.
+		reason = "the order could not be confirmed"
+		_, cerr := retry(ctx, func(ctx context.Context) (order.Order, error) { return s.orders.Cancel(ctx, orderID, reason, pi) })
+		if errs.Is(errs.Conflict, cerr) {
+			confirmed, err = s.confirmedOrder(ctx, log, created, pi, si), nil
 		}
 	}
 	if err != nil {
@@ -442,6 +472,24 @@ func (s *Service) run(ctx context.Context, log *slog.Logger, c Customer, orderID
 		log.Warn("cart not cleared after checkout", "owner", owner, "err", err)
 	}
 	return confirmed, nil
+}
+
+// confirmedOrder returns order created as confirmed by the order service,
+// which answered that it is confirmed; if it cannot be read back, the order
+// as confirmed with payment p and shipment sh.
+func (s *Service) confirmedOrder(ctx context.Context, log *slog.Logger, created order.Order, p order.PaymentInfo, sh order.ShipmentInfo) order.Order {
+	o, err := retry(ctx, func(ctx context.Context) (order.Order, error) { return s.orders.GetOrder(ctx, created.ID) })
+	if err == nil && o.Status == order.StatusConfirmed {
+		return o
+	}
+	log.Warn("confirmed order could not be read back", "err", err)
+	o = created
+	o.Status, o.Payment, o.Shipment = order.StatusConfirmed, p, sh
+	if o.Shipment.Status == "" {
+		o.Shipment.Status = shipping.StatusCreated
+	}
+	o.UpdatedAt = s.clk.Now().UTC().Truncate(time.Millisecond)
+	return o
 }
 
 // price turns the cart into order items at the catalog's current prices,
@@ -497,9 +545,17 @@ func retry[T any](ctx context.Context, fn func(ctx context.Context) (T, error)) 
 	}
 }
 
-// RequestHash is the hex SHA-256 of r's JSON: two requests with the same
-// hash are the same request.
+// RequestHash is the hex SHA-256 of r's JSON with the card reduced to its
+// last four digits and expiry: two requests with the same hash are the same
+// request. The card number and CVC stay out of it, because the hash is
+// stored and a fast hash of them could be reversed by trying every CVC and
+// every number that passes the Luhn check.
 func RequestHash(r Request) string {
+	number := strings.ReplaceAll(r.Payment.Number, " ", "")
+	if len(number) > 4 {
+		number = number[len(number)-4:]
+	}
+	r.Payment = payment.Card{Number: number, ExpMonth: r.Payment.ExpMonth, ExpYear: r.Payment.ExpYear}
 	b, err := json.Marshal(r)
 	if err != nil { // a struct of strings and ints always marshals
 		panic(err)
@@ -542,7 +598,7 @@ func checkRequest(c Customer, r Request, now time.Time) error {
 		switch {
 		case strings.TrimSpace(f.v) == "":
 			missing = append(missing, f.name)
-		case len(f.v) > maxFieldLen || !printable(f.v):
+		case utf8.RuneCountInString(f.v) > maxFieldLen || !printable(f.v):
 			return errs.E(errs.Invalid, errs.Msg("shipping_address.%s must be at most %d printable characters", f.name, maxFieldLen))
 		}
 	}

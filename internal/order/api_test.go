@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -78,6 +79,7 @@ var contract = []struct {
 	{"CreateComputesTotals", testCreateComputesTotals},
 	{"CreateIsIdempotent", testCreateIsIdempotent},
 	{"CreateRejectsBadInput", testCreateRejectsBadInput},
+	{"CreateCountsNameCharacters", testCreateCountsNameCharacters},
 	{"GetUnknown", testGetUnknown},
 	{"ListNewestFirstPaged", testListNewestFirstPaged},
 	{"SetPayment", testSetPayment},
@@ -210,6 +212,23 @@ func testCreateRejectsBadInput(t *testing.T, e env) {
 	if err != nil || len(pg.Items) != 0 {
 		t.Errorf("ListOrders after rejected creates = %+v, %v", pg, err)
 	}
+}
+
+// testCreateCountsNameCharacters: the catalog accepts product names of up
+// to 200 characters, so an order must take such a name even when its
+// characters take more than one byte each; otherwise the product cannot be
+// bought at all.
+func testCreateCountsNameCharacters(t *testing.T, e env) {
+	n := newOrder("ord_1", "usr_1")
+	n.Items[0].Name = strings.Repeat("é", order.MaxNameLen) // 200 characters, 400 bytes
+	o := mustCreate(t, e, n)
+	if o.Items[0].Name != n.Items[0].Name {
+		t.Errorf("stored name %q", o.Items[0].Name)
+	}
+	n = newOrder("ord_2", "usr_1")
+	n.Items[0].Name = strings.Repeat("é", order.MaxNameLen+1)
+	_, err := e.api.CreateOrder(context.Background(), n)
+	wantKind(t, err, errs.Invalid)
 }
 
 func testGetUnknown(t *testing.T, e env) {

@@ -147,7 +147,7 @@ func (s *Service) build(n NewOrder) (Order, error) {
 			return Order{}, errs.E(errs.Invalid, errs.Msg("item %d: product_id must be at most %d printable characters", i+1, MaxIDLen))
 		case seen[it.ProductID]:
 			return Order{}, errs.E(errs.Invalid, errs.Msg("item %d: product %s appears twice", i+1, it.ProductID))
-		case strings.TrimSpace(it.Name) == "" || len(it.Name) > MaxNameLen || !printable(it.Name):
+		case strings.TrimSpace(it.Name) == "" || utf8.RuneCountInString(it.Name) > MaxNameLen || !printable(it.Name):
 			return Order{}, errs.E(errs.Invalid, errs.Msg("item %d: name must be 1 to %d printable characters", i+1, MaxNameLen))
 		case it.Quantity < 1:
 			return Order{}, errs.E(errs.Invalid, errs.Msg("item %d: quantity must be at least 1", i+1))

@@ -70,6 +70,7 @@ func TestAPI(t *testing.T) {
 			t.Run("void", func(t *testing.T) { testVoid(t, mk(t)) })
 			t.Run("unknown payment", func(t *testing.T) { testUnknown(t, mk(t)) })
 			t.Run("concurrent authorizations", func(t *testing.T) { testConcurrent(t, mk(t)) })
+			t.Run("payment for order", func(t *testing.T) { testPaymentForOrder(t, mk(t)) })
 		})
 	}
 }
@@ -399,5 +400,24 @@ func TestHTTPIdempotencyKey(t *testing.T) {
 	}
 	if s := post("ord_1"); s != http.StatusOK {
 		t.Errorf("repeat: status %d", s)
+	}
+}
+
+// testPaymentForOrder: a caller whose Authorize answer was lost finds the
+// order's payment, declined or not, to void it.
+func testPaymentForOrder(t *testing.T, f fixture) {
+	ctx := context.Background()
+	p := mustAuthorize(t, f.api, req("ord_1", 500, card(payment.TestCardOK)))
+	if got, err := f.api.PaymentForOrder(ctx, "ord_1"); err != nil || got != p {
+		t.Errorf("PaymentForOrder(ord_1) = %+v, %v; want %+v", got, err, p)
+	}
+	_, err := f.api.Authorize(ctx, req("ord_2", 500, card(payment.TestCardDeclined)))
+	wantKind(t, "declined card", err, errs.Declined, "")
+	if got, err := f.api.PaymentForOrder(ctx, "ord_2"); err != nil || got.Status != payment.StatusDeclined {
+		t.Errorf("PaymentForOrder(ord_2) = %+v, %v; want the declined payment", got, err)
+	}
+	for _, id := range []string{"ord_nope", "", "a/b", "../x", strings.Repeat("o", payment.MaxOrderIDLen+1)} {
+		_, err := f.api.PaymentForOrder(ctx, id)
+		wantKind(t, fmt.Sprintf("PaymentForOrder(%q)", id), err, errs.NotFound, "")
 	}
 }

@@ -70,3 +70,15 @@ func (c *Client) GetPayment(ctx context.Context, id string) (Payment, error) {
 	}
 	return p, nil
 }
+
+// PaymentForOrder calls GET /svc/payment/v1/orders/{id}/payment.
+func (c *Client) PaymentForOrder(ctx context.Context, orderID string) (Payment, error) {
+	if orderID == "" {
+		return Payment{}, errs.E("payment.PaymentForOrder", errs.NotFound, errs.Msg("payment not found"))
+	}
+	var p Payment
+	if err := c.c.Call(ctx, http.MethodGet, httpx.Path(basePath+"/orders", orderID, "payment"), nil, &p); err != nil {
+		return Payment{}, err
+	}
+	return p, nil
+}

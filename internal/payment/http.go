@@ -16,6 +16,7 @@ import (
 //	POST /svc/payment/v1/payments/{id}/void      → Payment
 //	POST /svc/payment/v1/payments/{id}/refund    → Payment
 //	GET  /svc/payment/v1/payments/{id}           → Payment
+//	GET  /svc/payment/v1/orders/{id}/payment     → Payment of the order
 //
 // Every POST is idempotent, so clients send an Idempotency-Key and may retry.
 func NewHandler(api API) http.Handler {
@@ -49,6 +50,7 @@ func NewHandler(api API) http.Handler {
 	mux.Handle("POST /svc/payment/v1/payments/{id}/void", transition(api.Void))
 	mux.Handle("POST /svc/payment/v1/payments/{id}/refund", transition(api.Refund))
 	mux.Handle("GET /svc/payment/v1/payments/{id}", transition(api.GetPayment))
+	mux.Handle("GET /svc/payment/v1/orders/{id}/payment", transition(api.PaymentForOrder))
 	mux.HandleFunc("/", httpx.NotFound)
 	return mux
 }

@@ -66,10 +66,14 @@ type AuthorizeRequest struct {
 //   - Refund: captured → refunded; refunding a refunded one is a no-op;
 //     errs.Conflict otherwise.
 //   - GetPayment, and the three above: errs.NotFound for an unknown id.
+//   - PaymentForOrder: the payment of an order (including a declined one),
+//     so that a caller whose Authorize answer was lost can find it;
+//     errs.NotFound if the order has none.
 type API interface {
 	Authorize(ctx context.Context, r AuthorizeRequest) (Payment, error)
 	Capture(ctx context.Context, id string) (Payment, error)
 	Void(ctx context.Context, id string) (Payment, error)
 	Refund(ctx context.Context, id string) (Payment, error)
 	GetPayment(ctx context.Context, id string) (Payment, error)
+	PaymentForOrder(ctx context.Context, orderID string) (Payment, error)
 }

@@ -197,6 +197,19 @@ func (s *Service) GetPayment(ctx context.Context, id string) (Payment, error) {
 	return p, nil
 }
 
+// PaymentForOrder returns the payment of an order; errs.NotFound if it has none.
+func (s *Service) PaymentForOrder(ctx context.Context, orderID string) (Payment, error) {
+	const op = "payment.PaymentForOrder"
+	if strings.TrimSpace(orderID) == "" || len(orderID) > MaxOrderIDLen {
+		return Payment{}, errs.E(op, errs.NotFound, errs.Msg("payment not found"))
+	}
+	p, err := s.store.GetByOrder(ctx, orderID)
+	if err != nil {
+		return Payment{}, errs.E(op, err)
+	}
+	return p, nil
+}
+
 func validateOrderID(id string) error {
 	switch {
 	case strings.TrimSpace(id) == "":
