@@ -25,6 +25,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/bus"
 	"github.com/globomantics/globomantics/internal/platform/cache"
 	"github.com/globomantics/globomantics/internal/platform/httpx"
+	"github.com/globomantics/globomantics/internal/platform/ids"
 	"github.com/globomantics/globomantics/internal/search"
 	"github.com/globomantics/globomantics/internal/shipping"
 	"github.com/globomantics/globomantics/internal/shipping/shippingdb"
@@ -57,6 +58,10 @@ func (a *app) build(ctx context.Context) error {
 		return fmt.Errorf("data directory: %w", err)
 	}
 	a.mountHealth()
+	a.token = cfg.ServiceToken
+	if a.token == "" { // one process runs everything: nobody else may call in
+		a.token = ids.Token()
+	}
 
 	if cfg.NeedsBus() {
 		b, err := bus.Open(ctx, bus.Options{
@@ -150,7 +155,9 @@ func (a *app) build(ctx context.Context) error {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 		if h != nil {
-			a.mux.Handle("/svc/"+name+"/", h)
+			// The internal APIs trust their callers: only peers holding the
+			// service token get in.
+			a.mux.Handle("/svc/"+name+"/", httpx.RequireToken(a.token, h))
 		}
 	}
 	if !cfg.Runs(config.Storefront) {

@@ -21,6 +21,11 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
+// serviceToken is the shared secret of the split test shops' processes.
+const serviceToken = "e2e-service-token-0123456789"
+
+func tokenEnv() map[string]string { return map[string]string{"GLOBO_SERVICE_TOKEN": serviceToken} }
+
 // proc is one globomantics process started through app.Run.
 type proc struct {
 	name string
@@ -163,7 +168,7 @@ func split(t *testing.T) *topology {
 	}
 	mk := func(name, addr, services string, extra ...string) *proc {
 		args := append([]string{"--data-dir", shared(name), "--services", services}, common...)
-		return &proc{name: name, addr: addr, args: append(args, extra...)}
+		return &proc{name: name, addr: addr, env: tokenEnv(), args: append(args, extra...)}
 	}
 	natsURL := "nats://" + nats
 	hub := mk("hub", a, "account,cart,order", append([]string{"--nats-listen", nats}, peers("catalog")...)...)
@@ -207,7 +212,7 @@ func eachTopology(t *testing.T, suite func(*testing.T, *topology)) {
 func scaledOut(t *testing.T) *topology {
 	root := t.TempDir()
 	shared := func(name string) string { return filepath.Join(root, name) }
-	env := map[string]string{}
+	env := tokenEnv()
 	for _, s := range []string{"account", "cart", "order", "catalog", "payment", "shipping", "checkout"} {
 		env["GLOBO_DB_"+strings.ToUpper(s)] = testenv.PostgresDSN(t)
 	}
@@ -440,6 +445,18 @@ func shopSuite(t *testing.T, tp *topology) {
 	c.must(400, "GET", "/api/v1/products?page_size=0", nil)
 	c.must(400, "GET", "/api/v1/products?page_token=garbage!", nil)
 	c.must(404, "GET", "/api/v1/products/nope", nil)
+	// The services' internal APIs are closed to callers without the service
+	// token, wherever they are served.
+	for _, p := range tp.procs {
+		resp, err := http.Get(p.url() + "/svc/catalog/v1/categories")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s: internal API without a token answered %d", p.name, resp.StatusCode)
+		}
+	}
 	home := c.must(200, "GET", "/", nil)
 	if !strings.Contains(string(home.body), "Globomantics") {
 		t.Errorf("home page does not name the shop")

@@ -32,7 +32,7 @@ func TestReadinessFollowsPeers(t *testing.T) {
 		t.Skip("end-to-end suite skipped in -short mode")
 	}
 	catAddr := testenv.FreeAddr(t)
-	cartProc := &proc{name: "cart", addr: testenv.FreeAddr(t),
+	cartProc := &proc{name: "cart", addr: testenv.FreeAddr(t), env: tokenEnv(),
 		args: []string{"--data-dir", t.TempDir(), "--services", "cart", "--peer", "catalog=http://" + catAddr}}
 	cartProc.start(t)
 	testenv.CheckFor(t, 20*time.Second, func() error {
@@ -52,7 +52,7 @@ func TestReadinessFollowsPeers(t *testing.T) {
 		t.Fatalf("readyz without catalog = %d %v, want 503 naming peer:catalog", status, body)
 	}
 
-	catProc := &proc{name: "catalog", addr: catAddr,
+	catProc := &proc{name: "catalog", addr: catAddr, env: tokenEnv(),
 		args: []string{"--data-dir", t.TempDir(), "--services", "catalog"}}
 	catProc.start(t)
 	waitReady(t, catProc, cartProc)

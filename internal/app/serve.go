@@ -45,6 +45,7 @@ type app struct {
 	subs    []subscription
 	ready   atomic.Bool
 	peerHC  *http.Client
+	token   string // the service token guarding /svc/ and sent to peers
 }
 
 type subscription struct {
@@ -212,7 +213,7 @@ func (a *app) relay(db *sqldb.DB, name string) func() {
 
 // client returns an HTTP client of service s's remote instances.
 func (a *app) client(s string) *httpx.Client {
-	return httpx.NewClient(s, a.cfg.Peers[s], a.peerHC)
+	return httpx.NewClient(s, a.cfg.Peers[s], a.peerHC, httpx.WithToken(a.token))
 }
 
 // instanceID returns this data directory's persistent id for name, making

@@ -57,6 +57,12 @@ type Config struct {
 	BlobDir string // the blob store's directory
 	MailDir string // where the file mail sender writes messages
 
+	// ServiceToken is the shared secret services present to each other on
+	// their internal REST APIs (/svc/...). Required when services talk over
+	// HTTP; when a process runs everything and it is empty, a random one
+	// is made, which closes the internal APIs to the outside.
+	ServiceToken string
+
 	SMTPAddr     string // host:port; when set, mail is sent by SMTP instead of files
 	SMTPUser     string
 	SMTPPassword string
@@ -108,6 +114,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	setStr(&c.SMTPAddr, "GLOBO_SMTP_ADDR")
 	setStr(&c.SMTPUser, "GLOBO_SMTP_USER")
 	c.SMTPPassword = getenv("GLOBO_SMTP_PASSWORD") // secrets only from the environment
+	c.ServiceToken = strings.TrimSpace(getenv("GLOBO_SERVICE_TOKEN"))
 	setStr(&c.MailFrom, "GLOBO_MAIL_FROM")
 	setStr(&c.LogLevel, "GLOBO_LOG_LEVEL")
 	setStr(&c.LogFormat, "GLOBO_LOG_FORMAT")
@@ -225,6 +232,12 @@ func (c Config) Validate() error {
 			}
 		}
 	}
+	if c.Split() && c.ServiceToken == "" {
+		problems = append(problems, "GLOBO_SERVICE_TOKEN must be set, the same on every process, when services run in separate processes")
+	}
+	if c.ServiceToken != "" && len(c.ServiceToken) < MinServiceTokenLen {
+		problems = append(problems, fmt.Sprintf("GLOBO_SERVICE_TOKEN must be at least %d characters", MinServiceTokenLen))
+	}
 	if _, err := mail.ParseAddress(c.MailFrom); err != nil {
 		problems = append(problems, fmt.Sprintf("mail from address %q: %v", c.MailFrom, err))
 	}
@@ -244,6 +257,23 @@ func (c Config) Validate() error {
 		return errors.New("invalid configuration: " + strings.Join(problems, "; "))
 	}
 	return nil
+}
+
+// MinServiceTokenLen is the shortest service token accepted.
+const MinServiceTokenLen = 16
+
+// Split reports whether this process is part of a shop split over several
+// processes: it runs only some services, or calls peers.
+func (c Config) Split() bool {
+	if len(c.Peers) > 0 {
+		return true
+	}
+	for _, s := range AllServices {
+		if !c.Runs(s) {
+			return true
+		}
+	}
+	return false
 }
 
 // NeedsBus reports whether any service of this process uses the broker.

@@ -29,9 +29,11 @@ func TestDefaultRunsEverything(t *testing.T) {
 	}
 }
 
+const token = "0123456789abcdef0123"
+
 func TestFlagsOverrideEnv(t *testing.T) {
 	c, err := Load([]string{"--http-addr", "127.0.0.1:9999", "--services", "catalog,search"},
-		env(map[string]string{"GLOBO_HTTP_ADDR": "127.0.0.1:7777", "GLOBO_DATA_DIR": "/tmp/x", "GLOBO_DB_CATALOG": "postgres://h/db"}), io.Discard)
+		env(map[string]string{"GLOBO_HTTP_ADDR": "127.0.0.1:7777", "GLOBO_DATA_DIR": "/tmp/x", "GLOBO_DB_CATALOG": "postgres://h/db", "GLOBO_SERVICE_TOKEN": token}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +50,7 @@ func TestFlagsOverrideEnv(t *testing.T) {
 
 func TestPeers(t *testing.T) {
 	c, err := Load([]string{"--services", "cart", "--peer", "catalog=http://a:1,http://b:2"},
-		env(map[string]string{"GLOBO_PEERS": "catalog=http://c:3"}), io.Discard)
+		env(map[string]string{"GLOBO_PEERS": "catalog=http://c:3", "GLOBO_SERVICE_TOKEN": token}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,5 +79,17 @@ func TestInvalid(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
 		})
+	}
+	if _, err := Load([]string{"--services", "catalog"}, env(map[string]string{"GLOBO_SERVICE_TOKEN": "short"}), io.Discard); err == nil || !strings.Contains(err.Error(), "at least 16") {
+		t.Errorf("short token: %v", err)
+	}
+}
+
+func TestSplit(t *testing.T) {
+	all, _ := Load(nil, env(nil), io.Discard)
+	some, _ := Load([]string{"--services", "catalog"}, env(map[string]string{"GLOBO_SERVICE_TOKEN": token}), io.Discard)
+	peered, _ := Load([]string{"--peer", "search=http://s:1"}, env(map[string]string{"GLOBO_SERVICE_TOKEN": token}), io.Discard)
+	if all.Split() || !some.Split() || !peered.Split() {
+		t.Errorf("Split: all %v, some %v, with peers %v", all.Split(), some.Split(), peered.Split())
 	}
 }

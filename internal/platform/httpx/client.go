@@ -27,13 +27,14 @@ type Client struct {
 	service string
 	bases   []string
 	hc      *http.Client
+	token   string
 	next    atomic.Uint64
 }
 
 // NewClient returns a client of service on the given base URLs
 // (e.g. "http://10.0.0.5:8080"). It panics if bases is empty: configuration
 // validation must catch that first.
-func NewClient(service string, bases []string, hc *http.Client) *Client {
+func NewClient(service string, bases []string, hc *http.Client, opts ...ClientOption) *Client {
 	if len(bases) == 0 {
 		panic("httpx.NewClient: no base URLs for " + service)
 	}
@@ -47,7 +48,20 @@ func NewClient(service string, bases []string, hc *http.Client) *Client {
 	for i, b := range bases {
 		cl[i] = strings.TrimRight(b, "/")
 	}
-	return &Client{service: service, bases: cl, hc: hc}
+	c := &Client{service: service, bases: cl, hc: hc}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// ClientOption adjusts a Client.
+type ClientOption func(*Client)
+
+// WithToken makes the client present token as a bearer credential, which
+// services check with RequireToken.
+func WithToken(token string) ClientOption {
+	return func(c *Client) { c.token = token }
 }
 
 // Call sends in as JSON (unless nil) to path and decodes a 2xx JSON answer
@@ -117,6 +131,9 @@ func (c *Client) do(ctx context.Context, method, u string, hdr http.Header, body
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return 0, nil, err
