@@ -164,6 +164,8 @@ var contract = []struct {
 	{"BadInputTouchesNothing", testBadInput},
 	{"AddressLengthInCharacters", testAddressLengthInCharacters},
 	{"CompensationFailureIsLogged", testCompensationFailureLogged},
+	{"RetryAfterOutage", testRetryAfterOutage},
+	{"NoRetryAfterIncompleteRollback", testNoRetryAfterIncompleteRollback},
 }
 
 func wantKind(t *testing.T, err error, k errs.Kind) {
@@ -764,4 +766,53 @@ func TestRequestHashKeepsNoCardSecrets(t *testing.T) {
 			t.Errorf("%s: same hash as the original request", name)
 		}
 	}
+}
+
+// testRetryAfterOutage: a checkout that failed because a service was down,
+// and undid everything, runs again under the same key once the service is
+// back, instead of replaying "try again" forever.
+func testRetryAfterOutage(t *testing.T, w *world) {
+	ctx := context.Background()
+	w.ship.inject("CreateShipment", errs.E(errs.Unavailable, errs.Msg("shipping service is unavailable")), 4, false)
+	_, err := w.api.PlaceOrder(ctx, customer, "key-1", request(cardOK))
+	wantKind(t, err, errs.Unavailable)
+	first := w.assertRolledBack(t, payment.StatusVoided)
+	res, err := w.api.PlaceOrder(ctx, customer, "key-1", request(cardOK))
+	if err != nil {
+		t.Fatalf("retry once shipping is back: %v", err)
+	}
+	if !res.Done || res.Order.Status != order.StatusConfirmed || res.Order.ID == first.ID {
+		t.Fatalf("retry = %+v, want a new confirmed order (first was %s)", res, first.ID)
+	}
+	again, err := w.api.PlaceOrder(ctx, customer, "key-1", request(cardOK))
+	if err != nil || again.Order.ID != res.Order.ID {
+		t.Fatalf("third call = %+v, %v; want the confirmed order %s", again, err, res.Order.ID)
+	}
+	statuses := map[string]int{}
+	for _, o := range w.ordersOf(t) {
+		statuses[o.Status]++
+	}
+	if statuses[order.StatusConfirmed] != 1 || statuses[order.StatusCancelled] != 1 || len(statuses) != 2 {
+		t.Errorf("orders by status = %v, want one cancelled and one confirmed", statuses)
+	}
+	if n := w.pay.count("Authorize"); n != 2 {
+		t.Errorf("Authorize called %d times, want 2 (one per run)", n)
+	}
+}
+
+// testNoRetryAfterIncompleteRollback: when undoing failed half-way, the key
+// keeps answering with the stored error and nothing runs again.
+func testNoRetryAfterIncompleteRollback(t *testing.T, w *world) {
+	ctx := context.Background()
+	w.ship.inject("CreateShipment", errs.E(errs.Unavailable, errs.Msg("shipping service is unavailable")), -1, false)
+	w.pay.inject("Void", errs.E(errs.Other, fmt.Errorf("processor exploded")), -1, false)
+	_, err := w.api.PlaceOrder(ctx, customer, "key-1", request(cardOK))
+	wantKind(t, err, errs.Unavailable)
+	n := w.pay.count("Authorize")
+	_, err = w.api.PlaceOrder(ctx, customer, "key-1", request(cardOK))
+	wantKind(t, err, errs.Unavailable)
+	if got := w.pay.count("Authorize"); got != n {
+		t.Errorf("Authorize called again (%d, was %d): a half-undone checkout ran again", got, n)
+	}
+	w.onlyOrder(t)
 }

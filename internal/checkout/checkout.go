@@ -42,7 +42,9 @@ type Result struct {
 // short; errs.Declined when the card is declined (the order is left
 // cancelled, nothing charged, stock as before); errs.Unavailable when a
 // service stayed down (also rolled back). The same key with the same request
-// returns the same order, or the same error, and never places a second order.
+// returns the same order, or the same error, and never places a second order;
+// the one exception is errs.Unavailable after a complete roll-back, where
+// the same key runs the checkout again (under a new order id).
 type API interface {
 	PlaceOrder(ctx context.Context, c Customer, key string, r Request) (Result, error)
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/mail"
 	"strings"
@@ -85,6 +86,9 @@ type Outcome struct {
 	Failed    bool
 	ErrKind   errs.Kind
 	ErrDetail string
+	// Retryable marks a transient failure (errs.Unavailable) after which
+	// every finished step was undone: the same key may then run again.
+	Retryable bool
 }
 
 // Attempt is one idempotency key of one customer and the order it places.
@@ -110,6 +114,10 @@ type Store interface {
 	Finish(ctx context.Context, userID, key string, o Outcome, now time.Time) error
 	// Get returns the attempt of userID under key; errs.NotFound if none.
 	Get(ctx context.Context, userID, key string) (Attempt, error)
+	// Restart starts a finished attempt whose outcome is Retryable again
+	// under a new order id, and reports whether this call did so (one of
+	// concurrent callers does). errs.NotFound for an unknown attempt.
+	Restart(ctx context.Context, userID, key, orderID string, now time.Time) (bool, error)
 }
 
 // Retry policy: calls that may be repeated safely are tried this many times
@@ -191,14 +199,23 @@ func (s *Service) PlaceOrder(ctx context.Context, c Customer, key string, r Requ
 	if !created {
 		return s.replay(ctx, c, r, a, hash)
 	}
+	return s.execute(ctx, c, key, a.OrderID, r)
+}
+
+// execute runs the attempt of key that this call started, and records its
+// outcome.
+func (s *Service) execute(ctx context.Context, c Customer, key, orderID string, r Request) (Result, error) {
+	const op = "checkout.PlaceOrder"
 	// From here on the checkout runs to a consistent end even if the caller
 	// goes away: a half-done checkout would hold stock or money.
 	run := context.WithoutCancel(ctx)
-	log := s.log.With("order_id", a.OrderID, "user_id", c.UserID)
-	o, runErr := s.run(run, log, c, a.OrderID, r)
+	log := s.log.With("order_id", orderID, "user_id", c.UserID)
+	o, runErr := s.run(run, log, c, orderID, r)
 	var out Outcome
 	if runErr != nil {
+		var dirty incompleteRollback
 		out = Outcome{Failed: true, ErrKind: errs.KindOf(runErr), ErrDetail: errs.Detail(runErr)}
+		out.Retryable = out.ErrKind == errs.Unavailable && !errors.As(runErr, &dirty)
 	}
 	s.finish(run, log, c.UserID, key, out)
 	if runErr != nil {
@@ -230,6 +247,23 @@ func (s *Service) replay(ctx context.Context, c Customer, r Request, a Attempt, 
 			return Result{}, errs.E(op, err)
 		}
 		a = latest
+	}
+	if a.State == AttemptFinished && a.Outcome.Retryable {
+		// The first run failed on a service that was down and undid all it
+		// had done: run again, under a new order, rather than replay a
+		// "try again" forever.
+		orderID := ids.New("ord", s.clk.Now())
+		restarted, err := s.store.Restart(ctx, a.UserID, a.Key, orderID, s.clk.Now().UTC().Truncate(time.Millisecond))
+		if err != nil {
+			return Result{}, errs.E(op, err)
+		}
+		if restarted {
+			return s.execute(ctx, c, a.Key, orderID, r)
+		}
+		if a, err = s.store.Get(ctx, a.UserID, a.Key); err != nil { // another request restarted it
+			return Result{}, errs.E(op, err)
+		}
+		return s.replay(ctx, c, r, a, hash)
 	}
 	if a.State == AttemptFinished {
 		if a.Outcome.Failed {
@@ -279,24 +313,36 @@ func (g *saga) onFailure(step string, fn func(ctx context.Context) error) {
 	g.undos = append(g.undos, undo{step, fn})
 }
 
-// compensate undoes the finished steps in reverse order. An undo that still
-// fails after retries is logged at error level and the rest carry on.
-func (g *saga) compensate(ctx context.Context) {
+// compensate undoes the finished steps in reverse order and reports whether
+// every undo succeeded. An undo that still fails after retries is logged at
+// error level and the rest carry on.
+func (g *saga) compensate(ctx context.Context) bool {
+	clean := true
 	for i := len(g.undos) - 1; i >= 0; i-- {
 		u := g.undos[i]
 		_, err := retry(ctx, func(ctx context.Context) (struct{}, error) { return struct{}{}, u.fn(ctx) })
 		if err != nil {
+			clean = false
 			g.log.Error("checkout compensation failed; needs manual repair", "step", u.step, "err", err)
 		}
 	}
+	return clean
 }
+
+// incompleteRollback marks the error of a run whose undoing failed half-way:
+// its attempt must not run again under a new order.
+type incompleteRollback struct{ error }
+
+func (e incompleteRollback) Unwrap() error { return e.error }
 
 // run places the order: each step either completes or undoes the ones
 // before it and returns its error.
 func (s *Service) run(ctx context.Context, log *slog.Logger, c Customer, orderID string, r Request) (order.Order, error) {
 	g := &saga{log: log}
 	fail := func(err error) (order.Order, error) {
-		g.compensate(ctx)
+		if !g.compensate(ctx) {
+			return order.Order{}, incompleteRollback{err}
+		}
 		return order.Order{}, err
 	}
 	owner := CartOwner(c.UserID)

@@ -29,6 +29,7 @@ var migrations = []string{
 		updated_at BIGINT NOT NULL,
 		PRIMARY KEY (user_id, idem_key)
 	)`,
+	`ALTER TABLE checkout_attempts ADD COLUMN retryable INTEGER NOT NULL DEFAULT 0`,
 }
 
 // Store keeps checkout attempts in a SQL database.
@@ -76,9 +77,9 @@ func (s *Store) Finish(ctx context.Context, userID, key string, o checkout.Outco
 	const op = "checkoutdb.Finish"
 	status, detail := encodeOutcome(o)
 	res, err := s.db.ExecContext(ctx, `UPDATE checkout_attempts
-		SET state = ?, error_status = ?, error_detail = ?, updated_at = ?
+		SET state = ?, error_status = ?, error_detail = ?, retryable = ?, updated_at = ?
 		WHERE user_id = ? AND idem_key = ? AND state = ?`,
-		checkout.AttemptFinished, status, detail, sqldb.Millis(now), userID, key, checkout.AttemptStarted)
+		checkout.AttemptFinished, status, detail, boolInt(o.Failed && o.Retryable), sqldb.Millis(now), userID, key, checkout.AttemptStarted)
 	if err != nil {
 		return errs.E(op, err)
 	}
@@ -92,6 +93,37 @@ func (s *Store) Finish(ctx context.Context, userID, key string, o checkout.Outco
 		}
 	}
 	return nil
+}
+
+// Restart starts a finished, retryable attempt again under a new order id
+// and reports whether this call did (of concurrent callers, one does).
+// errs.NotFound for an unknown attempt.
+func (s *Store) Restart(ctx context.Context, userID, key, orderID string, now time.Time) (bool, error) {
+	const op = "checkoutdb.Restart"
+	res, err := s.db.ExecContext(ctx, `UPDATE checkout_attempts
+		SET state = ?, order_id = ?, error_status = 0, error_detail = '', retryable = 0, updated_at = ?
+		WHERE user_id = ? AND idem_key = ? AND state = ? AND retryable = 1`,
+		checkout.AttemptStarted, orderID, sqldb.Millis(now), userID, key, checkout.AttemptFinished)
+	if err != nil {
+		return false, errs.E(op, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, errs.E(op, err)
+	}
+	if n == 0 {
+		if _, err := s.get(ctx, userID, key); err != nil {
+			return false, errs.E(op, err)
+		}
+	}
+	return n == 1, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Get returns the attempt of userID under key; errs.NotFound if there is none.
@@ -108,11 +140,12 @@ func (s *Store) get(ctx context.Context, userID, key string) (checkout.Attempt, 
 		a            checkout.Attempt
 		status       int
 		detail       string
+		retryable    int
 		created, upd int64
 	)
 	err := s.db.QueryRowContext(ctx, `SELECT user_id, idem_key, order_id, request_hash, state, error_status, error_detail,
-		created_at, updated_at FROM checkout_attempts WHERE user_id = ? AND idem_key = ?`, userID, key).
-		Scan(&a.UserID, &a.Key, &a.OrderID, &a.RequestHash, &a.State, &status, &detail, &created, &upd)
+		retryable, created_at, updated_at FROM checkout_attempts WHERE user_id = ? AND idem_key = ?`, userID, key).
+		Scan(&a.UserID, &a.Key, &a.OrderID, &a.RequestHash, &a.State, &status, &detail, &retryable, &created, &upd)
 	if errors.Is(err, sql.ErrNoRows) {
 		return checkout.Attempt{}, errs.E(errs.NotFound, errs.Msg("checkout attempt not found"))
 	}
@@ -120,6 +153,7 @@ func (s *Store) get(ctx context.Context, userID, key string) (checkout.Attempt, 
 		return checkout.Attempt{}, err
 	}
 	a.Outcome = decodeOutcome(status, detail)
+	a.Outcome.Retryable = a.Outcome.Failed && retryable == 1
 	a.CreatedAt = sqldb.FromMillis(created)
 	a.UpdatedAt = sqldb.FromMillis(upd)
 	return a, nil

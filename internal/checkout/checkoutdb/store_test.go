@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,6 +38,8 @@ func TestStore(t *testing.T) {
 		{"FinishTwiceKeepsFirstOutcome", testFinishTwice},
 		{"FinishUnknown", testFinishUnknown},
 		{"ConcurrentBeginOneWinner", testConcurrentBegin},
+		{"RestartRetryable", testRestartRetryable},
+		{"RestartOnlyRetryable", testRestartOnlyRetryable},
 	}
 	for _, b := range testenv.Backends() {
 		t.Run(b.Name, func(t *testing.T) {
@@ -183,5 +186,72 @@ func testConcurrentBegin(t *testing.T, s *checkoutdb.Store) {
 	wg.Wait()
 	if winners != 1 || len(orders) != 1 {
 		t.Errorf("%d Begins created, %d order ids seen; want exactly one", winners, len(orders))
+	}
+}
+
+func testRestartRetryable(t *testing.T, s *checkoutdb.Store) {
+	ctx := context.Background()
+	mustBegin(t, s, started("usr_1", "key-1", "ord_1"))
+	out := checkout.Outcome{Failed: true, ErrKind: errs.Unavailable, ErrDetail: "shipping is down", Retryable: true}
+	if err := s.Finish(ctx, "usr_1", "key-1", out, t0.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Get(ctx, "usr_1", "key-1"); !reflect.DeepEqual(got.Outcome, out) {
+		t.Fatalf("outcome = %+v, want %+v", got.Outcome, out)
+	}
+	// Of concurrent restarts, exactly one wins.
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ok, err := s.Restart(ctx, "usr_1", "key-1", fmt.Sprintf("ord_r%d", i), t0.Add(time.Minute))
+			if err != nil {
+				t.Error(err)
+			}
+			if ok {
+				wins.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("%d restarts won, want 1", wins.Load())
+	}
+	got, err := s.Get(ctx, "usr_1", "key-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != checkout.AttemptStarted || got.OrderID == "ord_1" || got.Outcome != (checkout.Outcome{}) || got.RequestHash != "h-ord_1" {
+		t.Errorf("restarted attempt = %+v", got)
+	}
+	// A started attempt is not restarted again.
+	if ok, err := s.Restart(ctx, "usr_1", "key-1", "ord_x", t0.Add(time.Hour)); ok || err != nil {
+		t.Errorf("restart of a started attempt = %v, %v", ok, err)
+	}
+}
+
+func testRestartOnlyRetryable(t *testing.T, s *checkoutdb.Store) {
+	ctx := context.Background()
+	for i, out := range []checkout.Outcome{
+		{},
+		{Failed: true, ErrKind: errs.Declined, ErrDetail: "card declined"},
+		{Failed: true, ErrKind: errs.Unavailable, ErrDetail: "rollback incomplete"},
+	} {
+		key := fmt.Sprintf("key-%d", i)
+		mustBegin(t, s, started("usr_1", key, "ord_"+key))
+		if err := s.Finish(ctx, "usr_1", key, out, t0); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := s.Restart(ctx, "usr_1", key, "ord_new", t0); ok || err != nil {
+			t.Errorf("outcome %+v: restart = %v, %v; want false", out, ok, err)
+		}
+		if got, _ := s.Get(ctx, "usr_1", key); got.OrderID != "ord_"+key || got.State != checkout.AttemptFinished {
+			t.Errorf("outcome %+v: attempt changed to %+v", out, got)
+		}
+	}
+	if _, err := s.Restart(ctx, "usr_1", "nope", "ord_new", t0); !errs.Is(errs.NotFound, err) {
+		t.Errorf("restart of an unknown attempt: %v", err)
 	}
 }
