@@ -303,6 +303,7 @@ func testListItemInvalid(t *testing.T, e *env) {
 		{"empty name", func(it *catalog.NewItem) { it.Name = "" }, "name must not be empty"},
 		{"blank name", func(it *catalog.NewItem) { it.Name = " \t " }, "name must not be empty"},
 		{"long name", func(it *catalog.NewItem) { it.Name = strings.Repeat("x", 201) }, "name must be at most 200 characters"},
+		{"control characters in name", func(it *catalog.NewItem) { it.Name = "Lamp\nSubject: spam" }, "name must not contain control characters"},
 		{"zero price", func(it *catalog.NewItem) { it.Price = money.USD(0) }, "price must be positive"},
 		{"negative price", func(it *catalog.NewItem) { it.Price = money.USD(-5) }, "price must be positive"},
 		{"other currency", func(it *catalog.NewItem) { it.Price = money.Money{Amount: 100, Currency: "EUR"} }, "price must be in USD"},

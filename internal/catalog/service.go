@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/globomantics/globomantics/internal/platform/blob"
@@ -304,6 +305,9 @@ func (s *Service) listItem(ctx context.Context, id string, item NewItem) (Produc
 		return Product{}, errs.E(op, errs.Invalid, errs.Msg("name must be at most %d characters", MaxNameLen))
 	case !utf8.ValidString(item.Name) || !utf8.ValidString(item.Description):
 		return Product{}, errs.E(op, errs.Invalid, errs.Msg("name and description must be valid UTF-8"))
+	case strings.IndexFunc(item.Name, unicode.IsControl) >= 0:
+		// Order lines and e-mail subjects carry the name: one line only.
+		return Product{}, errs.E(op, errs.Invalid, errs.Msg("name must not contain control characters"))
 	case utf8.RuneCountInString(item.Description) > MaxDescriptionLen:
 		return Product{}, errs.E(op, errs.Invalid, errs.Msg("description must be at most %d characters", MaxDescriptionLen))
 	case item.Price.Currency != "" && item.Price.Currency != money.Currency:
