@@ -34,7 +34,7 @@ const StreamName = "GLOBO"
 const SubjectPrefix = "globo."
 
 // MaxDeliver is how many times a message is offered before it is given up.
-const MaxDeliver = 10
+const MaxDeliver = 30
 
 // Event is the envelope of every message.
 type Event struct {
@@ -256,7 +256,11 @@ func (b *Bus) Subscribe(ctx context.Context, name string, subjects []string, h H
 			if md != nil {
 				attempt = md.NumDelivered
 			}
-			log.Warn("handler failed, will retry", "subject", ev.Type, "id", ev.ID, "attempt", attempt, "err", err)
+			if attempt >= MaxDeliver {
+				log.Error("handler failed for the last time; message given up", "subject", ev.Type, "id", ev.ID, "attempt", attempt, "err", err)
+			} else {
+				log.Warn("handler failed, will retry", "subject", ev.Type, "id", ev.ID, "attempt", attempt, "err", err)
+			}
 			_ = m.NakWithDelay(retryDelay(attempt))
 			return
 		}
@@ -289,7 +293,10 @@ func safeHandle(ctx context.Context, h Handler, ev Event) (err error) {
 
 // retryDelays are the waits before a message whose handler failed is offered
 // again, by attempt; the last one repeats.
-var retryDelays = []time.Duration{200 * time.Millisecond, time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second}
+// With MaxDeliver attempts they ride out about two hours of a dependency's
+// outage (an SMTP server, the catalog) before a message is given up.
+var retryDelays = []time.Duration{200 * time.Millisecond, time.Second, 2 * time.Second, 5 * time.Second,
+	10 * time.Second, 30 * time.Second, time.Minute, 2 * time.Minute, 5 * time.Minute}
 
 func retryDelay(attempt uint64) time.Duration {
 	i := min(max(attempt, 1), uint64(len(retryDelays))) - 1
