@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/globomantics/globomantics/internal/account"
@@ -24,6 +25,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/blob"
 	"github.com/globomantics/globomantics/internal/platform/bus"
 	"github.com/globomantics/globomantics/internal/platform/cache"
+	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/httpx"
 	"github.com/globomantics/globomantics/internal/platform/ids"
 	"github.com/globomantics/globomantics/internal/search"
@@ -236,10 +238,19 @@ func (a *app) buildSearch(ctx context.Context, s *services) (http.Handler, error
 	}
 	if _, err := os.Stat(marker); err != nil {
 		cat := s.catalog
+		// Not ready until the index holds the catalog.
+		var rebuilt atomic.Bool
+		a.checks["search-rebuild"] = func(context.Context) error {
+			if !rebuilt.Load() {
+				return errs.E(errs.Unavailable, errs.Msg("search index is being rebuilt from the catalog"))
+			}
+			return nil
+		}
 		a.bg = append(a.bg, func(ctx context.Context) {
 			for wait := 200 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
 				n, err := svc.Rebuild(ctx, cat)
 				if err == nil {
+					rebuilt.Store(true)
 					log.Info("search index rebuilt from the catalog", "products", n)
 					if err := os.WriteFile(marker, []byte(a.clock.Now().Format(time.RFC3339)+"\n"), 0o644); err != nil {
 						log.Warn("search rebuild marker", "err", err)

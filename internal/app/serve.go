@@ -71,6 +71,10 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 		}
 	}()
 	if err := a.build(ctx); err != nil {
+		if ctx.Err() != nil { // stopped by a signal while starting: not a failure
+			log.Info("stopped during start-up", "err", err)
+			return nil
+		}
 		return err
 	}
 
