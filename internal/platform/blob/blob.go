@@ -59,6 +59,11 @@ func ValidKey(key string) bool {
 	if key == "" || key == "." || strings.HasPrefix(key, "/") || strings.ContainsAny(key, "\\\x00") || strings.Contains(key, "..") {
 		return false
 	}
+	// No segment may start with a dot: Put's temporary files do, and a
+	// half-written one must never be served.
+	if strings.HasPrefix(key, ".") || strings.Contains(key, "/.") {
+		return false
+	}
 	return path.Clean(key) == key && fs.ValidPath(key)
 }
 

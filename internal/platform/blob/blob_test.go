@@ -187,10 +187,10 @@ func TestLargeObject(t *testing.T) {
 }
 
 func TestValidKey(t *testing.T) {
-	valid := []string{"a", "a.png", "products/prd_1/main.png", "a-b_c.d/e", ".hidden", "x"}
+	valid := []string{"a", "a.png", "products/prd_1/main.png", "a-b_c.d/e", "x"}
 	invalid := []string{
 		"", "/", "/etc/passwd", "../x", "a/../../x", "a/..", "..", ".", "./a", "a/./b",
-		"a//b", "a/", `a\b`, `..\x`, `C:\x`, "a/\x00", "x..y",
+		"a//b", "a/", `a\b`, `..\x`, `C:\x`, "a/\x00", "x..y", ".hidden", "products/p/.tmp-123",
 	}
 	for _, k := range valid {
 		if !blob.ValidKey(k) {
