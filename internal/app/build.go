@@ -163,7 +163,7 @@ func (a *app) build(ctx context.Context) error {
 		}
 	}
 	if !cfg.Runs(config.Storefront) {
-		a.mux.HandleFunc("/", notFound)
+		a.mux.HandleFunc("/", httpx.NotFound)
 	}
 	return nil
 }
@@ -361,8 +361,6 @@ func (a *app) buildMail(_ context.Context) error {
 	a.subs = append(a.subs, subscription{mail.ConsumerName, mail.Subjects, w.Handle, nil})
 	return nil
 }
-
-func notFound(w http.ResponseWriter, r *http.Request) { httpx.NotFound(w, r) }
 
 // mailbox shows the mail worker's files on the storefront's development page.
 type mailbox struct{ dir string }

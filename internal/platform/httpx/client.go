@@ -163,9 +163,3 @@ func isDialError(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
 }
-
-// IsConnErr reports whether err is a connection-level failure.
-func IsConnErr(err error) bool {
-	var ue *url.Error
-	return errors.As(err, &ue)
-}

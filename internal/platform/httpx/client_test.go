@@ -324,13 +324,3 @@ func TestPath(t *testing.T) {
 		}
 	}
 }
-
-func TestIsConnErr(t *testing.T) {
-	_, err := http.Get(closedURL(t))
-	if !httpx.IsConnErr(err) {
-		t.Errorf("IsConnErr(%v) = false", err)
-	}
-	if httpx.IsConnErr(errors.New("x")) || httpx.IsConnErr(nil) {
-		t.Error("IsConnErr true for a non-connection error")
-	}
-}

@@ -6,7 +6,6 @@ package httpx
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -114,9 +113,4 @@ func sortStrings(s []string) {
 			s[j], s[j-1] = s[j-1], s[j]
 		}
 	}
-}
-
-// Errorf is a convenience for an Invalid error with a formatted detail.
-func Errorf(op string, format string, args ...any) error {
-	return errs.E(op, errs.Invalid, errs.Msg(format, args...), fmt.Errorf(format, args...))
 }
