@@ -10,10 +10,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/globomantics/globomantics/internal/platform/consistency"
 	"github.com/globomantics/globomantics/internal/platform/errs"
 )
 
@@ -85,7 +87,7 @@ func (c *Client) CallHeader(ctx context.Context, method, path string, hdr http.H
 	var lastErr error
 	for i := 0; i < len(c.bases); i++ {
 		base := c.bases[(start+uint64(i))%uint64(len(c.bases))]
-		status, respBody, err := c.do(ctx, method, base+path, hdr, body)
+		status, respBody, retryAfter, err := c.do(ctx, method, base+path, hdr, body)
 		if err != nil {
 			if ctx.Err() != nil {
 				return errs.E(op, errs.Unavailable, ctx.Err())
@@ -107,6 +109,11 @@ func (c *Client) CallHeader(ctx context.Context, method, path string, hdr http.H
 			return nil
 		}
 		lastErr = errs.FromProblem(op, status, respBody)
+		if retryAfter > 0 {
+			// The peer's hint travels on to our caller (a service with no
+			// primary says when to try again).
+			lastErr = errs.E(op, errs.KindOf(lastErr), errs.RetryAfter(retryAfter), lastErr)
+		}
 		if idempotent && (status == http.StatusBadGateway || status == http.StatusServiceUnavailable || status == http.StatusGatewayTimeout) {
 			continue
 		}
@@ -115,14 +122,16 @@ func (c *Client) CallHeader(ctx context.Context, method, path string, hdr http.H
 	return lastErr
 }
 
-func (c *Client) do(ctx context.Context, method, u string, hdr http.Header, body []byte) (int, []byte, error) {
+// do sends one request and returns the status, the body and the
+// Retry-After hint of the answer (0 when absent or not in seconds).
+func (c *Client) do(ctx context.Context, method, u string, hdr http.Header, body []byte) (int, []byte, time.Duration, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, 0, err
 	}
 	for k, v := range hdr {
 		req.Header[k] = v
@@ -131,19 +140,38 @@ func (c *Client) do(ctx context.Context, method, u string, hdr http.Header, body
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
+	tok := consistency.TokenFrom(ctx)
+	if tok.Empty() {
+		req.Header.Set(consistency.Header, emptyToken)
+	} else {
+		req.Header.Set(consistency.Header, tok.String())
+	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, 0, err
 	}
 	defer resp.Body.Close()
+	if v := resp.Header.Get(consistency.Header); v != "" && tok != nil {
+		// The positions of the writes the call made: later reads by this
+		// caller, here or at another service, must see them.
+		if got, err := consistency.Parse(v); err == nil {
+			tok.Merge(got)
+		}
+	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, 0, err
 	}
-	return resp.StatusCode, b, nil
+	var ra time.Duration
+	if v := resp.Header.Get("Retry-After"); v != "" {
+		if n, err := strconv.Atoi(v); err == nil && n > 0 && n < 3600 {
+			ra = time.Duration(n) * time.Second
+		}
+	}
+	return resp.StatusCode, b, ra, nil
 }
 
 // Path joins escaped path segments onto a prefix: Path("/v1/products", id).

@@ -7,8 +7,13 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/globomantics/globomantics/internal/platform/consistency"
 	"github.com/globomantics/globomantics/internal/platform/errs"
 )
+
+// emptyToken is what a client sends in the consistency.Header when it has
+// seen no write yet: the header's presence asks for the token back.
+const emptyToken = "-"
 
 type ctxKey int
 
@@ -36,18 +41,24 @@ type statusWriter struct {
 	http.ResponseWriter
 	status int
 	bytes  int
+	// beforeHeader, when set, runs once just before the status line and
+	// headers are sent.
+	beforeHeader func(http.Header)
 }
 
 func (w *statusWriter) WriteHeader(s int) {
 	if w.status == 0 {
 		w.status = s
+		if w.beforeHeader != nil {
+			w.beforeHeader(w.Header())
+		}
 	}
 	w.ResponseWriter.WriteHeader(s)
 }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
-		w.status = http.StatusOK
+		w.WriteHeader(http.StatusOK)
 	}
 	n, err := w.ResponseWriter.Write(b)
 	w.bytes += n
@@ -58,11 +69,37 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Middleware wraps h with panic recovery and one access log line per request
 // at debug level (errors at warn).
+//
+// It also gives every request a consistency.Token in its context: the
+// positions a calling service sent in the consistency.Header, to which the
+// positions of the writes made while serving the request are added. When
+// the request carried the header, the response carries the token back, so
+// that the caller's later reads see those writes (read-your-writes across
+// services).
 func Middleware(log *slog.Logger, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		ctx := context.WithValue(r.Context(), loggerKey, log)
+		tok := consistency.NewToken()
+		if vals, ok := r.Header[consistency.Header]; ok {
+			if len(vals) > 0 && vals[0] != emptyToken {
+				t, err := consistency.Parse(vals[0])
+				if err != nil {
+					// Only peers send it; a bad one costs freshness
+					// guarantees, not the request.
+					log.Warn("ignoring malformed consistency token", "err", err)
+				} else {
+					tok = t
+				}
+			}
+			sw.beforeHeader = func(h http.Header) {
+				if !tok.Empty() {
+					h.Set(consistency.Header, tok.String())
+				}
+			}
+		}
+		ctx = consistency.WithToken(ctx, tok)
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
