@@ -4,10 +4,12 @@
 package errs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // Kind classifies an error; each kind maps to exactly one HTTP status.
@@ -74,6 +76,9 @@ type Error struct {
 	Kind Kind
 	Msg  string // client-safe detail
 	Err  error  // underlying cause, never shown to clients
+	// Retry, when positive, is how long a client should wait before
+	// retrying; WriteProblem sends it as the Retry-After header.
+	Retry time.Duration
 }
 
 // E builds an *Error from its arguments: a string is the op, a Kind the kind,
@@ -89,6 +94,8 @@ func E(args ...any) error {
 			e.Kind = a
 		case message:
 			e.Msg = string(a)
+		case retryAfter:
+			e.Retry = time.Duration(a)
 		case error:
 			e.Err = a
 		case nil:
@@ -109,6 +116,29 @@ func E(args ...any) error {
 }
 
 type message string
+
+type retryAfter time.Duration
+
+// RetryAfter marks, for E, how long a client should wait before retrying
+// (sent as the Retry-After header by WriteProblem). It is meant for
+// Unavailable errors; a zero or negative duration is no hint.
+func RetryAfter(d time.Duration) retryAfter { return retryAfter(d) }
+
+// RetryAfterOf is the retry hint of the outermost *Error in err's chain that
+// carries one, or 0 when none does.
+func RetryAfterOf(err error) time.Duration {
+	for err != nil {
+		var e *Error
+		if !errors.As(err, &e) {
+			return 0
+		}
+		if e.Retry > 0 {
+			return e.Retry
+		}
+		err = e.Err
+	}
+	return 0
+}
 
 // Msg marks a client-visible detail message for E.
 func Msg(format string, args ...any) message { return message(fmt.Sprintf(format, args...)) }
@@ -136,18 +166,39 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// KindOf reports the kind of err: the kind of the outermost *Error that has one,
-// Other for any other non-nil error.
+// KindOf reports the kind of err: the kind of the outermost *Error that has one.
+// An error with no kind of its own is Unavailable when it is a timeout or a
+// cancellation (context deadline, a net timeout) or a database error of SQL
+// state class 08 (connection exception) or 57 (operator intervention: query
+// cancelled by statement_timeout, server shutting down), and Other otherwise.
 func KindOf(err error) Kind {
 	for err != nil {
 		var e *Error
 		if !errors.As(err, &e) {
-			return Other
+			return classify(err)
 		}
 		if e.Kind != Other {
 			return e.Kind
 		}
 		err = e.Err
+	}
+	return Other
+}
+
+// classify is the kind of an error that carries none.
+func classify(err error) Kind {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return Unavailable
+	}
+	var st interface{ SQLState() string }
+	if errors.As(err, &st) {
+		if c := st.SQLState(); strings.HasPrefix(c, "08") || strings.HasPrefix(c, "57") {
+			return Unavailable
+		}
+	}
+	var to interface{ Timeout() bool }
+	if errors.As(err, &to) && to.Timeout() {
+		return Unavailable
 	}
 	return Other
 }

@@ -1,6 +1,7 @@
 package errs_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/globomantics/globomantics/internal/platform/errs"
 )
@@ -274,5 +276,61 @@ func TestFromProblem(t *testing.T) {
 	err = errs.FromProblem("op", 400, []byte(`{"status":409,"title":"Conflict","detail":"email taken"}`))
 	if errs.KindOf(err) != errs.Conflict || errs.Detail(err) != "email taken" {
 		t.Errorf("problem status: %v / %q", errs.KindOf(err), errs.Detail(err))
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	cause := errs.E("sqldb.Exec", errs.Unavailable, errs.RetryAfter(1500*time.Millisecond), errors.New("no primary"))
+	wrapped := errs.E("order.Place", fmt.Errorf("store: %w", cause))
+	if got := errs.RetryAfterOf(wrapped); got != 1500*time.Millisecond {
+		t.Errorf("RetryAfterOf(wrapped) = %v, want 1.5s", got)
+	}
+	if !errs.Is(errs.Unavailable, wrapped) {
+		t.Errorf("kind %v, want Unavailable", errs.KindOf(wrapped))
+	}
+	if got := errs.RetryAfterOf(errs.E(errs.Unavailable)); got != 0 {
+		t.Errorf("RetryAfterOf(no hint) = %v", got)
+	}
+	if got := errs.RetryAfterOf(errors.New("plain")); got != 0 {
+		t.Errorf("RetryAfterOf(plain) = %v", got)
+	}
+	// The outer hint wins.
+	if got := errs.RetryAfterOf(errs.E(errs.RetryAfter(5*time.Second), cause)); got != 5*time.Second {
+		t.Errorf("outer hint = %v, want 5s", got)
+	}
+
+	rec := httptest.NewRecorder()
+	errs.WriteProblem(rec, httptest.NewRequest("POST", "/orders", nil), wrapped)
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "2" {
+		t.Errorf("status %d, Retry-After %q; want 503 and 2 (seconds, rounded up)", rec.Code, rec.Header().Get("Retry-After"))
+	}
+	rec = httptest.NewRecorder()
+	errs.WriteProblem(rec, nil, errs.E(errs.Unavailable))
+	if _, ok := rec.Header()["Retry-After"]; ok {
+		t.Error("Retry-After set for an error without a hint")
+	}
+}
+
+type sqlStateErr string
+
+func (e sqlStateErr) Error() string    { return "sqlstate " + string(e) }
+func (e sqlStateErr) SQLState() string { return string(e) }
+
+func TestKindOfUnclassifiedCauses(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want errs.Kind
+	}{
+		{context.DeadlineExceeded, errs.Unavailable},
+		{fmt.Errorf("query: %w", context.Canceled), errs.Unavailable},
+		{errs.E("store.Get", fmt.Errorf("scan: %w", context.DeadlineExceeded)), errs.Unavailable},
+		{errs.E("store.Get", sqlStateErr("57014")), errs.Unavailable}, // statement_timeout
+		{sqlStateErr("08006"), errs.Unavailable},
+		{sqlStateErr("23505"), errs.Other},
+		{errs.E(errs.NotFound, context.DeadlineExceeded), errs.NotFound}, // an explicit kind wins
+	} {
+		if got := errs.KindOf(tt.err); got != tt.want {
+			t.Errorf("KindOf(%v) = %v, want %v", tt.err, got, tt.want)
+		}
 	}
 }

@@ -3,6 +3,8 @@ package errs
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
+	"time"
 )
 
 // Problem is an RFC 9457 problem details object.
@@ -24,7 +26,9 @@ func ProblemFor(err error) Problem {
 	return Problem{Type: "about:blank", Title: k.Title(), Status: k.Status(), Detail: detail}
 }
 
-// WriteProblem writes err as application/problem+json with its mapped status.
+// WriteProblem writes err as application/problem+json with its mapped status,
+// and a Retry-After header (whole seconds, rounded up) when err carries a
+// retry hint (see RetryAfter).
 func WriteProblem(w http.ResponseWriter, r *http.Request, err error) {
 	p := ProblemFor(err)
 	if r != nil {
@@ -32,6 +36,9 @@ func WriteProblem(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", "no-store")
+	if d := RetryAfterOf(err); d > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10))
+	}
 	w.WriteHeader(p.Status)
 	_ = json.NewEncoder(w).Encode(p)
 }

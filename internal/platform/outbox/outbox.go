@@ -15,13 +15,18 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/sqldb"
 )
 
-// Migration creates the outbox table; stores append it to their migrations.
-const Migration = `CREATE TABLE IF NOT EXISTS outbox (
+// Migration is the goose migration file that creates the outbox table. A
+// store that uses an outbox keeps a byte-for-byte copy of it among its own
+// migration files (goose reads migrations from files, numbered per store);
+// the store's tests check that the copy equals Migration.
+const Migration = `-- +goose Up
+CREATE TABLE IF NOT EXISTS outbox (
 	seq_id TEXT PRIMARY KEY,
 	subject TEXT NOT NULL,
 	payload TEXT NOT NULL,
 	created_at BIGINT NOT NULL
-)`
+);
+`
 
 // Add records an event to publish once tx commits. id is the event's unique
 // id (its de-duplication key).

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/globomantics/globomantics/internal/platform/bus"
@@ -70,10 +71,12 @@ func (s *sink) waitFor(t *testing.T, want ...string) {
 func openDB(t *testing.T, b testenv.Backend) *sqldb.DB {
 	t.Helper()
 	db := b.Open(t)
-	if err := db.Migrate(context.Background(), "things", []string{
-		`CREATE TABLE things (id TEXT PRIMARY KEY, name TEXT NOT NULL)`,
-		outbox.Migration,
-	}); err != nil {
+	// A store's migrations with outbox.Migration as one of its files.
+	migrations := fstest.MapFS{
+		"00001_things.sql": {Data: []byte("-- +goose Up\nCREATE TABLE things (id TEXT PRIMARY KEY, name TEXT NOT NULL);\n")},
+		"00002_outbox.sql": {Data: []byte(outbox.Migration)},
+	}
+	if err := db.Migrate(context.Background(), "things", migrations); err != nil {
 		t.Fatal(err)
 	}
 	return db

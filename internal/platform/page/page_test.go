@@ -2,6 +2,8 @@ package page_test
 
 import (
 	"encoding/base64"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -11,12 +13,12 @@ import (
 
 func TestParseDefaults(t *testing.T) {
 	r, err := page.Parse("", "")
-	if err != nil || r != (page.Request{Size: page.DefaultSize, Offset: 0}) {
+	if err != nil || r != (page.Request{Size: page.DefaultSize}) {
 		t.Fatalf("Parse(\"\", \"\") = %+v, %v", r, err)
 	}
 	for size, want := range map[string]int{"1": 1, "50": 50, "100": page.MaxSize} {
 		r, err := page.Parse(size, "")
-		if err != nil || r.Size != want || r.Offset != 0 {
+		if err != nil || r.Size != want || r.Token != "" {
 			t.Errorf("Parse(%q) = %+v, %v", size, r, err)
 		}
 	}
@@ -33,16 +35,20 @@ func TestParseRejects(t *testing.T) {
 			t.Errorf("size %q: detail %q", size, d)
 		}
 	}
-	b64 := base64.RawURLEncoding.EncodeToString
+	b64 := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 	for _, tok := range []string{
-		"!!!",                 // not base64
-		b64([]byte("12")),     // no prefix
-		b64([]byte("o:")),     // no number
-		b64([]byte("o:-20")),  // negative
-		b64([]byte("o:1e3")),  // not an integer
-		b64([]byte("x:20")),   // another prefix
-		page.Token(20) + "==", // padded
-		"ABC",                 // decodes to bytes without the prefix
+		"!!!",                                  // not base64
+		"%%%%",                                 // not base64
+		b64("o:20"),                            // the old offset tokens
+		b64(`{"v":2,"l":"x","k":["a"]}`),       // a future version
+		b64(`{"v":1,"l":"","k":["a"]}`),        // no list
+		b64(`{"v":1,"l":"x","k":[]}`),          // no key
+		b64(`{"v":1,"l":"x","k":[1]}`),         // key of another type
+		b64(`{"v":1,"l":"x","k":["a"],"o":5}`), // unknown field
+		b64(`{"v":1,"l":"x","k":["a"]}{}`),     // trailing data
+		page.Token("x", "a") + "==",            // padded
+		strings.TrimRight(base64.URLEncoding.EncodeToString([]byte(`{"v":1,"l":"x","k":["ab"]}`)), "=") + "x", // bad length
+		"ABC",
 	} {
 		r, err := page.Parse("", tok)
 		if !errs.Is(errs.BadRequest, err) || r != (page.Request{}) {
@@ -56,32 +62,78 @@ func TestParseRejects(t *testing.T) {
 }
 
 func TestTokenRoundTrip(t *testing.T) {
-	for _, off := range []int{0, 1, 20, 99, 12345, 1 << 40} {
-		tok := page.Token(off)
+	keys := [][]string{{"a"}, {"1712345678901", "ord_x"}, {"ünicode & ?#=/+", ""}}
+	for _, key := range keys {
+		tok := page.Token("orders/newest", key...)
 		if strings.ContainsAny(tok, "+/=&?# ") {
-			t.Errorf("Token(%d) = %q is not URL-safe", off, tok)
+			t.Errorf("Token(%q) = %q is not URL-safe", key, tok)
 		}
 		r, err := page.Parse("10", tok)
-		if err != nil || r.Offset != off || r.Size != 10 {
-			t.Errorf("Parse(Token(%d)) = %+v, %v", off, r, err)
+		if err != nil || r.Token != tok || r.Size != 10 {
+			t.Fatalf("Parse(Token(%q)) = %+v, %v", key, r, err)
+		}
+		got, err := r.After("orders/newest", len(key))
+		if err != nil || !slices.Equal(got, key) {
+			t.Errorf("After = %q, %v; want %q", got, err, key)
 		}
 	}
 }
 
-func TestNext(t *testing.T) {
-	r := page.Request{Size: 10, Offset: 30}
-	if tok := r.Next(11); tok != page.Token(40) {
-		t.Errorf("Next(11) = %q, want the token of offset 40", tok)
+func TestAfterRejectsAnotherList(t *testing.T) {
+	r := page.Request{Size: 5, Token: page.Token("products/id/home", "prd_1")}
+	if _, err := r.After("products/id/books", 1); !errs.Is(errs.BadRequest, err) || !strings.Contains(errs.Detail(err), "another list") {
+		t.Errorf("After(another scope) = %v (%q); want BadRequest", err, errs.Detail(err))
 	}
-	for _, n := range []int{0, 5, 10} {
-		if tok := r.Next(n); tok != "" {
-			t.Errorf("Next(%d) = %q, want no next page", n, tok)
+	if _, err := r.After("products/id/home", 2); !errs.Is(errs.BadRequest, err) {
+		t.Errorf("After(key of another length) = %v; want BadRequest", err)
+	}
+	if k, err := (page.Request{Size: 5}).After("anything", 3); k != nil || err != nil {
+		t.Errorf("After of the first page = %q, %v", k, err)
+	}
+	if _, err := (page.Request{Token: "!!"}).After("x", 1); !errs.Is(errs.BadRequest, err) {
+		t.Errorf("After(garbage) = %v; want BadRequest", err)
+	}
+}
+
+func TestCheckSize(t *testing.T) {
+	for in, want := range map[int]int{0: page.DefaultSize, 1: 1, page.MaxSize: page.MaxSize} {
+		r, err := page.Request{Size: in}.CheckSize("op")
+		if err != nil || r.Size != want {
+			t.Errorf("CheckSize(%d) = %+v, %v", in, r, err)
 		}
 	}
-	// Walking pages through tokens visits every item exactly once.
-	items := make([]int, 47)
-	for i := range items {
-		items[i] = i
+	for _, in := range []int{-1, page.MaxSize + 1} {
+		if _, err := (page.Request{Size: in}).CheckSize("op"); !errs.Is(errs.BadRequest, err) {
+			t.Errorf("CheckSize(%d) = %v; want BadRequest", in, err)
+		}
+	}
+}
+
+// TestKeysetWalk: walking pages through tokens visits every item exactly
+// once even when items are inserted before and after the cursor between
+// fetches.
+func TestKeysetWalk(t *testing.T) {
+	items := []int{}
+	for i := 0; i < 47; i++ {
+		items = append(items, i*10)
+	}
+	const list = "ints/asc"
+	fetch := func(r page.Request) []int { // the store: items after the key, r.Size+1 of them
+		key, err := r.After(list, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := -1
+		if key != nil {
+			after, _ = strconv.Atoi(key[0])
+		}
+		var out []int
+		for _, v := range items {
+			if v > after && len(out) < r.Size+1 {
+				out = append(out, v)
+			}
+		}
+		return out
 	}
 	var seen []int
 	tok := ""
@@ -93,19 +145,24 @@ func TestNext(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		end := min(r.Offset+r.Size+1, len(items))
-		got := items[r.Offset:end] // fetched Size+1, as callers do
-		seen = append(seen, got[:min(len(got), r.Size)]...)
-		if tok = r.Next(len(got)); tok == "" {
+		got := fetch(r)
+		pageItems := got[:min(len(got), r.Size)]
+		seen = append(seen, pageItems...)
+		tok = r.Next(list, len(got), func() []string { return []string{strconv.Itoa(pageItems[len(pageItems)-1])} })
+		if tok == "" {
 			break
 		}
+		// Rows arrive before the cursor (never seen) and after it (seen once).
+		items = append([]int{-1 - pages}, items...)
+		items = append(items, 1000+pages)
 	}
-	if len(seen) != len(items) {
-		t.Fatalf("saw %d items, want %d", len(seen), len(items))
-	}
-	for i, v := range seen {
-		if v != i {
-			t.Fatalf("item %d is %d", i, v)
+	want := []int{}
+	for _, v := range items {
+		if v >= 0 {
+			want = append(want, v)
 		}
+	}
+	if !slices.Equal(seen, want) {
+		t.Fatalf("saw %v\nwant %v", seen, want)
 	}
 }

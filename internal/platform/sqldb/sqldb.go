@@ -2,6 +2,15 @@
 // database, over SQLite (the embedded default, pure Go, WAL mode) or
 // PostgreSQL, with forward-only migrations and a transaction helper. Queries
 // are written with ? placeholders and rebound for PostgreSQL.
+//
+// On PostgreSQL a DB is a handle on a cluster: a primary and any number of
+// streaming replicas, named by a multi-host DSN
+// (postgres://h1:p1,h2:p2/db?...) and Options.Replicas. Roles are discovered
+// by probing every node (every 250 ms by default), so a DB follows a failover
+// without being reopened. Writes and transactions go to the primary; a read
+// says how fresh it must be (Reader, or a consistency level in its context)
+// and goes to a replica only when that replica has what the read needs. See
+// docs/decisions/0002-read-routing.md.
 package sqldb
 
 import (
@@ -16,10 +25,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/globomantics/globomantics/internal/platform/consistency"
 	"github.com/globomantics/globomantics/internal/platform/errs"
 )
 
@@ -32,15 +41,22 @@ const (
 	Postgres Dialect = "postgres"
 )
 
-// DB is a database handle that rebinds ? placeholders for its dialect.
+// DB is a database handle that rebinds ? placeholders for its dialect. On
+// SQLite it is one local database. On PostgreSQL it is a cluster: the
+// embedded *sql.DB is a pool whose connections always go to the current
+// primary (a connection to a node that stopped being the primary is
+// dropped when next taken from the pool), and reads may be routed to
+// replicas (see Reader and QueryContext).
 type DB struct {
 	*sql.DB
 	Dialect Dialect
 	name    string
+	source  string
+	c       *cluster // nil on SQLite
 }
 
 // OpenSQLite opens (creating if needed) the SQLite database file at path in
-// WAL mode with foreign keys on, a 5 s busy timeout and write-locking
+// WAL mode with foreign keys on, a 10 s busy timeout and write-locking
 // transactions so concurrent writers queue instead of failing.
 func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -58,31 +74,71 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
-	return &DB{DB: db, Dialect: SQLite, name: filepath.Base(path)}, nil
+	name := filepath.Base(path)
+	return &DB{DB: db, Dialect: SQLite, name: name, source: name}, nil
 }
 
-// OpenPostgres connects to PostgreSQL at dsn (a URL or key=value string).
+// OpenPostgres connects to the PostgreSQL cluster dsn names (a URL or
+// key=value string, with one host or several) with default Options.
 func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
-	db, err := sql.Open("pgx", dsn)
-	if err != nil {
-		return nil, err
-	}
-	db.SetMaxOpenConns(16)
-	db.SetMaxIdleConns(16)
-	if err := db.PingContext(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open postgres: %w", err)
-	}
-	return &DB{DB: db, Dialect: Postgres, name: "postgres"}, nil
+	return openCluster(ctx, dsn, Options{})
 }
 
 // Open opens a database from a DSN: "postgres://..." or "postgresql://..."
 // for PostgreSQL, anything else is a SQLite file path.
 func Open(ctx context.Context, dsn string) (*DB, error) {
+	return OpenWith(ctx, dsn, Options{})
+}
+
+// OpenWith is Open with options; on SQLite only Options.Source applies. It
+// fails when no node of a PostgreSQL cluster answers; it succeeds when only
+// replicas do (reads work, writes fail with Unavailable until a primary
+// appears).
+func OpenWith(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		return OpenPostgres(ctx, dsn)
+		return openCluster(ctx, dsn, opts)
 	}
-	return OpenSQLite(ctx, strings.TrimPrefix(dsn, "sqlite:"))
+	db, err := OpenSQLite(ctx, strings.TrimPrefix(dsn, "sqlite:"))
+	if err == nil && opts.Source != "" {
+		db.source = opts.Source
+	}
+	return db, err
+}
+
+// Close stops probing and closes every pool of the database.
+func (db *DB) Close() error {
+	if db.c != nil {
+		return db.c.close()
+	}
+	return db.DB.Close()
+}
+
+// Source is the name of this database in consistency tokens: Options.Source,
+// or the database name (SQLite: the file name).
+func (db *DB) Source() string { return db.source }
+
+// Reader returns where to send reads that need freshness l: the primary for
+// consistency.Primary; for ReadYourWrites a replica in rotation that has
+// replayed the position of this database in the context's Token (checked on
+// that very replica's last probe), else the primary; for Bounded any replica
+// within the lag bound (tightened by consistency.WithStaleness), else the
+// primary. A replica that fails a read on a connection error is ejected and
+// the read retried on the primary. On SQLite it is db itself.
+func (db *DB) Reader(ctx context.Context, l consistency.Level) Querier {
+	if db.c == nil {
+		return db
+	}
+	return db.c.route(ctx, l)
+}
+
+// Status reports every node of the database: role, state, lag and reads
+// served. SQLite reports one local node.
+func (db *DB) Status() Status {
+	if db.c == nil {
+		return Status{Name: db.name, Source: db.source, Dialect: db.Dialect,
+			Nodes: []NodeStatus{{Addr: "local", Role: RolePrimary, State: StateInRotation}}}
+	}
+	return db.c.status()
 }
 
 // Rebind rewrites ? placeholders as $1, $2, ... for PostgreSQL.
@@ -111,19 +167,58 @@ func rebind(d Dialect, q string) string {
 	return b.String()
 }
 
-// ExecContext runs q with ? placeholders.
+// ExecContext runs q with ? placeholders, on PostgreSQL on the primary. When
+// ctx carries a consistency.Token, the write's WAL position is recorded in it
+// under Source. With no primary reachable it fails at once with
+// errs.Unavailable and a retry hint (errs.RetryAfterOf); timeouts and
+// connection failures are errs.Unavailable too.
 func (db *DB) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	return db.DB.ExecContext(ctx, db.Rebind(q), args...)
+	if db.c == nil {
+		return db.DB.ExecContext(ctx, db.Rebind(q), args...)
+	}
+	const op = "sqldb.Exec"
+	if err := db.c.writable(op); err != nil {
+		return nil, err
+	}
+	q = db.Rebind(q)
+	tok := consistency.TokenFrom(ctx)
+	wctx, done, lost := db.c.bind(ctx)
+	defer done()
+	if tok == nil {
+		res, err := db.DB.ExecContext(wctx, q, args...)
+		return res, db.c.failWrite(op, err, lost)
+	}
+	conn, err := db.DB.Conn(wctx)
+	if err != nil {
+		return nil, db.c.failWrite(op, err, lost)
+	}
+	defer conn.Close()
+	res, err := conn.ExecContext(wctx, q, args...)
+	if err != nil {
+		return nil, db.c.failWrite(op, err, lost)
+	}
+	db.c.observe(ctx, conn, tok)
+	return res, nil
 }
 
-// QueryContext runs q with ? placeholders.
+// QueryContext runs q with ? placeholders. On PostgreSQL it reads from the
+// primary, unless ctx asks for a level (consistency.WithLevel): then it
+// reads where Reader(ctx, level) says. Errors as for ExecContext.
 func (db *DB) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	return db.DB.QueryContext(ctx, db.Rebind(q), args...)
+	if db.c == nil {
+		return db.DB.QueryContext(ctx, db.Rebind(q), args...)
+	}
+	l, _ := consistency.LevelFrom(ctx) // Primary when absent
+	return db.c.route(ctx, l).QueryContext(ctx, q, args...)
 }
 
-// QueryRowContext runs q with ? placeholders.
+// QueryRowContext runs q with ? placeholders, routed as QueryContext is.
 func (db *DB) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
-	return db.DB.QueryRowContext(ctx, db.Rebind(q), args...)
+	if db.c == nil {
+		return db.DB.QueryRowContext(ctx, db.Rebind(q), args...)
+	}
+	l, _ := consistency.LevelFrom(ctx)
+	return db.c.route(ctx, l).QueryRowContext(ctx, q, args...)
 }
 
 // Tx is a transaction that rebinds ? placeholders.
@@ -160,8 +255,14 @@ var (
 )
 
 // InTx runs fn in a transaction, committing if it returns nil and rolling back
-// otherwise. On PostgreSQL the transaction is SERIALIZABLE-safe to retry:
-// serialization failures are retried up to three times.
+// otherwise; fn's own error is returned unchanged. On PostgreSQL the
+// transaction runs on the primary at the server's default isolation (READ
+// COMMITTED: lock rows you read to modify, SELECT ... FOR UPDATE);
+// serialization failures and deadlocks (40001, 40P01), which can then only
+// come from explicit locking or a stricter default, are retried up to three
+// times, so fn must be safe to run again. When ctx carries a
+// consistency.Token, the commit's WAL position is recorded in it. With no
+// primary reachable InTx fails at once with errs.Unavailable and a retry hint.
 func (db *DB) InTx(ctx context.Context, fn func(tx *Tx) error) error {
 	for attempt := 0; ; attempt++ {
 		err := db.inTx(ctx, fn)
@@ -173,9 +274,39 @@ func (db *DB) InTx(ctx context.Context, fn func(tx *Tx) error) error {
 }
 
 func (db *DB) inTx(ctx context.Context, fn func(tx *Tx) error) (err error) {
-	stx, err := db.DB.BeginTx(ctx, nil)
+	const op = "sqldb.InTx"
+	var (
+		stx  *sql.Tx
+		conn *sql.Conn
+		tok  *consistency.Token
+	)
+	txctx := ctx // the transaction's lifetime: ended early when the primary is lost
+	lost := func() bool { return false }
+	if db.c != nil {
+		if err := db.c.writable(op); err != nil {
+			return err
+		}
+		var done func()
+		txctx, done, lost = db.c.bind(ctx)
+		defer done()
+		if tok = consistency.TokenFrom(ctx); tok != nil {
+			// The commit's position is read on the same connection, after it.
+			if conn, err = db.DB.Conn(txctx); err != nil {
+				return errs.E(op, errs.Unavailable, db.c.failWrite(op, err, lost))
+			}
+			defer conn.Close()
+		}
+	}
+	if conn != nil {
+		stx, err = conn.BeginTx(txctx, nil)
+	} else {
+		stx, err = db.DB.BeginTx(txctx, nil)
+	}
 	if err != nil {
-		return errs.E("sqldb.InTx", errs.Unavailable, err)
+		if db.c != nil {
+			err = db.c.failWrite(op, err, lost)
+		}
+		return errs.E(op, errs.Unavailable, err)
 	}
 	tx := &Tx{Tx: stx, dialect: db.Dialect}
 	defer func() {
@@ -188,9 +319,21 @@ func (db *DB) inTx(ctx context.Context, fn func(tx *Tx) error) (err error) {
 		}
 	}()
 	if err = fn(tx); err != nil {
+		if lost() { // the transaction was rolled back under fn
+			return db.c.failWrite(op, err, lost)
+		}
 		return err
 	}
-	return stx.Commit()
+	if err = stx.Commit(); err != nil {
+		if db.c != nil {
+			return db.c.failWrite(op, err, lost)
+		}
+		return err
+	}
+	if conn != nil {
+		db.c.observe(ctx, conn, tok)
+	}
+	return nil
 }
 
 func isRetryable(err error) bool {
@@ -222,76 +365,17 @@ func Millis(t time.Time) int64 { return t.UnixMilli() }
 // FromMillis is the inverse of Millis, in UTC.
 func FromMillis(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
 
-// Migrate applies, in order, the migrations not yet applied to db, each in its
-// own transaction, recording them in the table schema_migrations under the
-// given component name so several stores may share one database.
-//
-// On PostgreSQL, where several instances of a service share one database and
-// may start at once, a session-level advisory lock makes them migrate one at
-// a time.
-func (db *DB) Migrate(ctx context.Context, component string, migrations []string) error {
-	if db.Dialect == Postgres {
-		conn, err := db.DB.Conn(ctx)
-		if err != nil {
-			return fmt.Errorf("migrate %s: %w", component, err)
-		}
-		defer conn.Close()
-		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, migrateLockKey); err != nil {
-			return fmt.Errorf("migrate %s: lock: %w", component, err)
-		}
-		defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, migrateLockKey) //nolint:errcheck
+// Ping checks the database (on PostgreSQL: the primary) answers within the
+// context; errs.Unavailable when no primary is known.
+func (db *DB) Ping(ctx context.Context) error {
+	if db.c == nil {
+		return db.DB.PingContext(ctx)
 	}
-	return db.migrate(ctx, component, migrations)
+	if err := db.c.writable("sqldb.Ping"); err != nil {
+		return err
+	}
+	return db.c.fail("sqldb.Ping", db.DB.PingContext(ctx), nil)
 }
-
-// migrateLockKey is the advisory lock taken while migrating ("globomig").
-const migrateLockKey int64 = 0x676c6f626f6d6967
-
-func (db *DB) migrate(ctx context.Context, component string, migrations []string) error {
-	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		component TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (component, version))`); err != nil {
-		return fmt.Errorf("migrate %s: %w", component, err)
-	}
-	for i, m := range migrations {
-		v := i + 1
-		err := db.InTx(ctx, func(tx *Tx) error {
-			var n int
-			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE component = ? AND version = ?`, component, v).Scan(&n); err != nil {
-				return err
-			}
-			if n > 0 {
-				return nil
-			}
-			for _, stmt := range splitStatements(m) {
-				if _, err := tx.ExecContext(ctx, stmt); err != nil {
-					return fmt.Errorf("migration %d: %w", v, err)
-				}
-			}
-			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (component, version) VALUES (?, ?)`, component, v)
-			return err
-		})
-		if err != nil {
-			if IsUniqueViolation(err) { // another instance applied it concurrently
-				continue
-			}
-			return fmt.Errorf("migrate %s: %w", component, err)
-		}
-	}
-	return nil
-}
-
-func splitStatements(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ";") {
-		if strings.TrimSpace(p) != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// Ping checks the database answers within the context.
-func (db *DB) Ping(ctx context.Context) error { return db.DB.PingContext(ctx) }
 
 // Name is the database's short name for logs and health reports.
 func (db *DB) Name() string { return db.name }

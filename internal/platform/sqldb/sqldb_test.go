@@ -17,8 +17,6 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/testenv"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
-
 func TestRebind(t *testing.T) {
 	pg := &sqldb.DB{Dialect: sqldb.Postgres}
 	lite := &sqldb.DB{Dialect: sqldb.SQLite}
@@ -90,9 +88,7 @@ const kvTable = `CREATE TABLE kv (k TEXT PRIMARY KEY, v BIGINT NOT NULL)`
 func newKV(t *testing.T, b testenv.Backend) *sqldb.DB {
 	t.Helper()
 	db := b.Open(t)
-	if err := db.Migrate(context.Background(), "kv", []string{kvTable}); err != nil {
-		t.Fatal(err)
-	}
+	migrate(t, db, "kv", kvTable+";")
 	return db
 }
 
@@ -117,8 +113,6 @@ func TestBackends(t *testing.T) {
 			t.Run("InTxRollsBackOnPanic", func(t *testing.T) { testInTxRollsBackOnPanic(t, b) })
 			t.Run("InTxCancelledContext", func(t *testing.T) { testInTxCancelledContext(t, b) })
 			t.Run("RebindInsideTx", func(t *testing.T) { testRebindInsideTx(t, b) })
-			t.Run("Migrate", func(t *testing.T) { testMigrate(t, b) })
-			t.Run("MigrateFailureAppliesNothing", func(t *testing.T) { testMigrateFailure(t, b) })
 			t.Run("IsUniqueViolation", func(t *testing.T) { testIsUniqueViolation(t, b) })
 			t.Run("ConcurrentWriters", func(t *testing.T) { testConcurrentWriters(t, b) })
 		})
@@ -258,92 +252,10 @@ func testRebindInsideTx(t *testing.T, b testenv.Backend) {
 	}
 }
 
-func testMigrate(t *testing.T, b testenv.Backend) {
-	ctx := context.Background()
-	db := b.Open(t)
-	carts := []string{
-		`CREATE TABLE carts (id TEXT PRIMARY KEY)`,
-		`ALTER TABLE carts ADD COLUMN owner TEXT NOT NULL DEFAULT ''; CREATE INDEX carts_owner ON carts (owner)`,
-	}
-	if err := db.Migrate(ctx, "cart", carts[:1]); err != nil {
-		t.Fatal(err)
-	}
-	// Re-running with one more migration applies only the new one.
-	if err := db.Migrate(ctx, "cart", carts); err != nil {
-		t.Fatal(err)
-	}
-	// Running again is a no-op (it would fail if it re-ran either statement).
-	if err := db.Migrate(ctx, "cart", carts); err != nil {
-		t.Fatalf("second Migrate: %v", err)
-	}
-	if _, err := db.ExecContext(ctx, `INSERT INTO carts (id, owner) VALUES (?, ?)`, "c1", "u1"); err != nil {
-		t.Fatal(err)
-	}
-	// Another component keeps its own version numbers in the same database.
-	if err := db.Migrate(ctx, "order", []string{`CREATE TABLE orders (id TEXT PRIMARY KEY)`}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.ExecContext(ctx, `INSERT INTO orders (id) VALUES (?)`, "o1"); err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]int{}
-	rows, err := db.QueryContext(ctx, `SELECT component, version FROM schema_migrations ORDER BY component, version`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var c string
-		var v int
-		if err := rows.Scan(&c, &v); err != nil {
-			t.Fatal(err)
-		}
-		got[c] += v
-	}
-	if got["cart"] != 1+2 || got["order"] != 1 || len(got) != 2 {
-		t.Errorf("schema_migrations = %v", got)
-	}
-}
-
-func testMigrateFailure(t *testing.T, b testenv.Backend) {
-	ctx := context.Background()
-	db := b.Open(t)
-	bad := []string{
-		`CREATE TABLE a (id TEXT PRIMARY KEY)`,
-		`CREATE TABLE b (id TEXT PRIMARY KEY); CREATE TABLE broken (id NOSUCHTYPE PRIMARY KEY REFERENCES nowhere(id) WHATEVER)`,
-	}
-	if err := db.Migrate(ctx, "x", bad); err == nil {
-		t.Fatal("Migrate with a broken migration succeeded")
-	}
-	// Migration 1 stays applied; migration 2 left nothing behind.
-	if _, err := db.ExecContext(ctx, `INSERT INTO a (id) VALUES (?)`, "1"); err != nil {
-		t.Fatalf("table a: %v", err)
-	}
-	if _, err := db.ExecContext(ctx, `INSERT INTO b (id) VALUES (?)`, "1"); err == nil {
-		t.Fatal("table b of the failed migration exists")
-	}
-	var n int
-	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE component = ?`, "x").Scan(&n); err != nil || n != 1 {
-		t.Fatalf("recorded versions = %d, %v; want 1", n, err)
-	}
-	// A fixed migration 2 then applies.
-	fixed := []string{bad[0], `CREATE TABLE b (id TEXT PRIMARY KEY)`}
-	if err := db.Migrate(ctx, "x", fixed); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.ExecContext(ctx, `INSERT INTO b (id) VALUES (?)`, "1"); err != nil {
-		t.Fatalf("table b after fix: %v", err)
-	}
-}
-
 func testIsUniqueViolation(t *testing.T, b testenv.Backend) {
 	ctx := context.Background()
 	db := b.Open(t)
-	if err := db.Migrate(ctx, "u", []string{
-		`CREATE TABLE users (id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, age BIGINT NOT NULL)`,
-	}); err != nil {
-		t.Fatal(err)
-	}
+	migrate(t, db, "u", `CREATE TABLE users (id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, age BIGINT NOT NULL);`)
 	if _, err := db.ExecContext(ctx, `INSERT INTO users (id, email, age) VALUES (?, ?, ?)`, "u1", "a@x", 30); err != nil {
 		t.Fatal(err)
 	}
@@ -474,48 +386,5 @@ func TestInTxRetriesSerializationFailures(t *testing.T) {
 	})
 	if attempts != 1 {
 		t.Errorf("a unique violation was retried: %d attempts", attempts)
-	}
-}
-
-// TestConcurrentMigrationsOnPostgres: instances of a service sharing one
-// PostgreSQL database start at once; every one migrates without error and
-// each migration is applied once.
-func TestConcurrentMigrationsOnPostgres(t *testing.T) {
-	dsn := testenv.PostgresDSN(t)
-	migrations := []string{
-		`CREATE TABLE widgets (id TEXT PRIMARY KEY, n BIGINT NOT NULL)`,
-		`CREATE INDEX widgets_n ON widgets (n); ALTER TABLE widgets ADD COLUMN label TEXT`,
-	}
-	const instances = 6
-	var wg sync.WaitGroup
-	errc := make(chan error, instances)
-	for i := 0; i < instances; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			db, err := sqldb.OpenPostgres(context.Background(), dsn)
-			if err != nil {
-				errc <- err
-				return
-			}
-			defer db.Close()
-			errc <- db.Migrate(context.Background(), "widgets", migrations)
-		}()
-	}
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		if err != nil {
-			t.Errorf("migrate: %v", err)
-		}
-	}
-	db, err := sqldb.OpenPostgres(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	var n int
-	if err := db.QueryRowContext(context.Background(), `SELECT COUNT(*) FROM schema_migrations WHERE component = ?`, "widgets").Scan(&n); err != nil || n != len(migrations) {
-		t.Fatalf("applied migrations = %d, %v; want %d", n, err, len(migrations))
 	}
 }

@@ -8,8 +8,8 @@ package testenv
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -35,17 +35,84 @@ func Required() bool { return os.Getenv("GLOBO_REQUIRE_SERVICES") == "1" }
 // Use it as: func TestMain(m *testing.M) { testenv.Main(m) }.
 func Main(m *testing.M) {
 	code := m.Run()
+	stopSharedFormation()
 	stopPostgres()
 	os.Exit(code)
 }
 
-// Logger is a logger that writes to the test log at warn level and above.
+// Logger is a logger that writes to the test log (tb.Log) at warn level and
+// above, so a failing test shows the warnings that led to it and a passing
+// one stays quiet unless run with -v. Records logged after the test's
+// clean-up began are dropped, so a server still stopping in the background
+// cannot make the test panic. With GLOBO_TEST_DEBUG set it writes every
+// record, debug included, to standard error instead.
 func Logger(tb testing.TB) *slog.Logger {
 	tb.Helper()
 	if os.Getenv("GLOBO_TEST_DEBUG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
+	w := &tbWriter{tb: tb}
+	tb.Cleanup(w.stop)
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// tbWriter passes each record the text handler writes (one Write per
+// record) to tb.Log until stop is called.
+type tbWriter struct {
+	mu      sync.Mutex
+	tb      testing.TB
+	stopped bool
+}
+
+func (w *tbWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.stopped {
+		w.tb.Log(strings.TrimSuffix(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func (w *tbWriter) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+}
+
+// CorruptFile overwrites the middle third of the file at path with random
+// bytes, in whole 4 KiB pages where the file is large enough, leaving its
+// first page (a database header) intact, as a failing disk might.
+func CorruptFile(tb testing.TB, path string) {
+	tb.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	const pageSize = 4096
+	size := st.Size()
+	start, n := size/3, size/3
+	if size >= 4*pageSize {
+		start = max(pageSize, start/pageSize*pageSize)
+		n = max(pageSize, n/pageSize*pageSize)
+	}
+	if n == 0 {
+		tb.Fatalf("CorruptFile: %s is empty", path)
+	}
+	garbage := make([]byte, n)
+	if _, err := rand.Read(garbage); err != nil {
+		tb.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(garbage, start); err != nil {
+		tb.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // SQLite opens a fresh SQLite database in a temp directory.
