@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/mail"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/clock"
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/ids"
+	"github.com/globomantics/globomantics/internal/platform/shard"
 )
 
 // Limits on registration input.
@@ -49,7 +51,10 @@ type StoredSession struct {
 }
 
 // Store keeps accounts and sessions. Emails arrive already normalised (lower
-// case); the store compares them exactly.
+// case); the store compares them exactly. Sessions are named by their token's
+// hash when stored (StoredSession.TokenHash) and by a session key (see
+// SessionKey: the hash, plus the token's shard when it carries one) when
+// looked up, extended or deleted; a store takes a bare hash as a key too.
 type Store interface {
 	// CreateAccount inserts a. errs.Conflict if the email is taken.
 	CreateAccount(ctx context.Context, a StoredAccount) error
@@ -61,14 +66,14 @@ type Store interface {
 	UpdateName(ctx context.Context, id, name string) (Account, error)
 	// CreateSession inserts s. errs.NotFound if its account does not exist.
 	CreateSession(ctx context.Context, s StoredSession) error
-	// GetSession returns the session with the token hash and its account,
+	// GetSession returns the session with the session key and its account,
 	// expired or not. errs.NotFound.
-	GetSession(ctx context.Context, tokenHash string) (StoredSession, Account, error)
+	GetSession(ctx context.Context, key string) (StoredSession, Account, error)
 	// ExtendSession moves the session's expiry to expiresAt if that is later;
 	// an unknown session is not an error.
-	ExtendSession(ctx context.Context, tokenHash string, expiresAt time.Time) error
+	ExtendSession(ctx context.Context, key string, expiresAt time.Time) error
 	// DeleteSession deletes the session; an unknown session is not an error.
-	DeleteSession(ctx context.Context, tokenHash string) error
+	DeleteSession(ctx context.Context, key string) error
 	// DeleteExpiredSessions deletes sessions that expired at or before now and
 	// reports how many it deleted.
 	DeleteExpiredSessions(ctx context.Context, now time.Time) (int64, error)
@@ -192,7 +197,9 @@ func (s *Service) Login(ctx context.Context, email, password string) (Session, e
 		return Session{}, errBadCredentials(op, nil)
 	}
 	now := s.clock.Now()
-	token := ids.Token()
+	// The token carries the account's shard, so a sharded store finds the
+	// session's node from the token alone.
+	token := ids.TokenInShard(uint16(shard.ForUser(stored.ID)))
 	sess := StoredSession{
 		TokenHash: hashToken(token),
 		AccountID: stored.ID,
@@ -211,7 +218,7 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 	if !plausibleToken(token) {
 		return nil
 	}
-	if err := s.store.DeleteSession(ctx, hashToken(token)); err != nil {
+	if err := s.store.DeleteSession(ctx, SessionKey(token)); err != nil {
 		return errs.E(op, err)
 	}
 	return nil
@@ -229,7 +236,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Account, erro
 	if !plausibleToken(token) {
 		return Account{}, unauthorized(nil)
 	}
-	th := hashToken(token)
+	th := SessionKey(token)
 	sess, acc, err := s.store.GetSession(ctx, th)
 	if err != nil {
 		if errs.Is(errs.NotFound, err) {
@@ -411,6 +418,34 @@ func normalizeName(name string) (string, error) {
 func hashToken(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return hex.EncodeToString(sum[:])
+}
+
+// SessionKey is how the service names a token's session to the store: the
+// hex SHA-256 of the token, followed, when the token carries a shard
+// (ids.TokenInShard: those made since sessions are sharded), by "." and the
+// shard in decimal. The shard is not secret; the token's 32 random bytes
+// are, and only their hash is stored.
+func SessionKey(token string) string {
+	h := hashToken(token)
+	if sh, ok := shard.OfToken(token); ok {
+		return h + "." + strconv.Itoa(int(sh))
+	}
+	return h
+}
+
+// ParseSessionKey splits a session key (SessionKey) into the token hash and
+// the shard; ok is false for a key that names no shard (a bare hash, or
+// anything else), which a sharded store looks for on every node.
+func ParseSessionKey(key string) (hash string, sh shard.ID, ok bool) {
+	h, num, found := strings.Cut(key, ".")
+	if !found {
+		return key, 0, false
+	}
+	n, err := strconv.Atoi(num)
+	if err != nil || n < 0 || !shard.ID(n).Valid() || strconv.Itoa(n) != num {
+		return key, 0, false
+	}
+	return h, shard.ID(n), true
 }
 
 // plausibleToken filters out strings that cannot be session tokens before

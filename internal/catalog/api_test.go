@@ -399,8 +399,18 @@ func testListProducts(t *testing.T, e *env) {
 	}
 	_, err = e.api.ListProducts(ctx, catalog.ProductFilter{Page: page.Request{Size: page.MaxSize + 1}})
 	wantKind(t, "page size over max", err, errs.BadRequest)
-	_, err = e.api.ListProducts(ctx, catalog.ProductFilter{Page: page.Request{Size: 5, Offset: -1}})
-	wantKind(t, "negative offset", err, errs.BadRequest)
+	_, err = e.api.ListProducts(ctx, catalog.ProductFilter{Page: page.Request{Size: -1}})
+	wantKind(t, "negative size", err, errs.BadRequest)
+	for name, tok := range map[string]string{
+		"garbage":            "%%%%",
+		"old offset token":   "bzoy", // "o:2"
+		"another category's": page.Token("products/id/home", "prd_1"),
+		"another list's":     page.Token("orders/newest/usr_1", "1", "ord_1"),
+		"empty key":          page.Token("products/id/books", ""),
+	} {
+		_, err = e.api.ListProducts(ctx, catalog.ProductFilter{Category: "books", Page: page.Request{Size: 5, Token: tok}})
+		wantKind(t, name+" token", err, errs.BadRequest)
+	}
 }
 
 func testGetProducts(t *testing.T, e *env) {

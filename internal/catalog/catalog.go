@@ -78,8 +78,10 @@ type ItemListed struct {
 // API is the catalog service's contract, met by *Service in process and by
 // *Client over HTTP.
 //
-//   - ListProducts: products in a stable order (by id); an unknown category
-//     gives an empty page.
+//   - ListProducts: products in a stable order (by id), keyset-paginated
+//     (products listed meanwhile never make a walk skip or repeat one); an
+//     unknown category gives an empty page; errs.BadRequest for a page token
+//     of another list (another category, say).
 //   - GetProduct: errs.NotFound.
 //   - GetProducts: the products that exist among ids, in the order of ids;
 //     unknown ids are left out.

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/globomantics/globomantics/internal/platform/httpx"
-	"github.com/globomantics/globomantics/internal/platform/page"
 )
 
 // Client is the catalog API over HTTP. Errors keep their errs kind and
@@ -45,8 +44,8 @@ func (c *Client) ListProducts(ctx context.Context, f ProductFilter) (ProductPage
 	if f.Page.Size != 0 {
 		q.Set("page_size", strconv.Itoa(f.Page.Size))
 	}
-	if f.Page.Offset != 0 {
-		q.Set("page_token", page.Token(f.Page.Offset))
+	if f.Page.Token != "" {
+		q.Set("page_token", f.Page.Token)
 	}
 	path := productsPath
 	if len(q) > 0 {

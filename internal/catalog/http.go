@@ -74,7 +74,10 @@ func (h *handler) listCategories(w http.ResponseWriter, r *http.Request) error {
 
 func (h *handler) listProducts(w http.ResponseWriter, r *http.Request) error {
 	const op = "catalog.http.listProducts"
-	q := r.URL.Query()
+	q, err := httpx.Query(r)
+	if err != nil {
+		return err
+	}
 	if q.Has("ids") {
 		if q.Has("category") || q.Has("page_size") || q.Has("page_token") {
 			return errs.E(op, errs.BadRequest, errs.Msg("ids cannot be combined with category or paging"))

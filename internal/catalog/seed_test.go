@@ -31,7 +31,7 @@ func allProducts(t *testing.T, api catalog.API) []catalog.Product {
 		if pg.NextPageToken == "" {
 			return out
 		}
-		f.Page.Offset += f.Page.Size
+		f.Page.Token = pg.NextPageToken
 	}
 }
 

@@ -57,9 +57,10 @@ type Store interface {
 	EnsureCategories(ctx context.Context, cats []Category) error
 	// HasCategory reports whether a category with this id exists.
 	HasCategory(ctx context.Context, id string) (bool, error)
-	// ListProducts returns up to limit products after offset, by id,
-	// optionally only those of category (when not empty).
-	ListProducts(ctx context.Context, category string, offset, limit int) ([]Record, error)
+	// ListProducts returns up to limit products by id, starting right after
+	// the id afterID ("" for the first), optionally only those of category
+	// (when not empty).
+	ListProducts(ctx context.Context, category, afterID string, limit int) ([]Record, error)
 	// GetProduct returns one product; errs.NotFound.
 	GetProduct(ctx context.Context, id string) (Record, error)
 	// GetProducts returns the products that exist among ids, in any order.
@@ -102,8 +103,9 @@ type Option func(*Service)
 // every product page. Entries are deleted when the product's stock or
 // thumbnails change here, and expire after ttl, which bounds how stale a
 // product may look when another instance changed it (or when a read races a
-// write). Money paths (GetProducts for checkout's prices, reservations)
-// always read the database.
+// write). While the database cannot answer at all, the last copy read (kept
+// a day) is served instead of an error. Money paths (GetProducts for
+// checkout's prices, reservations) always read the primary database.
 func WithCache(c cache.Cache, ttl time.Duration) Option {
 	return func(s *Service) { s.cache, s.cacheTTL = c, ttl }
 }
@@ -129,6 +131,13 @@ func NewService(store Store, blobs blob.Store, kick func(), clk clock.Clock, opt
 
 func productKey(id string) string { return "catalog:product:" + id }
 
+// staleKey holds the last copy of a product read from the database, served
+// only when the database cannot answer (the catalog chose availability).
+func staleKey(id string) string { return "catalog:product:stale:" + id }
+
+// staleTTL is how long the last known copy of a product is kept for outages.
+const staleTTL = 24 * time.Hour
+
 // cached returns the product from the cache; a miss or a cache error is a miss.
 func (s *Service) cached(ctx context.Context, id string) (Product, bool) {
 	if s.cache == nil {
@@ -151,6 +160,7 @@ func (s *Service) remember(ctx context.Context, p Product) {
 	}
 	if b, err := json.Marshal(p); err == nil {
 		_ = s.cache.Set(ctx, productKey(p.ID), b, s.cacheTTL)
+		_ = s.cache.Set(ctx, staleKey(p.ID), b, staleTTL)
 	}
 }
 
@@ -205,26 +215,35 @@ func (s *Service) ListCategories(ctx context.Context) ([]Category, error) {
 	return cats, nil
 }
 
+// productsList names the list of products by id, of one category or of all
+// ("") in page tokens, so a token of one category is refused for another.
+func productsList(category string) string { return "products/id/" + category }
+
 // ListProducts returns a page of products by id. A zero page size means
-// page.DefaultSize; errs.BadRequest for a size over page.MaxSize or a
-// negative size or offset.
+// page.DefaultSize; errs.BadRequest for a negative size or one over
+// page.MaxSize, or a page token that is not one of this list's. The token
+// holds the last product's id, so products listed while a client pages never
+// make it skip or repeat one.
 func (s *Service) ListProducts(ctx context.Context, f ProductFilter) (ProductPage, error) {
 	const op = "catalog.ListProducts"
-	p := f.Page
-	if p.Size == 0 {
-		p.Size = page.DefaultSize
+	p, err := f.Page.CheckSize(op)
+	if err != nil {
+		return ProductPage{}, err
 	}
-	if p.Size < 0 || p.Size > page.MaxSize {
-		return ProductPage{}, errs.E(op, errs.BadRequest, errs.Msg("page_size must be an integer from 1 to %d", page.MaxSize))
+	list := productsList(f.Category)
+	var afterID string
+	if key, err := p.After(list, 1); err != nil {
+		return ProductPage{}, err
+	} else if key != nil {
+		if afterID = key[0]; afterID == "" {
+			return ProductPage{}, page.BadToken(op)
+		}
 	}
-	if p.Offset < 0 {
-		return ProductPage{}, errs.E(op, errs.BadRequest, errs.Msg("page_token is not valid"))
-	}
-	recs, err := s.store.ListProducts(ctx, f.Category, p.Offset, p.Size+1)
+	recs, err := s.store.ListProducts(ctx, f.Category, afterID, p.Size+1)
 	if err != nil {
 		return ProductPage{}, errs.E(op, err)
 	}
-	next := p.Next(len(recs))
+	next := p.Next(list, len(recs), func() []string { return []string{recs[p.Size-1].ID} })
 	if len(recs) > p.Size {
 		recs = recs[:p.Size]
 	}
@@ -245,6 +264,16 @@ func (s *Service) GetProduct(ctx context.Context, id string) (Product, error) {
 		return p, nil
 	}
 	r, err := s.store.GetProduct(ctx, id)
+	if errs.Is(errs.Unavailable, err) && s.cache != nil {
+		// No node of the database answers: the last known copy is a
+		// better answer for browsing than an error.
+		if b, ok, cerr := s.cache.Get(ctx, staleKey(id)); cerr == nil && ok {
+			var p Product
+			if json.Unmarshal(b, &p) == nil {
+				return p, nil
+			}
+		}
+	}
 	if err != nil {
 		return Product{}, errs.E(op, err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/ids"
 	"github.com/globomantics/globomantics/internal/platform/money"
+	"github.com/globomantics/globomantics/internal/platform/shard"
 	"github.com/globomantics/globomantics/internal/shipping"
 )
 
@@ -175,6 +176,13 @@ func NewService(store Store, carts Carts, inv Inventory, pay Payments, ship Ship
 	return s
 }
 
+// newOrderID returns a new order id for userID that carries the user's shard
+// (shard.ForUser), so that the sharded order store finds the order's node
+// from its id alone.
+func newOrderID(userID string, now time.Time) string {
+	return ids.NewInShard("ord", now, uint16(shard.ForUser(userID)))
+}
+
 // CartOwner is the cart checked out for a user.
 func CartOwner(userID string) string { return "user:" + userID }
 
@@ -190,7 +198,7 @@ func (s *Service) PlaceOrder(ctx context.Context, c Customer, key string, r Requ
 	}
 	hash := RequestHash(r)
 	a, created, err := s.store.Begin(ctx, Attempt{
-		UserID: c.UserID, Key: key, OrderID: ids.New("ord", now), RequestHash: hash,
+		UserID: c.UserID, Key: key, OrderID: newOrderID(c.UserID, now), RequestHash: hash,
 		State: AttemptStarted, CreatedAt: now, UpdatedAt: now,
 	})
 	if err != nil {
@@ -252,7 +260,7 @@ func (s *Service) replay(ctx context.Context, c Customer, r Request, a Attempt, 
 		// The first run failed on a service that was down and undid all it
 		// had done: run again, under a new order, rather than replay a
 		// "try again" forever.
-		orderID := ids.New("ord", s.clk.Now())
+		orderID := newOrderID(a.UserID, s.clk.Now())
 		restarted, err := s.store.Restart(ctx, a.UserID, a.Key, orderID, s.clk.Now().UTC().Truncate(time.Millisecond))
 		if err != nil {
 			return Result{}, errs.E(op, err)

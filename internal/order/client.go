@@ -52,8 +52,8 @@ func (c *Client) GetOrder(ctx context.Context, id string) (Order, error) {
 func (c *Client) ListOrders(ctx context.Context, userID string, p page.Request) (OrderPage, error) {
 	p = clampPage(p)
 	q := url.Values{"user_id": {userID}, "page_size": {strconv.Itoa(p.Size)}}
-	if p.Offset > 0 {
-		q.Set("page_token", page.Token(p.Offset))
+	if p.Token != "" {
+		q.Set("page_token", p.Token)
 	}
 	var pg OrderPage
 	if err := c.c.Call(ctx, http.MethodGet, ordersPath+"?"+q.Encode(), nil, &pg); err != nil {

@@ -31,6 +31,10 @@ type cancelBody struct {
 //	PUT  orders/{id}/payment  body PaymentInfo
 //	POST orders/{id}/confirm  body {payment, shipment}; idempotent
 //	POST orders/{id}/cancel   body {reason, payment}; idempotent
+//	GET  admin/orders?from=&to=&page_size=&page_token=
+//	                          operators' list of every user's orders in a
+//	                          time range (RFC 3339), when api is also an
+//	                          Admin; names the shards that did not answer
 func NewHandler(api API) http.Handler {
 	h := handler{api: api}
 	mux := http.NewServeMux()
@@ -40,6 +44,9 @@ func NewHandler(api API) http.Handler {
 	mux.Handle("PUT "+Prefix+"orders/{id}/payment", httpx.Handler(h.setPayment))
 	mux.Handle("POST "+Prefix+"orders/{id}/confirm", httpx.Handler(h.confirm))
 	mux.Handle("POST "+Prefix+"orders/{id}/cancel", httpx.Handler(h.cancel))
+	if a, ok := api.(Admin); ok {
+		mux.Handle("GET "+adminOrdersPath, adminListHandler(a))
+	}
 	mux.HandleFunc(Prefix, httpx.NotFound)
 	return mux
 }
@@ -75,7 +82,10 @@ func (h handler) get(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (h handler) list(w http.ResponseWriter, r *http.Request) error {
-	q := r.URL.Query()
+	q, err := httpx.Query(r)
+	if err != nil {
+		return err
+	}
 	p, err := page.Parse(q.Get("page_size"), q.Get("page_token"))
 	if err != nil {
 		return err

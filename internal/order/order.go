@@ -89,7 +89,9 @@ type OrderPlaced struct {
 //     items; errs.Invalid for a missing id, user or email, no items, or a
 //     quantity below 1. A repeat with the same id returns the existing order.
 //   - GetOrder: errs.NotFound.
-//   - ListOrders: the user's orders, newest first.
+//   - ListOrders: the user's orders, newest first, keyset-paginated (orders
+//     placed meanwhile never make a walk skip or repeat one); errs.BadRequest
+//     for a page token that is not of this user's list.
 //   - SetPayment: records the payment's id and status on the order.
 //   - Confirm: pending → confirmed with the payment and shipment; publishes
 //     OrderPlaced (exactly once per order, retried until the broker accepts

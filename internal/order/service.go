@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/mail"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -45,9 +46,10 @@ type Store interface {
 	Create(ctx context.Context, o Order) (stored Order, created bool, err error)
 	// Get returns the order with its items; errs.NotFound.
 	Get(ctx context.Context, id string) (Order, error)
-	// ListByUser returns at most limit of the user's orders after skipping
-	// offset, newest first (by CreatedAt, then id); never nil.
-	ListByUser(ctx context.Context, userID string, offset, limit int) ([]Order, error)
+	// ListByUser returns at most limit of the user's orders, newest first
+	// (by CreatedAt, then id, both descending), starting right after the
+	// order at after, or with the newest when after is nil; never nil.
+	ListByUser(ctx context.Context, userID string, after *ListKey, limit int) ([]Order, error)
 	// Update loads the order in a transaction, calls fn with it and, if fn
 	// returns nil, saves its mutable fields (Status, Payment, Shipment,
 	// CancelReason, UpdatedAt) and, when fn returned an event, writes the
@@ -225,36 +227,66 @@ func (s *Service) GetOrder(ctx context.Context, id string) (Order, error) {
 	return o, nil
 }
 
+// ListKey is the position of an order in its user's history, newest first:
+// its creation time in Unix milliseconds (the stores' precision), then its id.
+type ListKey struct {
+	CreatedAtMillis int64
+	ID              string
+}
+
+// ordersList names the list of userID's orders, newest first, in page tokens.
+func ordersList(userID string) string { return "orders/newest/" + userID }
+
 // ListOrders returns a page of the user's orders, newest first; errs.Invalid
-// for an empty user id.
+// for an empty user id, errs.BadRequest for a page token that is not one of
+// this list's. Orders placed while a client pages never make it skip or
+// repeat an order: the token holds the last order's key.
 func (s *Service) ListOrders(ctx context.Context, userID string, p page.Request) (OrderPage, error) {
 	const op = "order.ListOrders"
 	if strings.TrimSpace(userID) == "" {
 		return OrderPage{}, errs.E(op, errs.Invalid, errs.Msg("user_id is required"))
 	}
 	p = clampPage(p)
-	list, err := s.store.ListByUser(ctx, userID, p.Offset, p.Size+1)
+	after, err := decodeListKey(op, p, userID)
+	if err != nil {
+		return OrderPage{}, err
+	}
+	list, err := s.store.ListByUser(ctx, userID, after, p.Size+1)
 	if err != nil {
 		return OrderPage{}, errs.E(op, err)
 	}
-	next := p.Next(len(list))
+	next := p.Next(ordersList(userID), len(list), func() []string {
+		last := list[p.Size-1]
+		return []string{strconv.FormatInt(last.CreatedAt.UnixMilli(), 10), last.ID}
+	})
 	if len(list) > p.Size {
 		list = list[:p.Size]
 	}
 	return OrderPage{Items: list, NextPageToken: next}, nil
 }
 
-// clampPage makes p a valid page request: a size outside 1..page.MaxSize
-// becomes the default or the maximum, a negative offset zero.
+// decodeListKey returns the key p's token holds for userID's orders, nil for
+// the first page; errs.BadRequest for a token that is not one of them.
+func decodeListKey(op string, p page.Request, userID string) (*ListKey, error) {
+	key, err := p.After(ordersList(userID), 2)
+	if err != nil || key == nil {
+		return nil, err
+	}
+	ms, err := strconv.ParseInt(key[0], 10, 64)
+	if err != nil || key[1] == "" {
+		return nil, page.BadToken(op)
+	}
+	return &ListKey{CreatedAtMillis: ms, ID: key[1]}, nil
+}
+
+// clampPage makes p's size valid: a size outside 1..page.MaxSize becomes
+// the default or the maximum.
 func clampPage(p page.Request) page.Request {
 	switch {
 	case p.Size < 1:
 		p.Size = page.DefaultSize
 	case p.Size > page.MaxSize:
 		p.Size = page.MaxSize
-	}
-	if p.Offset < 0 {
-		p.Offset = 0
 	}
 	return p
 }

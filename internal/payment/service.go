@@ -9,6 +9,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/ids"
 	"github.com/globomantics/globomantics/internal/platform/money"
+	"github.com/globomantics/globomantics/internal/platform/shard"
 )
 
 // The simulated processor's test cards (see the package comment).
@@ -83,7 +84,8 @@ func (s *Service) Authorize(ctx context.Context, r AuthorizeRequest) (Payment, e
 	}
 
 	p := Payment{
-		ID:        ids.New("pay", now),
+		// The payment sits on its order's shard, and its id says which.
+		ID:        ids.NewInShard("pay", now, uint16(shard.OfIDOrKey(r.OrderID))),
 		OrderID:   r.OrderID,
 		Amount:    r.Amount,
 		Status:    StatusAuthorized,

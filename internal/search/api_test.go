@@ -123,8 +123,12 @@ func runContract(t *testing.T, mk func(t *testing.T) fixture) {
 			{"too long", strings.Repeat("a", search.MaxQueryLen+1), page.Request{}},
 			{"page too big", "lamp", page.Request{Size: page.MaxSize + 1}},
 			{"negative size", "lamp", page.Request{Size: -1}},
-			{"negative offset", "lamp", page.Request{Size: 5, Offset: -5}},
-			{"beyond window", "lamp", page.Request{Size: 10, Offset: search.MaxResultWindow}},
+			{"zero offset", "lamp", page.Request{Size: 5, Token: page.Token("search/score/x", "0")}},
+			{"garbage token", "lamp", page.Request{Size: 5, Token: "%%%%"}},
+			{"old offset token", "lamp", page.Request{Size: 5, Token: "bzoy"}},
+			{"another query's token", "lamp", page.Request{Size: 5, Token: search.SearchToken("lamps", 5)}},
+			{"another list's token", "lamp", page.Request{Size: 5, Token: page.Token("products/id/", "prd_1")}},
+			{"beyond window", "lamp", page.Request{Size: 10, Token: search.SearchToken("lamp", search.MaxResultWindow)}},
 		} {
 			_, err := f.api.Search(ctx, tc.q, tc.p)
 			if !errs.Is(errs.BadRequest, err) {
@@ -132,7 +136,7 @@ func runContract(t *testing.T, mk func(t *testing.T) fixture) {
 			}
 		}
 		// A page crossing the result window is cut short, not refused.
-		if _, err := f.api.Search(ctx, "lamp", page.Request{Size: 10, Offset: search.MaxResultWindow - 5}); err != nil {
+		if _, err := f.api.Search(ctx, "lamp", page.Request{Size: 10, Token: search.SearchToken(" lamp ", search.MaxResultWindow-5)}); err != nil {
 			t.Errorf("page crossing the window: %v", err)
 		}
 		// 200 characters (not bytes) is still fine.
@@ -263,7 +267,7 @@ func runContract(t *testing.T, mk func(t *testing.T) fixture) {
 			t.Errorf("got %d pages and %d products, want 3 and %d", pages, len(seen), n)
 		}
 		// A page past the end is empty, not an error.
-		r := mustSearch(t, f.api, "widget", page.Request{Size: 10, Offset: 40})
+		r := mustSearch(t, f.api, "widget", page.Request{Size: 10, Token: search.SearchToken("widget", 40)})
 		if len(r.Hits) != 0 || r.NextPageToken != "" || r.Total != n {
 			t.Errorf("page past the end = %+v", r)
 		}

@@ -26,8 +26,8 @@ func (c *Client) Search(ctx context.Context, q string, p page.Request) (Result, 
 	if p.Size != 0 {
 		v.Set("page_size", strconv.Itoa(p.Size))
 	}
-	if p.Offset != 0 {
-		v.Set("page_token", page.Token(p.Offset))
+	if p.Token != "" {
+		v.Set("page_token", p.Token)
 	}
 	var res Result
 	if err := c.c.Call(ctx, http.MethodGet, "/svc/search/v1/search?"+v.Encode(), nil, &res); err != nil {

@@ -13,7 +13,10 @@ import (
 func NewHandler(api API) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /svc/search/v1/search", httpx.Handler(func(w http.ResponseWriter, r *http.Request) error {
-		v := r.URL.Query()
+		v, err := httpx.Query(r)
+		if err != nil {
+			return err
+		}
 		p, err := page.Parse(v.Get("page_size"), v.Get("page_token"))
 		if err != nil {
 			return err

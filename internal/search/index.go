@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/blevesearch/bleve/v2"
 	"github.com/blevesearch/bleve/v2/analysis/analyzer/custom"
@@ -52,14 +53,28 @@ type Index struct {
 	dir string
 }
 
+// ErrIndexUnusable is wrapped by OpenIndex's error when dir holds an index
+// that can never be opened as it is: its files are damaged or it has
+// another layout. Such an index may be set aside and rebuilt. Other errors
+// (another process holding the index, permissions) are not this.
+var ErrIndexUnusable = errors.New("index unusable")
+
+// lockWait bounds how long OpenIndex waits for another process to let go of
+// the index.
+const lockWait = 10 * time.Second
+
 // OpenIndex opens the scorch index in dir, creating it (and dir) if it does
-// not exist. It fails if the directory holds an index of another layout, or
-// if another process keeps the index open for more than ten seconds.
-func OpenIndex(dir string) (*Index, error) {
-	bi, err := bleve.OpenUsing(dir, map[string]any{"bolt_timeout": "10s"})
+// not exist. It fails if the directory holds an index of another layout or
+// one that cannot be read (both wrapping ErrIndexUnusable), or if another
+// process keeps the index open for more than ten seconds.
+func OpenIndex(dir string) (*Index, error) { return openIndex(dir, lockWait) }
+
+func openIndex(dir string, wait time.Duration) (*Index, error) {
+	cfg := map[string]any{"bolt_timeout": wait.String()}
+	bi, err := openBleve(dir, cfg)
 	switch {
 	case errors.Is(err, bleve.ErrorIndexPathDoesNotExist) || errors.Is(err, bleve.ErrorIndexMetaMissing):
-		bi, err = bleve.NewUsing(dir, newMapping(), scorch.Name, scorch.Name, map[string]any{"bolt_timeout": "10s"})
+		bi, err = bleve.NewUsing(dir, newMapping(), scorch.Name, scorch.Name, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("search: create index %s: %w", dir, err)
 		}
@@ -68,22 +83,53 @@ func OpenIndex(dir string) (*Index, error) {
 			return nil, fmt.Errorf("search: create index %s: %w", dir, err)
 		}
 	case err != nil:
-		if bi != nil {
-			bi.Close()
+		// bleve closes what it opened when it fails, and its index may
+		// come back as a typed nil: there is nothing to close here.
+		if isLockTimeout(err) {
+			return nil, fmt.Errorf("search: open index %s: another process holds it: %w", dir, err)
 		}
-		return nil, fmt.Errorf("search: open index %s: %w", dir, err)
+		return nil, fmt.Errorf("search: open index %s: %w: %w", dir, ErrIndexUnusable, err)
 	default:
 		v, err := bi.GetInternal(mappingVersionKey)
 		if err != nil {
 			bi.Close()
-			return nil, fmt.Errorf("search: open index %s: %w", dir, err)
+			return nil, fmt.Errorf("search: open index %s: %w: %w", dir, ErrIndexUnusable, err)
 		}
 		if string(v) != mappingVersion {
 			bi.Close()
-			return nil, fmt.Errorf("search: index %s has layout %q, want %q: remove it and let the search consumer re-read the catalog events", dir, v, mappingVersion)
+			return nil, fmt.Errorf("search: index %s has layout %q, want %q: %w: remove it and let the search service rebuild it from the catalog", dir, v, mappingVersion, ErrIndexUnusable)
 		}
 	}
 	return &Index{bi: bi, dir: dir}, nil
+}
+
+// openBleve opens the index in dir, turning a panic of bleve's decoders on
+// damaged files into an error, and never returning a nil index as a
+// non-nil interface.
+func openBleve(dir string, cfg map[string]any) (bi bleve.Index, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			bi, err = nil, fmt.Errorf("reading the index panicked: %v", p)
+		}
+	}()
+	bi, err = bleve.OpenUsing(dir, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return bi, nil
+}
+
+// isLockTimeout reports whether err is bbolt's "timeout": another process
+// kept the index's root file locked for longer than the wait. bbolt returns
+// its sentinel unwrapped and this module does not import bbolt, so the
+// sentinel is recognised by its text.
+func isLockTimeout(err error) bool {
+	for ; err != nil; err = errors.Unwrap(err) {
+		if err.Error() == "timeout" {
+			return true
+		}
+	}
+	return false
 }
 
 // newMapping is the index layout: explicit fields only, nothing dynamic.

@@ -38,9 +38,6 @@ func (s *Service) Rebuild(ctx context.Context, cat Catalog) (int, error) {
 		if pg.NextPageToken == "" {
 			return n, nil
 		}
-		if req, err = page.Parse("", pg.NextPageToken); err != nil {
-			return n, errs.E(op, err)
-		}
-		req.Size = page.MaxSize
+		req.Token = pg.NextPageToken
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/globomantics/globomantics/internal/catalog"
@@ -25,15 +26,23 @@ func (c *pagedCatalog) ListProducts(_ context.Context, f catalog.ProductFilter) 
 		return catalog.ProductPage{}, errs.E(errs.Unavailable, errs.Msg("catalog down"))
 	}
 	var pg catalog.ProductPage
-	end := min(f.Page.Offset+f.Page.Size, c.n)
-	for i := f.Page.Offset; i < end; i++ {
+	start := 0
+	if f.Page.Token != "" {
+		key, err := f.Page.After("products/id/", 1)
+		if err != nil {
+			return catalog.ProductPage{}, err
+		}
+		start, _ = strconv.Atoi(key[0])
+	}
+	end := min(start+f.Page.Size, c.n)
+	for i := start; i < end; i++ {
 		pg.Items = append(pg.Items, catalog.Product{
 			ID: fmt.Sprintf("prd_%04d", i), Name: fmt.Sprintf("Lamp number %d", i),
 			Description: "A lamp for reading.", Category: "home",
 		})
 	}
 	if end < c.n {
-		pg.NextPageToken = page.Token(end)
+		pg.NextPageToken = page.Token("products/id/", strconv.Itoa(end))
 	}
 	return pg, nil
 }

@@ -26,6 +26,7 @@ type Result struct {
 //   - Search: errs.BadRequest for an empty (or all-space) query or one over
 //     200 characters. Matches product names, descriptions and category,
 //     tolerating stems ("lamps" finds "lamp") and prefixes of the last word.
+//     errs.BadRequest for a page token of another query.
 type API interface {
 	Search(ctx context.Context, query string, p page.Request) (Result, error)
 }

@@ -2,7 +2,10 @@ package search
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"log/slog"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -59,8 +62,24 @@ func NewService(idx *Index, log *slog.Logger) *Service {
 	return &Service{idx: idx, log: log}
 }
 
+// resultsList names the results of query q, best first, in page tokens, so a
+// token of one query is refused for another. It holds a digest of q, not q.
+func resultsList(q string) string {
+	sum := sha256.Sum256([]byte(q))
+	return "search/score/" + hex.EncodeToString(sum[:9])
+}
+
 // Search finds products matching q, best first. Products with the same score
 // come in product-id order, so pages do not overlap.
+//
+// Unlike the stores' lists, search pages by position: the token holds the
+// offset of the next page (versioned, and bound to a digest of q so a token
+// of one query is refused for another). A keyset on (score, id), which bleve
+// could seek with search_after, would be worse here: scores depend on the
+// whole index's term statistics, so one product indexed between two pages
+// shifts every score and would replay or skip the rest of the results,
+// where an offset shifts by the few products added. errs.BadRequest for a bad
+// query, size or token, or a page beyond MaxResultWindow.
 func (s *Service) Search(ctx context.Context, q string, p page.Request) (Result, error) {
 	const op = "search.Search"
 	q = strings.TrimSpace(q)
@@ -72,20 +91,25 @@ func (s *Service) Search(ctx context.Context, q string, p page.Request) (Result,
 	case utf8.RuneCountInString(q) > MaxQueryLen:
 		return Result{}, errs.E(op, errs.BadRequest, errs.Msg("query must be at most %d characters", MaxQueryLen))
 	}
-	if p.Size == 0 {
-		p.Size = page.DefaultSize
+	p, err := p.CheckSize(op)
+	if err != nil {
+		return Result{}, err
 	}
-	switch {
-	case p.Size < 0 || p.Size > page.MaxSize:
-		return Result{}, errs.E(op, errs.BadRequest, errs.Msg("page_size must be an integer from 1 to %d", page.MaxSize))
-	case p.Offset < 0:
-		return Result{}, errs.E(op, errs.BadRequest, errs.Msg("page_token is not valid"))
-	case p.Offset >= MaxResultWindow:
+	list := resultsList(q)
+	offset := 0
+	if key, err := p.After(list, 1); err != nil {
+		return Result{}, err
+	} else if key != nil {
+		if offset, err = strconv.Atoi(key[0]); err != nil || offset < 1 {
+			return Result{}, page.BadToken(op)
+		}
+	}
+	if offset >= MaxResultWindow {
 		return Result{}, errs.E(op, errs.BadRequest, errs.Msg("only the first %d results can be paged through; refine the query", MaxResultWindow))
 	}
-	p.Size = min(p.Size, MaxResultWindow-p.Offset)
+	size := min(p.Size, MaxResultWindow-offset)
 
-	req := bleve.NewSearchRequestOptions(s.buildQuery(q), p.Size, p.Offset, false)
+	req := bleve.NewSearchRequestOptions(s.buildQuery(q), size, offset, false)
 	req.SortBy([]string{"-_score", "_id"})
 	res, err := s.idx.bi.SearchInContext(ctx, req)
 	if err != nil {
@@ -98,10 +122,19 @@ func (s *Service) Search(ctx context.Context, q string, p page.Request) (Result,
 	for _, h := range res.Hits {
 		out.Hits = append(out.Hits, Hit{ProductID: h.ID, Score: h.Score})
 	}
-	if next := p.Offset + len(res.Hits); len(res.Hits) > 0 && uint64(next) < res.Total && next < MaxResultWindow {
-		out.NextPageToken = page.Token(next)
+	if next := offset + len(res.Hits); len(res.Hits) > 0 && uint64(next) < res.Total && next < MaxResultWindow {
+		out.NextPageToken = page.Token(list, strconv.Itoa(next))
 	}
 	return out, nil
+}
+
+// SearchToken is the page token of the results of q starting at offset, for
+// callers (and tests) that page by position; "" for offset 0.
+func SearchToken(q string, offset int) string {
+	if offset <= 0 {
+		return ""
+	}
+	return page.Token(resultsList(strings.TrimSpace(q)), strconv.Itoa(offset))
 }
 
 // buildQuery is the disjunction behind Search: whole (stemmed) words in the

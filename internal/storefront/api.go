@@ -113,13 +113,16 @@ func (s *Server) apiCategories(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeCacheable(w, r, struct {
+	return s.writeCacheable(w, r, struct {
 		Items []catalog.Category `json:"items"`
 	}{cats})
 }
 
 func (s *Server) apiProducts(w http.ResponseWriter, r *http.Request) error {
-	q := r.URL.Query()
+	q, err := httpx.Query(r)
+	if err != nil {
+		return err
+	}
 	p, err := page.Parse(q.Get("page_size"), q.Get("page_token"))
 	if err != nil {
 		return err
@@ -131,7 +134,7 @@ func (s *Server) apiProducts(w http.ResponseWriter, r *http.Request) error {
 	if pp.Items == nil {
 		pp.Items = []catalog.Product{}
 	}
-	return writeCacheable(w, r, List[catalog.Product]{Items: pp.Items, NextPageToken: pp.NextPageToken})
+	return s.writeCacheable(w, r, List[catalog.Product]{Items: pp.Items, NextPageToken: pp.NextPageToken})
 }
 
 func (s *Server) apiProduct(w http.ResponseWriter, r *http.Request) error {
@@ -139,11 +142,14 @@ func (s *Server) apiProduct(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeCacheable(w, r, p)
+	return s.writeCacheable(w, r, p)
 }
 
 func (s *Server) apiSearch(w http.ResponseWriter, r *http.Request) error {
-	q := r.URL.Query()
+	q, err := httpx.Query(r)
+	if err != nil {
+		return err
+	}
 	p, err := page.Parse(q.Get("page_size"), q.Get("page_token"))
 	if err != nil {
 		return err
@@ -152,7 +158,7 @@ func (s *Server) apiSearch(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeCacheable(w, r, List[catalog.Product]{Items: products, NextPageToken: next})
+	return s.writeCacheable(w, r, List[catalog.Product]{Items: products, NextPageToken: next})
 }
 
 func (s *Server) apiRegister(w http.ResponseWriter, r *http.Request) error {
@@ -342,7 +348,10 @@ func (s *Server) apiOrders(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	q := r.URL.Query()
+	q, err := httpx.Query(r)
+	if err != nil {
+		return err
+	}
 	p, err := page.Parse(q.Get("page_size"), q.Get("page_token"))
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -126,9 +127,10 @@ func (s *Server) searchProducts(ctx context.Context, q string, p page.Request) (
 	return products, res.NextPageToken, nil
 }
 
-// writeCacheable writes v as JSON that shared caches may keep for a short
-// while, with a strong ETag over the body; a matching If-None-Match gets 304.
-func writeCacheable(w http.ResponseWriter, r *http.Request, v any) error {
+// writeCacheable writes v, a catalog answer, as JSON that shared caches may
+// keep for a short while, with a strong ETag over the body (a matching
+// If-None-Match gets 304) and the StalenessHeader.
+func (s *Server) writeCacheable(w http.ResponseWriter, r *http.Request, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return errs.E("storefront.writeCacheable", err)
@@ -139,6 +141,7 @@ func writeCacheable(w http.ResponseWriter, r *http.Request, v any) error {
 	h := w.Header()
 	h.Set("Cache-Control", catalogCacheControl)
 	h.Set("ETag", etag)
+	h.Set(StalenessHeader, strconv.Itoa(int((s.d.CatalogStaleness+time.Second-1)/time.Second)))
 	if etagMatches(r.Header.Get("If-None-Match"), etag) {
 		w.WriteHeader(http.StatusNotModified)
 		return nil

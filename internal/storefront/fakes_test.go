@@ -193,18 +193,10 @@ func (f *fakeCatalog) ListProducts(_ context.Context, flt catalog.ProductFilter)
 		}
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].ID < all[j].ID })
-	size := flt.Page.Size
-	if size == 0 {
-		size = page.DefaultSize
-	}
-	out := catalog.ProductPage{Items: []catalog.Product{}}
-	for i := flt.Page.Offset; i < len(all) && i < flt.Page.Offset+size; i++ {
-		out.Items = append(out.Items, all[i])
-	}
-	if flt.Page.Offset+size < len(all) {
-		out.NextPageToken = page.Token(flt.Page.Offset + size)
-	}
-	return out, nil
+	items, next, err := keysetPage(flt.Page, "products/id/"+flt.Category, all,
+		func(p catalog.Product) string { return p.ID },
+		func(p catalog.Product, key string) bool { return p.ID > key })
+	return catalog.ProductPage{Items: items, NextPageToken: next}, err
 }
 
 func (f *fakeCatalog) GetProduct(_ context.Context, id string) (catalog.Product, error) {
@@ -251,13 +243,14 @@ func (f *fakeSearch) Search(_ context.Context, q string, p page.Request) (search
 	}
 	all := f.hits[q]
 	res := search.Result{Hits: []search.Hit{}, Total: len(all)}
-	for i := p.Offset; i < len(all) && i < p.Offset+p.Size; i++ {
-		res.Hits = append(res.Hits, search.Hit{ProductID: all[i], Score: float64(len(all) - i)})
+	ids, next, err := keysetPage(p, "search/fake/"+q, all,
+		func(id string) string { return id },
+		func(id, key string) bool { return slices.Index(all, id) > slices.Index(all, key) })
+	for _, id := range ids {
+		res.Hits = append(res.Hits, search.Hit{ProductID: id, Score: float64(len(all) - slices.Index(all, id))})
 	}
-	if p.Offset+p.Size < len(all) {
-		res.NextPageToken = page.Token(p.Offset + p.Size)
-	}
-	return res, nil
+	res.NextPageToken = next
+	return res, err
 }
 
 type fakeCarts struct {
@@ -410,14 +403,10 @@ func (f *fakeOrders) ListOrders(_ context.Context, userID string, p page.Request
 		}
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].ID > all[j].ID })
-	out := order.OrderPage{Items: []order.Order{}}
-	for i := p.Offset; i < len(all) && i < p.Offset+p.Size; i++ {
-		out.Items = append(out.Items, all[i])
-	}
-	if p.Offset+p.Size < len(all) {
-		out.NextPageToken = page.Token(p.Offset + p.Size)
-	}
-	return out, nil
+	items, next, err := keysetPage(p, "orders/newest/"+userID, all,
+		func(o order.Order) string { return o.ID },
+		func(o order.Order, key string) bool { return o.ID < key })
+	return order.OrderPage{Items: items, NextPageToken: next}, err
 }
 
 func (f *fakeOrders) put(o order.Order) {
@@ -546,4 +535,29 @@ func seedCatalog() *fakeCatalog {
 				Category: "cat_tools", Price: money.USD(1999), Stock: 25, ImageURL: "/media/products/prd_04.png"},
 		},
 	}
+}
+
+// keysetPage pages all (in list order) as the services do: after the item
+// whose key the token holds, with a token of the page's last key when more
+// follow; errs.BadRequest for a token of another list.
+func keysetPage[T any](p page.Request, list string, all []T, key func(T) string, after func(T, string) bool) ([]T, string, error) {
+	p, err := p.CheckSize("fake.list")
+	if err != nil {
+		return nil, "", err
+	}
+	k, err := p.After(list, 1)
+	if err != nil {
+		return nil, "", err
+	}
+	out := []T{}
+	for _, it := range all {
+		if k == nil || after(it, k[0]) {
+			out = append(out, it)
+		}
+	}
+	next := p.Next(list, len(out), func() []string { return []string{key(out[p.Size-1])} })
+	if len(out) > p.Size {
+		out = out[:p.Size]
+	}
+	return out, next, nil
 }

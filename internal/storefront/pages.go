@@ -14,6 +14,7 @@ import (
 	"github.com/globomantics/globomantics/internal/order"
 	"github.com/globomantics/globomantics/internal/payment"
 	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/httpx"
 	"github.com/globomantics/globomantics/internal/platform/ids"
 	"github.com/globomantics/globomantics/internal/platform/page"
 	"github.com/globomantics/globomantics/internal/shipping"
@@ -39,14 +40,29 @@ func parseForm(r *http.Request) error {
 	return nil
 }
 
-// pageParam parses the opaque ?page= token of a paginated HTML page.
+// pageParam parses the opaque ?page= token of a paginated HTML page; a query
+// string that does not parse or a token that is not one of ours is
+// errs.BadRequest.
 func pageParam(r *http.Request, size int) (page.Request, error) {
-	p, err := page.Parse("", r.URL.Query().Get("page"))
+	q, err := httpx.Query(r)
+	if err != nil {
+		return page.Request{}, err
+	}
+	p, err := page.Parse("", q.Get("page"))
 	if err != nil {
 		return page.Request{}, errs.E("storefront.page", errs.BadRequest, errs.Msg("that page link is not valid"), err)
 	}
 	p.Size = size
 	return p, nil
+}
+
+// badPageLink words a list's refusal of a page token (one of another list,
+// or of an older format) for a page whose token is the ?page= link.
+func badPageLink(err error) error {
+	if errs.Is(errs.BadRequest, err) {
+		return errs.E("storefront.page", errs.BadRequest, errs.Msg("that page link is not valid"), err)
+	}
+	return err
 }
 
 type homeData struct {
@@ -81,11 +97,11 @@ func (s *Server) categoryPage(w http.ResponseWriter, r *http.Request) error {
 	}
 	pp, err := s.d.Catalog.ListProducts(ctx, catalog.ProductFilter{Category: cat.ID, Page: p})
 	if err != nil {
-		return err
+		return badPageLink(err)
 	}
 	publicPage(w, r)
 	return s.render(w, r, http.StatusOK, "category", cat.Name, categoryData{
-		Category: cat, Products: pp.Items, Next: pp.NextPageToken, Paged: p.Offset > 0,
+		Category: cat, Products: pp.Items, Next: pp.NextPageToken, Paged: p.Token != "",
 	})
 }
 
@@ -123,7 +139,11 @@ type searchData struct {
 }
 
 func (s *Server) searchPage(w http.ResponseWriter, r *http.Request) error {
-	q := strings.TrimSpace(r.URL.Query().Get("q"))
+	v, err := httpx.Query(r)
+	if err != nil {
+		return err
+	}
+	q := strings.TrimSpace(v.Get("q"))
 	if q == "" {
 		publicPage(w, r)
 		return s.render(w, r, http.StatusOK, "search", "Search", searchData{})
@@ -141,7 +161,7 @@ func (s *Server) searchPage(w http.ResponseWriter, r *http.Request) error {
 	}
 	publicPage(w, r)
 	return s.render(w, r, http.StatusOK, "search", "Search: "+q, searchData{
-		Query: q, Products: products, Next: next, Paged: p.Offset > 0,
+		Query: q, Products: products, Next: next, Paged: p.Token != "",
 	})
 }
 
@@ -266,7 +286,11 @@ type authData struct {
 }
 
 func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) error {
-	next := localPath(r.URL.Query().Get("next"))
+	v, err := httpx.Query(r)
+	if err != nil {
+		return err
+	}
+	next := localPath(v.Get("next"))
 	if a, err := s.account(r); err == nil && a != nil {
 		http.Redirect(w, r, next, http.StatusSeeOther)
 		return nil
@@ -293,7 +317,11 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) registerPage(w http.ResponseWriter, r *http.Request) error {
-	return s.render(w, r, http.StatusOK, "register", "Create an account", authData{Next: localPath(r.URL.Query().Get("next"))})
+	v, err := httpx.Query(r)
+	if err != nil {
+		return err
+	}
+	return s.render(w, r, http.StatusOK, "register", "Create an account", authData{Next: localPath(v.Get("next"))})
 }
 
 func (s *Server) registerSubmit(w http.ResponseWriter, r *http.Request) error {
@@ -479,9 +507,9 @@ func (s *Server) ordersPage(w http.ResponseWriter, r *http.Request) error {
 	}
 	op, err := s.d.Orders.ListOrders(r.Context(), a.ID, p)
 	if err != nil {
-		return err
+		return badPageLink(err)
 	}
-	d := ordersData{Next: op.NextPageToken, Paged: p.Offset > 0}
+	d := ordersData{Next: op.NextPageToken, Paged: p.Token != ""}
 	for _, o := range op.Items {
 		d.Orders = append(d.Orders, PublicOrder(o))
 	}

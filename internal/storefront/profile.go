@@ -86,8 +86,12 @@ func (s *Server) accountPage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	q, err := httpx.Query(r)
+	if err != nil {
+		return err
+	}
 	return s.render(w, r, http.StatusOK, "account", "Your account", accountData{
-		Account: a, Name: a.Name, Saved: r.URL.Query().Has(savedParam),
+		Account: a, Name: a.Name, Saved: q.Has(savedParam),
 	})
 }
 

@@ -117,7 +117,23 @@ type Deps struct {
 	Log      *slog.Logger
 	// SecureCookies marks the session and cart cookies Secure (HTTPS only).
 	SecureCookies bool
+	// CatalogStaleness is how stale, at most, the catalog's answers may be
+	// (its cache's expiry plus its replicas' lag bound: the catalog chose
+	// availability); sent to clients in the StalenessHeader of catalog
+	// reads. Zero means DefaultCatalogStaleness.
+	CatalogStaleness time.Duration
 }
+
+// StalenessHeader tells a client, in whole seconds, how stale at most the
+// answer to a catalog read may be: the catalog serves reads from caches and
+// replicas, and keeps serving them when its primary database is gone.
+// Categories may be older still (categoriesTTL, or the last known copy while
+// the catalog is down).
+const StalenessHeader = "Globo-Max-Staleness"
+
+// DefaultCatalogStaleness is the catalog's product cache expiry (5 s) plus
+// the default replica lag bound (1 s).
+const DefaultCatalogStaleness = 6 * time.Second
 
 // Server is a stateless storefront server; build it with New and serve
 // Handler. It is safe for concurrent use.
@@ -146,6 +162,9 @@ func New(d Deps) *Server {
 	}
 	if d.Log == nil {
 		d.Log = slog.Default()
+	}
+	if d.CatalogStaleness <= 0 {
+		d.CatalogStaleness = DefaultCatalogStaleness
 	}
 	s := &Server{
 		d:      d,
@@ -209,8 +228,8 @@ func (s *Server) routes() {
 	root := http.NewServeMux()
 	root.HandleFunc("/static/{name}", s.serveStatic)
 	root.HandleFunc("/media/{key...}", s.serveMedia)
-	root.Handle("/api/", withVisitor(s.dispatch(api, s.apiNoRoute)))
-	root.Handle("/", withVisitor(s.dispatch(html, s.htmlNoRoute)))
+	root.Handle("/api/", s.withReadAfter(withVisitor(s.dispatch(api, s.apiNoRoute))))
+	root.Handle("/", s.withReadAfter(withVisitor(s.dispatch(html, s.htmlNoRoute))))
 	s.handler = root
 }
 

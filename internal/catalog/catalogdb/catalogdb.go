@@ -6,51 +6,27 @@ package catalogdb
 import (
 	"context"
 	"database/sql"
+	"embed"
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/globomantics/globomantics/internal/catalog"
+	"github.com/globomantics/globomantics/internal/platform/consistency"
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/money"
 	"github.com/globomantics/globomantics/internal/platform/outbox"
 	"github.com/globomantics/globomantics/internal/platform/sqldb"
 )
 
-var migrations = []string{
-	`CREATE TABLE categories (
-		id TEXT PRIMARY KEY,
-		name TEXT NOT NULL,
-		position INTEGER NOT NULL
-	);
-	CREATE TABLE products (
-		id TEXT PRIMARY KEY,
-		name TEXT NOT NULL,
-		description TEXT NOT NULL,
-		category TEXT NOT NULL REFERENCES categories (id),
-		price_amount BIGINT NOT NULL,
-		price_currency TEXT NOT NULL,
-		stock INTEGER NOT NULL CHECK (stock >= 0),
-		image_key TEXT NOT NULL,
-		thumbnails TEXT NOT NULL DEFAULT '{}',
-		created_at BIGINT NOT NULL
-	);
-	CREATE INDEX products_by_category ON products (category, id);
-	CREATE TABLE reservations (
-		id TEXT PRIMARY KEY,
-		created_at BIGINT NOT NULL,
-		released_at BIGINT
-	);
-	CREATE TABLE reservation_lines (
-		reservation_id TEXT NOT NULL REFERENCES reservations (id),
-		product_id TEXT NOT NULL,
-		quantity INTEGER NOT NULL,
-		PRIMARY KEY (reservation_id, product_id)
-	)`,
-	outbox.Migration,
-}
+// migrations are the store's goose migrations, applied in order and never
+// edited once released.
+//
+//go:embed migrations/*.sql
+var migrations embed.FS
 
 // Store is the SQL catalog store.
 type Store struct {
@@ -61,7 +37,11 @@ var _ catalog.Store = (*Store)(nil)
 
 // Open runs the catalog migrations on db and returns the store.
 func Open(ctx context.Context, db *sqldb.DB) (*Store, error) {
-	if err := db.Migrate(ctx, "catalog", migrations); err != nil {
+	dir, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	if err := db.Migrate(ctx, "catalog", dir); err != nil {
 		return nil, err
 	}
 	return &Store{db: db}, nil
@@ -73,21 +53,21 @@ func (s *Store) DB() *sqldb.DB { return s.db }
 // ListCategories returns every category in display order.
 func (s *Store) ListCategories(ctx context.Context) ([]catalog.Category, error) {
 	const op = "catalogdb.ListCategories"
-	rows, err := s.db.QueryContext(ctx, `SELECT id, name FROM categories ORDER BY position, id`)
+	rows, err := s.db.Reader(ctx, consistency.Bounded).QueryContext(ctx, `SELECT id, name FROM categories ORDER BY position, id`)
 	if err != nil {
-		return nil, errs.E(op, err)
+		return nil, errs.E(op, sqldb.NodeError(err))
 	}
 	defer rows.Close()
 	var out []catalog.Category
 	for rows.Next() {
 		var c catalog.Category
 		if err := rows.Scan(&c.ID, &c.Name); err != nil {
-			return nil, errs.E(op, err)
+			return nil, errs.E(op, sqldb.NodeError(err))
 		}
 		out = append(out, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, errs.E(op, err)
+		return nil, errs.E(op, sqldb.NodeError(err))
 	}
 	return out, nil
 }
@@ -107,7 +87,7 @@ func (s *Store) EnsureCategories(ctx context.Context, cats []catalog.Category) e
 		return nil
 	})
 	if err != nil {
-		return errs.E(op, err)
+		return errs.E(op, sqldb.NodeError(err))
 	}
 	return nil
 }
@@ -115,8 +95,8 @@ func (s *Store) EnsureCategories(ctx context.Context, cats []catalog.Category) e
 // HasCategory reports whether the category exists.
 func (s *Store) HasCategory(ctx context.Context, id string) (bool, error) {
 	var n int
-	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM categories WHERE id = ?`, id).Scan(&n); err != nil {
-		return false, errs.E("catalogdb.HasCategory", err)
+	if err := s.db.Reader(ctx, consistency.ReadYourWrites).QueryRowContext(ctx, `SELECT COUNT(*) FROM categories WHERE id = ?`, id).Scan(&n); err != nil {
+		return false, errs.E("catalogdb.HasCategory", sqldb.NodeError(err))
 	}
 	return n > 0, nil
 }
@@ -157,25 +137,26 @@ func collect(rows *sql.Rows) ([]catalog.Record, error) {
 	return out, rows.Err()
 }
 
-// ListProducts returns up to limit products after offset in id order,
-// optionally of one category.
-func (s *Store) ListProducts(ctx context.Context, category string, offset, limit int) ([]catalog.Record, error) {
+// ListProducts returns up to limit products in id order after the id afterID
+// ("" for the first), optionally of one category, by a keyset seek on the
+// primary key or the index (category, id).
+func (s *Store) ListProducts(ctx context.Context, category, afterID string, limit int) ([]catalog.Record, error) {
 	const op = "catalogdb.ListProducts"
-	q := `SELECT ` + productColumns + ` FROM products`
-	var args []any
+	q := `SELECT ` + productColumns + ` FROM products WHERE id > ?`
+	args := []any{afterID}
 	if category != "" {
-		q += ` WHERE category = ?`
+		q += ` AND category = ?`
 		args = append(args, category)
 	}
-	q += ` ORDER BY id LIMIT ? OFFSET ?`
-	args = append(args, limit, offset)
-	rows, err := s.db.QueryContext(ctx, q, args...)
+	q += ` ORDER BY id LIMIT ?`
+	args = append(args, limit)
+	rows, err := s.db.Reader(ctx, consistency.Bounded).QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, errs.E(op, err)
+		return nil, errs.E(op, sqldb.NodeError(err))
 	}
 	out, err := collect(rows)
 	if err != nil {
-		return nil, errs.E(op, err)
+		return nil, errs.E(op, sqldb.NodeError(err))
 	}
 	return out, nil
 }
@@ -183,12 +164,12 @@ func (s *Store) ListProducts(ctx context.Context, category string, offset, limit
 // GetProduct returns one product; errs.NotFound.
 func (s *Store) GetProduct(ctx context.Context, id string) (catalog.Record, error) {
 	const op = "catalogdb.GetProduct"
-	r, err := scanProduct(s.db.QueryRowContext(ctx, `SELECT `+productColumns+` FROM products WHERE id = ?`, id))
+	r, err := scanProduct(s.db.Reader(ctx, consistency.Bounded).QueryRowContext(ctx, `SELECT `+productColumns+` FROM products WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, errs.E(op, errs.NotFound, errs.Msg("no such product"), err)
 	}
 	if err != nil {
-		return r, errs.E(op, err)
+		return r, errs.E(op, sqldb.NodeError(err))
 	}
 	return r, nil
 }
@@ -209,13 +190,14 @@ func (s *Store) GetProducts(ctx context.Context, ids []string) ([]catalog.Record
 			args[i] = id
 		}
 		q := `SELECT ` + productColumns + ` FROM products WHERE id IN (?` + strings.Repeat(`, ?`, len(chunk)-1) + `) ORDER BY id`
+		// Primary: checkout prices orders with these.
 		rows, err := s.db.QueryContext(ctx, q, args...)
 		if err != nil {
-			return nil, errs.E(op, err)
+			return nil, errs.E(op, sqldb.NodeError(err))
 		}
 		recs, err := collect(rows)
 		if err != nil {
-			return nil, errs.E(op, err)
+			return nil, errs.E(op, sqldb.NodeError(err))
 		}
 		out = append(out, recs...)
 	}
@@ -229,7 +211,7 @@ func (s *Store) CreateProduct(ctx context.Context, r catalog.Record) error {
 	const op = "catalogdb.CreateProduct"
 	thumbs, err := marshalThumbs(r.ThumbnailKeys)
 	if err != nil {
-		return errs.E(op, err)
+		return errs.E(op, sqldb.NodeError(err))
 	}
 	err = s.db.InTx(ctx, func(tx *sqldb.Tx) error {
 		var n int
@@ -258,7 +240,7 @@ func (s *Store) CreateProduct(ctx context.Context, r catalog.Record) error {
 		return outbox.Add(ctx, tx, catalog.SubjectItemListed, r.ID, ev, r.CreatedAt)
 	})
 	if err != nil {
-		return errs.E(op, err)
+		return errs.E(op, sqldb.NodeError(err))
 	}
 	return nil
 }
@@ -283,15 +265,15 @@ func (s *Store) SetThumbnails(ctx context.Context, id string, keys map[string]st
 	const op = "catalogdb.SetThumbnails"
 	thumbs, err := marshalThumbs(keys)
 	if err != nil {
-		return errs.E(op, err)
+		return errs.E(op, sqldb.NodeError(err))
 	}
 	res, err := s.db.ExecContext(ctx, `UPDATE products SET thumbnails = ? WHERE id = ?`, thumbs, id)
 	if err != nil {
-		return errs.E(op, err)
+		return errs.E(op, sqldb.NodeError(err))
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return errs.E(op, err)
+		return errs.E(op, sqldb.NodeError(err))
 	}
 	if n == 0 {
 		return errs.E(op, errs.NotFound, errs.Msg("no such product"))
@@ -340,7 +322,7 @@ func (s *Store) Reserve(ctx context.Context, reservationID string, lines []catal
 		return nil
 	})
 	if err != nil {
-		return errs.E(op, err)
+		return errs.E(op, sqldb.NodeError(err))
 	}
 	return nil
 }
@@ -442,16 +424,17 @@ func (s *Store) Release(ctx context.Context, reservationID string, now time.Time
 		return nil
 	})
 	if err != nil {
-		return nil, errs.E(op, err)
+		return nil, errs.E(op, sqldb.NodeError(err))
 	}
 	return lines, nil
 }
 
-// CountProducts returns the number of products.
+// CountProducts returns the number of products, as the primary has it
+// (seeding decides on it).
 func (s *Store) CountProducts(ctx context.Context) (int, error) {
 	var n int
 	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM products`).Scan(&n); err != nil {
-		return 0, errs.E("catalogdb.CountProducts", err)
+		return 0, errs.E("catalogdb.CountProducts", sqldb.NodeError(err))
 	}
 	return n, nil
 }

@@ -236,25 +236,27 @@ func testListAndBatch(t *testing.T, s *catalogdb.Store, _ *sqldb.DB) {
 		return fmt.Sprint(out)
 	}
 	for _, tc := range []struct {
-		cat           string
-		offset, limit int
-		want          string
+		cat, after string
+		limit      int
+		want       string
 	}{
-		{"", 0, 10, "[prd_a prd_b prd_c prd_d prd_e]"},
-		{"", 0, 2, "[prd_a prd_b]"},
-		{"", 2, 2, "[prd_c prd_d]"},
-		{"", 4, 2, "[prd_e]"},
-		{"", 5, 2, "[]"},
-		{"home", 0, 10, "[prd_c prd_d prd_e]"},
-		{"books", 1, 10, "[prd_b]"},
-		{"nope", 0, 10, "[]"},
+		{"", "", 10, "[prd_a prd_b prd_c prd_d prd_e]"},
+		{"", "", 2, "[prd_a prd_b]"},
+		{"", "prd_b", 2, "[prd_c prd_d]"},
+		{"", "prd_d", 2, "[prd_e]"},
+		{"", "prd_e", 2, "[]"},
+		{"", "prd_bb", 2, "[prd_c prd_d]"}, // a key between rows (one deleted, say)
+		{"home", "", 10, "[prd_c prd_d prd_e]"},
+		{"home", "prd_a", 10, "[prd_c prd_d prd_e]"},
+		{"books", "prd_a", 10, "[prd_b]"},
+		{"nope", "", 10, "[]"},
 	} {
-		got, err := s.ListProducts(ctx, tc.cat, tc.offset, tc.limit)
+		got, err := s.ListProducts(ctx, tc.cat, tc.after, tc.limit)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if ids(got) != tc.want {
-			t.Errorf("ListProducts(%q, %d, %d) = %s, want %s", tc.cat, tc.offset, tc.limit, ids(got), tc.want)
+			t.Errorf("ListProducts(%q, %q, %d) = %s, want %s", tc.cat, tc.after, tc.limit, ids(got), tc.want)
 		}
 	}
 	got, err := s.GetProducts(ctx, []string{"prd_e", "prd_x", "prd_a"})
@@ -291,7 +293,7 @@ func testThumbnails(t *testing.T, s *catalogdb.Store, _ *sqldb.DB) {
 	if fmt.Sprint(got.ThumbnailKeys) != fmt.Sprint(keys) {
 		t.Fatalf("ThumbnailKeys = %v, want %v", got.ThumbnailKeys, keys)
 	}
-	list, _ := s.ListProducts(ctx, "", 0, 10)
+	list, _ := s.ListProducts(ctx, "", "", 10)
 	if len(list) != 1 || fmt.Sprint(list[0].ThumbnailKeys) != fmt.Sprint(keys) {
 		t.Fatalf("ListProducts thumbnails = %+v", list)
 	}

@@ -1,73 +1,140 @@
 // Package orderdb is the SQL store of the order service: the orders and
 // order_items tables, and the outbox that carries OrderPlaced events.
+//
+// The store is sharded by user (see sqldb.Sharded): an order, its items and
+// the outbox rows of its events live on the node holding
+// shard.ForUser(order.UserID), and every order and item row records that
+// shard in its shard column. Order ids made by checkout carry the same
+// shard (ids.NewInShard), so a look-up by id goes straight to its node; an
+// id without a shard (made before sharding) is looked for on every node.
+// Each node has its own outbox table, drained by its own relay (see
+// Outboxes).
 package orderdb
 
 import (
 	"context"
 	"database/sql"
+	"embed"
 	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/globomantics/globomantics/internal/order"
+	"github.com/globomantics/globomantics/internal/platform/consistency"
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/money"
 	"github.com/globomantics/globomantics/internal/platform/outbox"
+	"github.com/globomantics/globomantics/internal/platform/shard"
 	"github.com/globomantics/globomantics/internal/platform/sqldb"
 )
 
-// migrations are applied in order and never edited once released.
-var migrations = []string{
-	`CREATE TABLE orders (
-		id TEXT PRIMARY KEY,
-		user_id TEXT NOT NULL,
-		email TEXT NOT NULL,
-		status TEXT NOT NULL,
-		currency TEXT NOT NULL,
-		subtotal BIGINT NOT NULL,
-		shipping_cost BIGINT NOT NULL,
-		total BIGINT NOT NULL,
-		ship_name TEXT NOT NULL,
-		ship_line1 TEXT NOT NULL,
-		ship_city TEXT NOT NULL,
-		ship_postal_code TEXT NOT NULL,
-		ship_country TEXT NOT NULL,
-		payment_id TEXT NOT NULL,
-		payment_status TEXT NOT NULL,
-		shipment_id TEXT NOT NULL,
-		shipment_status TEXT NOT NULL,
-		tracking_number TEXT NOT NULL,
-		cancel_reason TEXT NOT NULL,
-		created_at BIGINT NOT NULL,
-		updated_at BIGINT NOT NULL
-	);
-	CREATE INDEX orders_user_created ON orders (user_id, created_at, id)`,
-	`CREATE TABLE order_items (
-		order_id TEXT NOT NULL REFERENCES orders (id),
-		line_no INTEGER NOT NULL,
-		product_id TEXT NOT NULL,
-		name TEXT NOT NULL,
-		quantity INTEGER NOT NULL,
-		unit_price BIGINT NOT NULL,
-		line_total BIGINT NOT NULL,
-		PRIMARY KEY (order_id, line_no)
-	)`,
-	outbox.Migration,
-}
+// migrations (goose SQL files) are applied in order and never edited once released.
+//
+//go:embed migrations/*.sql
+var migrations embed.FS
 
-// Store keeps orders in a SQL database.
+// Store keeps orders in a SQL database, one node or several.
 type Store struct {
-	db *sqldb.DB
+	sh *sqldb.Sharded
 }
 
-var _ order.Store = (*Store)(nil)
+var (
+	_ order.Store      = (*Store)(nil)
+	_ order.RangeStore = (*Store)(nil)
+)
 
-// Open returns the store over db after applying its migrations.
+// Open returns the store over the one database db (every shard on it) after
+// applying its migrations.
 func Open(ctx context.Context, db *sqldb.DB) (*Store, error) {
-	if err := db.Migrate(ctx, "order", migrations); err != nil {
+	return OpenSharded(ctx, sqldb.Single(db))
+}
+
+// OpenSharded returns the store over the nodes of sh after applying its
+// migrations to every node and filling in the shard column of rows written
+// before it existed. Every node must answer.
+func OpenSharded(ctx context.Context, sh *sqldb.Sharded) (*Store, error) {
+	const op = "orderdb.Open"
+	dir, err := fs.Sub(migrations, "migrations")
+	if err != nil {
 		return nil, err
 	}
-	return &Store{db: db}, nil
+	if err := sh.Migrate(ctx, "order", dir); err != nil {
+		return nil, err
+	}
+	err = sh.Each(ctx, func(ctx context.Context, _ string, db *sqldb.DB) error {
+		if err := sqldb.BackfillShard(ctx, db, "orders", "id", "user_id", func(_, user string) shard.ID {
+			return shard.ForUser(user)
+		}); err != nil {
+			return err
+		}
+		_, err := db.ExecContext(ctx, `UPDATE order_items
+			SET shard = (SELECT o.shard FROM orders o WHERE o.id = order_items.order_id) WHERE shard = -1`)
+		return err
+	})
+	if err != nil {
+		return nil, errs.E(op, errs.Msg("filling in the shard column"), err)
+	}
+	return &Store{sh: sh}, nil
+}
+
+// Outboxes returns the database of every node, by node name: each holds
+// an outbox table of its own, which needs its own outbox.Relay.
+func (s *Store) Outboxes() map[string]*sqldb.DB { return s.sh.All() }
+
+// nodeOf returns the node of the order with this id: the node of the shard
+// the id carries, or, for an id made before sharding that carries none, the
+// node that has the order, asked of every node at once (errs.NotFound when
+// none has it; errs.Unavailable when none has it and a node did not answer).
+func (s *Store) nodeOf(ctx context.Context, id string) (*sqldb.DB, error) {
+	if db, _, err := s.sh.ForID(id); err == nil {
+		return db, nil
+	}
+	m, dbs := s.sh.Snapshot()
+	if nodes := m.Nodes(); len(nodes) == 1 {
+		return dbs[nodes[0]], nil
+	}
+	// An old id: scatter, rather than fail the orders placed before ids
+	// carried their shard.
+	slog.WarnContext(ctx, "orderdb: order id carries no shard; asking every node", "order_id", id)
+	r, _ := sqldb.Gather(ctx, s.sh, scatterTimeout, func(ctx context.Context, db *sqldb.DB) ([]*sqldb.DB, error) {
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM orders WHERE id = ?`, id).Scan(&n); err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return nil, nil
+		}
+		return []*sqldb.DB{db}, nil
+	})
+	if len(r.Items) > 0 {
+		return r.Items[0], nil
+	}
+	if !r.Complete() {
+		return nil, errs.E(errs.Unavailable, errs.Msg("order not found on the shards that answered"),
+			fmt.Errorf("nodes did not answer: %s", r.Missing[0].Err))
+	}
+	return nil, errs.E(errs.NotFound, errs.Msg("order not found"))
+}
+
+// scatterTimeout bounds each node's answer to a look-up by an id that
+// carries no shard.
+const scatterTimeout = 2 * time.Second
+
+// userNode returns the node and shard of o's user, checking that an id that
+// carries a shard carries that one.
+func (s *Store) userNode(o order.Order) (*sqldb.DB, shard.ID, error) {
+	db, sh, err := s.sh.ForUser(o.UserID)
+	if err != nil {
+		return nil, 0, err
+	}
+	if idShard, ok := shard.OfID(o.ID); ok && idShard != sh {
+		return nil, 0, errs.E(errs.Invalid, errs.Msg("order id carries shard %d, not its user's shard %d", idShard, sh))
+	}
+	return db, sh, nil
 }
 
 const orderColumns = `id, user_id, email, status, currency, subtotal, shipping_cost, total,
@@ -79,16 +146,20 @@ const orderColumns = `id, user_id, email, status, currency, subtotal, shipping_c
 func (s *Store) Create(ctx context.Context, o order.Order) (order.Order, bool, error) {
 	const op = "orderdb.Create"
 	created := false
-	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+	db, sh, err := s.userNode(o)
+	if err != nil {
+		return order.Order{}, false, errs.E(op, err)
+	}
+	err = db.InTx(ctx, func(tx *sqldb.Tx) error {
 		created = false
 		a := o.ShippingAddress
-		res, err := tx.ExecContext(ctx, `INSERT INTO orders (`+orderColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		res, err := tx.ExecContext(ctx, `INSERT INTO orders (`+orderColumns+`, shard)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO NOTHING`,
 			o.ID, o.UserID, o.Email, o.Status, currency(o.Total), o.Subtotal.Amount, o.ShippingCost.Amount, o.Total.Amount,
 			a.Name, a.Line1, a.City, a.PostalCode, a.Country,
 			o.Payment.ID, o.Payment.Status, o.Shipment.ID, o.Shipment.Status, o.Shipment.TrackingNumber,
-			o.CancelReason, sqldb.Millis(o.CreatedAt), sqldb.Millis(o.UpdatedAt))
+			o.CancelReason, sqldb.Millis(o.CreatedAt), sqldb.Millis(o.UpdatedAt), int(sh))
 		if err != nil {
 			return err
 		}
@@ -101,9 +172,9 @@ func (s *Store) Create(ctx context.Context, o order.Order) (order.Order, bool, e
 		}
 		for i, it := range o.Items {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO order_items
-				(order_id, line_no, product_id, name, quantity, unit_price, line_total)
-				VALUES (?, ?, ?, ?, ?, ?, ?)`,
-				o.ID, i+1, it.ProductID, it.Name, it.Quantity, it.UnitPrice.Amount, it.LineTotal.Amount); err != nil {
+				(order_id, line_no, product_id, name, quantity, unit_price, line_total, shard)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+				o.ID, i+1, it.ProductID, it.Name, it.Quantity, it.UnitPrice.Amount, it.LineTotal.Amount, int(sh)); err != nil {
 				return err
 			}
 		}
@@ -111,11 +182,11 @@ func (s *Store) Create(ctx context.Context, o order.Order) (order.Order, bool, e
 		return nil
 	})
 	if err != nil {
-		return order.Order{}, false, errs.E(op, err)
+		return order.Order{}, false, errs.E(op, sqldb.NodeError(err))
 	}
-	stored, err := s.Get(ctx, o.ID)
+	stored, err := getOrder(ctx, db, o.ID, false)
 	if err != nil {
-		return order.Order{}, false, errs.E(op, err)
+		return order.Order{}, false, errs.E(op, sqldb.NodeError(err))
 	}
 	return stored, created, nil
 }
@@ -130,9 +201,15 @@ func currency(m money.Money) string {
 // Get returns the order with its items; errs.NotFound.
 func (s *Store) Get(ctx context.Context, id string) (order.Order, error) {
 	const op = "orderdb.Get"
-	o, err := getOrder(ctx, s.db, id, false)
+	db, err := s.nodeOf(ctx, id)
 	if err != nil {
-		return order.Order{}, errs.E(op, err)
+		return order.Order{}, errs.E(op, sqldb.NodeError(err))
+	}
+	// The customer sees the order they just placed, whichever replica
+	// answers (read-your-writes).
+	o, err := getOrder(ctx, db.Reader(ctx, consistency.ReadYourWrites), id, false)
+	if err != nil {
+		return order.Order{}, errs.E(op, sqldb.NodeError(err))
 	}
 	return o, nil
 }
@@ -223,17 +300,29 @@ func placeholders(n int) string {
 	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
 }
 
-// ListByUser returns at most limit of the user's orders after offset, newest first.
-func (s *Store) ListByUser(ctx context.Context, userID string, offset, limit int) ([]order.Order, error) {
+// ListByUser returns at most limit of the user's orders after the order at
+// after (from the newest when nil), newest first, by a keyset seek on the
+// index (user_id, created_at, id).
+func (s *Store) ListByUser(ctx context.Context, userID string, after *order.ListKey, limit int) ([]order.Order, error) {
 	const op = "orderdb.ListByUser"
 	list := []order.Order{}
 	if limit <= 0 {
 		return list, nil
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT `+orderColumns+` FROM orders WHERE user_id = ?
-		ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?`, userID, limit, max(offset, 0))
+	db, _, err := s.sh.ForUser(userID)
 	if err != nil {
 		return nil, errs.E(op, err)
+	}
+	q, args := `SELECT `+orderColumns+` FROM orders WHERE user_id = ?`, []any{userID}
+	if after != nil {
+		q += ` AND (created_at < ? OR (created_at = ? AND id < ?))`
+		args = append(args, after.CreatedAtMillis, after.CreatedAtMillis, after.ID)
+	}
+	// Read-your-writes, from one node for the orders and their items.
+	rd := db.Reader(ctx, consistency.ReadYourWrites)
+	rows, err := rd.QueryContext(ctx, q+` ORDER BY created_at DESC, id DESC LIMIT ?`, append(args, limit)...)
+	if err != nil {
+		return nil, errs.E(op, sqldb.NodeError(err))
 	}
 	var ids []string
 	for rows.Next() {
@@ -249,9 +338,17 @@ func (s *Store) ListByUser(ctx context.Context, userID string, offset, limit int
 	if err := rows.Err(); err != nil {
 		return nil, errs.E(op, err)
 	}
-	items, err := loadItems(ctx, s.db, ids, money.Currency)
+	if err := fillItems(ctx, rd, list, ids); err != nil {
+		return nil, errs.E(op, sqldb.NodeError(err))
+	}
+	return list, nil
+}
+
+// fillItems loads the items of list (whose ids are ids) from db.
+func fillItems(ctx context.Context, db sqldb.Querier, list []order.Order, ids []string) error {
+	items, err := loadItems(ctx, db, ids, money.Currency)
 	if err != nil {
-		return nil, errs.E(op, err)
+		return err
 	}
 	for i := range list {
 		its := items[list[i].ID]
@@ -264,7 +361,7 @@ func (s *Store) ListByUser(ctx context.Context, userID string, offset, limit int
 		}
 		list[i].Items = its
 	}
-	return list, nil
+	return nil
 }
 
 // Update changes the order's mutable fields through fn and writes fn's
@@ -272,8 +369,12 @@ func (s *Store) ListByUser(ctx context.Context, userID string, offset, limit int
 func (s *Store) Update(ctx context.Context, id string, fn func(o *order.Order) (*order.Event, error)) (order.Order, error) {
 	const op = "orderdb.Update"
 	var result order.Order
-	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
-		o, err := getOrder(ctx, tx, id, s.db.Dialect == sqldb.Postgres)
+	db, err := s.nodeOf(ctx, id)
+	if err != nil {
+		return order.Order{}, errs.E(op, sqldb.NodeError(err))
+	}
+	err = db.InTx(ctx, func(tx *sqldb.Tx) error {
+		o, err := getOrder(ctx, tx, id, db.Dialect == sqldb.Postgres)
 		if err != nil {
 			return err
 		}
@@ -306,7 +407,7 @@ func (s *Store) Update(ctx context.Context, id string, fn func(o *order.Order) (
 		return nil
 	})
 	if err != nil {
-		return order.Order{}, errs.E(op, err)
+		return order.Order{}, errs.E(op, sqldb.NodeError(err))
 	}
 	return result, nil
 }

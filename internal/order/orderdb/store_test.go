@@ -134,7 +134,7 @@ func testCreateIdempotent(t *testing.T, _ *sqldb.DB, s *orderdb.Store) {
 	if !reflect.DeepEqual(got, first) {
 		t.Errorf("second Create returned %+v\nwant the first %+v", got, first)
 	}
-	if list, _ := s.ListByUser(context.Background(), "usr_2", 0, 10); len(list) != 0 {
+	if list, _ := s.ListByUser(context.Background(), "usr_2", nil, 10); len(list) != 0 {
 		t.Errorf("second Create wrote an order for usr_2: %+v", list)
 	}
 }
@@ -163,21 +163,37 @@ func testListByUser(t *testing.T, _ *sqldb.DB, s *orderdb.Store) {
 		}
 		return out
 	}
-	all, err := s.ListByUser(ctx, "usr_1", 0, 10)
+	all, err := s.ListByUser(ctx, "usr_1", nil, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got, want := ids(all), []string{"ord_3", "ord_2", "ord_1", "ord_0"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("ListByUser = %v, want %v", got, want)
 	}
-	mid, err := s.ListByUser(ctx, "usr_1", 1, 2)
+	// After ord_3, and after ord_2 which shares its time with ord_1.
+	mid, err := s.ListByUser(ctx, "usr_1", &order.ListKey{CreatedAtMillis: t0.Add(2 * time.Second).UnixMilli(), ID: "ord_3"}, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got, want := ids(mid), []string{"ord_2", "ord_1"}; !reflect.DeepEqual(got, want) {
-		t.Errorf("offset 1 limit 2 = %v, want %v", got, want)
+		t.Errorf("after ord_3 limit 2 = %v, want %v", got, want)
 	}
-	none, err := s.ListByUser(ctx, "usr_nobody", 0, 10)
+	tie, err := s.ListByUser(ctx, "usr_1", &order.ListKey{CreatedAtMillis: t0.Add(time.Second).UnixMilli(), ID: "ord_2"}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ids(tie), []string{"ord_1", "ord_0"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("after ord_2 = %v, want %v", got, want)
+	}
+	// A key between orders (one since deleted, say) still seeks right.
+	gap, err := s.ListByUser(ctx, "usr_1", &order.ListKey{CreatedAtMillis: t0.Add(1500 * time.Millisecond).UnixMilli(), ID: "ord_zzz"}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ids(gap), []string{"ord_2", "ord_1", "ord_0"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("after a gap = %v, want %v", got, want)
+	}
+	none, err := s.ListByUser(ctx, "usr_nobody", nil, 10)
 	if err != nil || none == nil || len(none) != 0 {
 		t.Errorf("unknown user = %#v, %v; want an empty non-nil slice", none, err)
 	}

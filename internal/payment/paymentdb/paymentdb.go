@@ -1,45 +1,104 @@
 // Package paymentdb is the SQL store of the payment service: the payments
 // table, which keeps only the last four digits of a card.
+//
+// The store is sharded (see sqldb.Sharded): a payment lives on the node of
+// its order's shard (shard.OfIDOrKey of the order id: the shard the order's
+// id carries), recorded in its shard column, and its id, made by the
+// payment service with ids.NewInShard, carries that shard too. A look-up by
+// a payment id made before sharding, which carries none, asks every node.
 package paymentdb
 
 import (
 	"context"
 	"database/sql"
+	"embed"
 	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"time"
 
 	"github.com/globomantics/globomantics/internal/payment"
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/money"
+	"github.com/globomantics/globomantics/internal/platform/shard"
 	"github.com/globomantics/globomantics/internal/platform/sqldb"
 )
 
-// migrations are applied in order and never edited once released.
-var migrations = []string{
-	`CREATE TABLE payments (
-		id TEXT PRIMARY KEY,
-		order_id TEXT NOT NULL UNIQUE,
-		amount BIGINT NOT NULL,
-		currency TEXT NOT NULL,
-		status TEXT NOT NULL,
-		card_last4 TEXT NOT NULL,
-		created_at BIGINT NOT NULL,
-		updated_at BIGINT NOT NULL
-	)`,
-}
+// migrations (goose SQL files) are applied in order and never edited once released.
+//
+//go:embed migrations/*.sql
+var migrations embed.FS
 
-// Store keeps payments in a SQL database.
+// Store keeps payments in a SQL database, one node or several.
 type Store struct {
-	db *sqldb.DB
+	sh *sqldb.Sharded
 }
 
 var _ payment.Store = (*Store)(nil)
 
-// Open returns the store over db after applying its migrations.
+// Open returns the store over the one database db (every shard on it) after
+// applying its migrations.
 func Open(ctx context.Context, db *sqldb.DB) (*Store, error) {
-	if err := db.Migrate(ctx, "payment", migrations); err != nil {
+	return OpenSharded(ctx, sqldb.Single(db))
+}
+
+// OpenSharded returns the store over the nodes of sh after applying its
+// migrations to every node and filling in the shard column of rows written
+// before it existed. Every node must answer.
+func OpenSharded(ctx context.Context, sh *sqldb.Sharded) (*Store, error) {
+	dir, err := fs.Sub(migrations, "migrations")
+	if err != nil {
 		return nil, err
 	}
-	return &Store{db: db}, nil
+	if err := sh.Migrate(ctx, "payment", dir); err != nil {
+		return nil, err
+	}
+	err = sh.Each(ctx, func(ctx context.Context, _ string, db *sqldb.DB) error {
+		return sqldb.BackfillShard(ctx, db, "payments", "order_id", "order_id", func(orderID, _ string) shard.ID {
+			return shard.OfIDOrKey(orderID)
+		})
+	})
+	if err != nil {
+		return nil, errs.E("paymentdb.Open", errs.Msg("filling in the shard column"), err)
+	}
+	return &Store{sh: sh}, nil
+}
+
+// scatterTimeout bounds each node's answer to a look-up by a payment id
+// that carries no shard.
+const scatterTimeout = 2 * time.Second
+
+// nodeOf returns the node of the payment with this id: the node of the
+// shard the id carries, or, for an id made before sharding, the node that
+// has the payment, asked of every node at once; errs.NotFound when none has
+// it, errs.Unavailable when none has it and a node did not answer.
+func (s *Store) nodeOf(ctx context.Context, id string) (*sqldb.DB, error) {
+	if db, _, err := s.sh.ForID(id); err == nil {
+		return db, nil
+	}
+	m, dbs := s.sh.Snapshot()
+	if nodes := m.Nodes(); len(nodes) == 1 {
+		return dbs[nodes[0]], nil
+	}
+	// An old id: scatter rather than fail the payments made before ids
+	// carried their shard.
+	slog.WarnContext(ctx, "paymentdb: payment id carries no shard; asking every node", "payment_id", id)
+	r, _ := sqldb.Gather(ctx, s.sh, scatterTimeout, func(ctx context.Context, db *sqldb.DB) ([]*sqldb.DB, error) {
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM payments WHERE id = ?`, id).Scan(&n); err != nil || n == 0 {
+			return nil, err
+		}
+		return []*sqldb.DB{db}, nil
+	})
+	if len(r.Items) > 0 {
+		return r.Items[0], nil
+	}
+	if !r.Complete() {
+		return nil, errs.E(errs.Unavailable, errs.Msg("payment not found on the shards that answered"),
+			fmt.Errorf("nodes did not answer: %s", r.Missing[0].Err))
+	}
+	return nil, errs.E(errs.NotFound, errs.Msg("payment not found"))
 }
 
 const columns = `id, order_id, amount, currency, status, card_last4, created_at, updated_at`
@@ -48,32 +107,48 @@ const columns = `id, order_id, amount, currency, status, card_last4, created_at,
 // payment.
 func (s *Store) Create(ctx context.Context, p payment.Payment) error {
 	const op = "paymentdb.Create"
-	_, err := s.db.ExecContext(ctx, `INSERT INTO payments (`+columns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+	sh := shard.OfIDOrKey(p.OrderID)
+	if idShard, ok := shard.OfID(p.ID); ok && idShard != sh {
+		return errs.E(op, errs.Invalid, errs.Msg("payment id carries shard %d, not its order's shard %d", idShard, sh))
+	}
+	db, err := s.sh.ForShard(sh)
+	if err != nil {
+		return errs.E(op, err)
+	}
+	_, err = db.ExecContext(ctx, `INSERT INTO payments (`+columns+`, shard) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		p.ID, p.OrderID, p.Amount.Amount, p.Amount.Currency, p.Status, p.CardLast4,
-		sqldb.Millis(p.CreatedAt), sqldb.Millis(p.UpdatedAt))
+		sqldb.Millis(p.CreatedAt), sqldb.Millis(p.UpdatedAt), int(sh))
 	if sqldb.IsUniqueViolation(err) {
 		return errs.E(op, errs.Conflict, errs.Msg("order already has a payment"), err)
 	}
 	if err != nil {
-		return errs.E(op, err)
+		return errs.E(op, sqldb.NodeError(err))
 	}
 	return nil
 }
 
 // Get returns the payment with this id; errs.NotFound.
 func (s *Store) Get(ctx context.Context, id string) (payment.Payment, error) {
-	p, err := scan(s.db.QueryRowContext(ctx, `SELECT `+columns+` FROM payments WHERE id = ?`, id))
+	db, err := s.nodeOf(ctx, id)
 	if err != nil {
-		return payment.Payment{}, errs.E("paymentdb.Get", err)
+		return payment.Payment{}, errs.E("paymentdb.Get", sqldb.NodeError(err))
+	}
+	p, err := scan(db.QueryRowContext(ctx, `SELECT `+columns+` FROM payments WHERE id = ?`, id))
+	if err != nil {
+		return payment.Payment{}, errs.E("paymentdb.Get", sqldb.NodeError(err))
 	}
 	return p, nil
 }
 
 // GetByOrder returns the payment of an order; errs.NotFound.
 func (s *Store) GetByOrder(ctx context.Context, orderID string) (payment.Payment, error) {
-	p, err := scan(s.db.QueryRowContext(ctx, `SELECT `+columns+` FROM payments WHERE order_id = ?`, orderID))
+	db, err := s.sh.ForShard(shard.OfIDOrKey(orderID))
 	if err != nil {
 		return payment.Payment{}, errs.E("paymentdb.GetByOrder", err)
+	}
+	p, err := scan(db.QueryRowContext(ctx, `SELECT `+columns+` FROM payments WHERE order_id = ?`, orderID))
+	if err != nil {
+		return payment.Payment{}, errs.E("paymentdb.GetByOrder", sqldb.NodeError(err))
 	}
 	return p, nil
 }
@@ -84,12 +159,16 @@ func (s *Store) GetByOrder(ctx context.Context, orderID string) (payment.Payment
 // id.
 func (s *Store) Update(ctx context.Context, id string, fn func(p *payment.Payment) error) (payment.Payment, error) {
 	const op = "paymentdb.Update"
+	db, err := s.nodeOf(ctx, id)
+	if err != nil {
+		return payment.Payment{}, errs.E(op, sqldb.NodeError(err))
+	}
 	q := `SELECT ` + columns + ` FROM payments WHERE id = ?`
-	if s.db.Dialect == sqldb.Postgres {
+	if db.Dialect == sqldb.Postgres {
 		q += ` FOR UPDATE` // SQLite transactions already hold the write lock
 	}
 	var out payment.Payment
-	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+	err = db.InTx(ctx, func(tx *sqldb.Tx) error {
 		p, err := scan(tx.QueryRowContext(ctx, q, id))
 		if err != nil {
 			return err
@@ -106,7 +185,7 @@ func (s *Store) Update(ctx context.Context, id string, fn func(p *payment.Paymen
 		return nil
 	})
 	if err != nil {
-		return payment.Payment{}, errs.E(op, err)
+		return payment.Payment{}, errs.E(op, sqldb.NodeError(err))
 	}
 	return out, nil
 }

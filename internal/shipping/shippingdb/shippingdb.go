@@ -5,7 +5,9 @@ package shippingdb
 import (
 	"context"
 	"database/sql"
+	"embed"
 	"errors"
+	"io/fs"
 
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/money"
@@ -13,23 +15,10 @@ import (
 	"github.com/globomantics/globomantics/internal/shipping"
 )
 
-// migrations are applied in order and never edited once released.
-var migrations = []string{
-	`CREATE TABLE shipments (
-		id TEXT PRIMARY KEY,
-		order_id TEXT NOT NULL UNIQUE,
-		status TEXT NOT NULL,
-		tracking_number TEXT NOT NULL UNIQUE,
-		cost BIGINT NOT NULL,
-		currency TEXT NOT NULL,
-		name TEXT NOT NULL,
-		line1 TEXT NOT NULL,
-		city TEXT NOT NULL,
-		postal_code TEXT NOT NULL,
-		country TEXT NOT NULL,
-		created_at BIGINT NOT NULL
-	)`,
-}
+// migrations (goose SQL files) are applied in order and never edited once released.
+//
+//go:embed migrations/*.sql
+var migrations embed.FS
 
 // Store keeps shipments in a SQL database.
 type Store struct {
@@ -40,7 +29,11 @@ var _ shipping.Store = (*Store)(nil)
 
 // Open returns the store over db after applying its migrations.
 func Open(ctx context.Context, db *sqldb.DB) (*Store, error) {
-	if err := db.Migrate(ctx, "shipping", migrations); err != nil {
+	dir, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	if err := db.Migrate(ctx, "shipping", dir); err != nil {
 		return nil, err
 	}
 	return &Store{db: db}, nil

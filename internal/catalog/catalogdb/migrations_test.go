@@ -1,0 +1,80 @@
+package catalogdb_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/globomantics/globomantics/internal/catalog/catalogdb"
+	"github.com/globomantics/globomantics/internal/platform/outbox"
+	"github.com/globomantics/globomantics/internal/platform/sqldb"
+	"github.com/globomantics/globomantics/internal/platform/testenv"
+)
+
+// TestOutboxMigrationIsACopy: the store's outbox migration is outbox.Migration.
+func TestOutboxMigrationIsACopy(t *testing.T) {
+	b, err := os.ReadFile("migrations/00002_outbox.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != outbox.Migration {
+		t.Fatalf("migrations/00002_outbox.sql differs from outbox.Migration:\n%s", b)
+	}
+}
+
+// TestOpenLegacyDatabase: a database migrated by the code before goose (its
+// tables and the table schema_migrations) opens without re-applying a
+// migration, and the store works on it.
+func TestOpenLegacyDatabase(t *testing.T) {
+	ctx := context.Background()
+	for _, b := range testenv.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			db := b.Open(t)
+			legacyMigrate(t, db, "catalog")
+			s, err := catalogdb.Open(ctx, db)
+			if err != nil {
+				t.Fatalf("Open on a legacy database: %v", err)
+			}
+			ensureCats(t, s)
+			create(t, s, rec("prd_1", "home", 3))
+			var n int
+			if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM goose_catalog WHERE version_id > 0`).Scan(&n); err != nil || n != 2 {
+				t.Fatalf("goose_catalog has %d versions, %v; want 2", n, err)
+			}
+		})
+	}
+}
+
+// legacyMigrate applies the migration files as the pre-goose Migrate did,
+// recording them in schema_migrations.
+func legacyMigrate(t *testing.T, db *sqldb.DB, component string) {
+	t.Helper()
+	ctx := context.Background()
+	files, err := filepath.Glob("migrations/*.sql")
+	if err != nil || len(files) == 0 {
+		t.Fatal(files, err)
+	}
+	if _, err := db.ExecContext(ctx, `CREATE TABLE schema_migrations (
+		component TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (component, version))`); err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, stmt := range strings.Split(strings.ReplaceAll(string(b), "-- +goose Up", ""), ";") {
+			if strings.TrimSpace(stmt) == "" {
+				continue
+			}
+			if _, err := db.ExecContext(ctx, stmt); err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+		}
+		if _, err := db.ExecContext(ctx, `INSERT INTO schema_migrations (component, version) VALUES (?, ?)`, component, i+1); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
