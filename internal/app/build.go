@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -28,6 +29,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/httpx"
 	"github.com/globomantics/globomantics/internal/platform/ids"
+	"github.com/globomantics/globomantics/internal/platform/outbox"
 	"github.com/globomantics/globomantics/internal/search"
 	"github.com/globomantics/globomantics/internal/shipping"
 	"github.com/globomantics/globomantics/internal/shipping/shippingdb"
@@ -53,7 +55,9 @@ type services struct {
 	checkout checkout.API
 }
 
-// build opens every resource and wires every service this process runs.
+// build opens every resource and wires every service this process runs,
+// each after the services it needs (the plan's order), so a dependency is
+// always set, in process or remote, before its dependants are built.
 func (a *app) build(ctx context.Context) error {
 	cfg := a.cfg
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
@@ -65,7 +69,7 @@ func (a *app) build(ctx context.Context) error {
 		a.token = ids.Token()
 	}
 
-	if cfg.NeedsBus() {
+	if a.plan.bus {
 		b, err := bus.Open(ctx, bus.Options{
 			URL:        cfg.NATSURL,
 			StoreDir:   filepath.Join(cfg.DataDir, "nats"),
@@ -80,7 +84,7 @@ func (a *app) build(ctx context.Context) error {
 		a.onClose(b.Close)
 		a.checks["broker"] = b.Ping
 	}
-	if cfg.Runs(config.Catalog) || cfg.Runs(config.Thumbnails) || cfg.Runs(config.Storefront) {
+	if a.plan.blobs {
 		blobs, err := blob.NewFS(cfg.BlobDir)
 		if err != nil {
 			return fmt.Errorf("blob store: %w", err)
@@ -90,76 +94,27 @@ func (a *app) build(ctx context.Context) error {
 	a.cache = cache.NewMemory(a.clock, 10000)
 
 	var s services
-	// Remote services first: any service not run here is reached over HTTP.
-	for name, set := range map[string]func(){
-		config.Account:  func() { s.account = account.NewClient(a.client(config.Account)) },
-		config.Catalog:  func() { s.catalog = catalog.NewClient(a.client(config.Catalog)) },
-		config.Search:   func() { s.search = search.NewClient(a.client(config.Search)) },
-		config.Cart:     func() { s.cart = cart.NewClient(a.client(config.Cart)) },
-		config.Payment:  func() { s.payment = payment.NewClient(a.client(config.Payment)) },
-		config.Shipping: func() { s.shipping = shipping.NewClient(a.client(config.Shipping)) },
-		config.Order:    func() { s.order = order.NewClient(a.client(config.Order)) },
-		config.Checkout: func() { s.checkout = checkout.NewClient(a.client(config.Checkout)) },
-	} {
-		if !cfg.Runs(name) && len(cfg.Peers[name]) > 0 {
-			set()
-			a.checks["peer:"+name] = a.peerCheck(name)
-		}
+	// Services run elsewhere are reached over HTTP.
+	for _, c := range a.plan.remote {
+		c.remote(&s, a.client(c.name))
+		a.checks["peer:"+c.name] = a.peerCheck(c.name)
 	}
-
-	// Local services, dependencies before dependants (config.AllServices order).
-	for _, name := range cfg.Services {
-		var h http.Handler
-		var err error
-		switch name {
-		case config.Account:
-			h, err = a.buildAccount(ctx, &s)
-		case config.Catalog:
-			h, err = a.buildCatalog(ctx, &s)
-		case config.Search:
-			h, err = a.buildSearch(ctx, &s)
-		case config.Cart:
-			h, err = a.buildCart(ctx, &s)
-		case config.Payment:
-			h, err = a.buildPayment(ctx, &s)
-		case config.Shipping:
-			h, err = a.buildShipping(ctx, &s)
-		case config.Order:
-			h, err = a.buildOrder(ctx, &s)
-		case config.Checkout:
-			h, err = a.buildCheckout(ctx, &s)
-		case config.Thumbnails:
-			err = a.buildThumbnails(ctx, &s)
-		case config.Mail:
-			err = a.buildMail(ctx)
-		case config.Storefront:
-			var box storefront.Mailbox
-			if cfg.DevPages {
-				box = mailbox{dir: cfg.MailDir}
-				a.log.Warn("development pages are on: /dev/mail shows every order e-mail; use --dev-pages=false in production")
-			}
-			a.mux.Handle("/", storefront.New(storefront.Deps{
-				Accounts:      s.account,
-				Catalog:       s.catalog,
-				Search:        s.search,
-				Carts:         s.cart,
-				Checkout:      s.checkout,
-				Orders:        s.order,
-				Mail:          box,
-				Blobs:         a.blobs,
-				Cache:         a.cache,
-				Clock:         a.clock,
-				Log:           a.log.With("service", "storefront"),
-				SecureCookies: cfg.SecureCookies,
-			}).Handler())
-		}
+	// Every local database is opened, checked and matched to this shop
+	// before any service uses it.
+	dbs, err := a.openDatabases(ctx, a.plan.local)
+	if err != nil {
+		return err
+	}
+	a.mountDataStatus()
+	for _, c := range a.plan.local {
+		h, err := c.build(a, ctx, &s, dbs[c.name])
 		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+			return fmt.Errorf("%s: %w", c.name, err)
 		}
 		if h != nil {
 			// The internal APIs trust their callers: only peers holding the
 			// service token get in.
-			a.mux.Handle("/svc/"+name+"/", httpx.RequireToken(a.token, h))
+			a.mux.Handle("/svc/"+c.name+"/", httpx.RequireToken(a.token, h))
 		}
 	}
 	if !cfg.Runs(config.Storefront) {
@@ -168,12 +123,31 @@ func (a *app) build(ctx context.Context) error {
 	return nil
 }
 
-func (a *app) buildAccount(ctx context.Context, s *services) (http.Handler, error) {
-	db, err := a.openDB(ctx, config.Account)
-	if err != nil {
-		return nil, err
+func (a *app) buildStorefront(_ context.Context, s *services, _ *serviceDB) (http.Handler, error) {
+	var box storefront.Mailbox
+	if a.cfg.DevPages {
+		box = mailbox{dir: a.cfg.MailDir}
+		a.log.Warn("development pages are on: /dev/mail shows every order e-mail; use --dev-pages=false in production")
 	}
-	store, err := accountdb.Open(ctx, db)
+	a.mux.Handle("/", storefront.New(storefront.Deps{
+		Accounts:      s.account,
+		Catalog:       s.catalog,
+		Search:        s.search,
+		Carts:         s.cart,
+		Checkout:      s.checkout,
+		Orders:        s.order,
+		Mail:          box,
+		Blobs:         a.blobs,
+		Cache:         a.cache,
+		Clock:         a.clock,
+		Log:           a.log.With("service", "storefront"),
+		SecureCookies: a.cfg.SecureCookies,
+	}).Handler())
+	return nil, nil
+}
+
+func (a *app) buildAccount(ctx context.Context, s *services, sdb *serviceDB) (http.Handler, error) {
+	store, err := accountdb.OpenSharded(ctx, sdb.sharded())
 	if err != nil {
 		return nil, err
 	}
@@ -183,11 +157,8 @@ func (a *app) buildAccount(ctx context.Context, s *services) (http.Handler, erro
 	return account.NewHandler(svc), nil
 }
 
-func (a *app) buildCatalog(ctx context.Context, s *services) (http.Handler, error) {
-	db, err := a.openDB(ctx, config.Catalog)
-	if err != nil {
-		return nil, err
-	}
+func (a *app) buildCatalog(ctx context.Context, s *services, sdb *serviceDB) (http.Handler, error) {
+	db := sdb.db
 	store, err := catalogdb.Open(ctx, db)
 	if err != nil {
 		return nil, err
@@ -196,7 +167,10 @@ func (a *app) buildCatalog(ctx context.Context, s *services) (http.Handler, erro
 	// CAP choice: up to productCacheTTL stale across instances).
 	svc := catalog.NewService(store, a.blobs, a.relay(db, config.Catalog), a.clock, catalog.WithCache(a.cache, productCacheTTL))
 	s.catalog = svc
-	if a.cfg.Seed {
+	// The demo catalog goes only into a catalog database new at this
+	// start: one that lost its products must not get them back at their
+	// original stock (openDatabases refuses a vanished database anyway).
+	if a.cfg.Seed && sdb.created {
 		start := time.Now()
 		n, err := catalog.Seed(ctx, svc)
 		if err != nil {
@@ -209,10 +183,28 @@ func (a *app) buildCatalog(ctx context.Context, s *services) (http.Handler, erro
 	return catalog.NewHandler(svc), nil
 }
 
-func (a *app) buildSearch(ctx context.Context, s *services) (http.Handler, error) {
+func (a *app) buildSearch(ctx context.Context, s *services, _ *serviceDB) (http.Handler, error) {
+	log := a.log.With("service", "search")
 	dir := filepath.Join(a.cfg.DataDir, "search.bleve")
 	_, statErr := os.Stat(dir)
+	fresh := os.IsNotExist(statErr)
 	idx, err := search.OpenIndex(dir)
+	if errors.Is(err, search.ErrIndexUnusable) {
+		// The index is only a copy of the catalog: a damaged one is set
+		// aside (one broken copy is kept, for a post-mortem) and rebuilt,
+		// as a missing one is.
+		broken := dir + ".broken"
+		log.Warn("search index cannot be opened: setting it aside and rebuilding it from the catalog",
+			"index", dir, "moved_to", broken, "err", err)
+		if err := os.RemoveAll(broken); err != nil {
+			return nil, fmt.Errorf("search: removing the previous broken index: %w", err)
+		}
+		if err := os.Rename(dir, broken); err != nil {
+			return nil, fmt.Errorf("search: setting the broken index aside: %w", err)
+		}
+		fresh = true
+		idx, err = search.OpenIndex(dir)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -220,11 +212,10 @@ func (a *app) buildSearch(ctx context.Context, s *services) (http.Handler, error
 	a.checks["search-index"] = idx.Ping
 	// Each search instance keeps its own index, so each needs every event:
 	// a durable consumer of its own, renewed when the index is new.
-	id, err := a.instanceID("search-consumer", os.IsNotExist(statErr))
+	id, err := a.instanceID("search-consumer", fresh)
 	if err != nil {
 		return nil, err
 	}
-	log := a.log.With("service", "search")
 	svc := search.NewService(idx, log)
 	// Each instance's consumer is deleted by the broker after a week unused.
 	a.subs = append(a.subs, subscription{"search-" + id, []string{catalog.SubjectItemListed}, svc.HandleEvent,
@@ -233,7 +224,7 @@ func (a *app) buildSearch(ctx context.Context, s *services) (http.Handler, error
 	// retention are gone. Retried until the catalog answers; a marker file
 	// records that it finished, so an interrupted rebuild runs again.
 	marker := filepath.Join(a.cfg.DataDir, "search.rebuilt")
-	if os.IsNotExist(statErr) {
+	if fresh {
 		_ = os.Remove(marker)
 	}
 	if _, err := os.Stat(marker); err != nil {
@@ -270,12 +261,8 @@ func (a *app) buildSearch(ctx context.Context, s *services) (http.Handler, error
 	return search.NewHandler(svc), nil
 }
 
-func (a *app) buildCart(ctx context.Context, s *services) (http.Handler, error) {
-	db, err := a.openDB(ctx, config.Cart)
-	if err != nil {
-		return nil, err
-	}
-	store, err := cartdb.Open(ctx, db)
+func (a *app) buildCart(ctx context.Context, s *services, sdb *serviceDB) (http.Handler, error) {
+	store, err := cartdb.OpenSharded(ctx, sdb.sharded())
 	if err != nil {
 		return nil, err
 	}
@@ -284,12 +271,8 @@ func (a *app) buildCart(ctx context.Context, s *services) (http.Handler, error) 
 	return cart.NewHandler(svc), nil
 }
 
-func (a *app) buildPayment(ctx context.Context, s *services) (http.Handler, error) {
-	db, err := a.openDB(ctx, config.Payment)
-	if err != nil {
-		return nil, err
-	}
-	store, err := paymentdb.Open(ctx, db)
+func (a *app) buildPayment(ctx context.Context, s *services, sdb *serviceDB) (http.Handler, error) {
+	store, err := paymentdb.OpenSharded(ctx, sdb.sharded())
 	if err != nil {
 		return nil, err
 	}
@@ -298,11 +281,8 @@ func (a *app) buildPayment(ctx context.Context, s *services) (http.Handler, erro
 	return payment.NewHandler(svc), nil
 }
 
-func (a *app) buildShipping(ctx context.Context, s *services) (http.Handler, error) {
-	db, err := a.openDB(ctx, config.Shipping)
-	if err != nil {
-		return nil, err
-	}
+func (a *app) buildShipping(ctx context.Context, s *services, sdb *serviceDB) (http.Handler, error) {
+	db := sdb.db
 	store, err := shippingdb.Open(ctx, db)
 	if err != nil {
 		return nil, err
@@ -312,26 +292,21 @@ func (a *app) buildShipping(ctx context.Context, s *services) (http.Handler, err
 	return shipping.NewHandler(svc), nil
 }
 
-func (a *app) buildOrder(ctx context.Context, s *services) (http.Handler, error) {
-	db, err := a.openDB(ctx, config.Order)
+func (a *app) buildOrder(ctx context.Context, s *services, sdb *serviceDB) (http.Handler, error) {
+	store, err := orderdb.OpenSharded(ctx, sdb.sharded())
 	if err != nil {
 		return nil, err
 	}
-	store, err := orderdb.Open(ctx, db)
-	if err != nil {
-		return nil, err
-	}
-	svc := order.NewService(store, a.relay(db, config.Order), a.clock)
+	// Each node has its own outbox table, so each gets its own relay.
+	relays := outbox.NewRelays(store.Outboxes(), a.bus, a.log.With("outbox", config.Order))
+	a.bg = append(a.bg, relays.Run)
+	svc := order.NewService(store, relays.Kick, a.clock)
 	s.order = svc
 	return order.NewHandler(svc), nil
 }
 
-func (a *app) buildCheckout(ctx context.Context, s *services) (http.Handler, error) {
-	db, err := a.openDB(ctx, config.Checkout)
-	if err != nil {
-		return nil, err
-	}
-	store, err := checkoutdb.Open(ctx, db)
+func (a *app) buildCheckout(ctx context.Context, s *services, sdb *serviceDB) (http.Handler, error) {
+	store, err := checkoutdb.OpenSharded(ctx, sdb.sharded())
 	if err != nil {
 		return nil, err
 	}
@@ -340,26 +315,26 @@ func (a *app) buildCheckout(ctx context.Context, s *services) (http.Handler, err
 	return checkout.NewHandler(svc), nil
 }
 
-func (a *app) buildThumbnails(_ context.Context, s *services) error {
+func (a *app) buildThumbnails(_ context.Context, s *services, _ *serviceDB) (http.Handler, error) {
 	w := thumbnail.New(a.blobs, s.catalog, a.log.With("worker", "thumbnails"))
 	// One shared durable consumer: thumbnail workers share the work.
 	a.subs = append(a.subs, subscription{thumbnail.ConsumerName, thumbnail.Subjects, w.Handle, nil})
-	return nil
+	return nil, nil
 }
 
-func (a *app) buildMail(_ context.Context) error {
+func (a *app) buildMail(_ context.Context, _ *services, _ *serviceDB) (http.Handler, error) {
 	var sender mail.Sender
 	if a.cfg.SMTPAddr != "" {
 		sender = mail.NewSMTPSender(a.cfg.SMTPAddr, a.cfg.SMTPUser, a.cfg.SMTPPassword)
 	} else {
 		if err := os.MkdirAll(a.cfg.MailDir, 0o755); err != nil {
-			return err
+			return nil, err
 		}
 		sender = mail.NewFileSender(a.cfg.MailDir)
 	}
 	w := mail.New(sender, a.cfg.MailFrom, a.log.With("worker", "mail"))
 	a.subs = append(a.subs, subscription{mail.ConsumerName, mail.Subjects, w.Handle, nil})
-	return nil
+	return nil, nil
 }
 
 // mailbox shows the mail worker's files on the storefront's development page.

@@ -185,8 +185,10 @@ func split(t *testing.T) *topology {
 	}
 }
 
-// eachTopology runs suite against the shop in one process and split into
-// processes talking HTTP: the same tests, both modes.
+// eachTopology runs suite against every topology: the shop in one process;
+// split into processes talking HTTP; scaled out to two instances of every
+// service on shared PostgreSQL databases; and the same on replicated
+// databases under automatic failover. The same tests, every mode.
 func eachTopology(t *testing.T, suite func(*testing.T, *topology)) {
 	t.Helper()
 	if testing.Short() {
@@ -195,7 +197,7 @@ func eachTopology(t *testing.T, suite func(*testing.T, *topology)) {
 	for _, mode := range []struct {
 		name string
 		make func(*testing.T) *topology
-	}{{"one-process", allInOne}, {"split", split}, {"scaled-out", scaledOut}} {
+	}{{"one-process", allInOne}, {"split", split}, {"scaled-out", scaledOut}, {"replicated", replicated}} {
 		t.Run(mode.name, func(t *testing.T) {
 			tp := mode.make(t)
 			tp.start(t)
@@ -209,12 +211,34 @@ func eachTopology(t *testing.T, suite func(*testing.T, *topology)) {
 // (one per service) that their instances share, every caller spreads its
 // calls over both instances, the workers share their queues, and each search
 // instance keeps its own index.
-func scaledOut(t *testing.T) *topology {
+func scaledOut(t *testing.T) *topology { return scaledOutOn(t, testenv.PostgresDSN) }
+
+// replicated is scaledOut on databases with replicas under automatic
+// failover, and sharded: every database lives on a pg_auto_failover
+// formation of a primary and two streaming replicas (synchronous), named by
+// a multi-host DSN, and the services keyed by user split their data over two
+// shard nodes (two databases of the formation). Reads that may go to a
+// replica do, so the suites check read-your-writes across storefronts and
+// services, and every user's data on the node of their shard.
+func replicated(t *testing.T) *topology {
+	return scaledOutOn(t, testenv.FailoverDSN, func(t testing.TB) string {
+		return "0-511=" + testenv.FailoverDSN(t) + ";512-1023=" + testenv.FailoverDSN(t)
+	})
+}
+
+// scaledOutOn builds the scaled-out topology with each service's database
+// from newDSN, or, for the services keyed by user when newShards is not
+// nil, the shard map it returns.
+func scaledOutOn(t *testing.T, newDSN func(testing.TB) string, newShards ...func(testing.TB) string) *topology {
 	root := t.TempDir()
 	shared := func(name string) string { return filepath.Join(root, name) }
 	env := tokenEnv()
 	for _, s := range []string{"account", "cart", "order", "catalog", "payment", "shipping", "checkout"} {
-		env["GLOBO_DB_"+strings.ToUpper(s)] = testenv.PostgresDSN(t)
+		if len(newShards) > 0 && s != "catalog" && s != "shipping" {
+			env["GLOBO_SHARDS_"+strings.ToUpper(s)] = newShards[0](t)
+			continue
+		}
+		env["GLOBO_DB_"+strings.ToUpper(s)] = newDSN(t)
 	}
 	nats := testenv.FreeAddr(t)
 	addrs := map[string][2]string{}

@@ -20,7 +20,7 @@ import (
 // TestHTMLShopping shops through the server-rendered pages the way a person
 // with a browser does: it follows links, reads forms out of the HTML, fills
 // them in and posts them back (same-origin, url-encoded), and follows the
-// POST-redirect-GET, in both topologies.
+// POST-redirect-GET, in every topology.
 func TestHTMLShopping(t *testing.T) {
 	eachTopology(t, htmlShopSuite)
 }

@@ -18,6 +18,7 @@ import (
 	"syscall"
 
 	"github.com/globomantics/globomantics/internal/config"
+	"github.com/globomantics/globomantics/internal/devpg"
 )
 
 // Run is the whole program: args[0] is the program name, args[1] the
@@ -39,13 +40,23 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
-		if err != nil {
-			return err
+		// The service graph is checked against the registry before
+		// anything is opened, and its problems reported beside the
+		// configuration's own.
+		p, perr := newPlan(cfg)
+		if err != nil || perr != nil {
+			return errors.Join(err, perr)
 		}
-		return serve(ctx, cfg, newLogger(cfg, stderr))
+		return serve(ctx, cfg, p, newLogger(cfg, stderr))
 	case "version":
 		fmt.Fprintln(stdout, "globomantics", Version())
 		return nil
+	case "dev":
+		if len(rest) > 0 && rest[0] == "postgres" {
+			return devpg.Main(ctx, rest[1:], stdout, stderr)
+		}
+		usage(stderr)
+		return fmt.Errorf("unknown dev command %q (known: postgres)", strings.Join(rest, " "))
 	case "help", "-h", "-help", "--help":
 		usage(stdout)
 		return nil
@@ -60,6 +71,10 @@ func usage(w io.Writer) {
 Usage:
   globomantics [serve] [flags]   run the shop (all services by default)
   globomantics version           print the version
+  globomantics dev postgres up|status|down --dir D
+                                 real PostgreSQL on this machine under pg_auto_failover:
+                                 a primary with two replicas and two shard formations;
+                                 up prints the GLOBO_DB_* / GLOBO_SHARDS_* settings
   globomantics help              print this help
 
 Run "globomantics serve -h" for the flags. Every flag also has a GLOBO_* environment variable.

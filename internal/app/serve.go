@@ -32,10 +32,13 @@ import (
 // must be closed (last opened, first closed).
 type app struct {
 	cfg   config.Config
+	plan  plan // what this process runs, in build order
 	log   *slog.Logger
 	clock clock.Clock
 
 	bus     *bus.Bus
+	dbs     map[string]*sqldb.DB // the local databases, by service (or service#node)
+	dsns    map[string]string    // their DSNs, for messages (redact before use)
 	blobs   *blob.FS
 	cache   cache.Cache
 	mux     *http.ServeMux
@@ -55,14 +58,17 @@ type subscription struct {
 	opts     []bus.SubOption
 }
 
-func serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
+func serve(ctx context.Context, cfg config.Config, p plan, log *slog.Logger) (err error) {
 	start := time.Now()
 	a := &app{
 		cfg:    cfg,
+		plan:   p,
 		log:    log,
 		clock:  clock.Real{},
 		mux:    http.NewServeMux(),
 		checks: map[string]func(context.Context) error{},
+		dbs:    map[string]*sqldb.DB{},
+		dsns:   map[string]string{},
 		peerHC: &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}},
 	}
 	defer func() {
@@ -93,7 +99,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()
 	if cfg.DebugAddr != "" {
-		dbg, err := startDebug(cfg.DebugAddr, log)
+		dbg, err := startDebug(cfg.DebugAddr, log, http.HandlerFunc(a.dataStatus))
 		if err != nil {
 			_ = srv.Close()
 			return err
@@ -154,9 +160,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 	return nil
 }
 
-// startDebug serves the profiler on its own listener, apart from the shop.
-func startDebug(addr string, log *slog.Logger) (*http.Server, error) {
+// startDebug serves the profiler and the data layer's status
+// (/debug/data) on its own listener, apart from the shop.
+func startDebug(addr string, log *slog.Logger, data http.Handler) (*http.Server, error) {
 	mux := http.NewServeMux()
+	mux.Handle("GET /debug/data", data)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -195,17 +203,6 @@ func (a *app) close() error {
 		}
 	}
 	return errors.Join(errList...)
-}
-
-// openDB opens service s's database and registers its health check.
-func (a *app) openDB(ctx context.Context, s string) (*sqldb.DB, error) {
-	db, err := sqldb.Open(ctx, a.cfg.DatabaseFor(s))
-	if err != nil {
-		return nil, fmt.Errorf("%s database: %w", s, err)
-	}
-	a.onClose(db.Close)
-	a.checks["db:"+s] = db.Ping
-	return db, nil
 }
 
 // relay starts an outbox relay for db and returns its kick function.

@@ -16,6 +16,9 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/shard"
 )
 
 // Service names, as used by --services and peer configuration.
@@ -33,7 +36,9 @@ const (
 	Mail       = "mail"       // the order e-mail worker
 )
 
-// AllServices lists every service and worker in start-up order.
+// AllServices lists every service, worker and server by name, the default
+// set a process runs. The order is for display only: which service needs
+// which, and so the build order, is the registry's in package app.
 var AllServices = []string{Account, Catalog, Search, Cart, Payment, Shipping, Order, Checkout, Thumbnails, Mail, Storefront}
 
 // Config is the whole configuration of one process.
@@ -50,6 +55,10 @@ type Config struct {
 	// Databases maps a service name to a DSN ("postgres://..."); a service
 	// without one uses the SQLite file <DataDir>/<service>.db.
 	Databases map[string]string
+	// Shards maps a service keyed by user (ShardedServices) to its shard
+	// map, "0-511=<dsn>;512-1023=<dsn>" (GLOBO_SHARDS_<SERVICE>): its
+	// data is split by user over those nodes instead of one database.
+	Shards map[string]string
 
 	NATSURL    string // external broker; empty runs one embedded
 	NATSListen string // host:port where the embedded broker accepts other processes
@@ -85,6 +94,7 @@ func Default() Config {
 		Services:        slices.Clone(AllServices),
 		Peers:           map[string][]string{},
 		Databases:       map[string]string{},
+		Shards:          map[string]string{},
 		MailFrom:        "Globomantics <orders@globomantics.example>",
 		Seed:            true,
 		DevPages:        true,
@@ -129,6 +139,9 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	for _, s := range AllServices {
 		if v := env("GLOBO_DB_" + strings.ToUpper(s)); v != "" {
 			c.Databases[s] = v
+		}
+		if v := env("GLOBO_SHARDS_" + strings.ToUpper(s)); v != "" {
+			c.Shards[s] = v
 		}
 	}
 	var err error
@@ -180,19 +193,44 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	return c, c.Validate()
 }
 
-// Needs lists, for each service, the services it calls.
-var Needs = map[string][]string{
-	Cart:       {Catalog},
-	Search:     {Catalog}, // a new index is rebuilt from the catalog
-	Checkout:   {Cart, Catalog, Payment, Shipping, Order},
-	Storefront: {Account, Catalog, Search, Cart, Checkout, Order},
-	Thumbnails: {Catalog},
+// ShardedServices are the services keyed by user, whose data may be split
+// over shard nodes (GLOBO_SHARDS_<SERVICE>). Catalog and shipping are not
+// keyed by user; they replicate instead.
+var ShardedServices = []string{Account, Cart, Payment, Order, Checkout}
+
+// checkDSN reports what is wrong with a database DSN, without repeating it
+// (it may hold a password): a PostgreSQL URL must parse, with a host and a
+// database name; anything else is a SQLite path.
+func checkDSN(dsn string) error {
+	if !strings.HasPrefix(dsn, "postgres://") && !strings.HasPrefix(dsn, "postgresql://") {
+		if strings.Contains(dsn, "://") {
+			return errors.New("not a PostgreSQL URL (postgres://...) nor a SQLite file path")
+		}
+		return nil
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return errors.New("malformed PostgreSQL URL")
+	}
+	if u.Host == "" {
+		return errors.New("PostgreSQL URL has no host")
+	}
+	if strings.Trim(u.Path, "/") == "" {
+		return errors.New("PostgreSQL URL names no database")
+	}
+	if _, err := url.ParseQuery(u.RawQuery); err != nil {
+		return errors.New("PostgreSQL URL has a malformed query string")
+	}
+	return nil
 }
 
 // Runs reports whether this process runs service s.
 func (c Config) Runs(s string) bool { return slices.Contains(c.Services, s) }
 
-// Validate reports the first problem with the configuration.
+// Validate reports every problem with the configuration that it can see on
+// its own, in one error. Whether the services run here find the services
+// they need (here or as peers) is checked against the registry of
+// components by package app.
 func (c Config) Validate() error {
 	var problems []string
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
@@ -205,6 +243,27 @@ func (c Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		problems = append(problems, "data directory must not be empty")
+	}
+	for svc, dsn := range c.Databases {
+		if err := checkDSN(dsn); err != nil {
+			problems = append(problems, fmt.Sprintf("GLOBO_DB_%s: %v", strings.ToUpper(svc), err))
+		}
+	}
+	for svc, spec := range c.Shards {
+		if !slices.Contains(ShardedServices, svc) {
+			problems = append(problems, fmt.Sprintf("GLOBO_SHARDS_%s: %s is not sharded (sharded: %s)", strings.ToUpper(svc), svc, strings.Join(ShardedServices, ", ")))
+			continue
+		}
+		m, err := shard.ParseMap(spec)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("GLOBO_SHARDS_%s: %s", strings.ToUpper(svc), errs.Detail(err)))
+			continue
+		}
+		for i, node := range m.Nodes() {
+			if err := checkDSN(node); err != nil {
+				problems = append(problems, fmt.Sprintf("GLOBO_SHARDS_%s: node %d: %v", strings.ToUpper(svc), i+1, err))
+			}
+		}
 	}
 	if len(c.Services) == 0 {
 		problems = append(problems, "no services to run")
@@ -222,13 +281,6 @@ func (c Config) Validate() error {
 			pu, err := url.Parse(u)
 			if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
 				problems = append(problems, fmt.Sprintf("peer %s: %q is not an http(s) base URL", s, u))
-			}
-		}
-	}
-	for _, s := range c.Services {
-		for _, dep := range Needs[s] {
-			if !c.Runs(dep) && len(c.Peers[dep]) == 0 {
-				problems = append(problems, fmt.Sprintf("service %s needs %s: run it here or give its instances with --peer %s=URL", s, dep, dep))
 			}
 		}
 	}
@@ -270,16 +322,6 @@ func (c Config) Split() bool {
 	}
 	for _, s := range AllServices {
 		if !c.Runs(s) {
-			return true
-		}
-	}
-	return false
-}
-
-// NeedsBus reports whether any service of this process uses the broker.
-func (c Config) NeedsBus() bool {
-	for _, s := range []string{Catalog, Order, Search, Thumbnails, Mail} {
-		if c.Runs(s) {
 			return true
 		}
 	}

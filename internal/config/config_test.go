@@ -65,7 +65,6 @@ func TestInvalid(t *testing.T) {
 		want string
 	}{
 		"unknown service": {[]string{"--services", "catalog,bogus"}, `unknown service "bogus"`},
-		"missing peer":    {[]string{"--services", "checkout"}, "service checkout needs cart"},
 		"bad peer url":    {[]string{"--services", "cart", "--peer", "catalog=ftp://x"}, "not an http(s) base URL"},
 		"bad addr":        {[]string{"--http-addr", "nope"}, "http address"},
 		"nats both":       {[]string{"--nats-url", "nats://x:4222", "--nats-listen", "127.0.0.1:4333"}, "exclude each other"},
@@ -91,5 +90,44 @@ func TestSplit(t *testing.T) {
 	peered, _ := Load([]string{"--peer", "search=http://s:1"}, env(map[string]string{"GLOBO_SERVICE_TOKEN": token}), io.Discard)
 	if all.Split() || !some.Split() || !peered.Split() {
 		t.Errorf("Split: all %v, some %v, with peers %v", all.Split(), some.Split(), peered.Split())
+	}
+}
+
+func TestDatabaseAndShardSettingsAreChecked(t *testing.T) {
+	load := func(env map[string]string) error {
+		_, err := Load(nil, func(k string) string { return env[k] }, io.Discard)
+		return err
+	}
+	good := map[string]string{
+		"GLOBO_DB_ORDER":     "postgres://postgres@127.0.0.1:5432,127.0.0.1:5433/order?sslmode=disable&target_session_attrs=read-write",
+		"GLOBO_SHARDS_ORDER": "0-511=postgres://u:secret@127.0.0.1:5432/o1;512-1023=postgres://u:secret@127.0.0.1:5434/o2",
+	}
+	if err := load(good); err != nil {
+		t.Fatalf("good settings refused: %v", err)
+	}
+	for name, env := range map[string]map[string]string{
+		"no database":     {"GLOBO_DB_ORDER": "postgres://u:secret@127.0.0.1:5432"},
+		"no host":         {"GLOBO_DB_CART": "postgres:///cart"},
+		"other scheme":    {"GLOBO_DB_CART": "mysql://h/cart"},
+		"gap":             {"GLOBO_SHARDS_ORDER": "0-500=postgres://u:secret@h/o;512-1023=postgres://u:secret@h/o2"},
+		"bad range":       {"GLOBO_SHARDS_CART": "0-x=postgres://u:secret@h/o"},
+		"bad node":        {"GLOBO_SHARDS_ACCOUNT": "0-1023=postgres://u:secret@/acc"},
+		"not sharded svc": {"GLOBO_SHARDS_CATALOG": "0-1023=postgres://u:secret@h/c"},
+	} {
+		err := load(env)
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+			continue
+		}
+		if strings.Contains(err.Error(), "secret") {
+			t.Errorf("%s: the error repeats a password: %v", name, err)
+		}
+		var key string
+		for k := range env {
+			key = k
+		}
+		if !strings.Contains(err.Error(), key) {
+			t.Errorf("%s: error does not name %s: %v", name, key, err)
+		}
 	}
 }

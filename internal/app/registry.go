@@ -1,0 +1,201 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/globomantics/globomantics/internal/account"
+	"github.com/globomantics/globomantics/internal/cart"
+	"github.com/globomantics/globomantics/internal/catalog"
+	"github.com/globomantics/globomantics/internal/checkout"
+	"github.com/globomantics/globomantics/internal/config"
+	"github.com/globomantics/globomantics/internal/order"
+	"github.com/globomantics/globomantics/internal/payment"
+	"github.com/globomantics/globomantics/internal/platform/httpx"
+	"github.com/globomantics/globomantics/internal/search"
+	"github.com/globomantics/globomantics/internal/shipping"
+)
+
+// component is one service, worker or server this binary can run: what it
+// needs and how it is built. The registry (components) is the only place
+// the shop's service graph is written down; the configuration checks, the
+// broker and blob store needs, the choice of in-process service or remote
+// client and the build order are all derived from it.
+type component struct {
+	name  string
+	needs []string // components it calls: run in this process or reached through --peer
+	bus   bool     // publishes or subscribes on the broker
+	blobs bool     // reads or writes the blob store
+	db    bool     // keeps its data in a database of its own (config.DatabaseFor)
+	// available marks a service that chose availability over consistency
+	// (AP): with no primary it keeps serving reads from replicas and
+	// caches, so its readiness needs any node of its database, not the
+	// primary. The others are consistent (CP): their writes fail fast
+	// with 503 while no primary answers.
+	available bool
+	// remote sets, in s, the client of the component's instances running
+	// elsewhere; nil when it has no internal API (workers, the storefront).
+	remote func(s *services, c *httpx.Client)
+	// build builds the component in this process once everything it needs
+	// is in s, sets it in s, and returns the handler of its internal API
+	// (nil if it has none). db is its database when it has one.
+	build func(a *app, ctx context.Context, s *services, db *serviceDB) (http.Handler, error)
+}
+
+// components is the registry, in no particular order: plan sorts it.
+func components() []component {
+	return []component{
+		{name: config.Account, db: true,
+			remote: func(s *services, c *httpx.Client) { s.account = account.NewClient(c) },
+			build:  (*app).buildAccount},
+		{name: config.Catalog, db: true, bus: true, blobs: true, available: true,
+			remote: func(s *services, c *httpx.Client) { s.catalog = catalog.NewClient(c) },
+			build:  (*app).buildCatalog},
+		// A new search index is rebuilt from the catalog.
+		{name: config.Search, needs: []string{config.Catalog}, bus: true,
+			remote: func(s *services, c *httpx.Client) { s.search = search.NewClient(c) },
+			build:  (*app).buildSearch},
+		{name: config.Cart, needs: []string{config.Catalog}, db: true,
+			remote: func(s *services, c *httpx.Client) { s.cart = cart.NewClient(c) },
+			build:  (*app).buildCart},
+		{name: config.Payment, db: true,
+			remote: func(s *services, c *httpx.Client) { s.payment = payment.NewClient(c) },
+			build:  (*app).buildPayment},
+		{name: config.Shipping, db: true,
+			remote: func(s *services, c *httpx.Client) { s.shipping = shipping.NewClient(c) },
+			build:  (*app).buildShipping},
+		{name: config.Order, db: true, bus: true,
+			remote: func(s *services, c *httpx.Client) { s.order = order.NewClient(c) },
+			build:  (*app).buildOrder},
+		{name: config.Checkout, needs: []string{config.Cart, config.Catalog, config.Payment, config.Shipping, config.Order}, db: true,
+			remote: func(s *services, c *httpx.Client) { s.checkout = checkout.NewClient(c) },
+			build:  (*app).buildCheckout},
+		{name: config.Thumbnails, needs: []string{config.Catalog}, bus: true, blobs: true,
+			build: (*app).buildThumbnails},
+		{name: config.Mail, bus: true,
+			build: (*app).buildMail},
+		{name: config.Storefront, needs: []string{config.Account, config.Catalog, config.Search, config.Cart, config.Checkout, config.Order}, blobs: true,
+			build: (*app).buildStorefront},
+	}
+}
+
+// sortComponents orders list so that every component comes after the
+// components it needs (Kahn's algorithm). Among components whose needs are
+// all met, the one earlier in list comes first, so the order is the same on
+// every run. It fails on a need missing from list or on a cycle.
+func sortComponents(list []component) ([]component, error) {
+	index := make(map[string]int, len(list))
+	for i, c := range list {
+		if _, dup := index[c.name]; dup {
+			return nil, fmt.Errorf("component %s is registered twice", c.name)
+		}
+		index[c.name] = i
+	}
+	pending := make([]int, len(list))      // needs not yet placed, per component
+	dependants := make([][]int, len(list)) // who needs component i
+	for i, c := range list {
+		for _, n := range c.needs {
+			j, ok := index[n]
+			if !ok {
+				return nil, fmt.Errorf("component %s needs %s, which is not registered", c.name, n)
+			}
+			pending[i]++
+			dependants[j] = append(dependants[j], i)
+		}
+	}
+	var ready []int // indexes into list with nothing pending, kept sorted
+	for i := range list {
+		if pending[i] == 0 {
+			ready = append(ready, i)
+		}
+	}
+	out := make([]component, 0, len(list))
+	for len(ready) > 0 {
+		i := ready[0]
+		ready = ready[1:]
+		out = append(out, list[i])
+		for _, d := range dependants[i] {
+			if pending[d]--; pending[d] == 0 {
+				ready = append(ready, d)
+			}
+		}
+		sort.Ints(ready)
+	}
+	if len(out) < len(list) {
+		var cycle []string
+		for i, c := range list {
+			if pending[i] > 0 {
+				cycle = append(cycle, c.name)
+			}
+		}
+		return nil, fmt.Errorf("components %s need each other in a cycle", strings.Join(cycle, ", "))
+	}
+	return out, nil
+}
+
+// plan is what one process runs and reaches, derived from the registry and
+// the configuration.
+type plan struct {
+	local  []component // run in this process, every one after what it needs
+	remote []component // run elsewhere and reached through their peers
+	bus    bool        // some local component uses the broker
+	blobs  bool        // some local component uses the blob store
+}
+
+// newPlan checks cfg against the registry and returns what this process
+// runs, in build order. It fails, naming every problem, when a component
+// run here needs one that is neither run here nor given as a peer, or when
+// a peer is given for a component that has no API.
+func newPlan(cfg config.Config) (plan, error) {
+	return planFrom(components(), cfg)
+}
+
+func planFrom(registry []component, cfg config.Config) (plan, error) {
+	sorted, err := sortComponents(registry)
+	if err != nil {
+		return plan{}, err
+	}
+	byName := make(map[string]component, len(sorted))
+	for _, c := range sorted {
+		byName[c.name] = c
+	}
+	// Names outside the registry are config.Validate's to report (the
+	// registry and config.AllServices name the same components).
+	var p plan
+	var problems []string
+	for _, c := range sorted {
+		if !cfg.Runs(c.name) {
+			if c.remote != nil && len(cfg.Peers[c.name]) > 0 {
+				p.remote = append(p.remote, c)
+			}
+			continue
+		}
+		p.local = append(p.local, c)
+		p.bus = p.bus || c.bus
+		p.blobs = p.blobs || c.blobs
+		for _, n := range c.needs {
+			switch {
+			case cfg.Runs(n):
+			case byName[n].remote == nil:
+				problems = append(problems, fmt.Sprintf("service %s needs %s: run it here (it cannot be reached through --peer)", c.name, n))
+			case len(cfg.Peers[n]) == 0:
+				problems = append(problems, fmt.Sprintf("service %s needs %s: run it here or give its instances with --peer %s=URL", c.name, n, n))
+			}
+		}
+	}
+	for name := range cfg.Peers {
+		if c, ok := byName[name]; ok && c.remote == nil {
+			problems = append(problems, fmt.Sprintf("peer %s: it has no API to call, so it cannot be a peer", name))
+		}
+	}
+	if len(problems) > 0 {
+		slices.Sort(problems)
+		return plan{}, errors.New("invalid configuration: " + strings.Join(slices.Compact(problems), "; "))
+	}
+	return p, nil
+}
