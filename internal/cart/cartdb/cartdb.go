@@ -10,7 +10,9 @@ package cartdb
 
 import (
 	"context"
+	"crypto/rand"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -245,9 +247,29 @@ func unwrap(op string, err error) error {
 // lock creates or bumps owner's carts row, holding it locked until the
 // transaction ends.
 func lock(ctx context.Context, tx *sqldb.Tx, owner string, sh shard.ID) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO carts (owner, version, shard) VALUES (?, 1, ?)
-		ON CONFLICT (owner) DO UPDATE SET version = carts.version + 1`, owner, int(sh))
+	_, err := lockStamp(ctx, tx, owner, sh)
 	return err
+}
+
+// lockStamp is lock that also gives the cart a new random stamp and returns
+// the one it had ("" for a cart that had no row): the stamp changes with
+// every committed update, and is back to what it was if the transaction
+// rolls back.
+func lockStamp(ctx context.Context, tx *sqldb.Tx, owner string, sh shard.ID) (string, error) {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO carts (owner, version, shard) VALUES (?, 1, ?)
+		ON CONFLICT (owner) DO UPDATE SET version = carts.version + 1`, owner, int(sh)); err != nil {
+		return "", err
+	}
+	var old string
+	if err := tx.QueryRowContext(ctx, `SELECT stamp FROM carts WHERE owner = ?`, owner).Scan(&old); err != nil {
+		return "", err
+	}
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // crypto/rand never fails on supported platforms
+	if _, err := tx.ExecContext(ctx, `UPDATE carts SET stamp = ? WHERE owner = ?`, hex.EncodeToString(b[:]), owner); err != nil {
+		return "", err
+	}
+	return old, nil
 }
 
 func readLines(ctx context.Context, q sqldb.Querier, owner string) (cart.Lines, error) {

@@ -86,10 +86,11 @@ func (s *Store) updateAcross(ctx context.Context, a, b pairSide, fn func(a, b *c
 func (s *Store) updateAcrossOnce(ctx context.Context, a, b pairSide, wait time.Duration, fn func(a, b *cart.Lines) error) error {
 	var out pairOutcome
 	err := a.db.InTx(ctx, func(txA *sqldb.Tx) error {
-		if err := lock(ctx, txA, a.owner, a.shard); err != nil {
+		stampA, err := lockStamp(ctx, txA, a.owner, a.shard)
+		if err != nil {
 			return err
 		}
-		err := b.db.InTx(ctx, func(txB *sqldb.Tx) error {
+		err = b.db.InTx(ctx, func(txB *sqldb.Tx) error {
 			if b.db.Dialect == sqldb.Postgres {
 				// Two pair updates of the same carts in opposite directions
 				// on two servers would wait for each other for ever: no
@@ -102,7 +103,7 @@ func (s *Store) updateAcrossOnce(ctx context.Context, a, b pairSide, wait time.D
 				return err
 			}
 			var err error
-			out, err = lockedPair(ctx, txA, txB, a, b, fn)
+			out, err = lockedPair(ctx, txA, txB, a, b, stampA, fn)
 			return err
 		})
 		if err != nil {
@@ -132,7 +133,11 @@ func isLockTimeout(err error) bool {
 // that an earlier pair update already wrote b for a's current lines (and
 // returns what it decided for a), or calls fn, checks both results and
 // writes b's cart with the record of the merge through txB.
-func lockedPair(ctx context.Context, txA, txB *sqldb.Tx, a, b pairSide, fn func(a, b *cart.Lines) error) (pairOutcome, error) {
+//
+// The record is keyed by a's lines and a's stamp before this update
+// (stampA): a record left by an update whose write of a did commit can never
+// match again, even when a's lines come back to the same state.
+func lockedPair(ctx context.Context, txA, txB *sqldb.Tx, a, b pairSide, stampA string, fn func(a, b *cart.Lines) error) (pairOutcome, error) {
 	oldA, err := readLines(ctx, txA, a.owner)
 	if err != nil {
 		return pairOutcome{}, err
@@ -141,7 +146,7 @@ func lockedPair(ctx context.Context, txA, txB *sqldb.Tx, a, b pairSide, fn func(
 	if err != nil {
 		return pairOutcome{}, err
 	}
-	out := pairOutcome{oldA: oldA, digest: digest(oldA)}
+	out := pairOutcome{oldA: oldA, digest: digest(oldA) + ":" + stampA}
 	var after string
 	err = txB.QueryRowContext(ctx, `SELECT from_after FROM cart_merges WHERE to_owner = ? AND from_owner = ? AND from_digest = ?`,
 		b.owner, a.owner, out.digest).Scan(&after)

@@ -142,8 +142,15 @@ func TestSharded(t *testing.T) {
 				mustSet(t, s, userA, cart.Lines{line("a", 3, 100, 0)}) // 1 + 2, merged
 				after, _ := json.Marshal(cart.Lines(nil))
 				home := nodes[m.NodeFor(cartdb.OwnerShard(userA))]
+				// The record names anonB's lines and its stamp as they were
+				// when the merge locked it (the merge's own write of anonB,
+				// which would have changed the stamp, never happened).
+				var stamp string
+				if err := nodes[m.NodeFor(cartdb.OwnerShard(anonB))].QueryRowContext(ctx, `SELECT stamp FROM carts WHERE owner = ?`, anonB).Scan(&stamp); err != nil {
+					t.Fatal(err)
+				}
 				if _, err := home.ExecContext(ctx, `INSERT INTO cart_merges (to_owner, from_owner, from_digest, from_after, created_at, shard)
-					VALUES (?, ?, ?, ?, 0, ?)`, userA, anonB, cartdb.Digest(get(t, s, anonB)), string(after), int(cartdb.OwnerShard(userA))); err != nil {
+					VALUES (?, ?, ?, ?, 0, ?)`, userA, anonB, cartdb.Digest(get(t, s, anonB))+":"+stamp, string(after), int(cartdb.OwnerShard(userA))); err != nil {
 					t.Fatal(err)
 				}
 				if err := s.UpdatePair(ctx, anonB, userA, merge); err != nil {
