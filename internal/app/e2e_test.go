@@ -202,8 +202,61 @@ func eachTopology(t *testing.T, suite func(*testing.T, *topology)) {
 			tp := mode.make(t)
 			tp.start(t)
 			suite(t, tp)
+			if mode.name == "replicated" {
+				checkReplicaReads(t, tp)
+			}
 		})
 	}
+}
+
+// checkReplicaReads checks, through the data status endpoint of every
+// process, that replicas served some of the suite's reads (the suite itself
+// checks that they never served a customer stale data) and that every
+// database has a primary.
+func checkReplicaReads(t *testing.T, tp *topology) {
+	t.Helper()
+	replicaReads := 0
+	for _, p := range tp.procs {
+		req, _ := http.NewRequest(http.MethodGet, p.url()+"/svc/data/status", nil)
+		req.Header.Set("Authorization", "Bearer "+serviceToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st struct {
+			Databases []struct {
+				Service string `json:"service"`
+				Primary string `json:"primary"`
+				Nodes   []struct {
+					Role  string `json:"role"`
+					State string `json:"state"`
+					Reads int    `json:"reads"`
+				} `json:"nodes"`
+			} `json:"databases"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s data status: %d %v", p.name, resp.StatusCode, err)
+		}
+		for _, db := range st.Databases {
+			if db.Primary == "" {
+				t.Errorf("%s: database %s has no primary", p.name, db.Service)
+			}
+			if len(db.Nodes) != 3 {
+				t.Errorf("%s: database %s has %d nodes, want the formation's 3", p.name, db.Service, len(db.Nodes))
+			}
+			for _, n := range db.Nodes {
+				if n.Role == "replica" {
+					replicaReads += n.Reads
+				}
+			}
+		}
+	}
+	if replicaReads == 0 {
+		t.Error("no read was served by a replica in the replicated topology")
+	}
+	t.Logf("%d reads served by replicas", replicaReads)
 }
 
 // scaledOut runs two instances of every service, as a production shop
