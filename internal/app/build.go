@@ -297,8 +297,9 @@ func (a *app) buildOrder(ctx context.Context, s *services, sdb *serviceDB) (http
 	if err != nil {
 		return nil, err
 	}
-	// Each node has its own outbox table, so each gets its own relay.
-	relays := outbox.NewRelays(store.Outboxes(), a.bus, a.log.With("outbox", config.Order))
+	// Each node has its own outbox table, so each gets its own relay,
+	// also a node that joins when shards move to it.
+	relays := outbox.NewRelays(store.Outboxes, a.bus, a.log.With("outbox", config.Order))
 	a.bg = append(a.bg, relays.Run)
 	svc := order.NewService(store, relays.Kick, a.clock)
 	s.order = svc

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/url"
@@ -10,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/globomantics/globomantics/internal/platform/ids"
 	"github.com/globomantics/globomantics/internal/platform/sqldb"
@@ -33,6 +35,8 @@ type serviceDB struct {
 	// started (it is new, or from before identities), and this process
 	// gave it one. For a sharded service: every node did.
 	created bool
+	// key is the service name its identity row is kept under.
+	key string
 }
 
 // sharded is the service's database as a sharded one: its nodes, or its
@@ -58,23 +62,26 @@ func (s *serviceDB) sharded() *sqldb.Sharded {
 //
 // Every database is then claimed for the shop and the data directory's
 // record is written. Databases are registered for closing as they open.
-// The nodes of a sharded service are named <service>#<n> in the record.
+// The nodes of a sharded service are named <service>@<hash of the node> in
+// the record.
 func (a *app) openDatabases(ctx context.Context, local []component) (map[string]*serviceDB, error) {
 	out := map[string]*serviceDB{}
 	units := map[string]*serviceDB{} // one per database: a service's, or a shard node's
 	carried := map[string]string{}
 	var names []string // databases, in build order
-	check := func(name, dsn string, db *sqldb.DB) error {
+	// check opens the database of name (a service, or service@node for a
+	// shard node), whose identity row is kept under key (the service).
+	check := func(name, key, dsn string, db *sqldb.DB) error {
 		a.dbs[name] = db
 		a.dsns[name] = dsn
 		if err := sqldb.CheckIntegrity(ctx, db); err != nil {
 			return fmt.Errorf("%s database %s is damaged, refusing to start: %w; restore it from a backup", name, redactDSN(dsn), err)
 		}
-		id, err := sqldb.Identity(ctx, db, name)
+		id, err := sqldb.Identity(ctx, db, key)
 		if err != nil {
 			return fmt.Errorf("%s database %s: %w", name, redactDSN(dsn), err)
 		}
-		units[name] = &serviceDB{db: db, created: id == ""}
+		units[name] = &serviceDB{db: db, created: id == "", key: key}
 		carried[name] = id
 		names = append(names, name)
 		return nil
@@ -89,11 +96,22 @@ func (a *app) openDatabases(ctx context.Context, local []component) (map[string]
 				return nil, fmt.Errorf("%s shard nodes (GLOBO_SHARDS_%s): %w", c.name, strings.ToUpper(c.name), err)
 			}
 			a.onClose(sh.Close)
+			// The map stored in the nodes wins over the configured one once
+			// shards have moved (globomantics shards move); the process
+			// follows it while it runs, and stops before the nodes close.
+			follow, stop := context.WithCancel(context.WithoutCancel(ctx))
+			a.onClose(func() error { stop(); return nil })
+			if err := sh.Follow(follow, time.Second); err != nil {
+				a.log.Warn("shard map: the stored map could not be read; using the configured one", "service", c.name, "err", err)
+			}
 			m, nodes := sh.Snapshot()
 			var nodeNames []string
-			for i, node := range m.Nodes() {
-				name := fmt.Sprintf("%s#%d", c.name, i+1)
-				if err := check(name, node, nodes[node]); err != nil {
+			for _, node := range m.Nodes() {
+				// Named by the node, not its place in the map, which
+				// changes when shards move.
+				sum := sha256.Sum256([]byte(node))
+				name := fmt.Sprintf("%s@%x", c.name, sum[:4])
+				if err := check(name, c.name, node, nodes[node]); err != nil {
 					return nil, err
 				}
 				nodeNames = append(nodeNames, name)
@@ -123,7 +141,7 @@ func (a *app) openDatabases(ctx context.Context, local []component) (map[string]
 		if c.available {
 			a.checks["db:"+c.name] = anyNode(db)
 		}
-		if err := check(c.name, dsn, db); err != nil {
+		if err := check(c.name, c.name, dsn, db); err != nil {
 			return nil, err
 		}
 		out[c.name] = units[c.name]
@@ -191,7 +209,7 @@ func (a *app) claimDatabases(ctx context.Context, names []string, dbs map[string
 		if carried[n] != "" {
 			continue
 		}
-		got, err := sqldb.Claim(ctx, dbs[n].db, n, shopID, a.clock.Now())
+		got, err := sqldb.Claim(ctx, dbs[n].db, dbs[n].key, shopID, a.clock.Now())
 		if err != nil {
 			return fmt.Errorf("%s database %s: %w", n, redactDSN(a.dsns[n]), err)
 		}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/globomantics/globomantics/internal/config"
 	"github.com/globomantics/globomantics/internal/devpg"
+	"github.com/globomantics/globomantics/internal/reshard"
 )
 
 // Run is the whole program: args[0] is the program name, args[1] the
@@ -51,6 +52,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "version":
 		fmt.Fprintln(stdout, "globomantics", Version())
 		return nil
+	case "shards":
+		return reshard.MainWith(ctx, rest, stdout, stderr, shardSchemas())
 	case "dev":
 		if len(rest) > 0 && rest[0] == "postgres" {
 			return devpg.Main(ctx, rest[1:], stdout, stderr)
@@ -71,6 +74,9 @@ func usage(w io.Writer) {
 Usage:
   globomantics [serve] [flags]   run the shop (all services by default)
   globomantics version           print the version
+  globomantics shards move --service S --shards LO-HI --to DSN
+                                 move logical shards of a sharded service to another
+                                 node while the shop runs (PostgreSQL logical replication)
   globomantics dev postgres up|status|down --dir D
                                  real PostgreSQL on this machine under pg_auto_failover:
                                  a primary with two replicas and two shard formations;

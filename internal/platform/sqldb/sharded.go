@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -45,7 +46,8 @@ const nodeOpenTimeout = 30 * time.Second
 // shard, which behaves exactly as that node alone.
 type Sharded struct {
 	r     *shard.Router[*DB]
-	owned bool // Close closes the nodes
+	owned bool         // Close closes the nodes
+	log   *slog.Logger // map switches and refresh failures; nil: slog.Default
 }
 
 // NewSharded returns a Sharded over the nodes of m, opening each node's
@@ -112,7 +114,16 @@ func OpenSharded(ctx context.Context, spec string, opts Options) (*Sharded, erro
 	if err != nil {
 		return nil, errs.E(op, err)
 	}
+	s.log = opts.Log
 	return s, nil
+}
+
+// logger is where s logs.
+func (s *Sharded) logger() *slog.Logger {
+	if s.log != nil {
+		return s.log
+	}
+	return slog.Default()
 }
 
 // Single returns the Sharded of an unsharded database: one node, named
@@ -239,9 +250,18 @@ func rangesText(rs []shard.Range) string {
 // already carry a kind, are returned unchanged. Stores over a Sharded pass
 // their errors through it, so that a node that is down fails its users'
 // calls with Unavailable (HTTP 503), not Internal.
+//
+// A write refused because its shard moved to another node (SQLSTATE
+// ShardMovedCode, see shardmap.go) is errs.Unavailable with a retry hint of
+// one second, and makes every following Sharded re-read the shard map at
+// once, so that the caller's retry goes to the new node.
 func NodeError(err error) error {
 	if err == nil {
 		return nil
+	}
+	if IsShardMoved(err) {
+		kickMoved()
+		return errs.E(errs.Unavailable, errs.RetryAfter(time.Second), errs.Msg("shard moved to another node; retry"), err)
 	}
 	var e *errs.Error
 	if errors.As(err, &e) && errs.KindOf(err) != errs.Other {

@@ -252,7 +252,10 @@ func launchPostgres() (*pgServer, error) {
 	}
 	cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-p", strconv.Itoa(port), "-k", dir,
 		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-		"-c", "full_page_writes=off", "-c", "max_connections=200", "-c", "shared_buffers=32MB")
+		"-c", "full_page_writes=off", "-c", "max_connections=200", "-c", "shared_buffers=32MB",
+		// Logical replication, for online resharding (internal/reshard).
+		"-c", "wal_level=logical", "-c", "max_replication_slots=20", "-c", "max_wal_senders=20",
+		"-c", "max_logical_replication_workers=8", "-c", "max_worker_processes=16")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
 	cmd.Dir = dir
 	logf, _ := os.Create(filepath.Join(dir, "postgres.log"))
