@@ -57,7 +57,7 @@ var ErrNoPrimary = errors.New("pgauto: no primary")
 // DefaultSettings returns the PostgreSQL settings every node gets unless
 // overridden: small memory so that many servers share one machine (the
 // values pg_autoctl computes assume one server per machine, e.g. a quarter
-// of RAM as shared_buffers).
+// of RAM as shared_buffers), and WAL for logical replication.
 func DefaultSettings() map[string]string {
 	return map[string]string{
 		"shared_buffers":       "16MB",
@@ -68,6 +68,9 @@ func DefaultSettings() map[string]string {
 		"wal_keep_size":        "256MB",
 		"max_wal_size":         "256MB",
 		"min_wal_size":         "64MB",
+		// Shards move between formations by logical replication
+		// (globomantics shards move).
+		"wal_level": "logical",
 	}
 }
 

@@ -145,6 +145,13 @@ func TestFormation(t *testing.T) {
 	if sb != "16MB" {
 		t.Errorf("shared_buffers = %s, want the 16MB default setting", sb)
 	}
+	var wl string
+	if err := openDB(t, f.NodeURI(p, "postgres")).QueryRowContext(ctx, "SHOW wal_level").Scan(&wl); err != nil {
+		t.Fatal(err)
+	}
+	if wl != "logical" {
+		t.Errorf("wal_level = %s, want logical (shards move by logical replication)", wl)
+	}
 
 	if err := f.CreateDatabase(ctx, "app"); err != nil {
 		t.Fatal(err)
