@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/globomantics/globomantics/internal/platform/freeport"
 )
 
 // ErrNoBinaries is returned by StartPrimary when no PostgreSQL binaries are
@@ -553,14 +555,7 @@ func chownDir(dir string, cred *syscall.Credential) error {
 	return os.Chown(dir, int(cred.Uid), int(cred.Gid))
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+func freePort() (int, error) { return freeport.Get() }
 
 func tail(b []byte) []byte {
 	if len(b) > 2000 {

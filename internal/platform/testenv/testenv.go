@@ -11,7 +11,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -24,6 +23,7 @@ import (
 	"time"
 
 	"github.com/globomantics/globomantics/internal/platform/bus"
+	"github.com/globomantics/globomantics/internal/platform/freeport"
 	"github.com/globomantics/globomantics/internal/platform/ids"
 	"github.com/globomantics/globomantics/internal/platform/sqldb"
 )
@@ -308,15 +308,10 @@ func stopPostgres() {
 	}
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago,
+// below the kernel's ephemeral range, so that the local end of an outgoing
+// connection cannot take it before the server binds it (see freeport).
+func FreePort() (int, error) { return freeport.Get() }
 
 // FreeAddr returns "127.0.0.1:<free port>".
 func FreeAddr(tb testing.TB) string {
