@@ -28,6 +28,7 @@ type Relays struct {
 
 type relayEntry struct {
 	r    *Relay
+	idx  int                // the order it was made in
 	stop context.CancelFunc // nil until the relay runs
 }
 
@@ -66,8 +67,8 @@ func (r *Relays) sync() (gone []*relayEntry) {
 		if len(names) > 1 || r.n > 0 {
 			l = r.log.With("node", r.n)
 		}
+		r.rs[db] = &relayEntry{r: NewRelay(db, r.pub, l), idx: r.n}
 		r.n++
-		r.rs[db] = &relayEntry{r: NewRelay(db, r.pub, l)}
 	}
 	for db, e := range r.rs {
 		if !live[db] {
@@ -78,6 +79,8 @@ func (r *Relays) sync() (gone []*relayEntry) {
 	return gone
 }
 
+// entries are the current relays, in the order they were made: nodes in
+// name order, then the ones that joined.
 func (r *Relays) entries() []*relayEntry {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -85,6 +88,7 @@ func (r *Relays) entries() []*relayEntry {
 	for _, e := range r.rs {
 		out = append(out, e)
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].idx < out[j].idx })
 	return out
 }
 
