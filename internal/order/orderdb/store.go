@@ -16,12 +16,9 @@ import (
 	"database/sql"
 	"embed"
 	"errors"
-	"fmt"
 	"io/fs"
-	"log/slog"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/globomantics/globomantics/internal/order"
 	"github.com/globomantics/globomantics/internal/platform/consistency"
@@ -90,39 +87,8 @@ func (s *Store) Outboxes() map[string]*sqldb.DB { return s.sh.All() }
 // node that has the order, asked of every node at once (errs.NotFound when
 // none has it; errs.Unavailable when none has it and a node did not answer).
 func (s *Store) nodeOf(ctx context.Context, id string) (*sqldb.DB, error) {
-	if db, _, err := s.sh.ForID(id); err == nil {
-		return db, nil
-	}
-	m, dbs := s.sh.Snapshot()
-	if nodes := m.Nodes(); len(nodes) == 1 {
-		return dbs[nodes[0]], nil
-	}
-	// An old id: scatter, rather than fail the orders placed before ids
-	// carried their shard.
-	slog.WarnContext(ctx, "orderdb: order id carries no shard; asking every node", "order_id", id)
-	r, _ := sqldb.Gather(ctx, s.sh, scatterTimeout, func(ctx context.Context, db *sqldb.DB) ([]*sqldb.DB, error) {
-		var n int
-		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM orders WHERE id = ?`, id).Scan(&n); err != nil {
-			return nil, err
-		}
-		if n == 0 {
-			return nil, nil
-		}
-		return []*sqldb.DB{db}, nil
-	})
-	if len(r.Items) > 0 {
-		return r.Items[0], nil
-	}
-	if !r.Complete() {
-		return nil, errs.E(errs.Unavailable, errs.Msg("order not found on the shards that answered"),
-			fmt.Errorf("nodes did not answer: %s", r.Missing[0].Err))
-	}
-	return nil, errs.E(errs.NotFound, errs.Msg("order not found"))
+	return s.sh.NodeOfID(ctx, "orders", id, "order")
 }
-
-// scatterTimeout bounds each node's answer to a look-up by an id that
-// carries no shard.
-const scatterTimeout = 2 * time.Second
 
 // userNode returns the node and shard of o's user, checking that an id that
 // carries a shard carries that one.

@@ -13,10 +13,7 @@ import (
 	"database/sql"
 	"embed"
 	"errors"
-	"fmt"
 	"io/fs"
-	"log/slog"
-	"time"
 
 	"github.com/globomantics/globomantics/internal/payment"
 	"github.com/globomantics/globomantics/internal/platform/errs"
@@ -65,40 +62,12 @@ func OpenSharded(ctx context.Context, sh *sqldb.Sharded) (*Store, error) {
 	return &Store{sh: sh}, nil
 }
 
-// scatterTimeout bounds each node's answer to a look-up by a payment id
-// that carries no shard.
-const scatterTimeout = 2 * time.Second
-
 // nodeOf returns the node of the payment with this id: the node of the
 // shard the id carries, or, for an id made before sharding, the node that
 // has the payment, asked of every node at once; errs.NotFound when none has
 // it, errs.Unavailable when none has it and a node did not answer.
 func (s *Store) nodeOf(ctx context.Context, id string) (*sqldb.DB, error) {
-	if db, _, err := s.sh.ForID(id); err == nil {
-		return db, nil
-	}
-	m, dbs := s.sh.Snapshot()
-	if nodes := m.Nodes(); len(nodes) == 1 {
-		return dbs[nodes[0]], nil
-	}
-	// An old id: scatter rather than fail the payments made before ids
-	// carried their shard.
-	slog.WarnContext(ctx, "paymentdb: payment id carries no shard; asking every node", "payment_id", id)
-	r, _ := sqldb.Gather(ctx, s.sh, scatterTimeout, func(ctx context.Context, db *sqldb.DB) ([]*sqldb.DB, error) {
-		var n int
-		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM payments WHERE id = ?`, id).Scan(&n); err != nil || n == 0 {
-			return nil, err
-		}
-		return []*sqldb.DB{db}, nil
-	})
-	if len(r.Items) > 0 {
-		return r.Items[0], nil
-	}
-	if !r.Complete() {
-		return nil, errs.E(errs.Unavailable, errs.Msg("payment not found on the shards that answered"),
-			fmt.Errorf("nodes did not answer: %s", r.Missing[0].Err))
-	}
-	return nil, errs.E(errs.NotFound, errs.Msg("payment not found"))
+	return s.sh.NodeOfID(ctx, "payments", id, "payment")
 }
 
 const columns = `id, order_id, amount, currency, status, card_last4, created_at, updated_at`

@@ -343,3 +343,40 @@ func BackfillShard(ctx context.Context, db *DB, table, keyCol, srcCol string, sh
 		}
 	}
 }
+
+// idScatterTimeout bounds each node's answer to a look-up by an id that
+// carries no shard.
+const idScatterTimeout = 2 * time.Second
+
+// NodeOfID returns the node holding the row of table whose id column is id:
+// the node of the shard the id carries, or, for an id from before ids
+// carried their shard, the node that has the row, asked of every node at
+// once (logged, since it costs every node a query). what names the row in
+// errors ("order"): errs.NotFound when no node has it, errs.Unavailable when
+// none that answered has it and a node did not answer. table is a constant
+// of the caller, never input.
+func (s *Sharded) NodeOfID(ctx context.Context, table, id, what string) (*DB, error) {
+	if db, _, err := s.ForID(id); err == nil {
+		return db, nil
+	}
+	m, dbs := s.Snapshot()
+	if nodes := m.Nodes(); len(nodes) == 1 {
+		return dbs[nodes[0]], nil
+	}
+	s.logger().WarnContext(ctx, "sqldb: id carries no shard; asking every node", "table", table, "id", id)
+	r, _ := Gather(ctx, s, idScatterTimeout, func(ctx context.Context, db *DB) ([]*DB, error) {
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+table+` WHERE id = ?`, id).Scan(&n); err != nil || n == 0 {
+			return nil, err
+		}
+		return []*DB{db}, nil
+	})
+	if len(r.Items) > 0 {
+		return r.Items[0], nil
+	}
+	if !r.Complete() {
+		return nil, errs.E(errs.Unavailable, errs.Msg("%s not found on the shards that answered", what),
+			fmt.Errorf("nodes did not answer: %s", r.Missing[0].Err))
+	}
+	return nil, errs.E(errs.NotFound, errs.Msg("%s not found", what))
+}
