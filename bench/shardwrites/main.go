@@ -46,6 +46,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/ids"
 	"github.com/globomantics/globomantics/internal/platform/money"
 	"github.com/globomantics/globomantics/internal/platform/pgnode"
+	"github.com/globomantics/globomantics/internal/platform/proctree"
 	"github.com/globomantics/globomantics/internal/platform/shard"
 	"github.com/globomantics/globomantics/internal/platform/sqldb"
 	"github.com/globomantics/globomantics/internal/shipping"
@@ -474,7 +475,7 @@ func postmasterPID(nd *pgnode.Node) (int, error) {
 // has already started (checkpointer, walwriter, autovacuum launcher, ...),
 // all their threads, to core.
 func pin(pid, core int) error {
-	for _, p := range append([]int{pid}, children(pid)...) {
+	for _, p := range append([]int{pid}, proctree.Children(pid)...) {
 		out, err := exec.Command("taskset", "-apc", strconv.Itoa(core), strconv.Itoa(p)).CombinedOutput()
 		if err != nil && processAlive(p) {
 			return fmt.Errorf("taskset -apc %d %d: %v: %s", core, p, err, bytes.TrimSpace(out))
@@ -488,40 +489,11 @@ func processAlive(pid int) bool {
 	return err == nil
 }
 
-// children lists the processes whose parent is pid.
-func children(pid int) []int {
-	var out []int
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, p := range stats {
-		f, ok := statFields(p)
-		if !ok || len(f) < 2 || f[1] != strconv.Itoa(pid) {
-			continue
-		}
-		child, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-		out = append(out, child)
-	}
-	return out
-}
-
-// statFields returns the fields of /proc/<pid>/stat after the command name
-// (which may hold spaces): state, ppid, ..., utime is [11], stime [12].
-func statFields(path string) ([]string, bool) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return nil, false
-	}
-	return strings.Fields(string(b[i+1:])), true
-}
-
 // affinityOf summarises the Cpus_allowed_list of pid and its children,
 // e.g. "0 x41" (41 processes allowed on core 0 only).
 func affinityOf(pid int) string {
 	count := map[string]int{}
-	for _, p := range append([]int{pid}, children(pid)...) {
+	for _, p := range append([]int{pid}, proctree.Children(pid)...) {
 		if l := cpusAllowed(p); l != "" {
 			count[l]++
 		}
@@ -583,8 +555,8 @@ func take(pids []int) snapshot {
 	}
 	for _, pid := range pids {
 		m := map[int]uint64{}
-		for _, p := range append([]int{pid}, children(pid)...) {
-			f, ok := statFields(fmt.Sprintf("/proc/%d/stat", p))
+		for _, p := range append([]int{pid}, proctree.Children(pid)...) {
+			f, ok := proctree.StatFields(fmt.Sprintf("/proc/%d/stat", p))
 			if !ok || len(f) < 13 {
 				continue
 			}

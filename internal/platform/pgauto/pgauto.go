@@ -48,6 +48,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/globomantics/globomantics/internal/platform/proctree"
 )
 
 // ErrNoPrimary is returned by Primary when no node is currently a writable
@@ -792,7 +794,7 @@ func (f *Formation) KillNode(i int) error {
 		return fmt.Errorf("pgauto: node %s never ran", n.Name)
 	}
 	pm := postmaster(n.pgdata())
-	kids := children(pm)
+	kids := proctree.Children(pm)
 	if k.alive() {
 		_ = syscall.Kill(-k.pid, syscall.SIGKILL)
 	}

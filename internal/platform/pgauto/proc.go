@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/globomantics/globomantics/internal/platform/freeport"
+	"github.com/globomantics/globomantics/internal/platform/proctree"
 )
 
 // ErrNotInstalled is returned by Start, StartMonitor and Attach when
@@ -276,38 +277,13 @@ func postmaster(pgdata string) int {
 	return pid
 }
 
-// children lists the pids whose parent is pid.
-func children(pid int) []int {
-	ents, _ := os.ReadDir("/proc")
-	var out []int
-	for _, e := range ents {
-		c, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
 // killServer SIGKILLs the PostgreSQL server on pgdata and its children.
 func killServer(pgdata string) {
 	pm := postmaster(pgdata)
 	if pm == 0 {
 		return
 	}
-	kids := children(pm)
+	kids := proctree.Children(pm)
 	_ = syscall.Kill(pm, syscall.SIGKILL)
 	for _, k := range kids {
 		_ = syscall.Kill(k, syscall.SIGKILL)

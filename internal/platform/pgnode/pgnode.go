@@ -10,7 +10,6 @@
 package pgnode
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,7 +21,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -30,6 +28,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/globomantics/globomantics/internal/platform/freeport"
+	"github.com/globomantics/globomantics/internal/platform/proctree"
 )
 
 // ErrNoBinaries is returned by StartPrimary when no PostgreSQL binaries are
@@ -361,22 +360,7 @@ func (n *Node) signalAll(sig syscall.Signal) error {
 		return fmt.Errorf("pgnode: %s is not running", n.name)
 	}
 	pid := cmd.Process.Pid
-	procs, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...: comm may hold spaces, so parse after ')'.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 2 || f[1] != strconv.Itoa(pid) {
-			continue
-		}
-		child, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+	for _, child := range proctree.Children(pid) {
 		_ = syscall.Kill(child, sig)
 	}
 	return syscall.Kill(pid, sig)

@@ -654,6 +654,17 @@ func (c *cluster) noPrimary(op string) error {
 // observe records in tok the WAL insert position of the primary conn is on,
 // just after a commit on conn: at or past the end of that commit's record
 // whatever synchronous_commit says.
+// token is the consistency token a write under ctx records its position
+// in, or nil when there is none to keep: the caller has no token, or the
+// cluster has a single node, which no read could be sent away from (this
+// spares every write of an unreplicated database a round trip).
+func (c *cluster) token(ctx context.Context) *consistency.Token {
+	if len(c.nodes) < 2 {
+		return nil
+	}
+	return consistency.TokenFrom(ctx)
+}
+
 func (c *cluster) observe(ctx context.Context, conn *sql.Conn, tok *consistency.Token) {
 	var lsn string
 	err := conn.QueryRowContext(context.WithoutCancel(ctx), `SELECT pg_current_wal_insert_lsn()::text`).Scan(&lsn)

@@ -4,20 +4,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"database/sql"
-	"database/sql/driver"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
-	"net"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/shard"
@@ -275,27 +269,12 @@ func NodeError(err error) error {
 
 // nodeDown reports whether err means the node could not be used at all.
 func nodeDown(err error) bool {
-	if isConnErr(err) || isTimeout(err) {
+	if isConnErr(err) || isTimeout(err) || errors.Is(err, sql.ErrConnDone) {
 		return true
 	}
-	if errors.Is(err, sql.ErrConnDone) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, net.ErrClosed) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return true
-	}
-	var ce *pgconn.ConnectError
-	if errors.As(err, &ce) {
-		return true
-	}
-	var ne net.Error
-	if errors.As(err, &ne) {
-		return true
-	}
-	msg := err.Error()
 	// database/sql has no exported sentinel for a closed pool.
-	return strings.Contains(msg, "sql: database is closed") || strings.Contains(msg, "conn closed") ||
-		strings.Contains(msg, "connection refused")
+	msg := err.Error()
+	return strings.Contains(msg, "sql: database is closed") || strings.Contains(msg, "connection refused")
 }
 
 // BackfillShard sets the shard column of table's rows where it is -1 (rows

@@ -181,7 +181,7 @@ func (db *DB) ExecContext(ctx context.Context, q string, args ...any) (sql.Resul
 		return nil, err
 	}
 	q = db.Rebind(q)
-	tok := consistency.TokenFrom(ctx)
+	tok := db.c.token(ctx)
 	wctx, done, lost := db.c.bind(ctx)
 	defer done()
 	if tok == nil {
@@ -289,7 +289,7 @@ func (db *DB) inTx(ctx context.Context, fn func(tx *Tx) error) (err error) {
 		var done func()
 		txctx, done, lost = db.c.bind(ctx)
 		defer done()
-		if tok = consistency.TokenFrom(ctx); tok != nil {
+		if tok = db.c.token(ctx); tok != nil {
 			// The commit's position is read on the same connection, after it.
 			if conn, err = db.DB.Conn(txctx); err != nil {
 				return errs.E(op, errs.Unavailable, db.c.failWrite(op, err, lost))
