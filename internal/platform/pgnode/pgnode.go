@@ -88,7 +88,7 @@ type shared struct {
 func StartPrimary(ctx context.Context, opts Options) (*Node, error) {
 	bin := opts.BinDir
 	if bin == "" {
-		bin = binDir()
+		bin = BinDir()
 	}
 	if bin == "" {
 		return nil, ErrNoBinaries
@@ -493,7 +493,10 @@ func reapStale() {
 	}
 }
 
-func binDir() string {
+// BinDir is the directory of the PostgreSQL server binaries: GLOBO_PG_BIN,
+// else the newest /usr/lib/postgresql/<v>/bin, else the directory of initdb
+// on PATH; "" when none is installed.
+func BinDir() string {
 	if d := os.Getenv("GLOBO_PG_BIN"); d != "" {
 		return d
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/bus"
 	"github.com/globomantics/globomantics/internal/platform/freeport"
 	"github.com/globomantics/globomantics/internal/platform/ids"
+	"github.com/globomantics/globomantics/internal/platform/pgnode"
 	"github.com/globomantics/globomantics/internal/platform/sqldb"
 )
 
@@ -191,20 +192,6 @@ var (
 	errNoPostgres = fmt.Errorf("postgres binaries not found")
 )
 
-func pgBinDir() string {
-	if d := os.Getenv("GLOBO_PG_BIN"); d != "" {
-		return d
-	}
-	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
-	if len(matches) == 0 {
-		if p, err := exec.LookPath("initdb"); err == nil {
-			return filepath.Dir(p)
-		}
-		return ""
-	}
-	return filepath.Dir(matches[len(matches)-1])
-}
-
 func startPostgres() (*pgServer, error) {
 	pgMu.Lock()
 	defer pgMu.Unlock()
@@ -217,7 +204,7 @@ func startPostgres() (*pgServer, error) {
 }
 
 func launchPostgres() (*pgServer, error) {
-	bin := pgBinDir()
+	bin := pgnode.BinDir()
 	if bin == "" {
 		return nil, errNoPostgres
 	}
