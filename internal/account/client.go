@@ -7,7 +7,6 @@ import (
 
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/httpx"
-	"github.com/globomantics/globomantics/internal/platform/ids"
 )
 
 // Client is the account service's API over HTTP. Errors keep their errs kind
@@ -38,14 +37,14 @@ func (c *Client) Login(ctx context.Context, email, password string) (Session, er
 // Logout ends a session; see API. It is retried on another instance if one
 // is down.
 func (c *Client) Logout(ctx context.Context, token string) error {
-	return c.c.CallHeader(ctx, http.MethodPost, apiPrefix+"/sessions/logout", idempotent(), tokenRequest{Token: token}, nil)
+	return c.c.Call(ctx, http.MethodPost, apiPrefix+"/sessions/logout", tokenRequest{Token: token}, nil, httpx.Retryable())
 }
 
 // Authenticate returns a session's account; see API. It is retried on another
 // instance if one is down.
 func (c *Client) Authenticate(ctx context.Context, token string) (Account, error) {
 	var a Account
-	err := c.c.CallHeader(ctx, http.MethodPost, apiPrefix+"/sessions/authenticate", idempotent(), tokenRequest{Token: token}, &a)
+	err := c.c.Call(ctx, http.MethodPost, apiPrefix+"/sessions/authenticate", tokenRequest{Token: token}, &a, httpx.Retryable())
 	return a, err
 }
 
@@ -71,11 +70,6 @@ func (c *Client) UpdateProfile(ctx context.Context, id, name string) (Account, e
 	var a Account
 	err := c.c.Call(ctx, http.MethodPut, path("/accounts", id, "profile"), profileRequest{Name: name}, &a)
 	return a, err
-}
-
-// idempotent marks a POST as safe to repeat.
-func idempotent() http.Header {
-	return http.Header{"Idempotency-Key": {ids.Token()}}
 }
 
 // path is httpx.Path under the API prefix, except that the segments "." and

@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/retry"
 )
 
 // StreamName is the JetStream stream that holds every Globomantics message.
@@ -105,29 +106,34 @@ func Open(ctx context.Context, o Options) (*Bus, error) {
 		copts = append(copts, nats.InProcessServer(ns))
 	}
 	// An external broker may still be starting (processes of a split shop
-	// start in any order): keep trying until ConnectTimeout passes.
+	// start in any order): keep trying until ConnectTimeout passes (or the
+	// next wait would pass it). The embedded one is there or not.
 	wait := o.ConnectTimeout
 	if wait == 0 {
 		wait = 30 * time.Second
 	}
-	deadline := time.Now().Add(wait)
-	for attempt := 1; ; attempt++ {
+	cctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	attempt := 0
+	external := func(error) bool { return b.ns == nil }
+	err := retry.DoIf(cctx, connectPolicy, external, func(context.Context) error {
+		attempt++
 		err := b.connect(ctx, url, copts)
-		if err == nil {
-			break
+		if err != nil && b.ns == nil {
+			b.log.Warn("broker not reachable yet, retrying", "url", url, "attempt", attempt, "err", err)
 		}
-		if b.ns != nil || time.Now().After(deadline) || ctx.Err() != nil {
-			b.Close()
-			return nil, err
-		}
-		b.log.Warn("broker not reachable yet, retrying", "url", url, "attempt", attempt, "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(min(time.Duration(attempt)*200*time.Millisecond, 2*time.Second)):
-		}
+		return err
+	})
+	if err != nil {
+		b.Close()
+		return nil, err
 	}
 	return b, nil
 }
+
+// connectPolicy is how Open retries an external broker that is not
+// reachable yet: waits growing to 2 s, for as long as ConnectTimeout allows.
+var connectPolicy = retry.Policy{Base: 200 * time.Millisecond, Max: 2 * time.Second}
 
 func (b *Bus) connect(ctx context.Context, url string, copts []nats.Option) error {
 	nc, err := nats.Connect(url, copts...)

@@ -17,21 +17,45 @@ import (
 
 	"github.com/globomantics/globomantics/internal/platform/consistency"
 	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/retry"
 )
 
-// Client calls one service's REST API on any of its instances. Calls are
-// spread round-robin. Any call whose connection is refused is sent to the
-// next instance (the request never left); an idempotent call (GET, PUT,
-// DELETE, or any call made with an Idempotency-Key) is also retried on the
-// next instance after any other transport failure or a 502/503/504. Each
-// instance is tried at most once per call.
+// Client calls one service's REST API on any of its instances, under the
+// shop's one call policy:
+//
+//   - Calls are spread round-robin over the instances; a call sent again
+//     goes to another instance than the one that just failed.
+//   - Each try has its own timeout (WithTryTimeout, 5 s by default),
+//     bounded by ctx's deadline, and sends the time it has left in the
+//     DeadlineHeader, so that the callee (see Middleware) never works
+//     longer than its caller waits.
+//   - A retryable call (GET, HEAD, PUT, DELETE, or one marked Retryable or
+//     sent with an IdempotencyKey) that failed in transport, timed out, or
+//     was answered 502, 503 or 504 is tried again, up to the policy's Tries
+//     (WithPolicy, retry.Default by default), after a jittered backoff
+//     stretched by the peer's Retry-After up to the policy's Max.
+//   - Retries are paid from the client's retry budget (WithRetryBudget):
+//     when it is spent the call fails with its last error instead, so that
+//     retries never multiply the load on a failing service.
+//   - A call whose connection was refused never left, so it is sent to the
+//     next instance at once, retryable or not, free of budget and waits;
+//     each instance refuses it at most once.
 type Client struct {
-	service string
-	bases   []string
-	hc      *http.Client
-	token   string
-	next    atomic.Uint64
+	service    string
+	bases      []string
+	hc         *http.Client
+	token      string
+	next       atomic.Uint64
+	policy     retry.Policy
+	tryTimeout time.Duration
+	budget     *retry.Budget
 }
+
+// DefaultTryTimeout is how long one try of a call may take when the client
+// is not given WithTryTimeout: long enough for any request a service
+// answers at once, short enough that a hung instance costs a call well
+// under the 15 s its caller's HTTP client would wait.
+const DefaultTryTimeout = 5 * time.Second
 
 // NewClient returns a client of service on the given base URLs
 // (e.g. "http://10.0.0.5:8080"). It panics if bases is empty: configuration
@@ -50,9 +74,12 @@ func NewClient(service string, bases []string, hc *http.Client, opts ...ClientOp
 	for i, b := range bases {
 		cl[i] = strings.TrimRight(b, "/")
 	}
-	c := &Client{service: service, bases: cl, hc: hc}
+	c := &Client{service: service, bases: cl, hc: hc, policy: retry.Default, tryTimeout: DefaultTryTimeout}
 	for _, o := range opts {
 		o(c)
+	}
+	if c.budget == nil {
+		c.budget = retry.NewBudget(retry.DefaultRatio, retry.DefaultPerSecond)
 	}
 	return c
 }
@@ -66,14 +93,81 @@ func WithToken(token string) ClientOption {
 	return func(c *Client) { c.token = token }
 }
 
-// Call sends in as JSON (unless nil) to path and decodes a 2xx JSON answer
-// into out (unless nil). Non-2xx answers become errors of the matching kind.
-func (c *Client) Call(ctx context.Context, method, path string, in, out any) error {
-	return c.CallHeader(ctx, method, path, nil, in, out)
+// WithPolicy sets how often and how patiently a retryable call is tried
+// (retry.Default when not given). Tries below 1 count as retry.Default's.
+func WithPolicy(p retry.Policy) ClientOption {
+	return func(c *Client) {
+		if p.Tries < 1 {
+			p.Tries = retry.Default.Tries
+		}
+		c.policy = p
+	}
 }
 
-// CallHeader is Call with extra request headers.
-func (c *Client) CallHeader(ctx context.Context, method, path string, hdr http.Header, in, out any) error {
+// WithTryTimeout sets how long one try of a call may take (DefaultTryTimeout
+// when not given); the caller's ctx deadline still bounds it. Zero or less
+// leaves only the ctx deadline (and the http.Client's Timeout).
+func WithTryTimeout(d time.Duration) ClientOption {
+	return func(c *Client) { c.tryTimeout = d }
+}
+
+// WithRetryBudget sets the client's retry budget: ratio retries per call
+// made plus perSecond retries a second (see retry.Budget; by default
+// retry.DefaultRatio and retry.DefaultPerSecond).
+func WithRetryBudget(ratio, perSecond float64) ClientOption {
+	return func(c *Client) { c.budget = retry.NewBudget(ratio, perSecond) }
+}
+
+// CallOption adjusts one call: whether it may be sent again, and its
+// headers.
+type CallOption func(*call)
+
+type call struct {
+	retryable bool
+	hdr       http.Header
+}
+
+// Retryable marks a call that may be sent again after a failure that leaves
+// its outcome unknown: the server applies it at most once (it is keyed by an
+// id it has seen before) or it changes nothing. GET, HEAD, PUT and DELETE
+// are retryable by their HTTP semantics; a POST is retried only when marked.
+func Retryable() CallOption { return func(c *call) { c.retryable = true } }
+
+// WithHeader adds a request header to the call.
+func WithHeader(key, value string) CallOption {
+	return func(c *call) {
+		if c.hdr == nil {
+			c.hdr = http.Header{}
+		}
+		c.hdr.Set(key, value)
+	}
+}
+
+// IdempotencyKey sends key as the Idempotency-Key header, by which the
+// server applies the call at most once, and so marks the call Retryable.
+func IdempotencyKey(key string) CallOption {
+	return func(c *call) {
+		WithHeader("Idempotency-Key", key)(c)
+		c.retryable = true
+	}
+}
+
+// DeadlineHeader carries, from a Client to the Middleware of the service
+// it calls, how many milliseconds the caller still waits for the answer.
+const DeadlineHeader = "Globo-Deadline-Ms"
+
+// Call sends in as JSON (unless nil) to path and decodes a 2xx JSON answer
+// into out (unless nil). Non-2xx answers become errors of the matching kind
+// (a peer's Retry-After hint kept, see errs.RetryAfterOf); transport
+// failures, timeouts and a cancelled ctx are errs.Unavailable. Whether and
+// where a failed call is sent again is the client's one call policy (see
+// Client), and only calls that are retryable (see Retryable) are sent again
+// after they may have reached the server.
+func (c *Client) Call(ctx context.Context, method, path string, in, out any, opts ...CallOption) error {
+	var cl call
+	for _, o := range opts {
+		o(&cl)
+	}
 	op := c.service + " " + method + " " + path
 	var body []byte
 	if in != nil {
@@ -82,44 +176,105 @@ func (c *Client) CallHeader(ctx context.Context, method, path string, hdr http.H
 			return errs.E(op, err)
 		}
 	}
-	idempotent := method == http.MethodGet || method == http.MethodPut || method == http.MethodDelete || hdr.Get("Idempotency-Key") != ""
-	start := c.next.Add(1)
+	retryable := cl.retryable || method == http.MethodGet || method == http.MethodHead || method == http.MethodPut || method == http.MethodDelete
+	tries := 1
+	if retryable {
+		tries = max(c.policy.Tries, 1)
+	}
+	c.budget.Deposit()
+	n := uint64(len(c.bases))
+	idx := c.next.Add(1) % n
+	var refused []bool // instances that refused this call's connection
 	var lastErr error
-	for i := 0; i < len(c.bases); i++ {
-		base := c.bases[(start+uint64(i))%uint64(len(c.bases))]
-		status, respBody, retryAfter, err := c.do(ctx, method, base+path, hdr, body)
+	for try := 1; ; try++ {
+		status, respBody, retryAfter, err := c.try(ctx, method, c.bases[idx]+path, cl.hdr, body)
+		again := false // a failure after which the call may be sent again
 		if err != nil {
 			if ctx.Err() != nil {
 				return errs.E(op, errs.Unavailable, ctx.Err())
 			}
 			lastErr = errs.E(op, errs.Unavailable, errs.Msg("%s service is unavailable", c.service), err)
-			// A refused connection never delivered the request, so even a
-			// non-idempotent call is safe to send to the next instance.
-			if idempotent || isDialError(err) {
-				continue
-			}
-			return lastErr
-		}
-		if status >= 200 && status < 300 {
-			if out != nil && len(respBody) > 0 {
-				if err := json.Unmarshal(respBody, out); err != nil {
-					return errs.E(op, fmt.Errorf("decoding response: %w", err))
+			if isDialError(err) {
+				// A refused connection never delivered the request, so even
+				// a non-retryable call is safe to send to the next instance,
+				// and doing so costs the peers nothing: no budget, no wait.
+				if refused == nil {
+					refused = make([]bool, n)
+				}
+				first := !refused[idx]
+				refused[idx] = true
+				if j, ok := nextUnrefused(refused, idx); ok && first {
+					idx = j
+					try--
+					continue
 				}
 			}
-			return nil
+			again = true
+		} else {
+			if status >= 200 && status < 300 {
+				if out != nil && len(respBody) > 0 {
+					if err := json.Unmarshal(respBody, out); err != nil {
+						return errs.E(op, fmt.Errorf("decoding response: %w", err))
+					}
+				}
+				return nil
+			}
+			lastErr = errs.FromProblem(op, status, respBody)
+			if retryAfter > 0 {
+				// The peer's hint travels on to our caller (a service with no
+				// primary says when to try again).
+				lastErr = errs.E(op, errs.KindOf(lastErr), errs.RetryAfter(retryAfter), lastErr)
+			}
+			again = status == http.StatusBadGateway || status == http.StatusServiceUnavailable || status == http.StatusGatewayTimeout
 		}
-		lastErr = errs.FromProblem(op, status, respBody)
-		if retryAfter > 0 {
-			// The peer's hint travels on to our caller (a service with no
-			// primary says when to try again).
-			lastErr = errs.E(op, errs.KindOf(lastErr), errs.RetryAfter(retryAfter), lastErr)
+		if !again || !retryable || try >= tries {
+			return lastErr
 		}
-		if idempotent && (status == http.StatusBadGateway || status == http.StatusServiceUnavailable || status == http.StatusGatewayTimeout) {
-			continue
+		wait := c.policy.Delay(try, lastErr)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			return lastErr // the caller would be gone before the retry
 		}
-		return lastErr
+		if !c.budget.Withdraw() || !retry.Sleep(ctx, wait) {
+			return lastErr
+		}
+		// Round robin on from the instance that failed, skipping those
+		// that refused the call when others are left.
+		failed := idx
+		idx = (failed + 1) % n
+		if refused != nil {
+			if j, ok := nextUnrefused(refused, failed); ok {
+				idx = j
+			}
+		}
 	}
-	return lastErr
+}
+
+// nextUnrefused returns the first instance after i that has not refused
+// the call, and false when every other instance has.
+func nextUnrefused(refused []bool, i uint64) (uint64, bool) {
+	n := uint64(len(refused))
+	for k := uint64(1); k < n; k++ {
+		if j := (i + k) % n; !refused[j] {
+			return j, true
+		}
+	}
+	return 0, false
+}
+
+// try sends one try of a call under the client's try timeout, telling the
+// callee how long it has in the DeadlineHeader.
+func (c *Client) try(ctx context.Context, method, u string, hdr http.Header, body []byte) (int, []byte, time.Duration, error) {
+	tctx := ctx
+	if c.tryTimeout > 0 {
+		var cancel context.CancelFunc
+		tctx, cancel = context.WithTimeout(ctx, c.tryTimeout)
+		defer cancel()
+	}
+	status, b, ra, err := c.do(tctx, method, u, hdr, body)
+	if err != nil && ctx.Err() == nil && tctx.Err() != nil {
+		err = fmt.Errorf("no answer within the try timeout of %v: %w", c.tryTimeout, err)
+	}
+	return status, b, ra, err
 }
 
 // do sends one request and returns the status, the body and the
@@ -140,6 +295,9 @@ func (c *Client) do(ctx context.Context, method, u string, hdr http.Header, body
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
+	if dl, ok := ctx.Deadline(); ok {
+		req.Header.Set(DeadlineHeader, strconv.FormatInt(max(time.Until(dl).Milliseconds(), 1), 10))
+	}
 	tok := consistency.TokenFrom(ctx)
 	if tok.Empty() {
 		req.Header.Set(consistency.Header, emptyToken)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/httpx"
+	"github.com/globomantics/globomantics/internal/platform/retry"
 )
 
 // instance is one httptest server of a fake service that counts its requests.
@@ -150,32 +151,54 @@ func TestClientSendsPOSTToNextInstanceWhenConnectionRefused(t *testing.T) {
 	}
 }
 
-func TestClientRetriesPOSTWithIdempotencyKey(t *testing.T) {
+func TestClientRetriesMarkedPOST(t *testing.T) {
+	for name, opt := range map[string]httpx.CallOption{
+		"IdempotencyKey": httpx.IdempotencyKey("key-123"),
+		"Retryable":      httpx.Retryable(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			a := newInstance(t, "a", unavailable)
+			b := newInstance(t, "b", nil)
+			cl := httpx.NewClient("svc", []string{a.srv.URL, b.srv.URL}, nil)
+			for i := 0; i < 2; i++ {
+				if err := cl.Call(context.Background(), "POST", "/orders", map[string]string{"sku": "mug"}, nil, opt, httpx.WithHeader("X-Test", "yes")); err != nil {
+					t.Fatalf("call %d: %v", i, err)
+				}
+			}
+			// The call that started on a is retried on b, after the 503.
+			if a.hits.Load() != 1 || b.hits.Load() != 2 {
+				t.Fatalf("hits a=%d b=%d, want 1 and 2", a.hits.Load(), b.hits.Load())
+			}
+			// The retry carries the same body and headers.
+			for _, in := range []*instance{a, b} {
+				in.mu.Lock()
+				for i, body := range in.bodies {
+					if body != `{"sku":"mug"}` {
+						t.Errorf("%s got body %q", in.name, body)
+					}
+					h := in.headers[i]
+					if h.Get("X-Test") != "yes" || h.Get("Content-Type") != "application/json" || h.Get("Accept") != "application/json" {
+						t.Errorf("%s got headers %v", in.name, h)
+					}
+					if want := map[string]string{"IdempotencyKey": "key-123", "Retryable": ""}[name]; h.Get("Idempotency-Key") != want {
+						t.Errorf("%s got Idempotency-Key %q, want %q", in.name, h.Get("Idempotency-Key"), want)
+					}
+				}
+				in.mu.Unlock()
+			}
+		})
+	}
+}
+
+// An Idempotency-Key header set by hand no longer makes a POST retryable:
+// retrying is a property of the call, not of a header.
+func TestClientHeaderDoesNotMakePOSTRetryable(t *testing.T) {
 	a := newInstance(t, "a", unavailable)
 	b := newInstance(t, "b", nil)
-	cl := httpx.NewClient("svc", []string{a.srv.URL, b.srv.URL}, nil)
-	hdr := http.Header{"Idempotency-Key": {"key-123"}}
-	for i := 0; i < 2; i++ {
-		if err := cl.CallHeader(context.Background(), "POST", "/orders", hdr, map[string]string{"sku": "mug"}, nil); err != nil {
-			t.Fatalf("call %d: %v", i, err)
-		}
-	}
-	if a.hits.Load() != 1 || b.hits.Load() != 2 {
-		t.Fatalf("hits a=%d b=%d, want 1 and 2", a.hits.Load(), b.hits.Load())
-	}
-	// The retry carries the same body and key.
-	for _, in := range []*instance{a, b} {
-		in.mu.Lock()
-		for i, body := range in.bodies {
-			if body != `{"sku":"mug"}` {
-				t.Errorf("%s got body %q", in.name, body)
-			}
-			h := in.headers[i]
-			if h.Get("Idempotency-Key") != "key-123" || h.Get("Content-Type") != "application/json" || h.Get("Accept") != "application/json" {
-				t.Errorf("%s got headers %v", in.name, h)
-			}
-		}
-		in.mu.Unlock()
+	cl := httpx.NewClient("svc", []string{b.srv.URL, a.srv.URL}, nil) // first call goes to index 1: a
+	err := cl.Call(context.Background(), "POST", "/orders", nil, nil, httpx.WithHeader("Idempotency-Key", "k"))
+	if !errs.Is(errs.Unavailable, err) || a.hits.Load() != 1 || b.hits.Load() != 0 {
+		t.Fatalf("err = %v, hits a=%d b=%d: want one try on a", err, a.hits.Load(), b.hits.Load())
 	}
 }
 
@@ -189,11 +212,22 @@ func TestClientAllInstancesDown(t *testing.T) {
 		t.Errorf("problem leaks the address: %+v", p)
 	}
 
+	// A retryable call is tried retry.Default.Tries times, spread over the
+	// instances.
 	a, b := newInstance(t, "a", unavailable), newInstance(t, "b", unavailable)
 	cl = httpx.NewClient("catalog", []string{a.srv.URL, b.srv.URL}, nil)
 	err = cl.Call(context.Background(), "GET", "/x", nil, nil)
-	if !errs.Is(errs.Unavailable, err) || a.hits.Load() != 1 || b.hits.Load() != 1 {
-		t.Fatalf("err = %v, hits a=%d b=%d: want one try per instance", err, a.hits.Load(), b.hits.Load())
+	if !errs.Is(errs.Unavailable, err) || errs.Detail(err) != "draining" || a.hits.Load() != 2 || b.hits.Load() != 2 {
+		t.Fatalf("err = %v, hits a=%d b=%d: want two tries per instance", err, a.hits.Load(), b.hits.Load())
+	}
+	if retry.Default.Tries != 4 {
+		t.Errorf("retry.Default.Tries = %d: update this test", retry.Default.Tries)
+	}
+
+	// A call that is not retryable is sent to each refusing instance once.
+	cl = httpx.NewClient("catalog", []string{closedURL(t), closedURL(t)}, nil)
+	if err := cl.Call(context.Background(), "POST", "/x", nil, nil); !errs.Is(errs.Unavailable, err) {
+		t.Fatalf("POST to refusing instances: %v", err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"strconv"
 	"time"
 
 	"github.com/globomantics/globomantics/internal/platform/consistency"
@@ -16,6 +17,23 @@ import (
 const emptyToken = "-"
 
 type ctxKey int
+
+// MaxDeadline caps the time a caller's DeadlineHeader may give a request.
+const MaxDeadline = 60 * time.Second
+
+// callerDeadline is the time left to the caller of a request by its
+// DeadlineHeader, capped at MaxDeadline; false when there is no valid one.
+func callerDeadline(h http.Header) (time.Duration, bool) {
+	v := h.Get(DeadlineHeader)
+	if v == "" {
+		return 0, false
+	}
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || ms <= 0 {
+		return 0, false
+	}
+	return min(time.Duration(min(ms, MaxDeadline.Milliseconds()))*time.Millisecond, MaxDeadline), true
+}
 
 const loggerKey ctxKey = iota
 
@@ -76,11 +94,20 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // the request carried the header, the response carries the token back, so
 // that the caller's later reads see those writes (read-your-writes across
 // services).
+//
+// When the request carries the DeadlineHeader (sent by Client), its
+// context ends when the caller stops waiting, at most MaxDeadline from
+// now, so that a callee never works for an answer nobody waits for.
 func Middleware(log *slog.Logger, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		ctx := context.WithValue(r.Context(), loggerKey, log)
+		if d, ok := callerDeadline(r.Header); ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, d)
+			defer cancel()
+		}
 		tok := consistency.NewToken()
 		if vals, ok := r.Header[consistency.Header]; ok {
 			if len(vals) > 0 && vals[0] != emptyToken {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/retry"
 	"github.com/globomantics/globomantics/internal/platform/shard"
 )
 
@@ -55,20 +56,22 @@ var shardMapDDL = []string{
 // if they do not exist (PostgreSQL or SQLite).
 func EnsureShardMapTables(ctx context.Context, db *DB) error {
 	for _, q := range shardMapDDL {
-		var err error
-		for attempt := 0; attempt < 3; attempt++ {
-			// Concurrent CREATE TABLE IF NOT EXISTS may collide on the
-			// catalog's unique index (PostgreSQL): once it exists, it's done.
-			if _, err = db.DB.ExecContext(ctx, q); err == nil || !IsUniqueViolation(err) {
-				break
-			}
-		}
+		// Concurrent CREATE TABLE IF NOT EXISTS may collide on the
+		// catalog's unique index (PostgreSQL): once it exists, it's done.
+		err := retry.DoIf(ctx, ddlPolicy, IsUniqueViolation, func(ctx context.Context) error {
+			_, err := db.DB.ExecContext(ctx, q)
+			return err
+		})
 		if err != nil {
 			return NodeError(err)
 		}
 	}
 	return nil
 }
+
+// ddlPolicy retries a CREATE TABLE IF NOT EXISTS that collided with the
+// same statement of another process: three tries, a few ms apart.
+var ddlPolicy = retry.Policy{Tries: 3, Base: 5 * time.Millisecond, Max: 20 * time.Millisecond}
 
 // ReadStoredMap returns the shard map stored on db and true, or false when
 // db holds none (no table, or no row).

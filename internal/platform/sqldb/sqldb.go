@@ -30,6 +30,7 @@ import (
 
 	"github.com/globomantics/globomantics/internal/platform/consistency"
 	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/retry"
 )
 
 // Dialect names a SQL engine.
@@ -264,14 +265,13 @@ var (
 // consistency.Token, the commit's WAL position is recorded in it. With no
 // primary reachable InTx fails at once with errs.Unavailable and a retry hint.
 func (db *DB) InTx(ctx context.Context, fn func(tx *Tx) error) error {
-	for attempt := 0; ; attempt++ {
-		err := db.inTx(ctx, fn)
-		if err != nil && attempt < 3 && isRetryable(err) {
-			continue
-		}
-		return err
-	}
+	return retry.DoIf(ctx, txPolicy, isRetryable, func(ctx context.Context) error { return db.inTx(ctx, fn) })
 }
+
+// txPolicy is how InTx retries a transaction that lost a serialization
+// conflict or a deadlock: three more times, after a few milliseconds
+// (jittered, so that the two sides of a deadlock do not meet again).
+var txPolicy = retry.Policy{Tries: 4, Base: 5 * time.Millisecond, Max: 20 * time.Millisecond}
 
 func (db *DB) inTx(ctx context.Context, fn func(tx *Tx) error) (err error) {
 	const op = "sqldb.InTx"
