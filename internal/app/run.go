@@ -54,6 +54,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	case "shards":
 		return reshard.MainWith(ctx, rest, stdout, stderr, shardSchemas())
+	case "payments":
+		return paymentsMain(ctx, rest, getenv, stdout, stderr)
 	case "dev":
 		if len(rest) > 0 && rest[0] == "postgres" {
 			return devpg.Main(ctx, rest[1:], stdout, stderr)

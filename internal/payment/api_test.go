@@ -2,6 +2,7 @@ package payment_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -71,6 +72,8 @@ func TestAPI(t *testing.T) {
 			t.Run("unknown payment", func(t *testing.T) { testUnknown(t, mk(t)) })
 			t.Run("concurrent authorizations", func(t *testing.T) { testConcurrent(t, mk(t)) })
 			t.Run("payment for order", func(t *testing.T) { testPaymentForOrder(t, mk(t)) })
+			t.Run("void for order", func(t *testing.T) { testVoidForOrder(t, mk(t)) })
+			t.Run("audit", func(t *testing.T) { testAudit(t, mk(t)) })
 		})
 	}
 }
@@ -121,9 +124,14 @@ func testAuthorize(t *testing.T, f fixture) {
 	if again != p {
 		t.Errorf("repeat Authorize = %+v, want %+v", again, p)
 	}
-	// ...but not for another amount.
+	// ...but not for another amount or card.
 	_, err = f.api.Authorize(ctx, req("ord_1", 9999, card(payment.TestCardOK)))
 	wantKind(t, "repeat with another amount", err, errs.Conflict, "")
+	_, err = f.api.Authorize(ctx, req("ord_1", 2599, card("378282246310005")))
+	wantKind(t, "repeat with another card", err, errs.Conflict, "order ord_1 already has a payment with another card")
+	if got, _ := f.api.GetPayment(ctx, p.ID); got != p {
+		t.Errorf("refused repeats changed the payment: %+v", got)
+	}
 
 	// Any Luhn-valid number is accepted, 12 to 19 digits, with a 4-digit CVC.
 	amex := payment.Card{Number: "378282246310005", ExpMonth: 1, ExpYear: 2031, CVC: "1234"}
@@ -173,8 +181,10 @@ func testDecline(t *testing.T, f fixture) {
 	// gets the same answer.
 	_, err = f.api.Authorize(ctx, req("ord_1", 500, card(payment.TestCardDeclined)))
 	wantKind(t, "repeat of declined", err, errs.Declined, "card declined")
+	// With another card it is a conflict: the order's one authorization
+	// was made with the declined card.
 	_, err = f.api.Authorize(ctx, req("ord_1", 500, card(payment.TestCardOK)))
-	wantKind(t, "declined order with another card", err, errs.Declined, "card declined")
+	wantKind(t, "declined order with another card", err, errs.Conflict, "")
 
 	p, err := f.store.GetByOrder(ctx, "ord_1")
 	if err != nil {
@@ -321,10 +331,10 @@ func testVoid(t *testing.T, f fixture) {
 	if got, _ := f.api.GetPayment(ctx, p.ID); got != voided {
 		t.Errorf("GetPayment = %+v, want %+v", got, voided)
 	}
-	// A repeat authorization for the order returns the voided payment.
-	if again := mustAuthorize(t, f.api, req("ord_1", 500, card(payment.TestCardOK))); again != voided {
-		t.Errorf("Authorize after Void = %+v, want %+v", again, voided)
-	}
+	// A repeat authorization for the order is refused: its payment was
+	// cancelled.
+	_, err = f.api.Authorize(ctx, req("ord_1", 500, card(payment.TestCardOK)))
+	wantKind(t, "Authorize after Void", err, errs.Conflict, "the order's payment was cancelled")
 }
 
 func testUnknown(t *testing.T, f fixture) {
@@ -421,3 +431,174 @@ func testPaymentForOrder(t *testing.T, f fixture) {
 		wantKind(t, fmt.Sprintf("PaymentForOrder(%q)", id), err, errs.NotFound, "")
 	}
 }
+
+// testVoidForOrder: the saga's undo of an authorization whose answer was
+// lost, in each state the order's payment may be in.
+func testVoidForOrder(t *testing.T, f fixture) {
+	ctx := context.Background()
+
+	// Authorized: voided, once.
+	p := mustAuthorize(t, f.api, req("ord_1", 500, card(payment.TestCardOK)))
+	f.clk.Advance(time.Minute)
+	voided, err := f.api.VoidForOrder(ctx, "ord_1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := p
+	want.Status, want.UpdatedAt = payment.StatusVoided, now0.Add(time.Minute)
+	if voided != want {
+		t.Errorf("VoidForOrder(authorized) = %+v, want %+v", voided, want)
+	}
+	f.clk.Advance(time.Minute)
+	if again, err := f.api.VoidForOrder(ctx, "ord_1"); err != nil || again != voided {
+		t.Errorf("repeat VoidForOrder = %+v, %v; want %+v", again, err, voided)
+	}
+	if l, err := f.store.Ledger(ctx, p.ID); err != nil || len(l) != 2 || l[1].Kind != payment.KindVoid || l[1].Amount != money.USD(500) {
+		t.Errorf("Ledger = %+v, %v; want an authorization and one void of $5.00", l, err)
+	}
+	_, err = f.api.Authorize(ctx, req("ord_1", 500, card(payment.TestCardOK)))
+	wantKind(t, "Authorize after VoidForOrder", err, errs.Conflict, "the order's payment was cancelled")
+
+	// No payment: a cancellation, and no authorization after it.
+	c, err := f.api.VoidForOrder(ctx, "ord_2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ID != "" || c.OrderID != "ord_2" || c.Status != payment.StatusVoided || c.Amount != money.USD(0) ||
+		c.CardLast4 != "" || !c.Cancelled() || !c.CreatedAt.Equal(f.clk.Now()) {
+		t.Errorf("VoidForOrder(no payment) = %+v", c)
+	}
+	if again, err := f.api.VoidForOrder(ctx, "ord_2"); err != nil || again != c {
+		t.Errorf("repeat VoidForOrder(no payment) = %+v, %v; want %+v", again, err, c)
+	}
+	_, err = f.api.Authorize(ctx, req("ord_2", 500, card(payment.TestCardOK)))
+	wantKind(t, "Authorize after cancellation", err, errs.Conflict, "the order's payment was cancelled")
+	if got, err := f.api.PaymentForOrder(ctx, "ord_2"); err != nil || got != c {
+		t.Errorf("PaymentForOrder(cancelled) = %+v, %v; want %+v", got, err, c)
+	}
+	row, err := f.store.GetByOrder(ctx, "ord_2")
+	if err != nil || !strings.HasPrefix(row.ID, "pay_") || !row.Cancelled() {
+		t.Errorf("stored cancellation = %+v, %v", row, err)
+	}
+	if l, err := f.store.Ledger(ctx, row.ID); err != nil || len(l) != 0 {
+		t.Errorf("cancellation Ledger = %+v, %v; want none", l, err)
+	}
+
+	// Declined: unchanged.
+	_, err = f.api.Authorize(ctx, req("ord_3", 500, card(payment.TestCardDeclined)))
+	wantKind(t, "declined", err, errs.Declined, "")
+	d, _ := f.api.PaymentForOrder(ctx, "ord_3")
+	if got, err := f.api.VoidForOrder(ctx, "ord_3"); err != nil || got != d {
+		t.Errorf("VoidForOrder(declined) = %+v, %v; want %+v", got, err, d)
+	}
+
+	// Captured: a conflict, nothing changed.
+	p4 := mustAuthorize(t, f.api, req("ord_4", 500, card(payment.TestCardOK)))
+	captured, err := f.api.Capture(ctx, p4.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.api.VoidForOrder(ctx, "ord_4")
+	wantKind(t, "VoidForOrder(captured)", err, errs.Conflict, "payment is captured and cannot be voided; refund it instead")
+	if got, _ := f.api.GetPayment(ctx, p4.ID); got != captured {
+		t.Errorf("refused VoidForOrder changed the payment: %+v", got)
+	}
+
+	for _, id := range []string{"", " ", strings.Repeat("o", payment.MaxOrderIDLen+1)} {
+		_, err := f.api.VoidForOrder(ctx, id)
+		wantKind(t, fmt.Sprintf("VoidForOrder(%q)", id), err, errs.Invalid, "")
+	}
+	var n int
+	if err := f.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM payments WHERE TRIM(order_id) = ''`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("an invalid VoidForOrder recorded %d payments, %v", n, err)
+	}
+}
+
+// testAudit checks the audit's totals after a known history, and that it
+// reports a ledger broken by hand.
+func testAudit(t *testing.T, f fixture) {
+	ctx := context.Background()
+	auditor, ok := f.api.(payment.Auditor)
+	if !ok {
+		t.Fatalf("%T is not a payment.Auditor", f.api)
+	}
+	p1 := mustAuthorize(t, f.api, req("ord_1", 1000, card(payment.TestCardOK)))
+	if _, err := f.api.Capture(ctx, p1.ID); err != nil {
+		t.Fatal(err)
+	}
+	p2 := mustAuthorize(t, f.api, req("ord_2", 2000, card(payment.TestCardOK)))
+	if _, err := f.api.VoidForOrder(ctx, p2.OrderID); err != nil {
+		t.Fatal(err)
+	}
+	mustAuthorize(t, f.api, req("ord_3", 3000, card(payment.TestCardOK)))
+	if _, err := f.api.VoidForOrder(ctx, "ord_4"); err != nil {
+		t.Fatal(err)
+	}
+	a, err := auditor.Audit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := payment.Audit{Currency: "USD", Authorized: 6000, Captured: 1000, Voided: 2000, Held: 3000, NetCaptured: 1000,
+		Payments: 4, Cancelled: 1, Entries: 5, Violations: []payment.Violation{}}
+	if fmt.Sprintf("%+v", a) != fmt.Sprintf("%+v", want) {
+		t.Errorf("Audit = %+v\nwant %+v", a, want)
+	}
+
+	// A refund row nobody asked for.
+	if _, err := f.db.ExecContext(ctx, `INSERT INTO payment_ledger (id, payment_id, order_id, kind, amount, currency, created_at, shard)
+		SELECT 'led_forged', id, order_id, 'refund', 5000, currency, 0, shard FROM payments WHERE id = ?`, p1.ID); err != nil {
+		t.Fatal(err)
+	}
+	a, err = auditor.Audit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Violations) != 1 || a.OK() {
+		t.Fatalf("Audit violations = %+v, want one", a.Violations)
+	}
+	v := a.Violations[0]
+	if v.PaymentID != p1.ID || v.OrderID != "ord_1" || v.Status != payment.StatusCaptured || v.LedgerStatus != payment.StatusRefunded ||
+		v.Refunded != 5000 || v.Captured != 1000 || strings.Join(v.Problems, "; ") != "status captured but the ledger says refunded; refunded exceeds captured" {
+		t.Errorf("violation = %+v", v)
+	}
+	if a.Refunded != 5000 || a.NetCaptured != 1000-5000 {
+		t.Errorf("Audit totals with the forged refund = %+v", a)
+	}
+}
+
+// TestHTTPAudit checks the audit endpoint answers JSON and that the
+// service's handler does not serve it for an API that cannot audit.
+func TestHTTPAudit(t *testing.T) {
+	f := newFixture(t, true)
+	resp, err := http.Get(f.url + "/svc/payment/v1/admin/audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		t.Errorf("GET audit: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	var body map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"authorized", "captured", "voided", "refunded", "declined", "held", "net_captured", "violations"} {
+		if _, ok := body[k]; !ok {
+			t.Errorf("audit JSON has no %q: %v", k, body)
+		}
+	}
+
+	srv := httptest.NewServer(payment.NewHandler(apiOnly{f.api}))
+	t.Cleanup(srv.Close)
+	resp, err = http.Get(srv.URL + "/svc/payment/v1/admin/audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("audit of an API that cannot audit: status %d, want 404", resp.StatusCode)
+	}
+}
+
+// apiOnly hides every method but API's.
+type apiOnly struct{ payment.API }

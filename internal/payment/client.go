@@ -14,7 +14,10 @@ type Client struct {
 	c *httpx.Client
 }
 
-var _ API = (*Client)(nil)
+var (
+	_ API     = (*Client)(nil)
+	_ Auditor = (*Client)(nil)
+)
 
 // NewClient returns a client of the payment service reached through c.
 func NewClient(c *httpx.Client) *Client { return &Client{c: c} }
@@ -25,8 +28,7 @@ const basePath = "/svc/payment/v1"
 // Idempotency-Key.
 func (c *Client) Authorize(ctx context.Context, r AuthorizeRequest) (Payment, error) {
 	var p Payment
-	hdr := http.Header{"Idempotency-Key": {r.OrderID}}
-	if err := c.c.CallHeader(ctx, http.MethodPost, basePath+"/authorizations", hdr, r, &p); err != nil {
+	if err := c.c.Call(ctx, http.MethodPost, basePath+"/authorizations", r, &p, httpx.IdempotencyKey(r.OrderID)); err != nil {
 		return Payment{}, err
 	}
 	return p, nil
@@ -52,8 +54,7 @@ func (c *Client) transition(ctx context.Context, op, id, action string) (Payment
 		return Payment{}, errs.E(op, errs.NotFound, errs.Msg("payment not found"))
 	}
 	var p Payment
-	hdr := http.Header{"Idempotency-Key": {action + ":" + id}}
-	if err := c.c.CallHeader(ctx, http.MethodPost, httpx.Path(basePath+"/payments", id)+"/"+action, hdr, nil, &p); err != nil {
+	if err := c.c.Call(ctx, http.MethodPost, httpx.Path(basePath+"/payments", id)+"/"+action, nil, &p, httpx.Retryable()); err != nil {
 		return Payment{}, err
 	}
 	return p, nil
@@ -81,4 +82,27 @@ func (c *Client) PaymentForOrder(ctx context.Context, orderID string) (Payment, 
 		return Payment{}, err
 	}
 	return p, nil
+}
+
+// VoidForOrder calls POST /svc/payment/v1/orders/{id}/void, which the
+// server applies at most once, so the call is retried on failure.
+// errs.Invalid for an empty order id, which is not sent.
+func (c *Client) VoidForOrder(ctx context.Context, orderID string) (Payment, error) {
+	if orderID == "" { // an empty path segment would not reach the handler
+		return Payment{}, errs.E("payment.VoidForOrder", errs.Invalid, errs.Msg("order_id is required"))
+	}
+	var p Payment
+	if err := c.c.Call(ctx, http.MethodPost, httpx.Path(basePath+"/orders", orderID, "void"), nil, &p, httpx.Retryable()); err != nil {
+		return Payment{}, err
+	}
+	return p, nil
+}
+
+// Audit calls GET /svc/payment/v1/admin/audit.
+func (c *Client) Audit(ctx context.Context) (Audit, error) {
+	var a Audit
+	if err := c.c.Call(ctx, http.MethodGet, basePath+"/admin/audit", nil, &a); err != nil {
+		return Audit{}, err
+	}
+	return a, nil
 }

@@ -17,8 +17,14 @@ import (
 //	POST /svc/payment/v1/payments/{id}/refund    → Payment
 //	GET  /svc/payment/v1/payments/{id}           → Payment
 //	GET  /svc/payment/v1/orders/{id}/payment     → Payment of the order
+//	POST /svc/payment/v1/orders/{id}/void        → the order's Payment, voided
+//	     (or the cancellation recorded for an order without one)
+//	GET  /svc/payment/v1/admin/audit             → Audit of the whole ledger
+//	     (served when api is also an Auditor, as *Service is)
 //
-// Every POST is idempotent, so clients send an Idempotency-Key and may retry.
+// Every POST is idempotent, so clients may retry it (Authorize is keyed by
+// its order id, sent as Idempotency-Key; the others by the payment or order
+// in their path).
 func NewHandler(api API) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST /svc/payment/v1/authorizations", httpx.Handler(func(w http.ResponseWriter, r *http.Request) error {
@@ -51,6 +57,17 @@ func NewHandler(api API) http.Handler {
 	mux.Handle("POST /svc/payment/v1/payments/{id}/refund", transition(api.Refund))
 	mux.Handle("GET /svc/payment/v1/payments/{id}", transition(api.GetPayment))
 	mux.Handle("GET /svc/payment/v1/orders/{id}/payment", transition(api.PaymentForOrder))
+	mux.Handle("POST /svc/payment/v1/orders/{id}/void", transition(api.VoidForOrder))
+	if a, ok := api.(Auditor); ok {
+		mux.Handle("GET /svc/payment/v1/admin/audit", httpx.Handler(func(w http.ResponseWriter, r *http.Request) error {
+			audit, err := a.Audit(r.Context())
+			if err != nil {
+				return err
+			}
+			httpx.WriteJSON(w, http.StatusOK, audit)
+			return nil
+		}))
+	}
 	mux.HandleFunc("/", httpx.NotFound)
 	return mux
 }

@@ -28,22 +28,40 @@ const (
 )
 
 // Store is the payment service's persistence, declared here by its consumer
-// and implemented by paymentdb.Store.
+// and implemented by paymentdb.Store. Every change of a payment is written
+// together with its ledger entry, in one transaction.
 type Store interface {
-	// Create records a new payment. errs.Conflict if a payment for
-	// p.OrderID already exists (a unique constraint, so that concurrent
-	// creators for one order cannot both succeed).
-	Create(ctx context.Context, p Payment) error
+	// Create records a new payment and its first ledger entry e (an
+	// authorization or a decline) in one transaction. errs.Conflict if a
+	// payment for p.OrderID already exists (a unique constraint, so that
+	// concurrent creators for one order cannot both succeed, and a
+	// cancellation recorded by UpdateOrder wins against a later Create).
+	Create(ctx context.Context, p Payment, e Entry) error
 	// Get returns the payment with this id; errs.NotFound.
 	Get(ctx context.Context, id string) (Payment, error)
 	// GetByOrder returns the payment of an order; errs.NotFound.
 	GetByOrder(ctx context.Context, orderID string) (Payment, error)
-	// Update loads payment id, lets fn change it and saves its Status and
-	// UpdatedAt, all in one transaction that also locks the payment against
-	// concurrent updates. An error from fn aborts the update, writing
-	// nothing, and keeps its kind; errs.NotFound for an unknown id. It
+	// Update loads payment id, locked against concurrent updates, and lets
+	// fn change it. When fn returns an entry, the payment's Status and
+	// UpdatedAt and the entry are saved in one transaction; when it returns
+	// nil, nothing is written (a no-op) and the payment is returned as
+	// loaded. An error from fn aborts the update, writing nothing, and keeps
+	// its kind; errs.NotFound for an unknown id; errs.Conflict if the
+	// payment already has an entry of that kind (nothing is written). It
 	// returns the saved payment.
-	Update(ctx context.Context, id string, fn func(p *Payment) error) (Payment, error)
+	Update(ctx context.Context, id string, fn func(p *Payment) (*Entry, error)) (Payment, error)
+	// UpdateOrder is Update for the payment of an order, except that when
+	// the order has no payment it records ifNone instead (without a ledger
+	// entry) and returns it. It is atomic against a concurrent Create for
+	// the order: whichever commits first wins, and UpdateOrder applies fn
+	// to a payment created before it.
+	UpdateOrder(ctx context.Context, orderID string, ifNone Payment, fn func(p *Payment) (*Entry, error)) (Payment, error)
+	// Ledger returns the entries of a payment, oldest first; empty for an
+	// unknown payment.
+	Ledger(ctx context.Context, paymentID string) ([]Entry, error)
+	// Audit checks the whole ledger (see Audit); errs.Unavailable when a
+	// database node does not answer.
+	Audit(ctx context.Context) (Audit, error)
 }
 
 // Service is the payment service: a simulated card processor over a Store.
@@ -52,7 +70,10 @@ type Service struct {
 	clk   clock.Clock
 }
 
-var _ API = (*Service)(nil)
+var (
+	_ API     = (*Service)(nil)
+	_ Auditor = (*Service)(nil)
+)
 
 // NewService returns the payment service over store, telling time by clk.
 func NewService(store Store, clk clock.Clock) *Service {
@@ -76,9 +97,10 @@ func (s *Service) Authorize(ctx context.Context, r AuthorizeRequest) (Payment, e
 	if err != nil {
 		return Payment{}, errs.E(op, err)
 	}
+	last4 := number[len(number)-4:]
 
 	if p, err := s.store.GetByOrder(ctx, r.OrderID); err == nil {
-		return repeat(op, p, r.Amount)
+		return repeat(op, p, r.Amount, last4)
 	} else if !errs.Is(errs.NotFound, err) {
 		return Payment{}, errs.E(op, err)
 	}
@@ -89,26 +111,28 @@ func (s *Service) Authorize(ctx context.Context, r AuthorizeRequest) (Payment, e
 		OrderID:   r.OrderID,
 		Amount:    r.Amount,
 		Status:    StatusAuthorized,
-		CardLast4: number[len(number)-4:],
+		CardLast4: last4,
 		CreatedAt: now,
 		UpdatedAt: now,
 	}
+	kind := KindAuthorization
 	switch number {
 	case TestCardUnavailable:
 		return Payment{}, errs.E(op, errs.Unavailable, errs.Msg("payment processor temporarily unavailable"))
 	case TestCardDeclined:
-		p.Status = StatusDeclined
+		p.Status, kind = StatusDeclined, KindDecline
 	}
-	if err := s.store.Create(ctx, p); err != nil {
+	if err := s.store.Create(ctx, p, newEntry(p, kind, now)); err != nil {
 		if !errs.Is(errs.Conflict, err) {
 			return Payment{}, errs.E(op, err)
 		}
-		// A concurrent request for the same order got there first.
+		// A concurrent request for the same order (or a VoidForOrder) got
+		// there first.
 		existing, gerr := s.store.GetByOrder(ctx, r.OrderID)
 		if gerr != nil {
 			return Payment{}, errs.E(op, gerr)
 		}
-		return repeat(op, existing, r.Amount)
+		return repeat(op, existing, r.Amount, last4)
 	}
 	if p.Status == StatusDeclined {
 		return Payment{}, declined(op)
@@ -116,12 +140,17 @@ func (s *Service) Authorize(ctx context.Context, r AuthorizeRequest) (Payment, e
 	return p, nil
 }
 
-// repeat answers an authorization for an order that already has payment p.
-func repeat(op string, p Payment, amount money.Money) (Payment, error) {
-	if p.Amount != amount {
+// repeat answers an authorization of amount on a card ending in last4 for
+// an order that already has payment p.
+func repeat(op string, p Payment, amount money.Money, last4 string) (Payment, error) {
+	switch {
+	case p.Status == StatusVoided:
+		return Payment{}, errs.E(op, errs.Conflict, errs.Msg("the order's payment was cancelled"))
+	case p.Amount != amount:
 		return Payment{}, errs.E(op, errs.Conflict, errs.Msg("order %s already has a payment of %s", p.OrderID, p.Amount))
-	}
-	if p.Status == StatusDeclined {
+	case p.CardLast4 != last4:
+		return Payment{}, errs.E(op, errs.Conflict, errs.Msg("order %s already has a payment with another card", p.OrderID))
+	case p.Status == StatusDeclined:
 		return Payment{}, declined(op)
 	}
 	return p, nil
@@ -129,61 +158,122 @@ func repeat(op string, p Payment, amount money.Money) (Payment, error) {
 
 func declined(op string) error { return errs.E(op, errs.Declined, errs.Msg("card declined")) }
 
+// newEntry is the ledger entry of kind for payment p, of its whole amount.
+func newEntry(p Payment, kind string, now time.Time) Entry {
+	return Entry{
+		ID:        ids.NewInShard("led", now, uint16(shard.OfIDOrKey(p.OrderID))),
+		PaymentID: p.ID,
+		OrderID:   p.OrderID,
+		Kind:      kind,
+		Amount:    p.Amount,
+		CreatedAt: now,
+	}
+}
+
 // Capture takes an authorized payment; capturing a captured one is a no-op.
 func (s *Service) Capture(ctx context.Context, id string) (Payment, error) {
-	return s.transition(ctx, "payment.Capture", id, func(p *Payment, now time.Time) error {
+	return s.transition(ctx, "payment.Capture", id, func(p *Payment, now time.Time) (*Entry, error) {
 		switch p.Status {
 		case StatusCaptured:
-			return nil
+			return nil, nil
 		case StatusAuthorized:
-			p.Status, p.UpdatedAt = StatusCaptured, now
-			return nil
+			return change(p, StatusCaptured, KindCapture, now), nil
 		}
-		return errs.E(errs.Conflict, errs.Msg("payment is %s and cannot be captured", p.Status))
+		return nil, errs.E(errs.Conflict, errs.Msg("payment is %s and cannot be captured", p.Status))
 	})
 }
 
 // Void releases an authorized payment; voiding a voided or declined one is a
 // no-op.
 func (s *Service) Void(ctx context.Context, id string) (Payment, error) {
-	return s.transition(ctx, "payment.Void", id, func(p *Payment, now time.Time) error {
-		switch p.Status {
-		case StatusVoided, StatusDeclined:
-			return nil
-		case StatusAuthorized:
-			p.Status, p.UpdatedAt = StatusVoided, now
-			return nil
-		case StatusCaptured:
-			return errs.E(errs.Conflict, errs.Msg("payment is captured and cannot be voided; refund it instead"))
-		}
-		return errs.E(errs.Conflict, errs.Msg("payment is %s and cannot be voided", p.Status))
-	})
+	return s.transition(ctx, "payment.Void", id, voidFn)
+}
+
+// voidFn is the rule of Void and VoidForOrder.
+func voidFn(p *Payment, now time.Time) (*Entry, error) {
+	switch p.Status {
+	case StatusVoided, StatusDeclined:
+		return nil, nil
+	case StatusAuthorized:
+		return change(p, StatusVoided, KindVoid, now), nil
+	case StatusCaptured:
+		return nil, errs.E(errs.Conflict, errs.Msg("payment is captured and cannot be voided; refund it instead"))
+	}
+	return nil, errs.E(errs.Conflict, errs.Msg("payment is %s and cannot be voided", p.Status))
 }
 
 // Refund gives back a captured payment; refunding a refunded one is a no-op.
 func (s *Service) Refund(ctx context.Context, id string) (Payment, error) {
-	return s.transition(ctx, "payment.Refund", id, func(p *Payment, now time.Time) error {
+	return s.transition(ctx, "payment.Refund", id, func(p *Payment, now time.Time) (*Entry, error) {
 		switch p.Status {
 		case StatusRefunded:
-			return nil
+			return nil, nil
 		case StatusCaptured:
-			p.Status, p.UpdatedAt = StatusRefunded, now
-			return nil
+			return change(p, StatusRefunded, KindRefund, now), nil
 		}
-		return errs.E(errs.Conflict, errs.Msg("payment is %s and cannot be refunded", p.Status))
+		return nil, errs.E(errs.Conflict, errs.Msg("payment is %s and cannot be refunded", p.Status))
 	})
 }
 
-func (s *Service) transition(ctx context.Context, op, id string, fn func(p *Payment, now time.Time) error) (Payment, error) {
+// VoidForOrder voids the order's payment, or cancels the order's payment
+// before it exists (see API).
+func (s *Service) VoidForOrder(ctx context.Context, orderID string) (Payment, error) {
+	const op = "payment.VoidForOrder"
+	if err := validateOrderID(orderID); err != nil {
+		return Payment{}, errs.E(op, err)
+	}
+	now := s.now()
+	cancelled := Payment{
+		ID:        ids.NewInShard("pay", now, uint16(shard.OfIDOrKey(orderID))),
+		OrderID:   orderID,
+		Amount:    money.USD(0),
+		Status:    StatusVoided,
+		CreatedAt: now,
+		UpdatedAt: now,
+	}
+	p, err := s.store.UpdateOrder(ctx, orderID, cancelled, func(p *Payment) (*Entry, error) { return voidFn(p, now) })
+	if err != nil {
+		return Payment{}, errs.E(op, err)
+	}
+	return present(p), nil
+}
+
+// present is p as the order-keyed calls return it: a cancellation without
+// the id of its row, since no payment was made.
+func present(p Payment) Payment {
+	if p.Cancelled() {
+		p.ID = ""
+	}
+	return p
+}
+
+// change moves p to status and returns the ledger entry of kind that
+// records it.
+func change(p *Payment, status, kind string, now time.Time) *Entry {
+	p.Status, p.UpdatedAt = status, now
+	e := newEntry(*p, kind, now)
+	return &e
+}
+
+func (s *Service) transition(ctx context.Context, op, id string, fn func(p *Payment, now time.Time) (*Entry, error)) (Payment, error) {
 	if strings.TrimSpace(id) == "" {
 		return Payment{}, errs.E(op, errs.NotFound, errs.Msg("payment not found"))
 	}
 	now := s.now()
-	p, err := s.store.Update(ctx, id, func(p *Payment) error { return fn(p, now) })
+	p, err := s.store.Update(ctx, id, func(p *Payment) (*Entry, error) { return fn(p, now) })
 	if err != nil {
 		return Payment{}, errs.E(op, err)
 	}
 	return p, nil
+}
+
+// Audit checks the whole payment ledger (see Auditor).
+func (s *Service) Audit(ctx context.Context) (Audit, error) {
+	a, err := s.store.Audit(ctx)
+	if err != nil {
+		return Audit{}, errs.E("payment.Audit", err)
+	}
+	return a, nil
 }
 
 // GetPayment returns a payment by id.
@@ -199,7 +289,8 @@ func (s *Service) GetPayment(ctx context.Context, id string) (Payment, error) {
 	return p, nil
 }
 
-// PaymentForOrder returns the payment of an order; errs.NotFound if it has none.
+// PaymentForOrder returns the payment of an order, or its cancellation (with
+// an empty ID); errs.NotFound if it has none.
 func (s *Service) PaymentForOrder(ctx context.Context, orderID string) (Payment, error) {
 	const op = "payment.PaymentForOrder"
 	if strings.TrimSpace(orderID) == "" || len(orderID) > MaxOrderIDLen {
@@ -209,7 +300,7 @@ func (s *Service) PaymentForOrder(ctx context.Context, orderID string) (Payment,
 	if err != nil {
 		return Payment{}, errs.E(op, err)
 	}
-	return p, nil
+	return present(p), nil
 }
 
 func validateOrderID(id string) error {

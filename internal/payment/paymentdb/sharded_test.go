@@ -36,7 +36,7 @@ func TestSharded(t *testing.T) {
 			for _, o := range []string{ordA, ordB} {
 				p := newPayment(o)
 				p.ID = ids.NewInShard("pay", t0, uint16(shard.OfIDOrKey(o)))
-				if err := st.Create(ctx, p); err != nil {
+				if err := create(ctx, st, p); err != nil {
 					t.Fatal(err)
 				}
 				pays[o] = p
@@ -55,20 +55,20 @@ func TestSharded(t *testing.T) {
 				if got, err := st.GetByOrder(ctx, o); err != nil || got != p {
 					t.Errorf("GetByOrder = %+v, %v", got, err)
 				}
-				if _, err := st.Update(ctx, p.ID, func(p *payment.Payment) error { p.Status = payment.StatusCaptured; return nil }); err != nil {
+				if _, err := st.Update(ctx, p.ID, capture); err != nil {
 					t.Errorf("Update = %v", err)
 				}
 			}
 
 			// Old ids: a payment id without a shard is found by asking every node.
 			old := newPayment("ord_old")
-			if err := st.Create(ctx, old); err != nil {
+			if err := create(ctx, st, old); err != nil {
 				t.Fatal(err)
 			}
 			if got, err := st.Get(ctx, old.ID); err != nil || got != old {
 				t.Errorf("Get(old id) = %+v, %v", got, err)
 			}
-			if _, err := st.Update(ctx, old.ID, func(p *payment.Payment) error { p.Status = payment.StatusVoided; return nil }); err != nil {
+			if _, err := st.Update(ctx, old.ID, capture); err != nil {
 				t.Errorf("Update(old id) = %v", err)
 			}
 			if _, err := st.Get(ctx, ids.New("pay", t0)); !errs.Is(errs.NotFound, err) {
@@ -79,7 +79,7 @@ func TestSharded(t *testing.T) {
 			if nodeA != nodeB {
 				bad := newPayment(ids.NewInShard("ord", t0, uint16(shard.OfIDOrKey(ordA))))
 				bad.ID = ids.NewInShard("pay", t0, uint16(shard.OfIDOrKey(ordB)))
-				if err := st.Create(ctx, bad); !errs.Is(errs.Invalid, err) {
+				if err := create(ctx, st, bad); !errs.Is(errs.Invalid, err) {
 					t.Errorf("Create with a mismatched id = %v, want Invalid", err)
 				}
 			}
@@ -87,6 +87,9 @@ func TestSharded(t *testing.T) {
 			// Rows from before the shard column get it at the next Open.
 			for _, db := range nodes {
 				if _, err := db.ExecContext(ctx, `UPDATE payments SET shard = -1`); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := db.ExecContext(ctx, `UPDATE payment_ledger SET shard = -1`); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -97,6 +100,10 @@ func TestSharded(t *testing.T) {
 			var got int
 			if err := home.QueryRowContext(ctx, `SELECT shard FROM payments WHERE order_id = ?`, ordB).Scan(&got); err != nil || got != int(shard.OfIDOrKey(ordB)) {
 				t.Errorf("backfilled shard = %d, %v; want %d", got, err, shard.OfIDOrKey(ordB))
+			}
+			var left int
+			if err := home.QueryRowContext(ctx, `SELECT COUNT(*) FROM payment_ledger WHERE order_id = ? AND shard <> ?`, ordB, int(shard.OfIDOrKey(ordB))).Scan(&left); err != nil || left != 0 {
+				t.Errorf("ledger rows of %s without their shard after Open: %d, %v", ordB, left, err)
 			}
 
 			if nodeA == nodeB {
@@ -116,12 +123,19 @@ func TestSharded(t *testing.T) {
 				t.Errorf("GetByOrder on the closed node = %v, want Unavailable", err)
 			}
 			p := newPayment(orderOn(nodeB, "usr_c"))
-			if err := st.Create(ctx, p); !errs.Is(errs.Unavailable, err) {
+			if err := create(ctx, st, p); !errs.Is(errs.Unavailable, err) {
 				t.Errorf("Create on the closed node = %v, want Unavailable", err)
 			}
-			if _, err := st.Update(ctx, pays[ordB].ID, func(*payment.Payment) error { return nil }); !errs.Is(errs.Unavailable, err) {
+			if _, err := st.Update(ctx, pays[ordB].ID, func(*payment.Payment) (*payment.Entry, error) { return nil, nil }); !errs.Is(errs.Unavailable, err) {
 				t.Errorf("Update on the closed node = %v, want Unavailable", err)
 			}
 		})
 	}
+}
+
+// capture is an Update function that captures the payment.
+func capture(p *payment.Payment) (*payment.Entry, error) {
+	p.Status = payment.StatusCaptured
+	e := entry(*p, payment.KindCapture)
+	return &e, nil
 }

@@ -3,7 +3,6 @@ package paymentdb_test
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -50,6 +49,16 @@ func TestStore(t *testing.T) {
 
 var t0 = time.Date(2031, 5, 17, 10, 30, 15, 123_000_000, time.UTC)
 
+// entry is the ledger entry of kind for p, of its whole amount.
+func entry(p payment.Payment, kind string) payment.Entry {
+	return payment.Entry{ID: ids.New("led", t0), PaymentID: p.ID, OrderID: p.OrderID, Kind: kind, Amount: p.Amount, CreatedAt: t0}
+}
+
+// create stores p with its authorization entry.
+func create(ctx context.Context, st *paymentdb.Store, p payment.Payment) error {
+	return st.Create(ctx, p, entry(p, payment.KindAuthorization))
+}
+
 func newPayment(orderID string) payment.Payment {
 	return payment.Payment{
 		ID:        ids.New("pay", t0),
@@ -65,7 +74,7 @@ func newPayment(orderID string) payment.Payment {
 func testCreateGet(t *testing.T, st *paymentdb.Store) {
 	ctx := context.Background()
 	p := newPayment("ord_1")
-	if err := st.Create(ctx, p); err != nil {
+	if err := create(ctx, st, p); err != nil {
 		t.Fatal(err)
 	}
 	got, err := st.Get(ctx, p.ID)
@@ -93,13 +102,13 @@ func testCreateGet(t *testing.T, st *paymentdb.Store) {
 func testOnePerOrder(t *testing.T, st *paymentdb.Store) {
 	ctx := context.Background()
 	p := newPayment("ord_1")
-	if err := st.Create(ctx, p); err != nil {
+	if err := create(ctx, st, p); err != nil {
 		t.Fatal(err)
 	}
 	dup := newPayment("ord_1")
 	dup.Amount = money.USD(1)
 	dup.Status = payment.StatusDeclined
-	if err := st.Create(ctx, dup); !errs.Is(errs.Conflict, err) {
+	if err := create(ctx, st, dup); !errs.Is(errs.Conflict, err) {
 		t.Fatalf("second Create for the order: err = %v, want Conflict", err)
 	}
 	if _, err := st.Get(ctx, dup.ID); !errs.Is(errs.NotFound, err) {
@@ -111,7 +120,7 @@ func testOnePerOrder(t *testing.T, st *paymentdb.Store) {
 	// Same id, other order: also a conflict.
 	again := p
 	again.OrderID = "ord_2"
-	if err := st.Create(ctx, again); !errs.Is(errs.Conflict, err) {
+	if err := create(ctx, st, again); !errs.Is(errs.Conflict, err) {
 		t.Errorf("Create with a taken id: err = %v, want Conflict", err)
 	}
 }
@@ -119,16 +128,17 @@ func testOnePerOrder(t *testing.T, st *paymentdb.Store) {
 func testUpdate(t *testing.T, st *paymentdb.Store) {
 	ctx := context.Background()
 	p := newPayment("ord_1")
-	if err := st.Create(ctx, p); err != nil {
+	if err := create(ctx, st, p); err != nil {
 		t.Fatal(err)
 	}
 	later := t0.Add(time.Hour)
-	got, err := st.Update(ctx, p.ID, func(x *payment.Payment) error {
+	got, err := st.Update(ctx, p.ID, func(x *payment.Payment) (*payment.Entry, error) {
 		if *x != p {
-			return fmt.Errorf("fn got %+v, want %+v", *x, p)
+			return nil, fmt.Errorf("fn got %+v, want %+v", *x, p)
 		}
 		x.Status, x.UpdatedAt = payment.StatusCaptured, later
-		return nil
+		e := entry(*x, payment.KindCapture)
+		return &e, nil
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -142,10 +152,35 @@ func testUpdate(t *testing.T, st *paymentdb.Store) {
 		t.Errorf("after Update, Get = %+v, want %+v", stored, want)
 	}
 
-	// An error from fn writes nothing and keeps its kind.
-	_, err = st.Update(ctx, p.ID, func(x *payment.Payment) error {
+	// No entry: nothing is written, whatever fn changed.
+	got, err = st.Update(ctx, p.ID, func(x *payment.Payment) (*payment.Entry, error) {
 		x.Status = payment.StatusRefunded
-		return errs.E(errs.Conflict, errs.Msg("nope"))
+		return nil, nil
+	})
+	if err != nil || got != want {
+		t.Errorf("Update without an entry = %+v, %v; want %+v unchanged", got, err, want)
+	}
+	// A second entry of a kind is a conflict and writes nothing.
+	_, err = st.Update(ctx, p.ID, func(x *payment.Payment) (*payment.Entry, error) {
+		x.Status = payment.StatusRefunded
+		e := entry(*x, payment.KindCapture)
+		return &e, nil
+	})
+	if !errs.Is(errs.Conflict, err) {
+		t.Errorf("Update with a second capture entry: err = %v, want Conflict", err)
+	}
+	if stored, _ := st.Get(ctx, p.ID); stored != want {
+		t.Errorf("Update without an entry changed the payment: %+v", stored)
+	}
+	if l, err := st.Ledger(ctx, p.ID); err != nil || len(l) != 2 || l[0].Kind != payment.KindAuthorization || l[1].Kind != payment.KindCapture {
+		t.Errorf("Ledger = %+v, %v; want authorization, capture", l, err)
+	}
+
+	// An error from fn writes nothing and keeps its kind.
+	_, err = st.Update(ctx, p.ID, func(x *payment.Payment) (*payment.Entry, error) {
+		x.Status = payment.StatusRefunded
+		e := entry(*x, payment.KindRefund)
+		return &e, errs.E(errs.Conflict, errs.Msg("nope"))
 	})
 	if !errs.Is(errs.Conflict, err) || errs.Detail(err) != "nope" {
 		t.Errorf("Update with failing fn: err = %v, want Conflict \"nope\"", err)
@@ -155,7 +190,7 @@ func testUpdate(t *testing.T, st *paymentdb.Store) {
 	}
 
 	called := false
-	_, err = st.Update(ctx, "pay_missing", func(*payment.Payment) error { called = true; return nil })
+	_, err = st.Update(ctx, "pay_missing", func(*payment.Payment) (*payment.Entry, error) { called = true; return nil, nil })
 	if !errs.Is(errs.NotFound, err) || called {
 		t.Errorf("Update(unknown): err = %v, fn called = %v; want NotFound, not called", err, called)
 	}
@@ -170,7 +205,7 @@ func testConcurrentCreates(t *testing.T, st *paymentdb.Store) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = st.Create(ctx, newPayment("ord_race"))
+			results[i] = create(ctx, st, newPayment("ord_race"))
 		}()
 	}
 	wg.Wait()
@@ -188,28 +223,33 @@ func testConcurrentCreates(t *testing.T, st *paymentdb.Store) {
 	}
 }
 
-// testConcurrentUpdates checks Update serialises read-modify-write: each fn
-// counts up in Status, so a lost update would leave a smaller count.
+// testConcurrentUpdates checks Update serialises read-modify-write: every
+// fn captures the payment if it is still authorized, so an update that read
+// a stale payment would write a second capture entry and fail.
 func testConcurrentUpdates(t *testing.T, st *paymentdb.Store) {
 	ctx := context.Background()
 	p := newPayment("ord_1")
-	p.Status = "0"
-	if err := st.Create(ctx, p); err != nil {
+	if err := create(ctx, st, p); err != nil {
 		t.Fatal(err)
 	}
 	const n = 10
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	changed := 0
 	for range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := st.Update(ctx, p.ID, func(x *payment.Payment) error {
-				c, err := strconv.Atoi(x.Status)
-				if err != nil {
-					return err
+			_, err := st.Update(ctx, p.ID, func(x *payment.Payment) (*payment.Entry, error) {
+				if x.Status != payment.StatusAuthorized {
+					return nil, nil
 				}
-				x.Status = strconv.Itoa(c + 1)
-				return nil
+				x.Status = payment.StatusCaptured
+				e := entry(*x, payment.KindCapture)
+				mu.Lock()
+				changed++
+				mu.Unlock()
+				return &e, nil
 			})
 			if err != nil {
 				t.Errorf("Update: %v", err)
@@ -217,7 +257,10 @@ func testConcurrentUpdates(t *testing.T, st *paymentdb.Store) {
 		}()
 	}
 	wg.Wait()
-	if got, _ := st.Get(ctx, p.ID); got.Status != strconv.Itoa(n) {
-		t.Errorf("after %d concurrent increments, Status = %q", n, got.Status)
+	if got, _ := st.Get(ctx, p.ID); got.Status != payment.StatusCaptured {
+		t.Errorf("after %d concurrent captures, Status = %q", n, got.Status)
+	}
+	if l, err := st.Ledger(ctx, p.ID); err != nil || len(l) != 2 {
+		t.Errorf("Ledger = %+v, %v; want 2 entries", l, err)
 	}
 }
