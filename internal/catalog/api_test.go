@@ -47,6 +47,7 @@ type env struct {
 	kicks    *atomic.Int32
 	server   *httptest.Server // nil in process
 	clockNow time.Time
+	clk      *clock.Fake
 }
 
 func newEnv(t *testing.T, remote, cached bool) *env {
@@ -69,7 +70,9 @@ func newEnv(t *testing.T, remote, cached bool) *env {
 		// A long TTL: the suite passes only if every change invalidates.
 		opts = append(opts, catalog.WithCache(cache.NewMemory(clock.Real{}, 100), time.Hour))
 	}
-	e.svc = catalog.NewService(store, blobs, func() { e.kicks.Add(1) }, clock.NewFake(e.clockNow), opts...)
+	e.clk = clock.NewFake(e.clockNow)
+	opts = append(opts, catalog.WithLogger(testenv.Logger(t)))
+	e.svc = catalog.NewService(store, blobs, func() { e.kicks.Add(1) }, e.clk, opts...)
 	e.api = e.svc
 	if remote {
 		e.server = httptest.NewServer(httpx.Middleware(testenv.Logger(t), catalog.NewHandler(e.svc)))
@@ -102,6 +105,9 @@ func TestAPI(t *testing.T) {
 		{"SetThumbnails", testSetThumbnails},
 		{"ReserveRelease", testReserveRelease},
 		{"ReserveInvalid", testReserveInvalid},
+		{"ReservationExpiry", testReservationExpiry},
+		{"CommitStock", testCommitStock},
+		{"StockLevels", testStockLevels},
 	}
 	for _, mode := range []struct {
 		name           string
@@ -484,7 +490,7 @@ func testReserveRelease(t *testing.T, e *env) {
 	b := e.list(t, newItem(t, "Bowl", "home", 3))
 	lines := []catalog.Line{{ProductID: a.ID, Quantity: 4}, {ProductID: b.ID, Quantity: 3}}
 	for range 2 { // the repeat is a no-op
-		if err := e.api.ReserveStock(ctx, "chk_1", lines); err != nil {
+		if err := e.api.ReserveStock(ctx, "chk_1", lines, 0); err != nil {
 			t.Fatal(err)
 		}
 		if sa, sb := e.stock(t, a.ID), e.stock(t, b.ID); sa != 6 || sb != 0 {
@@ -492,12 +498,12 @@ func testReserveRelease(t *testing.T, e *env) {
 		}
 	}
 	// Short stock: Conflict naming the product, nothing taken.
-	err := e.api.ReserveStock(ctx, "chk_2", []catalog.Line{{ProductID: a.ID, Quantity: 1}, {ProductID: b.ID, Quantity: 1}})
+	err := e.api.ReserveStock(ctx, "chk_2", []catalog.Line{{ProductID: a.ID, Quantity: 1}, {ProductID: b.ID, Quantity: 1}}, 0)
 	wantKind(t, "short stock", err, errs.Conflict)
 	if d := errs.Detail(err); !strings.Contains(d, `"Bowl"`) || !strings.Contains(d, b.ID) {
 		t.Errorf("conflict detail %q does not name the product", d)
 	}
-	err = e.api.ReserveStock(ctx, "chk_3", []catalog.Line{{ProductID: a.ID, Quantity: 1}, {ProductID: "prd_nope", Quantity: 1}})
+	err = e.api.ReserveStock(ctx, "chk_3", []catalog.Line{{ProductID: a.ID, Quantity: 1}, {ProductID: "prd_nope", Quantity: 1}}, 0)
 	wantKind(t, "unknown product", err, errs.NotFound)
 	if sa := e.stock(t, a.ID); sa != 6 {
 		t.Fatalf("failed reservations changed stock to %d", sa)
@@ -514,7 +520,7 @@ func testReserveRelease(t *testing.T, e *env) {
 		t.Fatalf("releasing an unknown reservation: %v", err)
 	}
 	// chk_2 failed, so its id is still free.
-	if err := e.api.ReserveStock(ctx, "chk_2", []catalog.Line{{ProductID: b.ID, Quantity: 3}}); err != nil {
+	if err := e.api.ReserveStock(ctx, "chk_2", []catalog.Line{{ProductID: b.ID, Quantity: 3}}, 0); err != nil {
 		t.Fatal(err)
 	}
 	if sb := e.stock(t, b.ID); sb != 0 {
@@ -536,15 +542,180 @@ func testReserveInvalid(t *testing.T, e *env) {
 		"no id":             {"", []catalog.Line{{ProductID: a.ID, Quantity: 1}}},
 		"blank id":          {"  ", []catalog.Line{{ProductID: a.ID, Quantity: 1}}},
 	} {
-		wantKind(t, name, e.api.ReserveStock(ctx, tc.id, tc.lines), errs.Invalid)
+		wantKind(t, name, e.api.ReserveStock(ctx, tc.id, tc.lines, 0), errs.Invalid)
 	}
 	wantKind(t, "release without id", e.api.ReleaseStock(ctx, ""), errs.Invalid)
 	if sa := e.stock(t, a.ID); sa != 10 {
 		t.Fatalf("invalid reservations changed stock to %d", sa)
 	}
 	// r1 was never taken by the invalid attempts.
-	if err := e.api.ReserveStock(ctx, "r1", []catalog.Line{{ProductID: a.ID, Quantity: 10}}); err != nil {
+	if err := e.api.ReserveStock(ctx, "r1", []catalog.Line{{ProductID: a.ID, Quantity: 10}}, 0); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// levelOf returns the product's stock audit through the API under test.
+func (e *env) levelOf(t *testing.T, id string) catalog.StockLevel {
+	t.Helper()
+	ls, err := e.api.StockLevels(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range ls {
+		if l.ProductID == id {
+			return l
+		}
+	}
+	t.Fatalf("StockLevels has no %s: %+v", id, ls)
+	return catalog.StockLevel{}
+}
+
+func (e *env) wantLevel(t *testing.T, id string, stock, reserved, sold int) {
+	t.Helper()
+	want := catalog.StockLevel{ProductID: id, Stock: stock, Reserved: reserved, Sold: sold}
+	if got := e.levelOf(t, id); got != want {
+		t.Fatalf("StockLevel = %+v, want %+v", got, want)
+	}
+	if s := e.stock(t, id); s != stock {
+		t.Fatalf("product stock = %d, want %d", s, stock)
+	}
+}
+
+func (e *env) sweep(t *testing.T, want int) {
+	t.Helper()
+	n, err := e.svc.ReleaseExpired(context.Background())
+	if err != nil || n != want {
+		t.Fatalf("ReleaseExpired = %d, %v; want %d", n, err, want)
+	}
+}
+
+func testReservationExpiry(t *testing.T, e *env) {
+	ctx := context.Background()
+	a := e.list(t, newItem(t, "Plate", "home", 100))
+	one := []catalog.Line{{ProductID: a.ID, Quantity: 1}}
+	// hold 0: DefaultHold; a negative hold too; 10 minutes; over MaxHold: MaxHold.
+	for id, hold := range map[string]time.Duration{"default": 0, "negative": -time.Second, "short": 10 * time.Minute,
+		"long": 48 * time.Hour, "tiny": time.Microsecond} {
+		if err := e.api.ReserveStock(ctx, "r_"+id, one, hold); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.wantLevel(t, a.ID, 95, 5, 0)
+	e.clk.Advance(time.Millisecond) // "tiny" was held for at least a millisecond, not the default
+	e.sweep(t, 1)
+	e.clk.Advance(10 * time.Minute)
+	e.sweep(t, 1)
+	e.wantLevel(t, a.ID, 97, 3, 0)
+	e.clk.Advance(catalog.DefaultHold - 10*time.Minute - time.Millisecond)
+	e.sweep(t, 2)
+	e.clk.Advance(catalog.MaxHold - catalog.DefaultHold - time.Millisecond)
+	e.sweep(t, 0) // "long" holds exactly MaxHold
+	e.clk.Advance(time.Millisecond)
+	e.sweep(t, 1)
+	e.wantLevel(t, a.ID, 100, 0, 0)
+	// An expired reservation: commit refuses it, release is a no-op, a
+	// repeated reserve takes nothing.
+	err := e.api.CommitStock(ctx, "r_short")
+	wantKind(t, "commit expired", err, errs.Conflict)
+	if d := errs.Detail(err); d != "the reservation has expired" {
+		t.Errorf("detail = %q", d)
+	}
+	if err := e.api.ReleaseStock(ctx, "r_short"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.api.ReserveStock(ctx, "r_short", one, 0); err != nil {
+		t.Fatal(err)
+	}
+	e.wantLevel(t, a.ID, 100, 0, 0)
+
+	// The sweeper loop, started by the app, does the same on its own.
+	if err := e.api.ReserveStock(ctx, "r_loop", []catalog.Line{{ProductID: a.ID, Quantity: 7}}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	e.wantLevel(t, a.ID, 93, 7, 0)
+	loopCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); e.svc.RunSweeper(loopCtx, 5*time.Millisecond) }()
+	t.Cleanup(func() { cancel(); <-done })
+	e.clk.Advance(time.Minute)
+	testenv.CheckFor(t, 10*time.Second, func() error {
+		if l := e.levelOf(t, a.ID); l.Stock != 100 || l.Reserved != 0 {
+			return fmt.Errorf("level %+v", l)
+		}
+		return nil
+	})
+	cancel()
+	<-done
+}
+
+func testCommitStock(t *testing.T, e *env) {
+	ctx := context.Background()
+	a := e.list(t, newItem(t, "Plate", "home", 10))
+	lines := []catalog.Line{{ProductID: a.ID, Quantity: 4}}
+	if err := e.api.ReserveStock(ctx, "chk_1", lines, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // idempotent
+		if err := e.api.CommitStock(ctx, "chk_1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.wantLevel(t, a.ID, 6, 0, 4)
+	e.clk.Advance(time.Hour)
+	e.sweep(t, 0)
+	if err := e.api.CommitStock(ctx, "chk_1"); err != nil {
+		t.Fatalf("repeated commit after the expiry: %v", err)
+	}
+	e.wantLevel(t, a.ID, 6, 0, 4)
+	// A checkout rolling back before it took the money undoes the sale.
+	if err := e.api.ReleaseStock(ctx, "chk_1"); err != nil {
+		t.Fatalf("release of a committed reservation: %v", err)
+	}
+	e.wantLevel(t, a.ID, 10, 0, 0)
+	wantKind(t, "commit after release", e.api.CommitStock(ctx, "chk_1"), errs.Conflict)
+
+	// Released, then committed: Conflict, and the stock stays back.
+	if err := e.api.ReserveStock(ctx, "chk_2", lines, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.api.ReleaseStock(ctx, "chk_2"); err != nil {
+		t.Fatal(err)
+	}
+	wantKind(t, "commit released", e.api.CommitStock(ctx, "chk_2"), errs.Conflict)
+	// Unknown: Conflict, nothing recorded (the id can still reserve).
+	wantKind(t, "commit unknown", e.api.CommitStock(ctx, "chk_3"), errs.Conflict)
+	if err := e.api.ReserveStock(ctx, "chk_3", []catalog.Line{{ProductID: a.ID, Quantity: 1}}, 0); err != nil {
+		t.Fatal(err)
+	}
+	e.wantLevel(t, a.ID, 9, 1, 0)
+	wantKind(t, "commit without id", e.api.CommitStock(ctx, ""), errs.Invalid)
+}
+
+func testStockLevels(t *testing.T, e *env) {
+	ctx := context.Background()
+	ls, err := e.api.StockLevels(ctx)
+	if err != nil || ls == nil || len(ls) != 0 {
+		t.Fatalf("StockLevels of an empty catalog = %#v, %v; want an empty list", ls, err)
+	}
+	a := e.list(t, newItem(t, "Plate", "home", 10))
+	b := e.list(t, newItem(t, "Bowl", "home", 3))
+	if err := e.api.ReserveStock(ctx, "r1", []catalog.Line{{ProductID: a.ID, Quantity: 2}, {ProductID: b.ID, Quantity: 3}}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.api.ReserveStock(ctx, "r2", []catalog.Line{{ProductID: a.ID, Quantity: 5}}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.api.CommitStock(ctx, "r2"); err != nil {
+		t.Fatal(err)
+	}
+	ls, err = e.api.StockLevels(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []catalog.StockLevel{{ProductID: a.ID, Stock: 3, Reserved: 2, Sold: 5}, {ProductID: b.ID, Stock: 0, Reserved: 3}}
+	slices.SortFunc(want, func(x, y catalog.StockLevel) int { return strings.Compare(x.ProductID, y.ProductID) })
+	if fmt.Sprint(ls) != fmt.Sprint(want) {
+		t.Fatalf("StockLevels = %+v, want %+v (by product id)", ls, want)
 	}
 }
 
@@ -571,6 +742,9 @@ func TestHTTPErrors(t *testing.T) {
 		{"too many ids", "GET", "products?ids=" + strings.Repeat("p,", catalog.MaxBatchIDs) + "p", "", "", 400},
 		{"ids", "GET", "products?ids=a,,b", "", "", 200},
 		{"bad reservation body", "PUT", "reservations/r1", "application/json", `{"lines":"all"}`, 400},
+		{"negative hold", "PUT", "reservations/r1", "application/json", `{"lines":[{"product_id":"p","quantity":1}],"hold_ms":-1}`, 422},
+		{"commit unknown", "POST", "reservations/r9/commit", "", "", 409},
+		{"stock", "GET", "admin/stock", "", "", 200},
 		{"thumbnails unknown field", "PUT", "products/x/thumbnails", "application/json", `{"thumbs":{}}`, 400},
 		{"no such route", "GET", "nothing/here", "", "", 404},
 	}

@@ -5,6 +5,7 @@ package catalog
 
 import (
 	"context"
+	"time"
 
 	"github.com/globomantics/globomantics/internal/platform/money"
 	"github.com/globomantics/globomantics/internal/platform/page"
@@ -90,11 +91,27 @@ type ItemListed struct {
 //     Stores the image in the blob store, then publishes ItemListed.
 //   - SetThumbnails: records thumbnail blob keys by size name; errs.NotFound.
 //   - ReserveStock: takes the quantities out of stock, all or nothing, once
-//     per reservation id (a repeat with the same id is a no-op);
-//     errs.Conflict naming a product when stock is short; errs.NotFound for an
-//     unknown product; errs.Invalid for a quantity below 1.
+//     per reservation id (a repeat with the same id is a no-op, whatever
+//     became of the reservation); stock never goes negative, however many
+//     reservations race for the last units. The reservation holds the stock
+//     until now+hold on the server's clock (hold <= 0 means DefaultHold,
+//     longer than MaxHold is cut to MaxHold), after which the sweeper
+//     (ReleaseExpired) puts it back unless it was committed. errs.Conflict
+//     naming a product when stock is short; errs.NotFound for an unknown
+//     product; errs.Invalid for a quantity below 1.
+//   - CommitStock: makes a live reservation final (the stock is sold), once;
+//     committing a committed one is a no-op. errs.Conflict when it was
+//     released or has expired ("the reservation has expired"), and for an
+//     unknown reservation (nothing is recorded).
 //   - ReleaseStock: puts a reservation's quantities back, once; releasing an
-//     unknown or already released reservation is a no-op.
+//     already released (or expired) reservation is a no-op, and releasing an
+//     unknown one records it as released, so that a ReserveStock with its id
+//     arriving later takes nothing. A committed reservation is released
+//     too (the sale undone, by a checkout rolling back before its pivot);
+//     it can then no longer be committed.
+//   - StockLevels: every product's stock, live reservations and sales, from
+//     one consistent read: Stock + Reserved + Sold is the stock the product
+//     was listed with.
 type API interface {
 	ListCategories(ctx context.Context) ([]Category, error)
 	ListProducts(ctx context.Context, f ProductFilter) (ProductPage, error)
@@ -102,6 +119,25 @@ type API interface {
 	GetProducts(ctx context.Context, ids []string) ([]Product, error)
 	ListItem(ctx context.Context, item NewItem) (Product, error)
 	SetThumbnails(ctx context.Context, id string, keys map[string]string) error
-	ReserveStock(ctx context.Context, reservationID string, lines []Line) error
+	ReserveStock(ctx context.Context, reservationID string, lines []Line, hold time.Duration) error
+	CommitStock(ctx context.Context, reservationID string) error
 	ReleaseStock(ctx context.Context, reservationID string) error
+	StockLevels(ctx context.Context) ([]StockLevel, error)
+}
+
+// How long a reservation holds its stock when ReserveStock is not told, and
+// at most.
+const (
+	DefaultHold = 15 * time.Minute
+	MaxHold     = 24 * time.Hour
+)
+
+// StockLevel is the stock audit of one product: Stock units on the shelf,
+// Reserved by live reservations (neither committed, released nor expired and
+// swept), and Sold by committed ones.
+type StockLevel struct {
+	ProductID string `json:"product_id"`
+	Stock     int    `json:"stock"`
+	Reserved  int    `json:"reserved"`
+	Sold      int    `json:"sold"`
 }

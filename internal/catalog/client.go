@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/globomantics/globomantics/internal/platform/httpx"
 )
@@ -107,14 +108,38 @@ func (c *Client) SetThumbnails(ctx context.Context, id string, keys map[string]s
 	return c.c.Call(ctx, http.MethodPut, httpx.Path(productsPath, seg(id), "thumbnails"), ThumbnailsBody{Thumbnails: keys}, nil)
 }
 
-// ReserveStock takes the quantities out of stock, once per reservation id.
-func (c *Client) ReserveStock(ctx context.Context, reservationID string, lines []Line) error {
-	return c.c.Call(ctx, http.MethodPut, httpx.Path(PathPrefix+"reservations", seg(reservationID)), ReservationBody{Lines: lines}, nil)
+// ReserveStock takes the quantities out of stock, once per reservation id,
+// for hold (see API), by an idempotent PUT that may be retried.
+func (c *Client) ReserveStock(ctx context.Context, reservationID string, lines []Line, hold time.Duration) error {
+	body := ReservationBody{Lines: lines}
+	if hold > 0 {
+		// Rounded up, so that a positive hold never becomes 0 (the default).
+		body.HoldMillis = int64((min(hold, MaxHold) + time.Millisecond - 1) / time.Millisecond)
+	}
+	return c.c.Call(ctx, http.MethodPut, httpx.Path(PathPrefix+"reservations", seg(reservationID)), body, nil)
+}
+
+// CommitStock makes a live reservation final, by a POST marked retryable
+// (committing twice is a no-op).
+func (c *Client) CommitStock(ctx context.Context, reservationID string) error {
+	return c.c.Call(ctx, http.MethodPost, httpx.Path(PathPrefix+"reservations", seg(reservationID), "commit"), nil, nil, httpx.Retryable())
 }
 
 // ReleaseStock puts a reservation's quantities back, once.
 func (c *Client) ReleaseStock(ctx context.Context, reservationID string) error {
 	return c.c.Call(ctx, http.MethodDelete, httpx.Path(PathPrefix+"reservations", seg(reservationID)), nil, nil)
+}
+
+// StockLevels returns every product's stock audit, by product id.
+func (c *Client) StockLevels(ctx context.Context) ([]StockLevel, error) {
+	var out StockLevelList
+	if err := c.c.Call(ctx, http.MethodGet, PathPrefix+"admin/stock", nil, &out); err != nil {
+		return nil, err
+	}
+	if out.Items == nil {
+		out.Items = []StockLevel{}
+	}
+	return out.Items, nil
 }
 
 // seg is an id as a path segment. An empty id is sent as a blank one, so that

@@ -3,6 +3,7 @@ package catalog
 import (
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/httpx"
@@ -30,9 +31,16 @@ type ThumbnailsBody struct {
 	Thumbnails map[string]string `json:"thumbnails"`
 }
 
-// ReservationBody is the body of PUT reservations/{id}.
+// ReservationBody is the body of PUT reservations/{id}. HoldMillis is how
+// long the reservation holds its stock, in milliseconds; 0 means DefaultHold.
 type ReservationBody struct {
-	Lines []Line `json:"lines"`
+	Lines      []Line `json:"lines"`
+	HoldMillis int64  `json:"hold_ms,omitempty"`
+}
+
+// StockLevelList is the body of GET admin/stock.
+type StockLevelList struct {
+	Items []StockLevel `json:"items"`
 }
 
 // NewHandler serves api's REST API under /svc/catalog/v1/:
@@ -44,7 +52,9 @@ type ReservationBody struct {
 //	POST   products                   NewItem -> 201 Product
 //	PUT    products/{id}/thumbnails   ThumbnailsBody -> 204
 //	PUT    reservations/{id}          ReservationBody -> 204 (idempotent)
+//	POST   reservations/{id}/commit   -> 204 (idempotent)
 //	DELETE reservations/{id}          -> 204 (idempotent)
+//	GET    admin/stock                -> StockLevelList
 func NewHandler(api API) http.Handler {
 	h := &handler{api: api}
 	mux := http.NewServeMux()
@@ -54,7 +64,9 @@ func NewHandler(api API) http.Handler {
 	mux.Handle("POST "+PathPrefix+"products", httpx.Handler(h.listItem))
 	mux.Handle("PUT "+PathPrefix+"products/{id}/thumbnails", httpx.Handler(h.setThumbnails))
 	mux.Handle("PUT "+PathPrefix+"reservations/{id}", httpx.Handler(h.reserve))
+	mux.Handle("POST "+PathPrefix+"reservations/{id}/commit", httpx.Handler(h.commit))
 	mux.Handle("DELETE "+PathPrefix+"reservations/{id}", httpx.Handler(h.release))
+	mux.Handle("GET "+PathPrefix+"admin/stock", httpx.Handler(h.stockLevels))
 	mux.HandleFunc(PathPrefix, httpx.NotFound)
 	return mux
 }
@@ -150,7 +162,11 @@ func (h *handler) reserve(w http.ResponseWriter, r *http.Request) error {
 	if err := httpx.Decode(r, &body); err != nil {
 		return err
 	}
-	if err := h.api.ReserveStock(r.Context(), r.PathValue("id"), body.Lines); err != nil {
+	if body.HoldMillis < 0 {
+		return errs.E("catalog.http.reserve", errs.Invalid, errs.Msg("hold_ms must not be negative"))
+	}
+	hold := time.Duration(min(body.HoldMillis, MaxHold.Milliseconds())) * time.Millisecond
+	if err := h.api.ReserveStock(r.Context(), r.PathValue("id"), body.Lines, hold); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -162,5 +178,22 @@ func (h *handler) release(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (h *handler) commit(w http.ResponseWriter, r *http.Request) error {
+	if err := h.api.CommitStock(r.Context(), r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (h *handler) stockLevels(w http.ResponseWriter, r *http.Request) error {
+	levels, err := h.api.StockLevels(r.Context())
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, StockLevelList{Items: levels})
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"image"
 	_ "image/jpeg" // registers JPEG with image.DecodeConfig
 	_ "image/png"  // registers PNG with image.DecodeConfig
+	"log/slog"
 	"regexp"
 	"strings"
 	"time"
@@ -72,15 +73,33 @@ type Store interface {
 	// SetThumbnails replaces the product's thumbnail keys; errs.NotFound.
 	SetThumbnails(ctx context.Context, id string, keys map[string]string) error
 	// Reserve takes the lines' quantities out of stock, all or nothing, and
-	// records them under reservationID; a reservation id seen before (even
-	// one released) is a no-op. errs.Conflict when stock is short,
-	// errs.NotFound for an unknown product.
-	Reserve(ctx context.Context, reservationID string, lines []Line, now time.Time) error
+	// records them under reservationID, live until expiresAt; a reservation
+	// id seen before (even one released) is a no-op. Stock never goes
+	// negative, even under concurrent reservations. errs.Conflict when stock
+	// is short, errs.NotFound for an unknown product.
+	Reserve(ctx context.Context, reservationID string, lines []Line, now, expiresAt time.Time) error
+	// Commit makes a live reservation final (sold) at now, once; a committed
+	// one is a no-op. errs.Conflict for a released one, for one whose expiry
+	// is at or before now ("the reservation has expired"), and for an
+	// unknown one (nothing is recorded).
+	Commit(ctx context.Context, reservationID string, now time.Time) error
 	// Release puts a reservation's recorded quantities back, once. An
 	// unknown reservation is remembered as released, so that a late Reserve
-	// with its id does nothing.
+	// with its id does nothing. errs.Conflict for a committed reservation.
 	// It returns the lines put back (none for an unknown or released one).
 	Release(ctx context.Context, reservationID string, now time.Time) ([]Line, error)
+	// Expired returns the ids of up to limit live reservations (neither
+	// committed nor released) whose expiry is at or before now, soonest
+	// expired first.
+	Expired(ctx context.Context, now time.Time, limit int) ([]string, error)
+	// ReleaseExpired releases the reservation, as Release does, if it is
+	// still live and its expiry is at or before now, and reports whether this
+	// call released it: of concurrent callers, exactly one does. It returns
+	// the lines put back.
+	ReleaseExpired(ctx context.Context, reservationID string, now time.Time) ([]Line, bool, error)
+	// StockLevels returns every product's stock, reserved and sold units by
+	// product id, from one consistent read.
+	StockLevels(ctx context.Context) ([]StockLevel, error)
 	// CountProducts returns the number of products.
 	CountProducts(ctx context.Context) (int, error)
 }
@@ -94,6 +113,7 @@ type Service struct {
 
 	cache    cache.Cache // look-aside cache of single products; nil for none
 	cacheTTL time.Duration
+	log      *slog.Logger
 }
 
 // Option configures a Service.
@@ -112,6 +132,11 @@ func WithCache(c cache.Cache, ttl time.Duration) Option {
 
 var _ API = (*Service)(nil)
 
+// WithLogger sets the logger of RunSweeper (slog.Default() when not given).
+func WithLogger(l *slog.Logger) Option {
+	return func(s *Service) { s.log = l }
+}
+
 // NewService returns the catalog service. kick is called after a commit that
 // wrote to the outbox, to wake the outbox relay; nil means no-op. A nil clk is
 // the real clock.
@@ -125,6 +150,9 @@ func NewService(store Store, blobs blob.Store, kick func(), clk clock.Clock, opt
 	s := &Service{store: store, blobs: blobs, kick: kick, clk: clk}
 	for _, o := range opts {
 		o(s)
+	}
+	if s.log == nil {
+		s.log = slog.Default()
 	}
 	return s
 }
@@ -446,8 +474,9 @@ func (s *Service) SetThumbnails(ctx context.Context, id string, keys map[string]
 var sizeNameRe = regexp.MustCompile(`^[a-z0-9]{1,20}$`)
 
 // ReserveStock takes the lines' quantities out of stock, all or nothing, once
-// per reservation id. Lines naming the same product are added together.
-func (s *Service) ReserveStock(ctx context.Context, reservationID string, lines []Line) error {
+// per reservation id, until now+hold (see API). Lines naming the same product
+// are added together.
+func (s *Service) ReserveStock(ctx context.Context, reservationID string, lines []Line, hold time.Duration) error {
 	const op = "catalog.ReserveStock"
 	if err := checkReservationID(op, reservationID); err != nil {
 		return err
@@ -477,7 +506,8 @@ func (s *Service) ReserveStock(ctx context.Context, reservationID string, lines 
 		at[l.ProductID] = len(merged)
 		merged = append(merged, l)
 	}
-	if err := s.store.Reserve(ctx, reservationID, merged, s.clk.Now()); err != nil {
+	now := s.clk.Now()
+	if err := s.store.Reserve(ctx, reservationID, merged, now, now.Add(clampHold(hold))); err != nil {
 		return errs.E(op, err)
 	}
 	for _, l := range merged {
@@ -486,8 +516,34 @@ func (s *Service) ReserveStock(ctx context.Context, reservationID string, lines 
 	return nil
 }
 
-// ReleaseStock puts a reservation's quantities back, once; an unknown or
-// already released reservation is a no-op.
+// clampHold is the hold a reservation gets when asked for hold.
+func clampHold(hold time.Duration) time.Duration {
+	switch {
+	case hold <= 0:
+		return DefaultHold
+	case hold > MaxHold:
+		return MaxHold
+	}
+	return hold
+}
+
+// CommitStock makes a live reservation final: its stock is sold and can no
+// longer be released. Idempotent; errs.Conflict for a released, expired or
+// unknown reservation.
+func (s *Service) CommitStock(ctx context.Context, reservationID string) error {
+	const op = "catalog.CommitStock"
+	if err := checkReservationID(op, reservationID); err != nil {
+		return err
+	}
+	if err := s.store.Commit(ctx, reservationID, s.clk.Now()); err != nil {
+		return errs.E(op, err)
+	}
+	return nil
+}
+
+// ReleaseStock puts a reservation's quantities back, once; an already
+// released or expired reservation is a no-op, an unknown one is remembered as
+// released; errs.Conflict for a committed one.
 func (s *Service) ReleaseStock(ctx context.Context, reservationID string) error {
 	const op = "catalog.ReleaseStock"
 	if err := checkReservationID(op, reservationID); err != nil {
@@ -501,6 +557,84 @@ func (s *Service) ReleaseStock(ctx context.Context, reservationID string) error 
 		s.forget(ctx, l.ProductID)
 	}
 	return nil
+}
+
+// SweepBatch is how many expired reservations ReleaseExpired looks up at a
+// time.
+const SweepBatch = 100
+
+// ReleaseExpired puts back the stock of every reservation whose expiry has
+// passed (by the service's clock) and that was neither committed nor
+// released, and returns how many it released. It works through them in
+// batches of SweepBatch, each reservation in its own transaction, and is safe
+// to run from several instances at once: each reservation is released by
+// exactly one of them.
+func (s *Service) ReleaseExpired(ctx context.Context) (int, error) {
+	const op = "catalog.ReleaseExpired"
+	now := s.clk.Now()
+	released := 0
+	for {
+		batch, err := s.store.Expired(ctx, now, SweepBatch)
+		if err != nil {
+			return released, errs.E(op, err)
+		}
+		for _, id := range batch {
+			lines, ok, err := s.store.ReleaseExpired(ctx, id, now)
+			if err != nil {
+				return released, errs.E(op, err)
+			}
+			if ok {
+				released++
+			}
+			for _, l := range lines {
+				s.forget(ctx, l.ProductID)
+			}
+		}
+		if len(batch) < SweepBatch {
+			return released, nil
+		}
+	}
+}
+
+// DefaultSweepEvery is how often RunSweeper sweeps when not told.
+const DefaultSweepEvery = 30 * time.Second
+
+// RunSweeper calls ReleaseExpired every interval (DefaultSweepEvery when
+// every <= 0), first right away, until ctx ends; it logs what it released and
+// any error (and carries on).
+func (s *Service) RunSweeper(ctx context.Context, every time.Duration) {
+	if every <= 0 {
+		every = DefaultSweepEvery
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		n, err := s.ReleaseExpired(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.log.ErrorContext(ctx, "catalog: releasing expired reservations", "released", n, "err", err)
+		case n > 0:
+			s.log.InfoContext(ctx, "catalog: released expired reservations", "released", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// StockLevels returns every product's stock audit (see StockLevel), by
+// product id, from one consistent read of the primary database.
+func (s *Service) StockLevels(ctx context.Context) ([]StockLevel, error) {
+	levels, err := s.store.StockLevels(ctx)
+	if err != nil {
+		return nil, errs.E("catalog.StockLevels", err)
+	}
+	if levels == nil {
+		levels = []StockLevel{}
+	}
+	return levels, nil
 }
 
 func checkReservationID(op, id string) error {

@@ -86,6 +86,8 @@ var contract = []struct {
 	{"Confirm", testConfirm},
 	{"ConfirmRejectsBadInput", testConfirmRejectsBadInput},
 	{"Cancel", testCancel},
+	{"CancelBeforeCreate", testCancelBeforeCreate},
+	{"CancelRacesCreate", testCancelRacesCreate},
 }
 
 var addr = shipping.Address{Name: "Ada Lovelace", Line1: "12 Analytical St", City: "London", PostalCode: "N1 9GU", Country: "GB"}
@@ -166,13 +168,37 @@ func testCreateComputesTotals(t *testing.T, e env) {
 }
 
 func testCreateIsIdempotent(t *testing.T, e env) {
+	ctx := context.Background()
 	first := mustCreate(t, e, newOrder("ord_1", "usr_1"))
 	e.clk.Advance(time.Minute)
-	again := newOrder("ord_1", "usr_1")
-	again.Items = again.Items[:1]
-	second := mustCreate(t, e, again)
+	second := mustCreate(t, e, newOrder("ord_1", "usr_1"))
 	if !reflect.DeepEqual(first, second) {
 		t.Errorf("repeat returned %+v\nwant the first %+v", second, first)
+	}
+	// A repeat that is not the same order is refused, and changes nothing.
+	fewer := newOrder("ord_1", "usr_1")
+	fewer.Items = fewer.Items[:1]
+	dearer := newOrder("ord_1", "usr_1")
+	dearer.Items[0].UnitPrice = money.USD(1300)
+	shipping := newOrder("ord_1", "usr_1")
+	shipping.ShippingCost = money.USD(0)
+	other := newOrder("ord_1", "usr_2")
+	for name, n := range map[string]order.NewOrder{"fewer items": fewer, "other price": dearer, "other shipping": shipping, "other user": other} {
+		_, err := e.api.CreateOrder(ctx, n)
+		if !errs.Is(errs.Conflict, err) {
+			t.Errorf("repeat with %s: %v, want Conflict", name, err)
+		}
+	}
+	// The same holds once the order is cancelled: the same request returns
+	// it (cancelled), another is refused.
+	if _, err := e.api.Cancel(ctx, "ord_1", "gave up", order.PaymentInfo{}); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := e.api.CreateOrder(ctx, newOrder("ord_1", "usr_1")); err != nil || o.Status != order.StatusCancelled {
+		t.Errorf("repeat of a cancelled order = %+v, %v; want it, cancelled", o, err)
+	}
+	if _, err := e.api.CreateOrder(ctx, fewer); !errs.Is(errs.Conflict, err) {
+		t.Errorf("other repeat of a cancelled order = %v, want Conflict", err)
 	}
 	pg, err := e.api.ListOrders(context.Background(), "usr_1", page.Request{Size: 10})
 	if err != nil {
@@ -408,6 +434,83 @@ func testCancel(t *testing.T, e env) {
 	wantKind(t, err, errs.NotFound)
 	if e.kicks.Load() != 0 || len(outboxRows(t, e.db)) != 0 {
 		t.Errorf("Cancel wrote to the outbox")
+	}
+}
+
+func testCancelBeforeCreate(t *testing.T, e env) {
+	ctx := context.Background()
+	for range 2 { // NotFound, as before, and recorded once
+		_, err := e.api.Cancel(ctx, "ord_1", "checkout gave up", order.PaymentInfo{})
+		wantKind(t, err, errs.NotFound)
+	}
+	// The late create is refused and creates nothing.
+	_, err := e.api.CreateOrder(ctx, newOrder("ord_1", "usr_1"))
+	wantKind(t, err, errs.Conflict)
+	_, err = e.api.GetOrder(ctx, "ord_1")
+	wantKind(t, err, errs.NotFound)
+	pg, err := e.api.ListOrders(ctx, "usr_1", page.Request{Size: 10})
+	if err != nil || len(pg.Items) != 0 {
+		t.Fatalf("ListOrders = %+v, %v; want none", pg.Items, err)
+	}
+	for _, call := range []func() error{
+		func() error {
+			_, err := e.api.SetPayment(ctx, "ord_1", order.PaymentInfo{ID: "pay_1", Status: "authorized"})
+			return err
+		},
+		func() error {
+			_, err := e.api.Confirm(ctx, "ord_1", order.PaymentInfo{ID: "pay_1", Status: "captured"}, order.ShipmentInfo{ID: "shp_1", Status: "created", TrackingNumber: "GLB1"})
+			return err
+		},
+	} {
+		wantKind(t, call(), errs.NotFound)
+	}
+	var n int
+	if err := e.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM order_items`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("order_items has %d rows, %v; want 0", n, err)
+	}
+	// Other ids are unaffected.
+	mustCreate(t, e, newOrder("ord_2", "usr_1"))
+	if e.kicks.Load() != 0 || len(outboxRows(t, e.db)) != 0 {
+		t.Errorf("cancel before create wrote to the outbox")
+	}
+}
+
+// testCancelRacesCreate: a create and a cancel of the same id at once end
+// either with the create refused and no order, or with the order cancelled.
+func testCancelRacesCreate(t *testing.T, e env) {
+	ctx := context.Background()
+	const n = 10
+	var wg sync.WaitGroup
+	createErr := make([]error, n)
+	cancelErr := make([]error, n)
+	for i := range n {
+		id := fmt.Sprintf("ord_race_%d", i)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			_, createErr[i] = e.api.CreateOrder(ctx, newOrder(id, "usr_1"))
+		}()
+		go func() {
+			defer wg.Done()
+			_, cancelErr[i] = e.api.Cancel(ctx, id, "checkout gave up", order.PaymentInfo{})
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		id := fmt.Sprintf("ord_race_%d", i)
+		o, err := e.api.GetOrder(ctx, id)
+		switch {
+		case createErr[i] == nil:
+			if err != nil || o.Status != order.StatusCancelled || cancelErr[i] != nil {
+				t.Errorf("%s: created; cancel %v; now %+v, %v; want it cancelled", id, cancelErr[i], o.Status, err)
+			}
+		case errs.Is(errs.Conflict, createErr[i]):
+			if !errs.Is(errs.NotFound, err) || !errs.Is(errs.NotFound, cancelErr[i]) {
+				t.Errorf("%s: create refused; cancel %v; get %v; want both NotFound", id, cancelErr[i], err)
+			}
+		default:
+			t.Errorf("%s: CreateOrder: %v", id, createErr[i])
+		}
 	}
 }
 

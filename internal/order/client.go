@@ -75,28 +75,26 @@ func (c *Client) SetPayment(ctx context.Context, id string, p PaymentInfo) (Orde
 }
 
 // Confirm moves a pending order to confirmed. The call is idempotent and is
-// sent with an Idempotency-Key so that it may be retried on another instance.
+// marked retryable: it may be sent again, to another instance.
 func (c *Client) Confirm(ctx context.Context, id string, p PaymentInfo, s ShipmentInfo) (Order, error) {
 	if id == "" {
 		return Order{}, notFound("order.Client.Confirm")
 	}
 	var o Order
-	hdr := http.Header{"Idempotency-Key": {"order-confirm-" + id}}
-	if err := c.c.CallHeader(ctx, http.MethodPost, httpx.Path(ordersPath, id, "confirm"), hdr, confirmBody{Payment: p, Shipment: s}, &o); err != nil {
+	if err := c.c.Call(ctx, http.MethodPost, httpx.Path(ordersPath, id, "confirm"), confirmBody{Payment: p, Shipment: s}, &o, httpx.Retryable()); err != nil {
 		return Order{}, err
 	}
 	return o, nil
 }
 
 // Cancel moves a pending order to cancelled. The call is idempotent and is
-// sent with an Idempotency-Key so that it may be retried on another instance.
+// marked retryable: it may be sent again, to another instance.
 func (c *Client) Cancel(ctx context.Context, id, reason string, p PaymentInfo) (Order, error) {
 	if id == "" {
 		return Order{}, notFound("order.Client.Cancel")
 	}
 	var o Order
-	hdr := http.Header{"Idempotency-Key": {"order-cancel-" + id}}
-	if err := c.c.CallHeader(ctx, http.MethodPost, httpx.Path(ordersPath, id, "cancel"), hdr, cancelBody{Reason: reason, Payment: p}, &o); err != nil {
+	if err := c.c.Call(ctx, http.MethodPost, httpx.Path(ordersPath, id, "cancel"), cancelBody{Reason: reason, Payment: p}, &o, httpx.Retryable()); err != nil {
 		return Order{}, err
 	}
 	return o, nil

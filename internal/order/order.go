@@ -87,7 +87,10 @@ type OrderPlaced struct {
 //
 //   - CreateOrder: a pending order with Subtotal and Total computed from the
 //     items; errs.Invalid for a missing id, user or email, no items, or a
-//     quantity below 1. A repeat with the same id returns the existing order.
+//     quantity below 1. A repeat with the same id returns the existing order
+//     (whatever its status) when it has the same user, items, shipping cost
+//     and total, and is errs.Conflict otherwise; errs.Conflict, creating
+//     nothing, for an id that was cancelled before it was created.
 //   - GetOrder: errs.NotFound.
 //   - ListOrders: the user's orders, newest first, keyset-paginated (orders
 //     placed meanwhile never make a walk skip or repeat one); errs.BadRequest
@@ -99,6 +102,10 @@ type OrderPlaced struct {
 //     cancelled one.
 //   - Cancel: pending → cancelled with a reason and the payment's status;
 //     cancelling a cancelled order is a no-op; errs.Conflict for a confirmed one.
+//     errs.NotFound for an id with no order, which is then recorded as
+//     cancelled-before-created (a tombstone on the id's shard, never listed):
+//     a later or concurrent CreateOrder with that id fails with errs.Conflict
+//     or, if it won the race, its order is cancelled.
 type API interface {
 	CreateOrder(ctx context.Context, o NewOrder) (Order, error)
 	GetOrder(ctx context.Context, id string) (Order, error)

@@ -42,8 +42,19 @@ var ErrNoChange = errors.New("order: no change")
 type Store interface {
 	// Create inserts o with its items and reports created=true. If an order
 	// with o.ID exists it changes nothing and returns that order with
-	// created=false.
+	// created=false. errs.Conflict, writing nothing, when o.ID was cancelled
+	// before it was created (see Tombstone).
 	Create(ctx context.Context, o Order) (stored Order, created bool, err error)
+	// Tombstone records that order id was cancelled before it was created,
+	// on the node that would hold it, so that a later or concurrent Create
+	// with that id fails with errs.Conflict (both claim the one unique id,
+	// so exactly one of them wins). Recording it again is a no-op. It is
+	// errs.Conflict, recording nothing, when an order with that id exists
+	// (it may have been created a moment ago): cancel that order instead;
+	// errs.Invalid, recording nothing, for an id that does not tell which
+	// node would hold it. A tombstone is no order: Get, Update, ListByUser
+	// and the operators' list never show it.
+	Tombstone(ctx context.Context, id string, now time.Time) error
 	// Get returns the order with its items; errs.NotFound.
 	Get(ctx context.Context, id string) (Order, error)
 	// ListByUser returns at most limit of the user's orders, newest first
@@ -100,18 +111,43 @@ func ValidID(id string) bool {
 // now is the clock's time at the millisecond precision the stores keep.
 func (s *Service) now() time.Time { return s.clk.Now().UTC().Truncate(time.Millisecond) }
 
-// CreateOrder creates a pending order, or returns the existing one with the same id.
+// CreateOrder creates a pending order, or returns the existing one with the
+// same id when it was created for the same user with the same items (product,
+// quantity, unit price), shipping cost and total, whatever its status since
+// (callers check Status). errs.Conflict, creating nothing, when the existing
+// order differs, and when the id was cancelled before it was created.
 func (s *Service) CreateOrder(ctx context.Context, n NewOrder) (Order, error) {
 	const op = "order.CreateOrder"
 	o, err := s.build(n)
 	if err != nil {
 		return Order{}, errs.E(op, err)
 	}
-	stored, _, err := s.store.Create(ctx, o)
+	stored, created, err := s.store.Create(ctx, o)
 	if err != nil {
 		return Order{}, errs.E(op, err)
 	}
+	if !created && !sameOrder(stored, o) {
+		return Order{}, errs.E(op, errs.Conflict, errs.Msg("order %s already exists with other items or total", o.ID))
+	}
 	return stored, nil
+}
+
+// sameOrder reports whether the stored order a was created from the same
+// request as b: same user, items (product, quantity, unit price), shipping
+// cost and total.
+func sameOrder(a, b Order) bool {
+	if a.UserID != b.UserID || len(a.Items) != len(b.Items) ||
+		a.ShippingCost.Amount != b.ShippingCost.Amount || a.Total.Amount != b.Total.Amount ||
+		a.Total.Currency != b.Total.Currency {
+		return false
+	}
+	for i, x := range a.Items {
+		y := b.Items[i]
+		if x.ProductID != y.ProductID || x.Quantity != y.Quantity || x.UnitPrice.Amount != y.UnitPrice.Amount {
+			return false
+		}
+	}
+	return true
 }
 
 // build validates n and turns it into a pending order with computed totals.
@@ -395,6 +431,12 @@ func (s *Service) Confirm(ctx context.Context, id string, p PaymentInfo, sh Ship
 // Cancel moves a pending order to cancelled with a reason and, when given,
 // the payment's status. Cancelling a cancelled order is a no-op;
 // errs.Conflict for a confirmed one; errs.Invalid for an empty reason.
+//
+// An order that does not exist (yet) is errs.NotFound, as before, but its id
+// is first recorded as cancelled-before-created, so that a CreateOrder with
+// that id arriving later (a late, in-flight call) fails with errs.Conflict
+// and creates nothing. If that CreateOrder wins the race instead, the order
+// it created is cancelled.
 func (s *Service) Cancel(ctx context.Context, id, reason string, p PaymentInfo) (Order, error) {
 	const op = "order.Cancel"
 	if !ValidID(id) {
@@ -411,23 +453,37 @@ func (s *Service) Cancel(ctx context.Context, id, reason string, p PaymentInfo) 
 		return Order{}, errs.E(op, err)
 	}
 	now := s.now()
-	o, err := s.store.Update(ctx, id, func(o *Order) (*Event, error) {
-		switch o.Status {
-		case StatusCancelled:
-			return nil, ErrNoChange
-		case StatusConfirmed:
-			return nil, errs.E(errs.Conflict, errs.Msg("order %s is confirmed and cannot be cancelled", o.ID))
+	for attempt := 0; ; attempt++ {
+		o, err := s.store.Update(ctx, id, func(o *Order) (*Event, error) {
+			switch o.Status {
+			case StatusCancelled:
+				return nil, ErrNoChange
+			case StatusConfirmed:
+				return nil, errs.E(errs.Conflict, errs.Msg("order %s is confirmed and cannot be cancelled", o.ID))
+			}
+			o.Status = StatusCancelled
+			o.CancelReason = reason
+			if p != (PaymentInfo{}) {
+				o.Payment = p
+			}
+			o.UpdatedAt = now
+			return nil, nil
+		})
+		if err == nil {
+			return o, nil
 		}
-		o.Status = StatusCancelled
-		o.CancelReason = reason
-		if p != (PaymentInfo{}) {
-			o.Payment = p
+		if !errs.Is(errs.NotFound, err) {
+			return Order{}, errs.E(op, err)
 		}
-		o.UpdatedAt = now
-		return nil, nil
-	})
-	if err != nil {
-		return Order{}, errs.E(op, err)
+		terr := s.store.Tombstone(ctx, id, now)
+		switch {
+		case terr == nil, errs.Is(errs.Invalid, terr):
+			// Recorded (or, for an id that names no node, not recordable):
+			// the order does not exist.
+			return Order{}, errs.E(op, err)
+		case errs.Is(errs.Conflict, terr) && attempt < 2:
+			continue // created meanwhile: cancel it
+		}
+		return Order{}, errs.E(op, terr)
 	}
-	return o, nil
 }

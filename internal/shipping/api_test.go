@@ -67,6 +67,7 @@ func TestAPI(t *testing.T) {
 			t.Run("invalid requests", func(t *testing.T) { testInvalid(t, mk(t)) })
 			t.Run("create shipment", func(t *testing.T) { testCreate(t, mk(t)) })
 			t.Run("cancel", func(t *testing.T) { testCancel(t, mk(t)) })
+			t.Run("cancel for order", func(t *testing.T) { testCancelForOrder(t, mk(t)) })
 			t.Run("unknown shipment", func(t *testing.T) { testUnknown(t, mk(t)) })
 			t.Run("concurrent creates", func(t *testing.T) { testConcurrent(t, mk(t)) })
 		})
@@ -230,9 +231,83 @@ func testCancel(t *testing.T, f fixture) {
 	if got, _ := f.api.GetShipment(ctx, sh.ID); got != want {
 		t.Errorf("GetShipment = %+v, want %+v", got, want)
 	}
-	// The order keeps its (cancelled) shipment: creating again returns it.
-	if again, err := f.api.CreateShipment(ctx, "ord_1", addr("US"), 1); err != nil || again != want {
-		t.Errorf("CreateShipment after cancel = %+v, %v; want %+v", again, err, want)
+	// The order keeps its (cancelled) shipment: creating again is refused
+	// (a late, in-flight create must not look like a success).
+	_, err = f.api.CreateShipment(ctx, "ord_1", addr("US"), 1)
+	wantKind(t, "CreateShipment after cancel", err, errs.Conflict)
+	if d := errs.Detail(err); d != "the order's shipment was cancelled" {
+		t.Errorf("detail = %q", d)
+	}
+	if got, _ := f.api.GetShipment(ctx, sh.ID); got != want {
+		t.Errorf("GetShipment = %+v, want %+v", got, want)
+	}
+}
+
+func testCancelForOrder(t *testing.T, f fixture) {
+	ctx := context.Background()
+	// After the create: the shipment is cancelled, idempotently.
+	sh, err := f.api.CreateShipment(ctx, "ord_1", addr("US"), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sh
+	want.Status = shipping.StatusCancelled
+	for range 2 {
+		if got, err := f.api.CancelForOrder(ctx, "ord_1"); err != nil || got != want {
+			t.Fatalf("CancelForOrder = %+v, %v; want %+v", got, err, want)
+		}
+	}
+	if got, err := f.api.GetShipment(ctx, sh.ID); err != nil || got != want {
+		t.Fatalf("GetShipment = %+v, %v; want %+v", got, err, want)
+	}
+	_, err = f.api.CreateShipment(ctx, "ord_1", addr("US"), 1)
+	wantKind(t, "CreateShipment after CancelForOrder", err, errs.Conflict)
+
+	// Before the create: a tombstone with no id; the create is refused and
+	// creates nothing.
+	none := shipping.Shipment{OrderID: "ord_2", Status: shipping.StatusCancelled, CreatedAt: now0}
+	for range 2 {
+		if got, err := f.api.CancelForOrder(ctx, "ord_2"); err != nil || got != none {
+			t.Fatalf("CancelForOrder of an order without shipment = %+v, %v; want %+v", got, err, none)
+		}
+		f.clk.Advance(time.Minute)
+	}
+	_, err = f.api.CreateShipment(ctx, "ord_2", addr("US"), 1)
+	wantKind(t, "CreateShipment after CancelForOrder of no shipment", err, errs.Conflict)
+	if d := errs.Detail(err); d != "the order's shipment was cancelled" {
+		t.Errorf("detail = %q", d)
+	}
+	var count int
+	if err := f.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM shipments WHERE tombstone = 0`).Scan(&count); err != nil || count != 1 {
+		t.Errorf("shipments = %d, %v; want only ord_1's", count, err)
+	}
+	for _, id := range []string{"", strings.Repeat("x", shipping.MaxOrderIDLen+1)} {
+		_, err := f.api.CancelForOrder(ctx, id)
+		wantKind(t, fmt.Sprintf("CancelForOrder(%.10q)", id), err, errs.Invalid)
+	}
+
+	// Racing: whichever wins, nothing stays shippable.
+	const n = 10
+	var wg sync.WaitGroup
+	for i := range n {
+		id := fmt.Sprintf("ord_race_%d", i)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if _, err := f.api.CreateShipment(ctx, id, addr("US"), 1); err != nil && !errs.Is(errs.Conflict, err) {
+				t.Error(err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if got, err := f.api.CancelForOrder(ctx, id); err != nil || got.Status != shipping.StatusCancelled {
+				t.Errorf("CancelForOrder = %+v, %v", got, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := f.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM shipments WHERE status <> ?`, shipping.StatusCancelled).Scan(&count); err != nil || count != 0 {
+		t.Errorf("%d shipments left uncancelled after the races, %v", count, err)
 	}
 }
 

@@ -22,12 +22,10 @@ func NewClient(c *httpx.Client) *Client { return &Client{c: c} }
 
 const basePath = "/svc/shipping/v1"
 
-// Quote calls POST /svc/shipping/v1/quotes (marked idempotent: it changes
-// nothing).
+// Quote calls POST /svc/shipping/v1/quotes (retryable: it changes nothing).
 func (c *Client) Quote(ctx context.Context, addr Address, items int) (money.Money, error) {
 	var out QuoteResponse
-	hdr := http.Header{"Idempotency-Key": {"quote"}}
-	if err := c.c.CallHeader(ctx, http.MethodPost, basePath+"/quotes", hdr, QuoteRequest{Address: addr, Items: items}, &out); err != nil {
+	if err := c.c.Call(ctx, http.MethodPost, basePath+"/quotes", QuoteRequest{Address: addr, Items: items}, &out, httpx.Retryable()); err != nil {
 		return money.Money{}, err
 	}
 	return out.Cost, nil
@@ -37,9 +35,8 @@ func (c *Client) Quote(ctx context.Context, addr Address, items int) (money.Mone
 // Idempotency-Key.
 func (c *Client) CreateShipment(ctx context.Context, orderID string, addr Address, items int) (Shipment, error) {
 	var sh Shipment
-	hdr := http.Header{"Idempotency-Key": {orderID}}
 	in := CreateShipmentRequest{OrderID: orderID, Address: addr, Items: items}
-	if err := c.c.CallHeader(ctx, http.MethodPost, basePath+"/shipments", hdr, in, &sh); err != nil {
+	if err := c.c.Call(ctx, http.MethodPost, basePath+"/shipments", in, &sh, httpx.IdempotencyKey(orderID)); err != nil {
 		return Shipment{}, err
 	}
 	return sh, nil
@@ -51,8 +48,20 @@ func (c *Client) CancelShipment(ctx context.Context, id string) (Shipment, error
 		return Shipment{}, errs.E("shipping.CancelShipment", errs.NotFound, errs.Msg("shipment not found"))
 	}
 	var sh Shipment
-	hdr := http.Header{"Idempotency-Key": {"cancel:" + id}}
-	if err := c.c.CallHeader(ctx, http.MethodPost, httpx.Path(basePath+"/shipments", id)+"/cancel", hdr, nil, &sh); err != nil {
+	if err := c.c.Call(ctx, http.MethodPost, httpx.Path(basePath+"/shipments", id)+"/cancel", nil, &sh, httpx.Retryable()); err != nil {
+		return Shipment{}, err
+	}
+	return sh, nil
+}
+
+// CancelForOrder calls POST /svc/shipping/v1/orders/{id}/cancel, marked
+// retryable (cancelling again is a no-op).
+func (c *Client) CancelForOrder(ctx context.Context, orderID string) (Shipment, error) {
+	if orderID == "" { // an empty path segment would not reach the handler
+		return Shipment{}, errs.E("shipping.CancelForOrder", errs.Invalid, errs.Msg("order_id is required"))
+	}
+	var sh Shipment
+	if err := c.c.Call(ctx, http.MethodPost, httpx.Path(basePath+"/orders", orderID, "cancel"), nil, &sh, httpx.Retryable()); err != nil {
 		return Shipment{}, err
 	}
 	return sh, nil

@@ -32,6 +32,7 @@ type CreateShipmentRequest struct {
 //	POST /svc/shipping/v1/shipments              CreateShipmentRequest → Shipment
 //	     (Idempotency-Key, when sent, must equal the body's order_id)
 //	POST /svc/shipping/v1/shipments/{id}/cancel  → Shipment
+//	POST /svc/shipping/v1/orders/{id}/cancel     → Shipment (see API.CancelForOrder)
 //	GET  /svc/shipping/v1/shipments/{id}         → Shipment
 //
 // Every POST is idempotent (a quote changes nothing), so clients may retry.
@@ -66,6 +67,14 @@ func NewHandler(api API) http.Handler {
 	}))
 	mux.Handle("POST /svc/shipping/v1/shipments/{id}/cancel", httpx.Handler(func(w http.ResponseWriter, r *http.Request) error {
 		sh, err := api.CancelShipment(r.Context(), r.PathValue("id"))
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, sh)
+		return nil
+	}))
+	mux.Handle("POST /svc/shipping/v1/orders/{id}/cancel", httpx.Handler(func(w http.ResponseWriter, r *http.Request) error {
+		sh, err := api.CancelForOrder(r.Context(), r.PathValue("id"))
 		if err != nil {
 			return err
 		}

@@ -42,14 +42,24 @@ const TrackingPrefix = "GLB"
 // and implemented by shippingdb.Store.
 type Store interface {
 	// Create records a new shipment. errs.Conflict if its order already has
-	// a shipment, or its id or tracking number is taken (unique
-	// constraints, so concurrent creators for one order cannot both
-	// succeed).
+	// a shipment (or its shipment was cancelled before it was created), or
+	// its id or tracking number is taken (unique constraints, so concurrent
+	// creators for one order cannot both succeed).
 	Create(ctx context.Context, s Shipment) error
 	// Get returns the shipment with this id; errs.NotFound.
 	Get(ctx context.Context, id string) (Shipment, error)
-	// GetByOrder returns the shipment of an order; errs.NotFound.
+	// GetByOrder returns the shipment of an order; errs.NotFound. For an
+	// order whose shipment was cancelled before it was created it returns a
+	// Shipment with an empty ID, the order id, StatusCancelled and the time
+	// of the cancel.
 	GetByOrder(ctx context.Context, orderID string) (Shipment, error)
+	// CancelByOrder cancels the order's shipment in one transaction: a
+	// created one becomes cancelled, a cancelled one is left as it is, and
+	// when there is none the order's shipment is recorded as cancelled at
+	// now under the order's unique key, so that a concurrent Create cannot
+	// slip in (it fails, or it wins and is cancelled). It returns the
+	// shipment as GetByOrder then would.
+	CancelByOrder(ctx context.Context, orderID string, now time.Time) (Shipment, error)
 	// Update loads shipment id, lets fn change it and saves its Status, in
 	// one transaction that locks the shipment against concurrent updates.
 	// An error from fn aborts the update, writing nothing, and keeps its
@@ -91,16 +101,26 @@ func rate(country string, items int) money.Money {
 	return money.USD(InternationalBase + InternationalPerUnit*int64(items-1))
 }
 
-// CreateShipment creates the shipment of an order, once: a repeat with the
-// same address and number of units returns the existing shipment; one with
-// another address or size is errs.Conflict.
-func (s *Service) CreateShipment(ctx context.Context, orderID string, addr Address, items int) (Shipment, error) {
-	const op = "shipping.CreateShipment"
+// checkOrderID is errs.Invalid for an empty or over-long order id.
+func checkOrderID(orderID string) error {
 	switch {
 	case strings.TrimSpace(orderID) == "":
-		return Shipment{}, errs.E(op, errs.Invalid, errs.Msg("order_id is required"))
+		return errs.E(errs.Invalid, errs.Msg("order_id is required"))
 	case len(orderID) > MaxOrderIDLen:
-		return Shipment{}, errs.E(op, errs.Invalid, errs.Msg("order_id must be at most %d characters", MaxOrderIDLen))
+		return errs.E(errs.Invalid, errs.Msg("order_id must be at most %d characters", MaxOrderIDLen))
+	}
+	return nil
+}
+
+// CreateShipment creates the shipment of an order, once: a repeat with the
+// same address and number of units returns the existing shipment; one with
+// another address or size is errs.Conflict, and so is any create for an
+// order whose shipment was cancelled (a late, in-flight create after the
+// checkout gave up).
+func (s *Service) CreateShipment(ctx context.Context, orderID string, addr Address, items int) (Shipment, error) {
+	const op = "shipping.CreateShipment"
+	if err := checkOrderID(orderID); err != nil {
+		return Shipment{}, errs.E(op, err)
 	}
 	a, err := NormalizeAddress(addr)
 	if err != nil {
@@ -147,6 +167,9 @@ func (s *Service) CreateShipment(ctx context.Context, orderID string, addr Addre
 
 // repeat answers a CreateShipment for an order that already has shipment sh.
 func repeat(op string, sh Shipment, a Address, cost money.Money) (Shipment, error) {
+	if sh.Status == StatusCancelled {
+		return Shipment{}, errs.E(op, errs.Conflict, errs.Msg("the order's shipment was cancelled"))
+	}
 	if sh.Address != a || sh.Cost != cost {
 		return Shipment{}, errs.E(op, errs.Conflict, errs.Msg("order %s already has a shipment to another address or of another size", sh.OrderID))
 	}
@@ -169,6 +192,21 @@ func (s *Service) CancelShipment(ctx context.Context, id string) (Shipment, erro
 		}
 		return errs.E(errs.Conflict, errs.Msg("shipment is %s and cannot be cancelled", sh.Status))
 	})
+	if err != nil {
+		return Shipment{}, errs.E(op, err)
+	}
+	return sh, nil
+}
+
+// CancelForOrder cancels the order's shipment, or, when it has none yet,
+// records it as cancelled so that no shipment can be created for the order
+// any more (see API for what it returns). Idempotent.
+func (s *Service) CancelForOrder(ctx context.Context, orderID string) (Shipment, error) {
+	const op = "shipping.CancelForOrder"
+	if err := checkOrderID(orderID); err != nil {
+		return Shipment{}, errs.E(op, err)
+	}
+	sh, err := s.store.CancelByOrder(ctx, orderID, s.clk.Now().UTC().Truncate(time.Millisecond))
 	if err != nil {
 		return Shipment{}, errs.E(op, err)
 	}

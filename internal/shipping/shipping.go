@@ -41,13 +41,25 @@ type Shipment struct {
 //     for an address with an empty field or a country that is not two letters,
 //     or items below 1.
 //   - CreateShipment: idempotent by orderID (a repeat returns the same
-//     shipment, with its tracking number); errs.Invalid as for Quote.
+//     shipment, with its tracking number); errs.Invalid as for Quote;
+//     errs.Conflict for a repeat with another address or size, and when the
+//     order's shipment was cancelled (by CancelShipment or CancelForOrder,
+//     before or after it was created): nothing is created then.
 //   - CancelShipment: created → cancelled; cancelling twice is a no-op;
 //     errs.NotFound for an unknown id.
+//   - CancelForOrder: cancels the order's shipment, whether or not it exists
+//     yet, idempotently. It returns the cancelled shipment; when the order
+//     had none, it records the order's shipment as cancelled (so that any
+//     later or concurrent CreateShipment for the order fails with
+//     errs.Conflict) and returns a Shipment with only OrderID, Status
+//     StatusCancelled and CreatedAt (the time of the cancel) set: ID and
+//     TrackingNumber are empty. errs.Invalid for an empty or over-long
+//     order id.
 //   - GetShipment: errs.NotFound.
 type API interface {
 	Quote(ctx context.Context, addr Address, items int) (money.Money, error)
 	CreateShipment(ctx context.Context, orderID string, addr Address, items int) (Shipment, error)
 	CancelShipment(ctx context.Context, id string) (Shipment, error)
+	CancelForOrder(ctx context.Context, orderID string) (Shipment, error)
 	GetShipment(ctx context.Context, id string) (Shipment, error)
 }

@@ -282,17 +282,17 @@ func (s *Store) SetThumbnails(ctx context.Context, id string, keys map[string]st
 }
 
 // Reserve takes the lines' quantities out of stock in one transaction and
-// records them under reservationID. The decrement is a conditional UPDATE
-// (stock >= quantity), so concurrent reservations can never drive stock
-// negative on either engine; lines are applied in product id order so that
-// concurrent transactions lock rows in the same order. A reservation id that
-// exists (reserved or released) makes it a no-op.
-func (s *Store) Reserve(ctx context.Context, reservationID string, lines []catalog.Line, now time.Time) error {
+// records them under reservationID, live until expiresAt. The decrement is a
+// conditional UPDATE (stock >= quantity), so concurrent reservations can never
+// drive stock negative on either engine; lines are applied in product id
+// order so that concurrent transactions lock rows in the same order. A
+// reservation id that exists (live, committed or released) makes it a no-op.
+func (s *Store) Reserve(ctx context.Context, reservationID string, lines []catalog.Line, now, expiresAt time.Time) error {
 	const op = "catalogdb.Reserve"
 	sorted := mergeLines(lines)
 	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO reservations (id, created_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`,
-			reservationID, sqldb.Millis(now))
+		res, err := tx.ExecContext(ctx, `INSERT INTO reservations (id, created_at, expires_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+			reservationID, sqldb.Millis(now), sqldb.Millis(expiresAt))
 		if err != nil {
 			return err
 		}
@@ -362,16 +362,78 @@ func mergeLines(lines []catalog.Line) []catalog.Line {
 	return out
 }
 
+// reservationState is what a reservation's row says of it.
+type reservationState struct {
+	found                          bool
+	releasedAt, committedAt, expAt sql.NullInt64
+}
+
+func loadState(ctx context.Context, q sqldb.Querier, id string) (reservationState, error) {
+	var st reservationState
+	err := q.QueryRowContext(ctx, `SELECT released_at, committed_at, expires_at FROM reservations WHERE id = ?`, id).
+		Scan(&st.releasedAt, &st.committedAt, &st.expAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return st, nil
+	}
+	st.found = err == nil
+	return st, err
+}
+
+// expiredBy reports whether the reservation was put back by the sweeper (or
+// released only after its expiry), as opposed to released by its owner.
+func (st reservationState) expiredBy() bool {
+	return st.releasedAt.Valid && st.expAt.Valid && st.releasedAt.Int64 >= st.expAt.Int64
+}
+
+var errExpired = errs.Msg("the reservation has expired")
+
+// Commit makes a live, unexpired reservation final, once, by a conditional
+// UPDATE: of a commit and a release (or the sweeper) racing, exactly one
+// changes the row. errs.Conflict for a released, expired or unknown
+// reservation; nothing is written then.
+func (s *Store) Commit(ctx context.Context, reservationID string, now time.Time) error {
+	const op = "catalogdb.Commit"
+	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE reservations SET committed_at = ?
+			WHERE id = ? AND released_at IS NULL AND committed_at IS NULL AND (expires_at IS NULL OR expires_at > ?)`,
+			sqldb.Millis(now), reservationID, sqldb.Millis(now))
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 1 {
+			return err
+		}
+		st, err := loadState(ctx, tx, reservationID)
+		switch {
+		case err != nil:
+			return err
+		case !st.found:
+			return errs.E(errs.Conflict, errs.Msg("no such reservation: %s", reservationID))
+		case st.committedAt.Valid && !st.releasedAt.Valid:
+			return nil // committed before: a repeat is a no-op
+		case st.committedAt.Valid, st.releasedAt.Valid && !st.expiredBy():
+			return errs.E(errs.Conflict, errs.Msg("the reservation was released"))
+		}
+		return errs.E(errs.Conflict, errExpired) // swept, or past its expiry and not swept yet
+	})
+	if err != nil {
+		return errs.E(op, sqldb.NodeError(err))
+	}
+	return nil
+}
+
 // Release puts a reservation's recorded quantities back, once, in one
 // transaction. An unknown reservation is recorded as released (with no lines)
-// so that a Reserve with its id arriving late does nothing.
+// so that a Reserve with its id arriving late does nothing. A committed
+// reservation is released too (the sale is undone: a checkout rolling back
+// before it took the money); after that it can no longer be committed.
 func (s *Store) Release(ctx context.Context, reservationID string, now time.Time) ([]catalog.Line, error) {
 	const op = "catalogdb.Release"
+	const release = `UPDATE reservations SET released_at = ? WHERE id = ? AND released_at IS NULL`
 	var lines []catalog.Line
 	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
 		lines = nil
-		res, err := tx.ExecContext(ctx, `UPDATE reservations SET released_at = ? WHERE id = ? AND released_at IS NULL`,
-			sqldb.Millis(now), reservationID)
+		res, err := tx.ExecContext(ctx, release, sqldb.Millis(now), reservationID)
 		if err != nil {
 			return err
 		}
@@ -391,42 +453,140 @@ func (s *Store) Release(ctx context.Context, reservationID string, now time.Time
 			// The id exists. On PostgreSQL the insert may have waited for a
 			// Reserve that committed meanwhile, which the first UPDATE could
 			// not see: this statement does, and releases it.
-			res, err = tx.ExecContext(ctx, `UPDATE reservations SET released_at = ? WHERE id = ? AND released_at IS NULL`,
-				sqldb.Millis(now), reservationID)
+			res, err = tx.ExecContext(ctx, release, sqldb.Millis(now), reservationID)
 			if err != nil {
 				return err
 			}
-			if n, err = res.RowsAffected(); err != nil || n == 0 {
-				return err // already released
-			}
-		}
-		rows, err := tx.QueryContext(ctx, `SELECT product_id, quantity FROM reservation_lines WHERE reservation_id = ? ORDER BY product_id`, reservationID)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var l catalog.Line
-			if err := rows.Scan(&l.ProductID, &l.Quantity); err != nil {
-				rows.Close()
+			if n, err = res.RowsAffected(); err != nil {
 				return err
 			}
-			lines = append(lines, l)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		for _, l := range lines {
-			if _, err := tx.ExecContext(ctx, `UPDATE products SET stock = stock + ? WHERE id = ?`, l.Quantity, l.ProductID); err != nil {
-				return err
+			if n == 0 {
+				return nil // already released
 			}
 		}
-		return nil
+		lines, err = putBack(ctx, tx, reservationID)
+		return err
 	})
 	if err != nil {
 		return nil, errs.E(op, sqldb.NodeError(err))
 	}
 	return lines, nil
+}
+
+// putBack adds a just-released reservation's lines back to stock, in product
+// id order, and returns them.
+func putBack(ctx context.Context, tx *sqldb.Tx, reservationID string) ([]catalog.Line, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT product_id, quantity FROM reservation_lines WHERE reservation_id = ? ORDER BY product_id`, reservationID)
+	if err != nil {
+		return nil, err
+	}
+	var lines []catalog.Line
+	for rows.Next() {
+		var l catalog.Line
+		if err := rows.Scan(&l.ProductID, &l.Quantity); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		lines = append(lines, l)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for _, l := range lines {
+		if _, err := tx.ExecContext(ctx, `UPDATE products SET stock = stock + ? WHERE id = ?`, l.Quantity, l.ProductID); err != nil {
+			return nil, err
+		}
+	}
+	return lines, nil
+}
+
+// Expired returns the ids of up to limit live reservations whose expiry is
+// at or before now, soonest expired first, from the primary (by the index
+// reservations_live_expiry).
+func (s *Store) Expired(ctx context.Context, now time.Time, limit int) ([]string, error) {
+	const op = "catalogdb.Expired"
+	rows, err := s.db.QueryContext(ctx, `SELECT id FROM reservations
+		WHERE released_at IS NULL AND committed_at IS NULL AND expires_at <= ?
+		ORDER BY expires_at, id LIMIT ?`, sqldb.Millis(now), limit)
+	if err != nil {
+		return nil, errs.E(op, sqldb.NodeError(err))
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, errs.E(op, sqldb.NodeError(err))
+		}
+		out = append(out, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, errs.E(op, sqldb.NodeError(err))
+	}
+	return out, nil
+}
+
+// ReleaseExpired releases the reservation if it is still live and expired at
+// now, by a conditional UPDATE in one transaction with putting its lines
+// back: of concurrent sweepers (and a racing Commit or Release) exactly one
+// changes the row. It reports whether this call released it.
+func (s *Store) ReleaseExpired(ctx context.Context, reservationID string, now time.Time) ([]catalog.Line, bool, error) {
+	const op = "catalogdb.ReleaseExpired"
+	var (
+		lines    []catalog.Line
+		released bool
+	)
+	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		lines, released = nil, false
+		res, err := tx.ExecContext(ctx, `UPDATE reservations SET released_at = ?
+			WHERE id = ? AND released_at IS NULL AND committed_at IS NULL AND expires_at <= ?`,
+			sqldb.Millis(now), reservationID, sqldb.Millis(now))
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return err
+		}
+		released = true
+		lines, err = putBack(ctx, tx, reservationID)
+		return err
+	})
+	if err != nil {
+		return nil, false, errs.E(op, sqldb.NodeError(err))
+	}
+	return lines, released, nil
+}
+
+// StockLevels returns every product's stock with the units of its live and
+// committed reservation lines, in one statement on the primary (one
+// consistent snapshot), by product id.
+func (s *Store) StockLevels(ctx context.Context) ([]catalog.StockLevel, error) {
+	const op = "catalogdb.StockLevels"
+	rows, err := s.db.QueryContext(ctx, `SELECT p.id, p.stock,
+			COALESCE(SUM(CASE WHEN r.released_at IS NULL AND r.committed_at IS NULL THEN l.quantity ELSE 0 END), 0),
+			COALESCE(SUM(CASE WHEN r.released_at IS NULL AND r.committed_at IS NOT NULL THEN l.quantity ELSE 0 END), 0)
+		FROM products p
+		LEFT JOIN reservation_lines l ON l.product_id = p.id
+		LEFT JOIN reservations r ON r.id = l.reservation_id
+		GROUP BY p.id, p.stock
+		ORDER BY p.id`)
+	if err != nil {
+		return nil, errs.E(op, sqldb.NodeError(err))
+	}
+	defer rows.Close()
+	out := []catalog.StockLevel{}
+	for rows.Next() {
+		var l catalog.StockLevel
+		if err := rows.Scan(&l.ProductID, &l.Stock, &l.Reserved, &l.Sold); err != nil {
+			return nil, errs.E(op, sqldb.NodeError(err))
+		}
+		out = append(out, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, errs.E(op, sqldb.NodeError(err))
+	}
+	return out, nil
 }
 
 // CountProducts returns the number of products, as the primary has it

@@ -20,6 +20,9 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
+// exp is the expiry of the reservations of tests that do not let them expire.
+var exp = t0.Add(time.Hour)
+
 // TestStore is the conformance suite, run against every backend.
 func TestStore(t *testing.T) {
 	for _, be := range testenv.Backends() {
@@ -309,21 +312,21 @@ func testReserveRelease(t *testing.T, s *catalogdb.Store, _ *sqldb.DB) {
 	create(t, s, rec("prd_b", "home", 4))
 
 	lines := []catalog.Line{{ProductID: "prd_a", Quantity: 3}, {ProductID: "prd_b", Quantity: 4}}
-	if err := s.Reserve(ctx, "res_1", lines, t0); err != nil {
+	if err := s.Reserve(ctx, "res_1", lines, t0, exp); err != nil {
 		t.Fatal(err)
 	}
 	if a, b := stockOf(t, s, "prd_a"), stockOf(t, s, "prd_b"); a != 7 || b != 0 {
 		t.Fatalf("stock after reserve = %d, %d; want 7, 0", a, b)
 	}
 	// A repeat is a no-op, even with other lines.
-	if err := s.Reserve(ctx, "res_1", []catalog.Line{{ProductID: "prd_a", Quantity: 5}}, t0); err != nil {
+	if err := s.Reserve(ctx, "res_1", []catalog.Line{{ProductID: "prd_a", Quantity: 5}}, t0, exp); err != nil {
 		t.Fatal(err)
 	}
 	if a := stockOf(t, s, "prd_a"); a != 7 {
 		t.Fatalf("stock after repeated reserve = %d, want 7", a)
 	}
 	// Lines of the same product add up.
-	if err := s.Reserve(ctx, "res_2", []catalog.Line{{ProductID: "prd_a", Quantity: 1}, {ProductID: "prd_a", Quantity: 2}}, t0); err != nil {
+	if err := s.Reserve(ctx, "res_2", []catalog.Line{{ProductID: "prd_a", Quantity: 1}, {ProductID: "prd_a", Quantity: 2}}, t0, exp); err != nil {
 		t.Fatal(err)
 	}
 	if a := stockOf(t, s, "prd_a"); a != 4 {
@@ -339,7 +342,7 @@ func testReserveRelease(t *testing.T, s *catalogdb.Store, _ *sqldb.DB) {
 		}
 	}
 	// A released reservation cannot be reserved again.
-	if err := s.Reserve(ctx, "res_1", lines, t0); err != nil {
+	if err := s.Reserve(ctx, "res_1", lines, t0, exp); err != nil {
 		t.Fatal(err)
 	}
 	if a := stockOf(t, s, "prd_a"); a != 7 {
@@ -359,14 +362,14 @@ func testReserveAllOrNothing(t *testing.T, s *catalogdb.Store, _ *sqldb.DB) {
 	create(t, s, rec("prd_a", "home", 10))
 	create(t, s, rec("prd_b", "home", 2))
 
-	err := s.Reserve(ctx, "res_1", []catalog.Line{{ProductID: "prd_a", Quantity: 5}, {ProductID: "prd_b", Quantity: 3}}, t0)
+	err := s.Reserve(ctx, "res_1", []catalog.Line{{ProductID: "prd_a", Quantity: 5}, {ProductID: "prd_b", Quantity: 3}}, t0, exp)
 	if !errs.Is(errs.Conflict, err) {
 		t.Fatalf("short stock: %v, want Conflict", err)
 	}
 	if d := errs.Detail(err); d != `only 2 of "Item prd_b" (prd_b) left in stock, 3 wanted` {
 		t.Errorf("detail = %q", d)
 	}
-	err = s.Reserve(ctx, "res_1", []catalog.Line{{ProductID: "prd_a", Quantity: 5}, {ProductID: "prd_zzz", Quantity: 1}}, t0)
+	err = s.Reserve(ctx, "res_1", []catalog.Line{{ProductID: "prd_a", Quantity: 5}, {ProductID: "prd_zzz", Quantity: 1}}, t0, exp)
 	if !errs.Is(errs.NotFound, err) {
 		t.Fatalf("unknown product: %v, want NotFound", err)
 	}
@@ -374,13 +377,13 @@ func testReserveAllOrNothing(t *testing.T, s *catalogdb.Store, _ *sqldb.DB) {
 		t.Fatalf("failed reservations changed stock: %d, %d", a, b)
 	}
 	// The failed attempts left no reservation behind: the id is still usable.
-	if err := s.Reserve(ctx, "res_1", []catalog.Line{{ProductID: "prd_b", Quantity: 2}}, t0); err != nil {
+	if err := s.Reserve(ctx, "res_1", []catalog.Line{{ProductID: "prd_b", Quantity: 2}}, t0, exp); err != nil {
 		t.Fatal(err)
 	}
 	if b := stockOf(t, s, "prd_b"); b != 0 {
 		t.Fatalf("stock = %d, want 0", b)
 	}
-	err = s.Reserve(ctx, "res_2", []catalog.Line{{ProductID: "prd_b", Quantity: 1}}, t0)
+	err = s.Reserve(ctx, "res_2", []catalog.Line{{ProductID: "prd_b", Quantity: 1}}, t0, exp)
 	if !errs.Is(errs.Conflict, err) || errs.Detail(err) != `"Item prd_b" (prd_b) is out of stock` {
 		t.Fatalf("out of stock: %v", err)
 	}
@@ -395,7 +398,7 @@ func testReleaseBeforeReserve(t *testing.T, s *catalogdb.Store, _ *sqldb.DB) {
 	if _, err := s.Release(ctx, "res_late", t0); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Reserve(ctx, "res_late", []catalog.Line{{ProductID: "prd_a", Quantity: 2}}, t0); err != nil {
+	if err := s.Reserve(ctx, "res_late", []catalog.Line{{ProductID: "prd_a", Quantity: 2}}, t0, exp); err != nil {
 		t.Fatal(err)
 	}
 	if a := stockOf(t, s, "prd_a"); a != 5 {
@@ -427,7 +430,7 @@ func testConcurrentReserve(t *testing.T, s *catalogdb.Store, _ *sqldb.DB) {
 			if i%2 == 1 {
 				lines[0], lines[1] = lines[1], lines[0]
 			}
-			err := s.Reserve(ctx, fmt.Sprintf("res_%d", i), lines, t0)
+			err := s.Reserve(ctx, fmt.Sprintf("res_%d", i), lines, t0, exp)
 			mu.Lock()
 			defer mu.Unlock()
 			if err == nil {
@@ -509,7 +512,7 @@ func TestReleaseWhileReserveInFlight(t *testing.T) {
 	}
 	reserved := make(chan error, 1)
 	go func() {
-		reserved <- s.Reserve(ctx, "res_1", []catalog.Line{{ProductID: "prd_a", Quantity: 2}}, t0)
+		reserved <- s.Reserve(ctx, "res_1", []catalog.Line{{ProductID: "prd_a", Quantity: 2}}, t0, exp)
 	}()
 	testenv.CheckFor(t, 10*time.Second, waiters(1))
 	released := make(chan error, 1)

@@ -77,7 +77,7 @@ func listRangeOn(ctx context.Context, db *sqldb.DB, q order.RangeQuery) (nodeRan
 	from, to := sqldb.Millis(q.From), sqldb.Millis(q.To)
 	nr := nodeRange{counts: map[string]int{}}
 	rows, err := db.QueryContext(ctx, `SELECT status, COUNT(*) FROM orders
-		WHERE created_at >= ? AND created_at < ? GROUP BY status`, from, to)
+		WHERE created_at >= ? AND created_at < ? AND status <> '`+statusTombstone+`' GROUP BY status`, from, to)
 	if err != nil {
 		return nr, err
 	}
@@ -96,7 +96,7 @@ func listRangeOn(ctx context.Context, db *sqldb.DB, q order.RangeQuery) (nodeRan
 	if err := rows.Err(); err != nil {
 		return nr, err
 	}
-	query, args := `SELECT `+orderColumns+` FROM orders WHERE created_at >= ? AND created_at < ?`, []any{from, to}
+	query, args := `SELECT `+orderColumns+` FROM orders WHERE created_at >= ? AND created_at < ? AND status <> '`+statusTombstone+`'`, []any{from, to}
 	if q.After != nil {
 		query += ` AND (created_at < ? OR (created_at = ? AND id < ?))`
 		args = append(args, q.After.CreatedAtMillis, q.After.CreatedAtMillis, q.After.ID)

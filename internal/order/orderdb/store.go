@@ -9,6 +9,11 @@
 // id without a shard (made before sharding) is looked for on every node.
 // Each node has its own outbox table, drained by its own relay (see
 // Outboxes).
+//
+// An order id cancelled before it was created is kept as a tombstone: a row
+// of orders with status "tombstone" on the node of the id's shard, holding
+// only the id and its shard (so it moves with its shard), which the unique
+// id makes refuse a later Create. No read of orders ever returns it.
 package orderdb
 
 import (
@@ -19,6 +24,7 @@ import (
 	"io/fs"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/globomantics/globomantics/internal/order"
 	"github.com/globomantics/globomantics/internal/platform/consistency"
@@ -133,8 +139,17 @@ func (s *Store) Create(ctx context.Context, o order.Order) (order.Order, bool, e
 		if err != nil {
 			return err
 		}
-		if n == 0 {
-			return nil // it exists: leave it as it is
+		if n == 0 { // it exists: leave it as it is, unless it is a tombstone
+			// On PostgreSQL the insert waited for a concurrent writer of the
+			// id to commit: this statement sees its row.
+			var status string
+			if err := tx.QueryRowContext(ctx, `SELECT status FROM orders WHERE id = ?`, o.ID).Scan(&status); err != nil {
+				return err
+			}
+			if status == statusTombstone {
+				return errs.E(errs.Conflict, errs.Msg("order %s was cancelled before it was created", o.ID))
+			}
+			return nil
 		}
 		for i, it := range o.Items {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO order_items
@@ -155,6 +170,65 @@ func (s *Store) Create(ctx context.Context, o order.Order) (order.Order, bool, e
 		return order.Order{}, false, errs.E(op, sqldb.NodeError(err))
 	}
 	return stored, created, nil
+}
+
+// statusTombstone is the status of the row that records an order id
+// cancelled before it was created: the row holds the id (so that the primary
+// key refuses the order) and its shard, and nothing else. It is never read
+// as an order.
+const statusTombstone = "tombstone"
+
+// Tombstone records that order id was cancelled before it was created, as a
+// row of orders with status statusTombstone on the node of the shard the id
+// carries (for an id without a shard: the only node of a single-node store,
+// with shard shard.ForKey(id)). Create of the id then finds the row and
+// fails. errs.Conflict when an order with the id exists; errs.Invalid for an
+// id without a shard on several nodes.
+func (s *Store) Tombstone(ctx context.Context, id string, now time.Time) error {
+	const op = "orderdb.Tombstone"
+	sh, ok := shard.OfID(id)
+	var (
+		db  *sqldb.DB
+		err error
+	)
+	switch {
+	case ok:
+		db, err = s.sh.ForShard(sh)
+	case s.sh.Single():
+		sh = shard.ForKey(id)
+		db, err = s.sh.ForShard(sh)
+	default:
+		return errs.E(op, errs.Invalid, errs.Msg("order id %s carries no shard", id))
+	}
+	if err != nil {
+		return errs.E(op, err)
+	}
+	err = db.InTx(ctx, func(tx *sqldb.Tx) error {
+		ms := sqldb.Millis(now)
+		res, err := tx.ExecContext(ctx, `INSERT INTO orders (`+orderColumns+`, shard)
+			VALUES (?, '', '', ?, ?, 0, 0, 0, '', '', '', '', '', '', '', '', '', '', '', ?, ?, ?)
+			ON CONFLICT (id) DO NOTHING`,
+			id, statusTombstone, money.Currency, ms, ms, int(sh))
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil || n == 1 {
+			return err
+		}
+		var status string
+		if err := tx.QueryRowContext(ctx, `SELECT status FROM orders WHERE id = ?`, id).Scan(&status); err != nil {
+			return err
+		}
+		if status != statusTombstone {
+			return errs.E(errs.Conflict, errs.Msg("order %s exists", id))
+		}
+		return nil // recorded before
+	})
+	if err != nil {
+		return errs.E(op, sqldb.NodeError(err))
+	}
+	return nil
 }
 
 func currency(m money.Money) string {
@@ -184,7 +258,7 @@ func (s *Store) Get(ctx context.Context, id string) (order.Order, error) {
 // order's row until the end of the transaction on PostgreSQL (SQLite
 // transactions already hold the write lock).
 func getOrder(ctx context.Context, q sqldb.Querier, id string, forUpdate bool) (order.Order, error) {
-	query := `SELECT ` + orderColumns + ` FROM orders WHERE id = ?`
+	query := `SELECT ` + orderColumns + ` FROM orders WHERE id = ? AND status <> '` + statusTombstone + `'`
 	if forUpdate {
 		query += ` FOR UPDATE`
 	}
@@ -279,7 +353,7 @@ func (s *Store) ListByUser(ctx context.Context, userID string, after *order.List
 	if err != nil {
 		return nil, errs.E(op, err)
 	}
-	q, args := `SELECT `+orderColumns+` FROM orders WHERE user_id = ?`, []any{userID}
+	q, args := `SELECT `+orderColumns+` FROM orders WHERE user_id = ? AND status <> '`+statusTombstone+`'`, []any{userID}
 	if after != nil {
 		q += ` AND (created_at < ? OR (created_at = ? AND id < ?))`
 		args = append(args, after.CreatedAtMillis, after.CreatedAtMillis, after.ID)

@@ -34,6 +34,9 @@ func TestStore(t *testing.T) {
 			t.Run("unique order, id and tracking number", func(t *testing.T) { testUnique(t, open(t)) })
 			t.Run("update", func(t *testing.T) { testUpdate(t, open(t)) })
 			t.Run("concurrent creates", func(t *testing.T) { testConcurrentCreates(t, open(t)) })
+			t.Run("cancel by order before create", func(t *testing.T) { testCancelBeforeCreate(t, open(t)) })
+			t.Run("cancel by order after create", func(t *testing.T) { testCancelAfterCreate(t, open(t)) })
+			t.Run("cancel by order races create", func(t *testing.T) { testCancelRacesCreate(t, open(t)) })
 			t.Run("migrations are idempotent", func(t *testing.T) {
 				db := b.Open(t)
 				for i := 0; i < 2; i++ {
@@ -181,4 +184,121 @@ func testConcurrentCreates(t *testing.T, st *shippingdb.Store) {
 	if ok != 1 {
 		t.Errorf("%d concurrent Creates for one order succeeded, want 1", ok)
 	}
+}
+
+func tombstone(orderID string, at time.Time) shipping.Shipment {
+	return shipping.Shipment{OrderID: orderID, Status: shipping.StatusCancelled, CreatedAt: at}
+}
+
+func testCancelBeforeCreate(t *testing.T, st *shippingdb.Store) {
+	ctx := context.Background()
+	want := tombstone("ord_1", t0)
+	for i := range 2 { // idempotent: the second keeps the first's time
+		got, err := st.CancelByOrder(ctx, "ord_1", t0.Add(time.Duration(i)*time.Second))
+		if err != nil || got != want {
+			t.Fatalf("CancelByOrder #%d = %+v, %v; want %+v", i+1, got, err, want)
+		}
+	}
+	if got, err := st.GetByOrder(ctx, "ord_1"); err != nil || got != want {
+		t.Fatalf("GetByOrder of a tombstone = %+v, %v; want %+v", got, err, want)
+	}
+	// A later create for the order is refused, and records nothing.
+	sh := newShipment("ord_1")
+	if err := st.Create(ctx, sh); !errs.Is(errs.Conflict, err) {
+		t.Fatalf("Create after CancelByOrder = %v, want Conflict", err)
+	}
+	if _, err := st.Get(ctx, sh.ID); !errs.Is(errs.NotFound, err) {
+		t.Fatalf("the refused shipment was stored: %v", err)
+	}
+	// The tombstone is no shipment, whatever its internal id.
+	for _, id := range []string{"", "void:ord_1"} {
+		if _, err := st.Get(ctx, id); !errs.Is(errs.NotFound, err) {
+			t.Errorf("Get(%q) = %v, want NotFound", id, err)
+		}
+		if _, err := st.Update(ctx, id, func(*shipping.Shipment) error { return nil }); !errs.Is(errs.NotFound, err) {
+			t.Errorf("Update(%q) = %v, want NotFound", id, err)
+		}
+	}
+	// Other orders are unaffected.
+	if err := st.Create(ctx, newShipment("ord_2")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testCancelAfterCreate(t *testing.T, st *shippingdb.Store) {
+	ctx := context.Background()
+	sh := newShipment("ord_1")
+	if err := st.Create(ctx, sh); err != nil {
+		t.Fatal(err)
+	}
+	want := sh
+	want.Status = shipping.StatusCancelled
+	for i := range 2 {
+		got, err := st.CancelByOrder(ctx, "ord_1", t0.Add(time.Hour))
+		if err != nil || got != want {
+			t.Fatalf("CancelByOrder #%d = %+v, %v; want %+v", i+1, got, err, want)
+		}
+	}
+	if got, err := st.Get(ctx, sh.ID); err != nil || got != want {
+		t.Fatalf("Get = %+v, %v; want %+v", got, err, want)
+	}
+	if got, err := st.GetByOrder(ctx, "ord_1"); err != nil || got != want {
+		t.Fatalf("GetByOrder = %+v, %v; want %+v", got, err, want)
+	}
+}
+
+// testCancelRacesCreate: for each order a Create and a CancelByOrder run at
+// once. Whichever wins, the order ends with its shipment cancelled: either
+// the shipment was created and then cancelled, or the create was refused
+// and the tombstone stands.
+func testCancelRacesCreate(t *testing.T, st *shippingdb.Store) {
+	ctx := context.Background()
+	const n = 20
+	shipments := make([]shipping.Shipment, n)
+	for i := range shipments {
+		shipments[i] = newShipment(fmt.Sprintf("ord_%d", i))
+	}
+	var wg sync.WaitGroup
+	created := make([]error, n)
+	cancelled := make([]shipping.Shipment, n)
+	cancelErr := make([]error, n)
+	for i := range n {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			created[i] = st.Create(ctx, shipments[i])
+		}()
+		go func() {
+			defer wg.Done()
+			cancelled[i], cancelErr[i] = st.CancelByOrder(ctx, shipments[i].OrderID, t0)
+		}()
+	}
+	wg.Wait()
+	wins := 0
+	for i, sh := range shipments {
+		if cancelErr[i] != nil {
+			t.Fatalf("CancelByOrder: %v", cancelErr[i])
+		}
+		got, err := st.GetByOrder(ctx, sh.OrderID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case created[i] == nil: // created first, then cancelled
+			wins++
+			want := sh
+			want.Status = shipping.StatusCancelled
+			if got != want || cancelled[i] != want {
+				t.Errorf("%s: stored %+v, cancel returned %+v; want %+v", sh.OrderID, got, cancelled[i], want)
+			}
+		case errs.Is(errs.Conflict, created[i]): // the tombstone won
+			want := tombstone(sh.OrderID, t0)
+			if got != want || cancelled[i] != want {
+				t.Errorf("%s: stored %+v, cancel returned %+v; want the tombstone", sh.OrderID, got, cancelled[i])
+			}
+		default:
+			t.Errorf("Create: %v", created[i])
+		}
+	}
+	t.Logf("%d of %d creates won the race", wins, n)
 }
