@@ -77,12 +77,12 @@ type fixture struct {
 
 func newService(t *testing.T) (*cart.Service, *products, *clock.Fake) {
 	t.Helper()
-	store, err := cartdb.Open(context.Background(), testenv.SQLite(t))
+	clk := clock.NewFake(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC))
+	store, err := cartdb.Open(context.Background(), testenv.SQLite(t), cartdb.WithClock(clk))
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := newProducts()
-	clk := clock.NewFake(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC))
 	return cart.NewService(store, p, clk), p, clk
 }
 
@@ -109,6 +109,8 @@ func TestAPI(t *testing.T) {
 			t.Run("RemoveAndClear", func(t *testing.T) { testRemoveAndClear(t, mk(t)) })
 			t.Run("Merge", func(t *testing.T) { testMerge(t, mk(t)) })
 			t.Run("Owners", func(t *testing.T) { testOwners(t, mk(t)) })
+			t.Run("Lock", func(t *testing.T) { testLock(t, mk(t)) })
+			t.Run("LockInvalid", func(t *testing.T) { testLockInvalid(t, mk(t)) })
 		})
 	}
 }
@@ -414,6 +416,10 @@ func TestHandlerRejectsBadBodies(t *testing.T) {
 		{"PUT", "/svc/cart/v1/carts/u1/items/prd_mug", `{"quantity":1.5}`, http.StatusBadRequest},
 		{"POST", "/svc/cart/v1/carts/u1/merge", `{}`, http.StatusUnprocessableEntity},
 		{"POST", "/svc/cart/v1/carts/u1/items", `{"product_id":"prd_nope","quantity":1}`, http.StatusNotFound},
+		{"POST", "/svc/cart/v1/carts/u1/lock", `{}`, http.StatusUnprocessableEntity},
+		{"POST", "/svc/cart/v1/carts/u1/lock", `{"lock_id":"x","lines":[]}`, http.StatusBadRequest},
+		{"POST", "/svc/cart/v1/carts/u1/unlock", `{"lock_id":1}`, http.StatusBadRequest},
+		{"POST", "/svc/cart/v1/carts/u1/complete", `{"lock_id":"never"}`, http.StatusConflict},
 	} {
 		req, _ := http.NewRequest(c.method, srv.URL+c.path, strings.NewReader(c.body))
 		req.Header.Set("Content-Type", "application/json")
@@ -428,5 +434,140 @@ func TestHandlerRejectsBadBodies(t *testing.T) {
 	}
 	if c, err := svc.GetCart(context.Background(), "u1"); err != nil || len(c.Items) != 0 {
 		t.Errorf("cart after rejected requests = %+v, %v; want empty", c, err)
+	}
+}
+
+func testLock(t *testing.T, f fixture) {
+	ctx := context.Background()
+	const owner = "user:acc_lock"
+	mustCart(t, "AddItem")(f.api.AddItem(ctx, owner, "prd_lamp", 2))
+	mustCart(t, "AddItem")(f.api.AddItem(ctx, owner, "prd_mug", 1))
+	const snapshot = "prd_lamp×2@24.99 prd_mug×1@8.50 =58.48"
+
+	snap := mustCart(t, "Lock")(f.api.Lock(ctx, owner, "chk_1"))
+	if summary(snap) != snapshot || snap.Version <= 0 {
+		t.Errorf("Lock = %s (version %d), want %s with a version", summary(snap), snap.Version, snapshot)
+	}
+	// The cart can still change; a repeat returns the same snapshot; another
+	// checkout is refused.
+	mustCart(t, "AddItem while locked")(f.api.AddItem(ctx, owner, "prd_lamp", 1))
+	mustCart(t, "AddItem while locked")(f.api.AddItem(ctx, owner, "prd_pen", 1))
+	again := mustCart(t, "Lock again")(f.api.Lock(ctx, owner, "chk_1"))
+	if summary(again) != snapshot || again.Version != snap.Version {
+		t.Errorf("repeated Lock = %s (version %d), want %s (version %d)", summary(again), again.Version, snapshot, snap.Version)
+	}
+	_, err := f.api.Lock(ctx, owner, "chk_2")
+	wantKind(t, "Lock by another checkout", err, errs.Conflict)
+	if d := errs.Detail(err); d != "this cart is already being checked out" {
+		t.Errorf("conflicting Lock detail %q", d)
+	}
+	// GetCart shows the live cart, without a version.
+	if c := mustCart(t, "GetCart")(f.api.GetCart(ctx, owner)); c.Version != 0 || len(c.Items) != 3 {
+		t.Errorf("GetCart while locked = %+v", c)
+	}
+
+	// Completing takes out exactly the snapshot, once.
+	const left = "prd_lamp×1@24.99 prd_pen×1@1.99 =26.98"
+	c := mustCart(t, "CompleteCheckout")(f.api.CompleteCheckout(ctx, owner, "chk_1"))
+	if summary(c) != left {
+		t.Errorf("CompleteCheckout = %s, want %s", summary(c), left)
+	}
+	c = mustCart(t, "CompleteCheckout again")(f.api.CompleteCheckout(ctx, owner, "chk_1"))
+	if summary(c) != left {
+		t.Errorf("repeated CompleteCheckout = %s, want %s", summary(c), left)
+	}
+	wantCart(t, f.api, owner, left)
+	_, err = f.api.Lock(ctx, owner, "chk_1")
+	wantKind(t, "Lock after Complete", err, errs.Conflict)
+	if d := errs.Detail(err); d != "this checkout has ended" {
+		t.Errorf("late Lock detail %q", d)
+	}
+
+	// Unlock frees the cart, is idempotent, and refuses a late Lock.
+	mustCart(t, "Lock chk_2")(f.api.Lock(ctx, owner, "chk_2"))
+	for i := 0; i < 2; i++ {
+		if err := f.api.Unlock(ctx, owner, "chk_2"); err != nil {
+			t.Fatalf("Unlock: %v", err)
+		}
+	}
+	_, err = f.api.Lock(ctx, owner, "chk_2")
+	wantKind(t, "Lock after Unlock", err, errs.Conflict)
+	_, err = f.api.CompleteCheckout(ctx, owner, "chk_2")
+	wantKind(t, "Complete after Unlock", err, errs.Conflict)
+	wantCart(t, f.api, owner, left)
+	// A compensation ahead of its Lock wins.
+	if err := f.api.Unlock(ctx, owner, "chk_3"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.api.Lock(ctx, owner, "chk_3")
+	wantKind(t, "Lock after an early Unlock", err, errs.Conflict)
+
+	// A stale lock is taken over.
+	mustCart(t, "Lock chk_4")(f.api.Lock(ctx, owner, "chk_4"))
+	f.clock.Advance(cart.StaleLockAge)
+	c = mustCart(t, "Lock chk_5")(f.api.Lock(ctx, owner, "chk_5"))
+	if summary(c) != left {
+		t.Errorf("takeover snapshot = %s, want %s", summary(c), left)
+	}
+	_, err = f.api.CompleteCheckout(ctx, owner, "chk_4")
+	wantKind(t, "Complete of a checkout taken over", err, errs.Conflict)
+
+	// An empty cart locks, with no lines.
+	empty := mustCart(t, "Lock empty")(f.api.Lock(ctx, "anon:empty", "chk_e"))
+	if empty.Items == nil || len(empty.Items) != 0 || empty.Total != money.USD(0) {
+		t.Errorf("empty snapshot = %+v", empty)
+	}
+}
+
+func testLockInvalid(t *testing.T, f fixture) {
+	ctx := context.Background()
+	for _, c := range []struct{ owner, lockID string }{
+		{"", "chk"}, {strings.Repeat("o", 201), "chk"}, {"a\x00", "chk"},
+		{"user:x", ""}, {"user:x", strings.Repeat("l", cart.MaxLockIDLen+1)}, {"user:x", "bad\nid"},
+	} {
+		_, err := f.api.Lock(ctx, c.owner, c.lockID)
+		wantKind(t, fmt.Sprintf("Lock(%q, %q)", c.owner, c.lockID), err, errs.Invalid)
+		wantKind(t, "Unlock", f.api.Unlock(ctx, c.owner, c.lockID), errs.Invalid)
+		_, err = f.api.CompleteCheckout(ctx, c.owner, c.lockID)
+		wantKind(t, "CompleteCheckout", err, errs.Invalid)
+	}
+	// Owners and lock ids that are odd in a URL or JSON work.
+	for _, o := range []string{".", "..", "a/b", "x y?z#w"} {
+		mustCart(t, "AddItem")(f.api.AddItem(ctx, o, "prd_mug", 1))
+		mustCart(t, "Lock "+o)(f.api.Lock(ctx, o, "id/with ?#% and \"quotes\""))
+		c := mustCart(t, "Complete "+o)(f.api.CompleteCheckout(ctx, o, "id/with ?#% and \"quotes\""))
+		if len(c.Items) != 0 {
+			t.Errorf("cart %q after checkout = %s", o, summary(c))
+		}
+	}
+}
+
+// TestRunCleanup checks the loop deletes abandoned visitors' carts and stops
+// with its context.
+func TestRunCleanup(t *testing.T) {
+	svc, _, clk := newService(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mustCart(t, "AddItem")(svc.AddItem(ctx, "anon:gone", "prd_mug", 1))
+	mustCart(t, "AddItem")(svc.AddItem(ctx, "user:kept", "prd_mug", 1))
+	clk.Advance(31 * 24 * time.Hour)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		svc.RunCleanup(ctx, 5*time.Millisecond, 30*24*time.Hour)
+	}()
+	testenv.CheckFor(t, 10*time.Second, func() error {
+		c, err := svc.GetCart(ctx, "anon:gone")
+		if err == nil && len(c.Items) != 0 {
+			err = fmt.Errorf("abandoned cart still holds %s", summary(c))
+		}
+		return err
+	})
+	wantCart(t, svc, "user:kept", "prd_mug×1@8.50 =8.50")
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("RunCleanup did not return after its context ended")
 	}
 }

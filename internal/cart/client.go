@@ -7,7 +7,6 @@ import (
 
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/httpx"
-	"github.com/globomantics/globomantics/internal/platform/ids"
 )
 
 // Client is the cart service's API over HTTP. Errors keep their errs kind and
@@ -84,8 +83,39 @@ func (c *Client) Merge(ctx context.Context, from, to string) (Cart, error) {
 		return Cart{}, errs.E("cart.Merge", err)
 	}
 	var out Cart
-	hdr := http.Header{"Idempotency-Key": {ids.Token()}}
-	err := c.c.CallHeader(ctx, http.MethodPost, path(to, "merge"), hdr, mergeRequest{From: from}, &out)
+	err := c.c.Call(ctx, http.MethodPost, path(to, "merge"), mergeRequest{From: from}, &out, httpx.Retryable())
+	return out, err
+}
+
+// Lock locks a cart for a checkout and returns its snapshot; see API. It is
+// retried on another instance if one is down: a repeat returns the same
+// snapshot.
+func (c *Client) Lock(ctx context.Context, owner, lockID string) (Cart, error) {
+	if err := validateLock(owner, lockID); err != nil {
+		return Cart{}, errs.E("cart.Lock", err)
+	}
+	var out Cart
+	err := c.c.Call(ctx, http.MethodPost, path(owner, "lock"), lockRequest{LockID: lockID}, &out, httpx.Retryable())
+	return out, err
+}
+
+// Unlock releases a checkout's lock; see API. It is retried on another
+// instance if one is down.
+func (c *Client) Unlock(ctx context.Context, owner, lockID string) error {
+	if err := validateLock(owner, lockID); err != nil {
+		return errs.E("cart.Unlock", err)
+	}
+	return c.c.Call(ctx, http.MethodPost, path(owner, "unlock"), lockRequest{LockID: lockID}, nil, httpx.Retryable())
+}
+
+// CompleteCheckout takes a checkout's snapshot out of the cart; see API. It
+// is retried on another instance if one is down: it acts once.
+func (c *Client) CompleteCheckout(ctx context.Context, owner, lockID string) (Cart, error) {
+	if err := validateLock(owner, lockID); err != nil {
+		return Cart{}, errs.E("cart.CompleteCheckout", err)
+	}
+	var out Cart
+	err := c.c.Call(ctx, http.MethodPost, path(owner, "complete"), lockRequest{LockID: lockID}, &out, httpx.Retryable())
 	return out, err
 }
 

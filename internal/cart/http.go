@@ -15,10 +15,14 @@ import (
 //	PUT    /svc/cart/v1/carts/{owner}/items/{product} {"quantity"}     -> 200 Cart
 //	DELETE /svc/cart/v1/carts/{owner}/items/{product}                  -> 200 Cart
 //	POST   /svc/cart/v1/carts/{owner}/merge          {"from"}          -> 200 Cart
+//	POST   /svc/cart/v1/carts/{owner}/lock           {"lock_id"}       -> 200 Cart (the snapshot)
+//	POST   /svc/cart/v1/carts/{owner}/unlock         {"lock_id"}       -> 204
+//	POST   /svc/cart/v1/carts/{owner}/complete       {"lock_id"}       -> 200 Cart (what is left)
 //
-// merge is safe to repeat (the second time from is empty); the client marks
-// it with an Idempotency-Key so that it is retried on another instance.
-// Adding items is not, and is never retried.
+// merge is safe to repeat (the second time from is empty), and lock, unlock
+// and complete are idempotent by lock id: the client marks them Retryable so
+// that they are retried on another instance. Adding items is not, and is
+// never retried.
 const apiPrefix = "/svc/cart/v1/carts"
 
 type addRequest struct {
@@ -32,6 +36,10 @@ type quantityRequest struct {
 
 type mergeRequest struct {
 	From string `json:"from"`
+}
+
+type lockRequest struct {
+	LockID string `json:"lock_id"`
 }
 
 // NewHandler serves api's REST API under /svc/cart/v1/.
@@ -81,6 +89,33 @@ func NewHandler(api API) http.Handler {
 			return err
 		}
 		c, err := api.Merge(r.Context(), in.From, r.PathValue("owner"))
+		return writeCart(w, c, err)
+	}))
+	mux.Handle("POST "+apiPrefix+"/{owner}/lock", httpx.Handler(func(w http.ResponseWriter, r *http.Request) error {
+		var in lockRequest
+		if err := httpx.Decode(r, &in); err != nil {
+			return err
+		}
+		c, err := api.Lock(r.Context(), r.PathValue("owner"), in.LockID)
+		return writeCart(w, c, err)
+	}))
+	mux.Handle("POST "+apiPrefix+"/{owner}/unlock", httpx.Handler(func(w http.ResponseWriter, r *http.Request) error {
+		var in lockRequest
+		if err := httpx.Decode(r, &in); err != nil {
+			return err
+		}
+		if err := api.Unlock(r.Context(), r.PathValue("owner"), in.LockID); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}))
+	mux.Handle("POST "+apiPrefix+"/{owner}/complete", httpx.Handler(func(w http.ResponseWriter, r *http.Request) error {
+		var in lockRequest
+		if err := httpx.Decode(r, &in); err != nil {
+			return err
+		}
+		c, err := api.CompleteCheckout(r.Context(), r.PathValue("owner"), in.LockID)
 		return writeCart(w, c, err)
 	}))
 	return mux

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 	"unicode"
@@ -57,7 +58,20 @@ type Store interface {
 	// carts are written, or neither.
 	UpdatePair(ctx context.Context, a, b string, fn func(a, b *Lines) error) error
 	// Delete removes owner's cart; deleting an absent cart is not an error.
+	// It leaves the cart's checkout locks as they are.
 	Delete(ctx context.Context, owner string) error
+	// UpdateLocks is Update that also shows fn the checkout locks of owner's
+	// cart that concern lockID (see Locks) and stores the locks fn leaves
+	// there: Held first, then Mine, each created or replaced by lock id.
+	// A store refuses a second LockHeld lock on one cart.
+	UpdateLocks(ctx context.Context, owner, lockID string, fn func(lines *Lines, locks *Locks) error) error
+	// DeleteAbandoned deletes, on every node, in batches, the carts of
+	// owners not starting "user:" last updated before updatedBefore, and
+	// the ended locks that ended before endedBefore and held locks locked
+	// before it. It reports how many carts and locks it deleted; a node that
+	// fails does not stop the others, and its error is returned with the
+	// counts. Safe to run from several instances at once.
+	DeleteAbandoned(ctx context.Context, updatedBefore, endedBefore time.Time) (carts, locks int, err error)
 }
 
 // Service is the cart service. Safe for concurrent use.
@@ -65,14 +79,26 @@ type Service struct {
 	store    Store
 	products Products
 	clock    clock.Clock
+	log      *slog.Logger
 }
 
 var _ API = (*Service)(nil)
 
+// Option configures a Service.
+type Option func(*Service)
+
+// WithLogger makes the service log to log (RunCleanup's failures); the
+// default is slog.Default().
+func WithLogger(log *slog.Logger) Option { return func(s *Service) { s.log = log } }
+
 // NewService returns the cart service over store, pricing items from products
 // and telling time by clk.
-func NewService(store Store, products Products, clk clock.Clock) *Service {
-	return &Service{store: store, products: products, clock: clk}
+func NewService(store Store, products Products, clk clock.Clock, opts ...Option) *Service {
+	s := &Service{store: store, products: products, clock: clk, log: slog.Default()}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // GetCart returns owner's cart; an owner without a cart has an empty one.

@@ -1,5 +1,6 @@
 // Package cartdb is the cart service's store over SQL (SQLite or PostgreSQL):
-// the carts and cart_lines tables.
+// the carts and cart_lines tables, and cart_locks, the checkouts' locks on
+// carts.
 //
 // The store is sharded (see sqldb.Sharded): the cart of "user:<id>" lives on
 // the node of shard.ForUser(<id>), with the user's orders and account, and
@@ -20,6 +21,7 @@ import (
 	"sync"
 
 	"github.com/globomantics/globomantics/internal/cart"
+	"github.com/globomantics/globomantics/internal/platform/clock"
 	"github.com/globomantics/globomantics/internal/platform/consistency"
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/money"
@@ -38,21 +40,29 @@ var migrations embed.FS
 // Store keeps carts in a SQL database, one node or several.
 type Store struct {
 	sh       *sqldb.Sharded
+	clock    clock.Clock
 	acrossMu sync.Mutex // serialises pair updates across SQLite nodes
 }
 
 var _ cart.Store = (*Store)(nil)
 
+// Option configures a Store.
+type Option func(*Store)
+
+// WithClock makes the store stamp carts' update times from clk (the
+// default is the wall clock).
+func WithClock(clk clock.Clock) Option { return func(s *Store) { s.clock = clk } }
+
 // Open returns the store over the one database db (every shard on it),
 // creating or upgrading its tables.
-func Open(ctx context.Context, db *sqldb.DB) (*Store, error) {
-	return OpenSharded(ctx, sqldb.Single(db))
+func Open(ctx context.Context, db *sqldb.DB, opts ...Option) (*Store, error) {
+	return OpenSharded(ctx, sqldb.Single(db), opts...)
 }
 
 // OpenSharded returns the store over the nodes of sh after applying its
 // migrations to every node and filling in the shard column of rows written
 // before it existed. Every node must answer.
-func OpenSharded(ctx context.Context, sh *sqldb.Sharded) (*Store, error) {
+func OpenSharded(ctx context.Context, sh *sqldb.Sharded, opts ...Option) (*Store, error) {
 	dir, err := fs.Sub(migrations, "migrations")
 	if err != nil {
 		return nil, err
@@ -73,7 +83,11 @@ func OpenSharded(ctx context.Context, sh *sqldb.Sharded) (*Store, error) {
 	if err != nil {
 		return nil, errs.E("cartdb.Open", errs.Msg("filling in the shard column"), err)
 	}
-	return &Store{sh: sh}, nil
+	s := &Store{sh: sh, clock: clock.Real{}}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
 }
 
 // OwnerShard returns the logical shard of a cart owner: shard.ForUser(<id>)
@@ -116,7 +130,7 @@ func (s *Store) Update(ctx context.Context, owner string, fn func(lines *cart.Li
 		return errs.E("cartdb.Update", err)
 	}
 	err = db.InTx(ctx, func(tx *sqldb.Tx) error {
-		if err := lock(ctx, tx, owner, sh); err != nil {
+		if err := s.lock(ctx, tx, owner, sh); err != nil {
 			return err
 		}
 		old, err := readLines(ctx, tx, owner)
@@ -184,7 +198,7 @@ func (s *Store) UpdatePair(ctx context.Context, a, b string, fn func(a, b *cart.
 			first, second = second, first
 		}
 		for _, o := range []string{first, second} {
-			if err := lock(ctx, tx, o, OwnerShard(o)); err != nil {
+			if err := s.lock(ctx, tx, o, OwnerShard(o)); err != nil {
 				return err
 			}
 		}
@@ -244,10 +258,10 @@ func unwrap(op string, err error) error {
 	return nil
 }
 
-// lock creates or bumps owner's carts row, holding it locked until the
-// transaction ends.
-func lock(ctx context.Context, tx *sqldb.Tx, owner string, sh shard.ID) error {
-	_, err := lockStamp(ctx, tx, owner, sh)
+// lock creates or bumps owner's carts row, stamping its update time,
+// holding it locked until the transaction ends.
+func (s *Store) lock(ctx context.Context, tx *sqldb.Tx, owner string, sh shard.ID) error {
+	_, err := s.lockStamp(ctx, tx, owner, sh)
 	return err
 }
 
@@ -255,9 +269,10 @@ func lock(ctx context.Context, tx *sqldb.Tx, owner string, sh shard.ID) error {
 // the one it had ("" for a cart that had no row): the stamp changes with
 // every committed update, and is back to what it was if the transaction
 // rolls back.
-func lockStamp(ctx context.Context, tx *sqldb.Tx, owner string, sh shard.ID) (string, error) {
-	if _, err := tx.ExecContext(ctx, `INSERT INTO carts (owner, version, shard) VALUES (?, 1, ?)
-		ON CONFLICT (owner) DO UPDATE SET version = carts.version + 1`, owner, int(sh)); err != nil {
+func (s *Store) lockStamp(ctx context.Context, tx *sqldb.Tx, owner string, sh shard.ID) (string, error) {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO carts (owner, version, shard, updated_at) VALUES (?, 1, ?, ?)
+		ON CONFLICT (owner) DO UPDATE SET version = carts.version + 1, updated_at = excluded.updated_at`,
+		owner, int(sh), sqldb.Millis(s.clock.Now())); err != nil {
 		return "", err
 	}
 	var old string

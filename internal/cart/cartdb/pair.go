@@ -86,7 +86,7 @@ func (s *Store) updateAcross(ctx context.Context, a, b pairSide, fn func(a, b *c
 func (s *Store) updateAcrossOnce(ctx context.Context, a, b pairSide, wait time.Duration, fn func(a, b *cart.Lines) error) error {
 	var out pairOutcome
 	err := a.db.InTx(ctx, func(txA *sqldb.Tx) error {
-		stampA, err := lockStamp(ctx, txA, a.owner, a.shard)
+		stampA, err := s.lockStamp(ctx, txA, a.owner, a.shard)
 		if err != nil {
 			return err
 		}
@@ -99,7 +99,7 @@ func (s *Store) updateAcrossOnce(ctx context.Context, a, b pairSide, wait time.D
 					return err
 				}
 			}
-			if err := lock(ctx, txB, b.owner, b.shard); err != nil {
+			if err := s.lock(ctx, txB, b.owner, b.shard); err != nil {
 				return err
 			}
 			var err error
