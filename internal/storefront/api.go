@@ -3,6 +3,7 @@ package storefront
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -316,6 +317,95 @@ func (s *Server) apiRemoveItem(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// CheckoutView is the public view of a checkout, the answer of
+// GET /api/v1/checkouts/{key} and of a POST /api/v1/checkout that is still
+// running (202). State is "pending", "confirmed" or "cancelled"; Done is true
+// once it is not pending. Order is the order placed or, while pending, the
+// order as it will be placed. Error is set (and only then) when the checkout
+// was cancelled; Callback is set when the checkout asked for one.
+type CheckoutView struct {
+	Key      string            `json:"key"`
+	State    string            `json:"state"`
+	Done     bool              `json:"done"`
+	Order    Order             `json:"order"`
+	Error    *CheckoutError    `json:"error"`
+	Callback *CheckoutCallback `json:"callback"`
+}
+
+// CheckoutError is why a checkout was cancelled: the HTTP status the
+// checkout would have failed with, its title, and a message fit for the
+// customer (never an internal cause).
+type CheckoutError struct {
+	Status int    `json:"status"`
+	Title  string `json:"title"`
+	Detail string `json:"detail"`
+}
+
+// CheckoutCallback is how the delivery of a checkout's callback stands:
+// State is "pending", "delivered" or "failed"; NextAt is when the next
+// attempt is due, if one is.
+type CheckoutCallback struct {
+	URL      string    `json:"url"`
+	State    string    `json:"state"`
+	Attempts int       `json:"attempts"`
+	NextAt   time.Time `json:"next_at,omitzero"`
+}
+
+// checkoutState is the state of res, for results that predate State (or
+// leave it out): Done means confirmed unless an error is given.
+func checkoutState(res checkout.Result) string {
+	switch res.State {
+	case checkout.StatePending, checkout.StateConfirmed, checkout.StateCancelled:
+		return res.State
+	}
+	switch {
+	case !res.Done:
+		return checkout.StatePending
+	case res.Error != nil:
+		return checkout.StateCancelled
+	}
+	return checkout.StateConfirmed
+}
+
+// failureError is the error a cancelled checkout ended with, of the kind
+// its Failure's status maps to; internal errors keep no detail.
+func failureError(op string, f *checkout.Failure) error {
+	if f == nil {
+		return errs.E(op, errs.Other, errs.Msg("the checkout was cancelled"))
+	}
+	k := errs.KindForStatus(f.Status)
+	if f.Detail == "" || k == errs.Other {
+		return errs.E(op, k)
+	}
+	return errs.E(op, k, errs.Msg("%s", f.Detail))
+}
+
+// PublicCheckout returns the public view of res: no internal ids, no
+// internal error causes, no callback delivery errors.
+func PublicCheckout(res checkout.Result) CheckoutView {
+	v := CheckoutView{Key: res.Key, State: checkoutState(res), Order: PublicOrder(res.Order)}
+	v.Done = v.State != checkout.StatePending
+	if v.State == checkout.StateCancelled {
+		p := errs.ProblemFor(failureError("", res.Error))
+		v.Error = &CheckoutError{Status: p.Status, Title: p.Title, Detail: p.Detail}
+	}
+	if c := res.Callback; c != nil {
+		v.Callback = &CheckoutCallback{URL: c.URL, State: c.State, Attempts: c.Attempts, NextAt: c.NextAt}
+	}
+	return v
+}
+
+// maxCheckoutKey is the longest Idempotency-Key the checkout service takes;
+// longer keys cannot name a checkout.
+const maxCheckoutKey = 200
+
+// checkoutPath is the API path of the checkout under key.
+func checkoutPath(key string) string { return "/api/v1/checkouts/" + url.PathEscape(key) }
+
+// apiCheckout places the order: 201 with the order and its Location when it
+// is confirmed at once; 202 with the checkout (CheckoutView) and its
+// Location to poll while it is still running; problem+json when it ended
+// cancelled.
 func (s *Server) apiCheckout(w http.ResponseWriter, r *http.Request) error {
 	const op = "storefront.checkout"
 	a, err := s.requireAccount(r)
@@ -334,13 +424,62 @@ func (s *Server) apiCheckout(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	w.Header().Set("Location", "/api/v1/orders/"+res.Order.ID)
-	status := http.StatusCreated
-	if !res.Done {
-		status = http.StatusAccepted
+	if res.Key == "" {
+		res.Key = key
 	}
-	httpx.WriteJSON(w, status, PublicOrder(res.Order))
+	switch checkoutState(res) {
+	case checkout.StateConfirmed:
+		w.Header().Set("Location", "/api/v1/orders/"+url.PathEscape(res.Order.ID))
+		httpx.WriteJSON(w, http.StatusCreated, PublicOrder(res.Order))
+		return nil
+	case checkout.StateCancelled:
+		return failureError(op, res.Error)
+	}
+	w.Header().Set("Location", checkoutPath(res.Key))
+	w.Header().Set("Retry-After", "2")
+	httpx.WriteJSON(w, http.StatusAccepted, PublicCheckout(res))
 	return nil
+}
+
+// apiGetCheckout shows the logged-in customer's checkout under the key in
+// the path. Another customer's key is a 404 like an unknown one: checkouts
+// are looked up by the logged-in customer's id.
+func (s *Server) apiGetCheckout(w http.ResponseWriter, r *http.Request) error {
+	a, err := s.requireAccount(r)
+	if err != nil {
+		return err
+	}
+	res, err := s.ownCheckout(r, a, r.PathValue("key"))
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	httpx.WriteJSON(w, http.StatusOK, PublicCheckout(res))
+	return nil
+}
+
+// ownCheckout returns a's checkout under key; errs.NotFound, with the same
+// detail, when there is none or it is not a's.
+func (s *Server) ownCheckout(r *http.Request, a account.Account, key string) (checkout.Result, error) {
+	const op = "storefront.checkoutStatus"
+	notFound := errs.E(op, errs.NotFound, errs.Msg("no such checkout"))
+	if key == "" || len(key) > maxCheckoutKey {
+		return checkout.Result{}, notFound
+	}
+	res, err := s.d.Checkout.Checkout(r.Context(), a.ID, key)
+	if errs.Is(errs.NotFound, err) {
+		return checkout.Result{}, notFound
+	}
+	if err != nil {
+		return checkout.Result{}, errs.E(op, err)
+	}
+	if res.Order.UserID != "" && res.Order.UserID != a.ID { // defence in depth
+		return checkout.Result{}, notFound
+	}
+	if res.Key == "" {
+		res.Key = key
+	}
+	return res, nil
 }
 
 func (s *Server) apiOrders(w http.ResponseWriter, r *http.Request) error {

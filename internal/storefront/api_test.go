@@ -1,6 +1,7 @@
 package storefront
 
 import (
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/globomantics/globomantics/internal/account"
 	"github.com/globomantics/globomantics/internal/cart"
 	"github.com/globomantics/globomantics/internal/catalog"
+	"github.com/globomantics/globomantics/internal/checkout"
 	"github.com/globomantics/globomantics/internal/platform/httpx"
 	"github.com/globomantics/globomantics/internal/platform/money"
 )
@@ -503,14 +505,120 @@ func TestAPICheckout(t *testing.T) {
 	if !strings.Contains(p.Detail, "Claw Hammer") {
 		t.Errorf("conflict detail %q", p.Detail)
 	}
-	// Still completing: 202 with a Location to poll.
-	b.do("PUT", "/api/v1/cart/items/prd_03", map[string]any{"quantity": 1})
+	// A failed payment makes no order.
+	if e.orders.count() != 1 {
+		t.Fatalf("%d orders after failed checkouts, want 1", e.orders.count())
+	}
+}
+
+func TestAPICheckoutPending(t *testing.T) {
+	e := newEnv(t)
+	ada, bob := e.browser(), e.browser()
+	ada.signUp("ada@example.com", "Ada")
+	bob.signUp("bob@example.com", "Bob")
+	body := map[string]any{
+		"shipping_address": map[string]string{"name": "Ada Lovelace", "line1": "1 Analytical Way", "city": "London", "postal_code": "N1 9GU", "country": "GB"},
+		"payment":          map[string]any{"card_number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"},
+		"callback_url":     "https://ada.example/hooks/checkout",
+	}
+	ada.do("POST", "/api/v1/cart/items", map[string]any{"product_id": "prd_01", "quantity": 2})
 	e.checkout.pending = true
-	r = b.do("POST", "/api/v1/checkout", body, "Idempotency-Key", "k4")
+
+	// Still running: 202, the checkout to poll, and the order as it will be.
+	const key = "ada/key 1"
+	r := ada.do("POST", "/api/v1/checkout", body, "Idempotency-Key", key)
 	wantStatus(t, r, http.StatusAccepted)
-	r.json(t, &o)
-	if o.Status != "pending" || r.Header.Get("Location") != "/api/v1/orders/"+o.ID {
-		t.Fatalf("202 order %+v, Location %q", o, r.Header.Get("Location"))
+	if loc := r.Header.Get("Location"); loc != "/api/v1/checkouts/ada%2Fkey%201" {
+		t.Fatalf("202 Location %q", loc)
+	}
+	var v CheckoutView
+	r.json(t, &v)
+	if v.Key != key || v.State != "pending" || v.Done || v.Error != nil || v.Order.Status != "pending" ||
+		v.Order.Total != money.USD(2*2450+500) || len(v.Order.Items) != 1 {
+		t.Fatalf("202 body %+v", v)
+	}
+	if v.Callback == nil || v.Callback.URL != "https://ada.example/hooks/checkout" || v.Callback.State != "pending" {
+		t.Fatalf("callback_url not passed through: %+v", v.Callback)
+	}
+	wantContains(t, r.body, `"error":null`)
+	if e.orders.count() != 0 {
+		t.Fatal("a pending checkout's order is already listed")
+	}
+
+	// The same key and body: still the same pending checkout.
+	r = ada.do("POST", "/api/v1/checkout", body, "Idempotency-Key", key)
+	wantStatus(t, r, http.StatusAccepted)
+	// Another key while it runs: the cart is busy.
+	wantProblem(t, ada.do("POST", "/api/v1/checkout", body, "Idempotency-Key", "other"), http.StatusConflict)
+
+	// Polling: the owner sees it; another customer, or an unknown key, is
+	// the same 404.
+	loc := "/api/v1/checkouts/ada%2Fkey%201"
+	r = ada.do("GET", loc, nil)
+	wantStatus(t, r, http.StatusOK)
+	if cc := r.Header.Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("GET checkout Cache-Control %q", cc)
+	}
+	r.json(t, &v)
+	if v.State != "pending" || v.Done || v.Key != key {
+		t.Fatalf("polled %+v", v)
+	}
+	theirs := wantProblem(t, bob.do("GET", loc, nil), http.StatusNotFound)
+	missing := wantProblem(t, ada.do("GET", "/api/v1/checkouts/nope", nil), http.StatusNotFound)
+	if theirs.Detail != missing.Detail {
+		t.Fatalf("another's checkout distinguishable: %+v vs %+v", theirs, missing)
+	}
+	wantProblem(t, e.browser().do("GET", loc, nil), http.StatusUnauthorized)
+
+	// Confirmed.
+	e.checkout.finish("acct_01", key, nil)
+	r = ada.do("GET", loc, nil)
+	wantStatus(t, r, http.StatusOK)
+	r.json(t, &v)
+	if v.State != "confirmed" || !v.Done || v.Order.ID != "ord_001" || v.Order.Payment.Status != "captured" || v.Error != nil {
+		t.Fatalf("confirmed %+v", v)
+	}
+	for _, secret := range []string{"user_id", "acct_01", "pay_secret", "shp_secret", `"email"`} {
+		if strings.Contains(r.body, secret) {
+			t.Errorf("public checkout leaks %q: %s", secret, r.body)
+		}
+	}
+	// And a repeat of the POST is now the 201 of the order.
+	r = ada.do("POST", "/api/v1/checkout", body, "Idempotency-Key", key)
+	wantStatus(t, r, http.StatusCreated)
+	if r.Header.Get("Location") != "/api/v1/orders/ord_001" {
+		t.Fatalf("Location %q", r.Header.Get("Location"))
+	}
+
+	// Cancelled: the reason, as status and detail, and no order.
+	ada.do("POST", "/api/v1/cart/items", map[string]any{"product_id": "prd_04", "quantity": 1})
+	wantStatus(t, ada.do("POST", "/api/v1/checkout", body, "Idempotency-Key", "k2"), http.StatusAccepted)
+	e.checkout.finish("acct_01", "k2", &checkout.Failure{Status: http.StatusPaymentRequired, Detail: "card declined"})
+	r = ada.do("GET", "/api/v1/checkouts/k2", nil)
+	wantStatus(t, r, http.StatusOK)
+	r.json(t, &v)
+	if v.State != "cancelled" || !v.Done || v.Error == nil || v.Error.Status != 402 || v.Error.Detail != "card declined" || v.Error.Title != "Payment Declined" {
+		t.Fatalf("cancelled %+v (error %+v)", v, v.Error)
+	}
+	if e.orders.count() != 1 {
+		t.Fatalf("%d orders, want 1", e.orders.count())
+	}
+}
+
+func TestPublicCheckoutHidesInternalErrors(t *testing.T) {
+	v := PublicCheckout(checkout.Result{Key: "k", State: "cancelled", Done: true,
+		Error:    &checkout.Failure{Status: 500, Detail: "pq: relation checkouts does not exist"},
+		Callback: &checkout.CallbackStatus{URL: "https://x.example/", State: "failed", Attempts: 3, LastError: "dial tcp 10.0.0.7:443: refused"}})
+	b, _ := json.Marshal(v)
+	if strings.Contains(string(b), "pq:") || strings.Contains(string(b), "10.0.0.7") || v.Error.Status != 500 {
+		t.Fatalf("internals leak: %s", b)
+	}
+	// A result without State (an older checkout service) still reads right.
+	if got := PublicCheckout(checkout.Result{Done: true}); got.State != "confirmed" || got.Error != nil {
+		t.Fatalf("state from Done: %+v", got)
+	}
+	if got := PublicCheckout(checkout.Result{}); got.State != "pending" || got.Done {
+		t.Fatalf("state from !Done: %+v", got)
 	}
 }
 

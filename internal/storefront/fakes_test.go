@@ -6,7 +6,6 @@ package storefront
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -421,8 +420,14 @@ func (f *fakeOrders) count() int {
 	return len(f.orders)
 }
 
-// fakeCheckout places orders from the fake cart into the fake order service.
-// Card 4000000000000002 is declined; pending makes results not Done.
+// fakeCheckout places orders from the fake cart into the fake order
+// service, following checkout.API: a key reused by the same customer with a
+// request of another checkout.RequestHash is errs.Invalid; the same request
+// replays the outcome, except that an errs.Unavailable outcome runs again.
+// Card 4000000000000002 is declined and 4000000000000119 fails with a
+// transient errs.Unavailable; neither makes an order. With pending set,
+// checkouts stay pending (no order yet, the cart locked against checkouts
+// under other keys) until finish is called.
 type fakeCheckout struct {
 	clock   clock.Clock
 	carts   *fakeCarts
@@ -432,11 +437,12 @@ type fakeCheckout struct {
 	mu      sync.Mutex
 	pending bool
 	seq     int
-	keys    map[string]attempt
+	keys    map[string]attempt // by user id + "\x00" + key
+	calls   []string           // the keys PlaceOrder was called with, in order
 }
 
 type attempt struct {
-	body string
+	hash string
 	res  checkout.Result
 	err  error
 }
@@ -444,19 +450,78 @@ type attempt struct {
 func (f *fakeCheckout) PlaceOrder(ctx context.Context, c checkout.Customer, key string, r checkout.Request) (checkout.Result, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.calls = append(f.calls, key)
 	if key == "" || len(key) > 200 {
-		return checkout.Result{}, errs.E(errs.BadRequest, errs.Msg("bad idempotency key"))
+		return checkout.Result{}, errs.E(errs.BadRequest, errs.Msg("Idempotency-Key header must be at most 200 bytes"))
 	}
-	body, _ := json.Marshal(r)
-	if a, ok := f.keys[c.UserID+"\x00"+key]; ok {
-		if a.body != string(body) {
-			return checkout.Result{}, errs.E(errs.Invalid, errs.Msg("idempotency key was used with a different request"))
+	hash := checkout.RequestHash(r)
+	id := c.UserID + "\x00" + key
+	if a, ok := f.keys[id]; ok {
+		if a.hash != hash {
+			return checkout.Result{}, errs.E(errs.Invalid, errs.Msg("Idempotency-Key was already used with a different request"))
 		}
-		return a.res, a.err
+		if !errs.Is(errs.Unavailable, a.err) {
+			return a.res, a.err
+		}
+	}
+	for k, a := range f.keys {
+		if strings.HasPrefix(k, c.UserID+"\x00") && a.res.State == checkout.StatePending {
+			return checkout.Result{}, errs.E(errs.Conflict, errs.Msg("this cart is already being checked out"))
+		}
 	}
 	res, err := f.place(ctx, c, r)
-	f.keys[c.UserID+"\x00"+key] = attempt{body: string(body), res: res, err: err}
+	res.Key = key
+	if err != nil {
+		p := errs.ProblemFor(err)
+		res = checkout.Result{Key: key, State: checkout.StateCancelled, Done: true, Error: &checkout.Failure{Status: p.Status, Detail: p.Detail}}
+	}
+	if r.CallbackURL != "" {
+		res.Callback = &checkout.CallbackStatus{URL: r.CallbackURL, State: "pending"}
+	}
+	f.keys[id] = attempt{hash: hash, res: res, err: err}
 	return res, err
+}
+
+func (f *fakeCheckout) Checkout(_ context.Context, userID, key string) (checkout.Result, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a, ok := f.keys[userID+"\x00"+key]
+	if !ok {
+		return checkout.Result{}, errs.E(errs.NotFound, errs.Msg("no such checkout"))
+	}
+	return a.res, nil
+}
+
+// finish ends the pending checkout of userID under key: confirmed (the
+// order placed, the cart emptied) or, with a failure, cancelled (no order).
+func (f *fakeCheckout) finish(userID, key string, fail *checkout.Failure) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	id := userID + "\x00" + key
+	a := f.keys[id]
+	if a.res.State != checkout.StatePending {
+		panic("fakeCheckout.finish: checkout " + key + " is not pending")
+	}
+	a.res.Done = true
+	if fail != nil {
+		a.res.State, a.res.Error = checkout.StateCancelled, fail
+		a.res.Order.Status = order.StatusCancelled
+	} else {
+		a.res.State = checkout.StateConfirmed
+		a.res.Order.Status = order.StatusConfirmed
+		a.res.Order.Payment = order.PaymentInfo{ID: "pay_secret", Status: "captured"}
+		a.res.Order.Shipment = order.ShipmentInfo{ID: "shp_secret", Status: "created", TrackingNumber: "GM123456"}
+		f.orders.put(a.res.Order)
+		_ = f.carts.Clear(context.Background(), userOwner(userID))
+	}
+	f.keys[id] = a
+}
+
+// keysCalled returns the keys PlaceOrder was called with, in order.
+func (f *fakeCheckout) keysCalled() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.calls)
 }
 
 func (f *fakeCheckout) place(ctx context.Context, c checkout.Customer, r checkout.Request) (checkout.Result, error) {
@@ -476,8 +541,11 @@ func (f *fakeCheckout) place(ctx context.Context, c checkout.Customer, r checkou
 			return checkout.Result{}, errs.E(errs.Conflict, errs.Msg("not enough stock of %s", p.Name))
 		}
 	}
-	if r.Payment.Number == "4000000000000002" {
+	switch r.Payment.Number {
+	case "4000000000000002":
 		return checkout.Result{}, errs.E(errs.Declined, errs.Msg("card declined"))
+	case "4000000000000119":
+		return checkout.Result{}, errs.E(errs.Unavailable, errs.Msg("payment processor failed; nothing was charged"))
 	}
 	f.seq++
 	o := order.Order{
@@ -486,19 +554,20 @@ func (f *fakeCheckout) place(ctx context.Context, c checkout.Customer, r checkou
 		Payment:  order.PaymentInfo{ID: "pay_secret", Status: "captured"},
 		Shipment: order.ShipmentInfo{ID: "shp_secret", Status: "created", TrackingNumber: "GM123456"},
 	}
-	if f.pending {
-		o.Status = order.StatusPending
-		o.Payment, o.Shipment = order.PaymentInfo{}, order.ShipmentInfo{}
-	}
 	o.Subtotal = money.USD(0)
 	for _, it := range items {
 		o.Items = append(o.Items, order.Item(it))
 		o.Subtotal = o.Subtotal.Add(it.LineTotal)
 	}
 	o.Total = o.Subtotal.Add(o.ShippingCost)
+	if f.pending {
+		o.Status = order.StatusPending
+		o.Payment, o.Shipment = order.PaymentInfo{}, order.ShipmentInfo{}
+		return checkout.Result{State: checkout.StatePending, Order: o}, nil
+	}
 	f.orders.put(o)
 	_ = f.carts.Clear(ctx, userOwner(c.UserID))
-	return checkout.Result{Order: o, Done: !f.pending}, nil
+	return checkout.Result{State: checkout.StateConfirmed, Done: true, Order: o}, nil
 }
 
 type fakeMail struct {

@@ -1,6 +1,8 @@
 package storefront
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"net/http"
 	"net/url"
@@ -365,10 +367,14 @@ func (s *Server) logoutSubmit(w http.ResponseWriter, r *http.Request) error {
 
 type checkoutData struct {
 	Cart    cart.Cart
-	Key     string // idempotency key of this rendering of the form
+	Nonce   string // nonce of this rendering of the form (see formKey)
 	Address shipping.Address
 	Error   string
 }
+
+// nonceField is the checkout form's hidden field holding its nonce (named
+// for what it used to hold, so that forms and clients keep working).
+const nonceField = "idempotency_key"
 
 func (s *Server) checkoutPage(w http.ResponseWriter, r *http.Request) error {
 	a, err := s.requireAccount(r)
@@ -380,27 +386,40 @@ func (s *Server) checkoutPage(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return s.render(w, r, http.StatusOK, "checkout", "Checkout", checkoutData{
-		Cart: normalCart(c), Key: ids.Token(), Address: shipping.Address{Name: a.Name},
+		Cart: normalCart(c), Nonce: ids.Token(), Address: shipping.Address{Name: a.Name},
 	})
 }
 
-// checkoutSubmit places the order. The form carries an idempotency key made
-// when the form was rendered, so a double submit places one order. After a
-// definite failure (declined, out of stock, invalid input) the form comes
-// back with a fresh key, so that a corrected form is a new attempt; after a
-// failure whose outcome is unknown (a service unavailable) it keeps the key,
-// so that resubmitting can only ever find or finish the same order.
-func (s *Server) checkoutSubmit(w http.ResponseWriter, r *http.Request) error {
-	a, err := s.requireAccount(r)
-	if err != nil {
-		return err
+// validNonce reports whether n can be a form nonce: 1 to 64 URL-safe
+// base64 characters (ids.Token makes 43).
+func validNonce(n string) bool {
+	if n == "" || len(n) > 64 {
+		return false
 	}
-	if err := parseForm(r); err != nil {
-		return err
+	for _, c := range n {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
 	}
-	f := r.PostForm
-	key := f.Get("idempotency_key")
-	req := checkout.Request{
+	return true
+}
+
+// formKey is the idempotency key a checkout form post is placed under: the
+// form's nonce and a hash of the request submitted. Submitting the same
+// form twice (a double click, a reload) is the same key and places at most
+// one order; a changed form (another card after a failure) is a new key,
+// hence a new attempt rather than a reuse of the key with a different
+// request. The hash is salted with the nonce, so the key tells nothing
+// about the card or address.
+func formKey(nonce string, req checkout.Request) string {
+	sum := sha256.Sum256([]byte(nonce + "\x00" + checkout.RequestHash(req)))
+	return "web." + nonce + "." + hex.EncodeToString(sum[:16])
+}
+
+// checkoutFormRequest reads the checkout form; ok is false when the expiry
+// is not numeric.
+func checkoutFormRequest(f url.Values) (req checkout.Request, ok bool) {
+	req = checkout.Request{
 		ShippingAddress: shipping.Address{
 			Name:       strings.TrimSpace(f.Get("name")),
 			Line1:      strings.TrimSpace(f.Get("line1")),
@@ -421,55 +440,160 @@ func (s *Server) checkoutSubmit(w http.ResponseWriter, r *http.Request) error {
 	month, merr := strconv.Atoi(strings.TrimSpace(f.Get("exp_month")))
 	year, yerr := strconv.Atoi(strings.TrimSpace(f.Get("exp_year")))
 	req.Payment.ExpMonth, req.Payment.ExpYear = month, year
+	return req, merr == nil && yerr == nil
+}
+
+// Messages of the checkout pages.
+const (
+	msgFormExpired = "The form had expired. Please check your details and place the order again."
+	msgCartBusy    = "Your cart is already being checked out, perhaps in another window. Please wait a moment and look at your orders before trying again."
+)
+
+// checkoutFailure words a checkout failure for the customer: the page's
+// status, the message, and whether the form keeps its nonce (true only when
+// the outcome was "try again": the same form then runs the checkout again
+// under the same key). ok is false for errors the checkout form cannot
+// explain (shown as an error page). Messages about idempotency keys never
+// reach the customer.
+func checkoutFailure(err error) (status int, msg string, keep, ok bool) {
+	k := errs.KindOf(err)
+	detail := errs.Detail(err)
+	aboutKey := strings.Contains(strings.ToLower(detail), "idempotency")
+	status = k.Status()
+	switch {
+	case k == errs.Declined:
+		msg = "Your card was declined and nothing was charged. Please try another card."
+	case k == errs.Conflict && isCartBusy(detail):
+		msg = msgCartBusy
+	case k == errs.Conflict:
+		msg = "Some items are no longer in stock in the quantity you asked for (" + detail + "). Please update your cart."
+	case (k == errs.Invalid || k == errs.BadRequest) && aboutKey:
+		msg = msgFormExpired
+	case k == errs.Invalid || k == errs.BadRequest:
+		msg = detail
+	case k == errs.Unavailable:
+		return status, "We couldn't complete your order just now and nothing was charged. Please try again in a moment.", true, true
+	default:
+		return 0, "", false, false
+	}
+	return status, msg, false, true
+}
+
+// isCartBusy reports whether a Conflict's detail says that the cart is
+// being checked out under another key (the cart service's "this cart is
+// already being checked out") rather than that stock is short.
+func isCartBusy(detail string) bool {
+	d := strings.ToLower(detail)
+	return strings.Contains(d, "being checked out") || strings.Contains(d, "another key")
+}
+
+// checkoutStatusURL is the progress page of the checkout under key.
+func checkoutStatusURL(key string) string { return "/checkout/status?key=" + url.QueryEscape(key) }
+
+// checkoutSubmit places the order under formKey(nonce, request). A
+// confirmed checkout goes to the order's page, a pending one to its progress
+// page. After a definite failure (declined, out of stock, invalid input) the
+// form comes back with a fresh nonce, so that submitting it again is a new
+// attempt; after a "try again" failure (a service unavailable, everything
+// rolled back) it keeps its nonce, so that the same form runs the same
+// checkout again, while a corrected form is a new key anyway.
+func (s *Server) checkoutSubmit(w http.ResponseWriter, r *http.Request) error {
+	const op = "storefront.checkoutSubmit"
+	a, err := s.requireAccount(r)
+	if err != nil {
+		return err
+	}
+	if err := parseForm(r); err != nil {
+		return err
+	}
+	f := r.PostForm
+	nonce := f.Get(nonceField)
+	req, expiryOK := checkoutFormRequest(f)
 
 	var status int
 	var msg string
 	switch {
-	case key == "":
-		status, msg = http.StatusBadRequest, "The form had expired. Please check your details and place the order again."
-	case merr != nil || yerr != nil:
+	case !validNonce(nonce):
+		status, msg, nonce = http.StatusBadRequest, msgFormExpired, ""
+	case !expiryOK:
 		status, msg = http.StatusUnprocessableEntity, "Enter the card's expiry month and year as numbers."
 	default:
+		key := formKey(nonce, req)
 		res, err := s.d.Checkout.PlaceOrder(r.Context(), checkout.Customer{UserID: a.ID, Email: a.Email}, key, req)
-		if err == nil && res.Done {
-			http.Redirect(w, r, "/orders/"+res.Order.ID, http.StatusSeeOther)
-			return nil
-		}
-		if err == nil { // a duplicate submit while the first is still running
-			if _, gerr := s.d.Orders.GetOrder(r.Context(), res.Order.ID); gerr == nil {
-				http.Redirect(w, r, "/orders/"+res.Order.ID, http.StatusSeeOther) // its page refreshes until final
+		if err == nil {
+			if res.Key == "" {
+				res.Key = key
+			}
+			switch checkoutState(res) {
+			case checkout.StateConfirmed:
+				http.Redirect(w, r, "/orders/"+url.PathEscape(res.Order.ID), http.StatusSeeOther)
+				return nil
+			case checkout.StatePending:
+				http.Redirect(w, r, checkoutStatusURL(res.Key), http.StatusSeeOther)
 				return nil
 			}
-			status, msg = http.StatusAccepted, "Your order is still being placed. Submit again in a moment to see it; it will not be placed twice."
-			break
+			err = failureError(op, res.Error)
 		}
-		status = errs.KindOf(err).Status()
-		switch errs.KindOf(err) {
-		case errs.Declined:
-			msg = "Your card was declined and nothing was charged. Please try another card."
-		case errs.Conflict:
-			msg = "Some items are no longer in stock in the quantity you asked for (" + errs.Detail(err) + "). Please update your cart."
-		case errs.Invalid, errs.BadRequest:
-			msg = errs.Detail(err)
-		case errs.Unavailable:
-			msg = "We couldn't complete your order just now and nothing was charged. Please try again in a moment."
-		default:
+		var keep, ok bool
+		if status, msg, keep, ok = checkoutFailure(err); !ok {
 			return err
 		}
-		if errs.KindOf(err) != errs.Unavailable {
-			key = ""
+		if !keep {
+			nonce = ""
 		}
 	}
-	if key == "" {
-		key = ids.Token()
+	if nonce == "" {
+		nonce = ids.Token()
 	}
 	c, err := s.d.Carts.GetCart(r.Context(), userOwner(a.ID))
 	if err != nil {
 		return err
 	}
 	return s.render(w, r, status, "checkout", "Checkout", checkoutData{
-		Cart: normalCart(c), Key: key, Address: req.ShippingAddress, Error: msg,
+		Cart: normalCart(c), Nonce: nonce, Address: req.ShippingAddress, Error: msg,
 	})
+}
+
+type checkoutStatusData struct {
+	Key     string
+	Pending bool
+	Order   Order
+	Error   string
+}
+
+// checkoutStatusPage shows how the logged-in customer's checkout under
+// ?key= stands: while it runs, a page that refreshes itself every 2 seconds
+// with the order summary; once confirmed, a redirect to the order's page;
+// once cancelled, why, with a way back to the checkout form (the cart is
+// as it was). Another customer's key is a 404 like an unknown one.
+func (s *Server) checkoutStatusPage(w http.ResponseWriter, r *http.Request) error {
+	a, err := s.requireAccount(r)
+	if err != nil {
+		return err
+	}
+	q, err := httpx.Query(r)
+	if err != nil {
+		return err
+	}
+	res, err := s.ownCheckout(r, a, q.Get("key"))
+	if err != nil {
+		return err
+	}
+	d := checkoutStatusData{Key: res.Key, Order: PublicOrder(res.Order)}
+	switch checkoutState(res) {
+	case checkout.StateConfirmed:
+		http.Redirect(w, r, "/orders/"+url.PathEscape(res.Order.ID), http.StatusSeeOther)
+		return nil
+	case checkout.StatePending:
+		d.Pending = true
+		return s.render(w, r, http.StatusOK, "checkout-status", "Placing your order", d)
+	}
+	_, msg, _, ok := checkoutFailure(failureError("storefront.checkoutStatus", res.Error))
+	if !ok {
+		msg = "We couldn't complete your order and nothing was charged. Please try again."
+	}
+	d.Error = msg
+	return s.render(w, r, http.StatusOK, "checkout-status", "Your order was not placed", d)
 }
 
 type orderData struct {

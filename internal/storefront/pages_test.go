@@ -279,15 +279,15 @@ func TestLoginRequiredPagesRedirect(t *testing.T) {
 	}
 }
 
-func checkoutForm(key, card string) url.Values {
+func checkoutForm(nonce, card string) url.Values {
 	return url.Values{
-		"idempotency_key": {key},
+		"idempotency_key": {nonce},
 		"name":            {"Ada Lovelace"}, "line1": {"1 Analytical Way"}, "city": {"London"}, "postal_code": {"N1 9GU"}, "country": {"gb"},
 		"card_number": {card}, "exp_month": {"12"}, "exp_year": {"2030"}, "cvc": {"123"},
 	}
 }
 
-var keyRE = regexp.MustCompile(`name="idempotency_key" value="([^"]+)"`)
+var nonceRE = regexp.MustCompile(`name="idempotency_key" value="([^"]+)"`)
 
 func TestCheckoutAndOrderPages(t *testing.T) {
 	e := newEnv(t)
@@ -302,25 +302,25 @@ func TestCheckoutAndOrderPages(t *testing.T) {
 	r = b.do("GET", "/checkout", nil)
 	wantStatus(t, r, http.StatusOK)
 	wantContains(t, r.body, `action="/checkout"`, "2 × Desk Lamp", "$49.00", `name="card_number"`, `value="Ada Lovelace"`)
-	m := keyRE.FindStringSubmatch(r.body)
+	m := nonceRE.FindStringSubmatch(r.body)
 	if m == nil {
-		t.Fatalf("no idempotency key in the form:\n%s", r.body)
+		t.Fatalf("no nonce in the form:\n%s", r.body)
 	}
-	key := m[1]
-	if again := keyRE.FindStringSubmatch(b.do("GET", "/checkout", nil).body); again[1] == key {
-		t.Error("each rendering of the form must carry a new key")
+	nonce := m[1]
+	if again := nonceRE.FindStringSubmatch(b.do("GET", "/checkout", nil).body); again[1] == nonce {
+		t.Error("each rendering of the form must carry a new nonce")
 	}
 
 	// Declined: a friendly message, the address kept, the card not echoed,
-	// and a fresh key for the next try.
-	r = b.do("POST", "/checkout", checkoutForm(key, "4000 0000 0000 0002"))
+	// and a fresh nonce for the next try.
+	r = b.do("POST", "/checkout", checkoutForm(nonce, "4000 0000 0000 0002"))
 	wantStatus(t, r, http.StatusPaymentRequired)
 	wantContains(t, r.body, "card was declined", `value="1 Analytical Way"`, `value="GB"`)
 	if strings.Contains(r.body, `value="4000`) {
 		t.Error("card number echoed back")
 	}
-	if k := keyRE.FindStringSubmatch(r.body)[1]; k == key {
-		t.Error("declined form kept the used key")
+	if k := nonceRE.FindStringSubmatch(r.body)[1]; k == nonce {
+		t.Error("declined form kept the used nonce")
 	}
 
 	// Out of stock.
@@ -340,6 +340,10 @@ func TestCheckoutAndOrderPages(t *testing.T) {
 	bad.Set("city", "")
 	wantStatus(t, b.do("POST", "/checkout", bad), http.StatusUnprocessableEntity)
 	wantStatus(t, b.do("POST", "/checkout", checkoutForm("", "4242424242424242")), http.StatusBadRequest)
+	wantStatus(t, b.do("POST", "/checkout", checkoutForm("bad nonce!", "4242424242424242")), http.StatusBadRequest)
+	if e.orders.count() != 0 {
+		t.Fatalf("failed checkouts made %d orders", e.orders.count())
+	}
 
 	// Success, and a double submit of the same form places one order.
 	r = b.do("POST", "/checkout", checkoutForm("k-ok", "4242 4242 4242 4242"))
@@ -350,6 +354,9 @@ func TestCheckoutAndOrderPages(t *testing.T) {
 	r = b.do("POST", "/checkout", checkoutForm("k-ok", "4242 4242 4242 4242"))
 	if r.Header.Get("Location") != "/orders/ord_001" || e.orders.count() != 1 {
 		t.Fatalf("double submit: Location %q, %d orders", r.Header.Get("Location"), e.orders.count())
+	}
+	if keys := e.checkout.keysCalled(); keys[len(keys)-1] != keys[len(keys)-2] || !strings.HasPrefix(keys[len(keys)-1], "web.k-ok.") {
+		t.Fatalf("double submit used keys %q", keys[len(keys)-2:])
 	}
 
 	r = b.do("GET", "/orders/ord_001", nil)
@@ -363,11 +370,8 @@ func TestCheckoutAndOrderPages(t *testing.T) {
 	wantContains(t, r.body, `href="/orders/ord_001"`, "Confirmed", "$54.00")
 
 	// A pending order's page refreshes itself.
-	e.checkout.pending = true
-	b.do("POST", "/cart/add", url.Values{"product_id": {"prd_04"}})
-	r = b.do("POST", "/checkout", checkoutForm("k-pending", "4242424242424242"))
-	wantStatus(t, r, http.StatusSeeOther)
-	r = b.do("GET", r.Header.Get("Location"), nil)
+	e.orders.put(order.Order{ID: "ord_050", UserID: "acct_01", Status: order.StatusPending, CreatedAt: seedTime})
+	r = b.do("GET", "/orders/ord_050", nil)
 	wantContains(t, r.body, `<meta http-equiv="refresh" content="3">`, "finishing your order")
 
 	// Another customer's order is a plain 404.
@@ -386,13 +390,13 @@ func TestCheckoutUnavailableKeepsKey(t *testing.T) {
 	b.signUp("ada@example.com", "Ada")
 	b.do("POST", "/cart/add", url.Values{"product_id": {"prd_01"}})
 	d := e.deps
-	d.Checkout = failingCheckout{}
+	d.Checkout = stubCheckout{err: errs.E(errs.Unavailable, errs.Msg("payment service is unavailable"))}
 	srv := New(d)
 	req := httptest.NewRequest("POST", "/checkout", strings.NewReader(checkoutForm("k-keep", "4242424242424242").Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.AddCookie(&http.Cookie{Name: SessionCookie, Value: b.cookieValue(SessionCookie)})
 	rec := serve(srv.Handler(), req)
-	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), `value="k-keep"`) {
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), `name="idempotency_key" value="k-keep"`) {
 		t.Fatalf("unavailable checkout: %d\n%s", rec.Code, rec.Body)
 	}
 }
@@ -481,10 +485,15 @@ func TestHeaderSurvivesAccountOutage(t *testing.T) {
 	wantStatus(t, b.do("GET", "/orders", nil), http.StatusServiceUnavailable)
 }
 
-type failingCheckout struct{}
+// stubCheckout fails every checkout with err.
+type stubCheckout struct{ err error }
 
-func (failingCheckout) PlaceOrder(context.Context, checkout.Customer, string, checkout.Request) (checkout.Result, error) {
-	return checkout.Result{}, errs.E(errs.Unavailable, errs.Msg("payment service is unavailable"))
+func (c stubCheckout) PlaceOrder(context.Context, checkout.Customer, string, checkout.Request) (checkout.Result, error) {
+	return checkout.Result{}, c.err
+}
+
+func (c stubCheckout) Checkout(context.Context, string, string) (checkout.Result, error) {
+	return checkout.Result{}, c.err
 }
 
 type brokenOrders struct{}

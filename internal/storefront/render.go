@@ -13,6 +13,8 @@ import (
 
 	"github.com/globomantics/globomantics/internal/account"
 	"github.com/globomantics/globomantics/internal/catalog"
+	"github.com/globomantics/globomantics/internal/order"
+	"github.com/globomantics/globomantics/internal/payment"
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/httpx"
 	"github.com/globomantics/globomantics/internal/platform/money"
@@ -24,7 +26,7 @@ var templateFS embed.FS
 // pageNames are the page templates; each is parsed together with the layout.
 var pageNames = []string{
 	"home", "category", "product", "search", "cart", "login", "register",
-	"checkout", "order", "orders", "account", "mail", "error",
+	"checkout", "checkout-status", "order", "orders", "account", "mail", "error",
 }
 
 // layoutData is what the layout needs on every page; Page is the page's own
@@ -40,11 +42,12 @@ type layoutData struct {
 
 func (s *Server) parseTemplates() map[string]*template.Template {
 	funcs := template.FuncMap{
-		"static": s.static.url,
-		"money":  func(m money.Money) string { return m.String() },
-		"image":  productImage,
-		"date":   func(t time.Time) string { return t.UTC().Format("2 Jan 2006, 15:04 UTC") },
-		"title":  capitalize,
+		"static":      s.static.url,
+		"money":       func(m money.Money) string { return m.String() },
+		"image":       productImage,
+		"date":        func(t time.Time) string { return t.UTC().Format("2 Jan 2006, 15:04 UTC") },
+		"title":       capitalize,
+		"orderStatus": orderStatus,
 	}
 	pages := make(map[string]*template.Template, len(pageNames))
 	for _, name := range pageNames {
@@ -61,6 +64,22 @@ func capitalize(s string) string {
 		return s
 	}
 	return string(unicode.ToUpper(r)) + s[n:]
+}
+
+// orderStatus is how an order's status reads to its customer. A cancelled
+// order never reads like a purchase: it says whether the customer was
+// refunded or never charged (payment voided, declined or never taken).
+func orderStatus(o Order) string {
+	if o.Status != order.StatusCancelled {
+		return capitalize(o.Status)
+	}
+	switch o.Payment.Status {
+	case payment.StatusRefunded:
+		return "Refunded"
+	case payment.StatusCaptured:
+		return "Cancelled"
+	}
+	return "Cancelled — not charged"
 }
 
 // productImage picks the best image URL of p for a size ("small" or

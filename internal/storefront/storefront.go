@@ -62,9 +62,12 @@ type Carts interface {
 	Merge(ctx context.Context, from, to string) (cart.Cart, error)
 }
 
-// Checkout is what the storefront needs of the checkout service.
+// Checkout is what the storefront needs of the checkout service: placing an
+// order under an idempotency key, and looking a checkout up by its key (only
+// ever with the logged-in customer's id).
 type Checkout interface {
 	PlaceOrder(ctx context.Context, c checkout.Customer, key string, r checkout.Request) (checkout.Result, error)
+	Checkout(ctx context.Context, userID, key string) (checkout.Result, error)
 }
 
 // Orders is what the storefront needs of the order service (reads only).
@@ -198,6 +201,7 @@ func (s *Server) routes() {
 	api.Handle("PUT /api/v1/cart/items/{product_id}", s.apiHandler(s.apiSetQuantity))
 	api.Handle("DELETE /api/v1/cart/items/{product_id}", s.apiHandler(s.apiRemoveItem))
 	api.Handle("POST /api/v1/checkout", s.apiHandler(s.apiCheckout))
+	api.Handle("GET /api/v1/checkouts/{key}", s.apiHandler(s.apiGetCheckout))
 	api.Handle("GET /api/v1/orders", s.apiHandler(s.apiOrders))
 	api.Handle("GET /api/v1/orders/{id}", s.apiHandler(s.apiOrder))
 
@@ -217,6 +221,7 @@ func (s *Server) routes() {
 	html.Handle("POST /logout", s.pageHandler(s.logoutSubmit))
 	html.Handle("GET /checkout", s.pageHandler(s.checkoutPage))
 	html.Handle("POST /checkout", s.pageHandler(s.checkoutSubmit))
+	html.Handle("GET /checkout/status", s.pageHandler(s.checkoutStatusPage))
 	html.Handle("GET /account", s.pageHandler(s.accountPage))
 	html.Handle("POST /account", s.pageHandler(s.accountSubmit))
 	html.Handle("GET /orders", s.pageHandler(s.ordersPage))
