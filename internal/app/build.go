@@ -1,6 +1,7 @@
 package app
 
 import (
+	"crypto/sha256"
 	"context"
 	"errors"
 	"fmt"
@@ -27,6 +28,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/bus"
 	"github.com/globomantics/globomantics/internal/platform/cache"
 	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/fault"
 	"github.com/globomantics/globomantics/internal/platform/httpx"
 	"github.com/globomantics/globomantics/internal/platform/ids"
 	"github.com/globomantics/globomantics/internal/platform/outbox"
@@ -165,8 +167,12 @@ func (a *app) buildCatalog(ctx context.Context, s *services, sdb *serviceDB) (ht
 	}
 	// Product reads go through the look-aside cache (the browsing side of the
 	// CAP choice: up to productCacheTTL stale across instances).
-	svc := catalog.NewService(store, a.blobs, a.relay(db, config.Catalog), a.clock, catalog.WithCache(a.cache, productCacheTTL))
+	svc := catalog.NewService(store, a.blobs, a.relay(db, config.Catalog), a.clock, catalog.WithCache(a.cache, productCacheTTL),
+		catalog.WithLogger(a.log.With("service", "catalog")))
 	s.catalog = svc
+	// Reservations of checkouts that never finished go back to stock when
+	// they expire (the saga ends long before; this is the safety net).
+	a.bg = append(a.bg, func(ctx context.Context) { svc.RunSweeper(ctx, catalog.DefaultSweepEvery) })
 	// The demo catalog goes only into a catalog database new at this
 	// start: one that lost its products must not get them back at their
 	// original stock (openDatabases refuses a vanished database anyway).
@@ -262,12 +268,14 @@ func (a *app) buildSearch(ctx context.Context, s *services, _ *serviceDB) (http.
 }
 
 func (a *app) buildCart(ctx context.Context, s *services, sdb *serviceDB) (http.Handler, error) {
-	store, err := cartdb.OpenSharded(ctx, sdb.sharded())
+	store, err := cartdb.OpenSharded(ctx, sdb.sharded(), cartdb.WithClock(a.clock))
 	if err != nil {
 		return nil, err
 	}
-	svc := cart.NewService(store, s.catalog, a.clock)
+	svc := cart.NewService(store, s.catalog, a.clock, cart.WithLogger(a.log.With("service", "cart")))
 	s.cart = svc
+	// Visitors' carts untouched for 30 days go, and old checkout locks.
+	a.bg = append(a.bg, func(ctx context.Context) { svc.RunCleanup(ctx, time.Hour, 30*24*time.Hour) })
 	return cart.NewHandler(svc), nil
 }
 
@@ -311,9 +319,27 @@ func (a *app) buildCheckout(ctx context.Context, s *services, sdb *serviceDB) (h
 	if err != nil {
 		return nil, err
 	}
-	svc := checkout.NewService(store, s.cart, s.catalog, s.payment, s.shipping, s.order, a.clock, a.log.With("service", "checkout"))
+	opts := []checkout.Option{
+		checkout.WithLease(a.cfg.CheckoutLease),
+		checkout.WithBudget(a.cfg.CheckoutBudget),
+		checkout.WithCallbackSecret(callbackSecret(a.cfg.CallbackSecret, a.token)),
+	}
+	if a.cfg.FaultInjection {
+		f := fault.New(nil)
+		if err := f.Set(a.cfg.Faults); err != nil { // validated with the configuration
+			return nil, err
+		}
+		a.log.Warn("fault injection is on: checkout steps may fail, hang or crash this process on purpose", "rules", f.String())
+		opts = append(opts, checkout.WithFaults(f))
+	}
+	svc := checkout.NewService(store, s.cart, s.catalog, s.payment, s.shipping, s.order, a.clock, a.log.With("service", "checkout"), opts...)
 	s.checkout = svc
-	return checkout.NewHandler(svc), nil
+	// Recovery of orphaned sagas, callbacks and key expiry.
+	a.bg = append(a.bg, svc.Run)
+	mux := http.NewServeMux()
+	mux.Handle(checkout.Prefix+"admin/", checkout.NewAdminHandler(svc))
+	mux.Handle(checkout.Prefix, checkout.NewHandler(svc))
+	return mux, nil
 }
 
 func (a *app) buildThumbnails(_ context.Context, s *services, _ *serviceDB) (http.Handler, error) {
@@ -355,4 +381,15 @@ func (m mailbox) List(ctx context.Context) ([]storefront.MailSummary, error) {
 
 func (m mailbox) Read(ctx context.Context, id string) ([]byte, error) {
 	return mail.ReadMessage(m.dir, id)
+}
+
+// callbackSecret is the key that signs checkout callbacks: the configured
+// one, else one derived from the service token (the same on every
+// instance, and not the token itself).
+func callbackSecret(configured, token string) []byte {
+	if configured != "" {
+		return []byte(configured)
+	}
+	sum := sha256.Sum256([]byte("globomantics checkout callbacks\x00" + token))
+	return sum[:]
 }

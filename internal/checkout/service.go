@@ -5,10 +5,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
+	"fmt"
 	"log/slog"
+	"net/http"
 	"net/mail"
+	"net/url"
+	"os"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -18,22 +22,27 @@ import (
 	"github.com/globomantics/globomantics/internal/payment"
 	"github.com/globomantics/globomantics/internal/platform/clock"
 	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/fault"
 	"github.com/globomantics/globomantics/internal/platform/ids"
 	"github.com/globomantics/globomantics/internal/platform/money"
 	"github.com/globomantics/globomantics/internal/platform/shard"
 	"github.com/globomantics/globomantics/internal/shipping"
 )
 
-// Carts is what checkout needs of the cart service.
+// Carts is what checkout needs of the cart service: a cart frozen for one
+// checkout (its snapshot), released on roll-back, and its checked-out lines
+// removed on success.
 type Carts interface {
-	GetCart(ctx context.Context, owner string) (cart.Cart, error)
-	Clear(ctx context.Context, owner string) error
+	Lock(ctx context.Context, owner, lockID string) (cart.Cart, error)
+	Unlock(ctx context.Context, owner, lockID string) error
+	CompleteCheckout(ctx context.Context, owner, lockID string) (cart.Cart, error)
 }
 
 // Inventory is what checkout needs of the catalog service.
 type Inventory interface {
 	GetProducts(ctx context.Context, ids []string) ([]catalog.Product, error)
-	ReserveStock(ctx context.Context, reservationID string, lines []catalog.Line) error
+	ReserveStock(ctx context.Context, reservationID string, lines []catalog.Line, hold time.Duration) error
+	CommitStock(ctx context.Context, reservationID string) error
 	ReleaseStock(ctx context.Context, reservationID string) error
 }
 
@@ -41,8 +50,7 @@ type Inventory interface {
 type Payments interface {
 	Authorize(ctx context.Context, r payment.AuthorizeRequest) (payment.Payment, error)
 	Capture(ctx context.Context, id string) (payment.Payment, error)
-	Void(ctx context.Context, id string) (payment.Payment, error)
-	Refund(ctx context.Context, id string) (payment.Payment, error)
+	VoidForOrder(ctx context.Context, orderID string) (payment.Payment, error)
 	PaymentForOrder(ctx context.Context, orderID string) (payment.Payment, error)
 }
 
@@ -50,14 +58,13 @@ type Payments interface {
 type Shipments interface {
 	Quote(ctx context.Context, addr shipping.Address, items int) (money.Money, error)
 	CreateShipment(ctx context.Context, orderID string, addr shipping.Address, items int) (shipping.Shipment, error)
-	CancelShipment(ctx context.Context, id string) (shipping.Shipment, error)
+	CancelForOrder(ctx context.Context, orderID string) (shipping.Shipment, error)
 }
 
 // Orders is what checkout needs of the order service.
 type Orders interface {
 	CreateOrder(ctx context.Context, o order.NewOrder) (order.Order, error)
 	GetOrder(ctx context.Context, id string) (order.Order, error)
-	SetPayment(ctx context.Context, id string, p order.PaymentInfo) (order.Order, error)
 	Confirm(ctx context.Context, id string, p order.PaymentInfo, s order.ShipmentInfo) (order.Order, error)
 	Cancel(ctx context.Context, id, reason string, p order.PaymentInfo) (order.Order, error)
 }
@@ -72,96 +79,90 @@ var (
 	_ Orders    = order.API(nil)
 )
 
-// The states of an attempt.
-const (
-	AttemptStarted  = "started"
-	AttemptFinished = "finished"
-)
-
 // MaxKeyLen is the longest Idempotency-Key accepted, in bytes.
 const MaxKeyLen = 200
 
-// Outcome is how a finished attempt ended: success, or the kind and
-// client-safe detail of the error it returned.
-type Outcome struct {
-	Failed    bool
-	ErrKind   errs.Kind
-	ErrDetail string
-	// Retryable marks a transient failure (errs.Unavailable) after which
-	// every finished step was undone: the same key may then run again.
-	Retryable bool
-}
-
-// Attempt is one idempotency key of one customer and the order it places.
-type Attempt struct {
-	UserID      string
-	Key         string
-	OrderID     string
-	RequestHash string // hex SHA-256 of the request's JSON
-	State       string // AttemptStarted or AttemptFinished
-	Outcome     Outcome
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
-}
-
-// Store keeps checkout attempts.
-type Store interface {
-	// Begin records a as started and reports created=true, or, if an attempt
-	// with a's user and key exists, changes nothing and returns that attempt
-	// with created=false. Concurrent Begins with one key create one attempt.
-	Begin(ctx context.Context, a Attempt) (stored Attempt, created bool, err error)
-	// Finish marks the attempt finished with its outcome; finishing a
-	// finished attempt changes nothing. errs.NotFound for an unknown attempt.
-	Finish(ctx context.Context, userID, key string, o Outcome, now time.Time) error
-	// Get returns the attempt of userID under key; errs.NotFound if none.
-	Get(ctx context.Context, userID, key string) (Attempt, error)
-	// Restart starts a finished attempt whose outcome is Retryable again
-	// under a new order id, and reports whether this call did so (one of
-	// concurrent callers does). errs.NotFound for an unknown attempt.
-	Restart(ctx context.Context, userID, key, orderID string, now time.Time) (bool, error)
-}
-
-// Retry policy: calls that may be repeated safely are tried this many times
-// in all when they fail with errs.Unavailable, waiting backoff, then twice
-// as long, between tries.
+// Defaults of the options.
 const (
-	attempts = 4 // the first try and three retries
-	backoff  = 25 * time.Millisecond
-	// stepTimeout bounds each call to another service.
-	stepTimeout = 20 * time.Second
+	// DefaultBudget is how long PlaceOrder waits for the saga before it
+	// answers "pending" and lets it finish in the background.
+	DefaultBudget = 3 * time.Second
+	// DefaultRecoveryInterval is how often an instance looks for sagas
+	// whose driver died.
+	DefaultRecoveryInterval = time.Second
 )
 
 // Service places orders.
 type Service struct {
-	store  Store
-	carts  Carts
-	inv    Inventory
-	pay    Payments
-	ship   Shipments
-	orders Orders
-	clk    clock.Clock
-	log    *slog.Logger
-	// replayWait is how long after an attempt started a duplicate request
-	// waits for its outcome before answering "still in progress".
-	replayWait time.Duration
-}
+	store    Store
+	carts    Carts
+	inv      Inventory
+	pay      Payments
+	ship     Shipments
+	orders   Orders
+	clk      clock.Clock
+	log      *slog.Logger
+	faults   *fault.Injector
+	faultsOn bool   // the admin endpoint may change the rules
+	owner    string // this instance, as recorded in the leases it holds
+	lease    time.Duration
+	budget   time.Duration
+	recovery time.Duration
+	// stepDeadline, when set, replaces every step's own deadline.
+	stepDeadline time.Duration
+	secret       []byte       // signs callbacks
+	hc           *http.Client // delivers callbacks
 
-// ReplayWait is how long, by default, a duplicate request waits for the
-// first one's outcome before answering "still in progress".
-const ReplayWait = 5 * time.Second
+	// base is the context of the sagas this instance drives; Run cancels
+	// it when the service stops.
+	base   context.Context
+	stop   context.CancelFunc
+	mu     sync.Mutex
+	active map[string]chan struct{} // sagas driven here, closed when they stop
+	wg     sync.WaitGroup
+	// sem bounds how many recovered sagas are driven at once.
+	sem chan struct{}
+}
 
 // Option adjusts a Service.
 type Option func(*Service)
 
-// WithReplayWait sets how long a duplicate request waits for the first
-// one's outcome (default ReplayWait; 0 answers at once).
-func WithReplayWait(d time.Duration) Option { return func(s *Service) { s.replayWait = d } }
+// WithBudget sets how long PlaceOrder waits for the saga (default
+// DefaultBudget).
+func WithBudget(d time.Duration) Option { return func(s *Service) { s.budget = d } }
+
+// WithLease sets the lease of a driver on a saga (default DefaultLease).
+func WithLease(d time.Duration) Option { return func(s *Service) { s.lease = d } }
+
+// WithStepDeadline sets how long any step before the pivot is retried
+// before the saga rolls back (default: each step's own, 20 to 30 s).
+func WithStepDeadline(d time.Duration) Option { return func(s *Service) { s.stepDeadline = d } }
+
+// WithRecoveryInterval sets how often orphaned sagas are looked for.
+func WithRecoveryInterval(d time.Duration) Option { return func(s *Service) { s.recovery = d } }
+
+// WithFaults sets the fault injector consulted around every step and lets
+// the admin endpoint change its rules. Without it there are none.
+func WithFaults(f *fault.Injector) Option {
+	return func(s *Service) { s.faults, s.faultsOn = f, f != nil }
+}
+
+// WithCallbackSecret sets the key that signs callbacks (HMAC-SHA256).
+func WithCallbackSecret(secret []byte) Option { return func(s *Service) { s.secret = secret } }
+
+// WithCallbackClient sets the HTTP client that delivers callbacks.
+func WithCallbackClient(hc *http.Client) Option { return func(s *Service) { s.hc = hc } }
+
+// WithOwner names this instance in the leases it takes (default
+// hostname, pid and a random suffix).
+func WithOwner(name string) Option { return func(s *Service) { s.owner = name } }
 
 var _ API = (*Service)(nil)
 
-// NewService returns the checkout service over its attempts store and the
-// five services it coordinates. clk nil means the wall clock, log nil
-// slog.Default().
+// NewService returns the checkout service over its saga log and the five
+// services it coordinates. clk nil means the wall clock, log nil
+// slog.Default(). Sagas accepted by PlaceOrder run at once; Run resumes
+// those whose driver died and delivers callbacks.
 func NewService(store Store, carts Carts, inv Inventory, pay Payments, ship Shipments, orders Orders, clk clock.Clock, log *slog.Logger, opts ...Option) *Service {
 	if clk == nil {
 		clk = clock.Real{}
@@ -169,10 +170,24 @@ func NewService(store Store, carts Carts, inv Inventory, pay Payments, ship Ship
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Service{store: store, carts: carts, inv: inv, pay: pay, ship: ship, orders: orders, clk: clk, log: log, replayWait: ReplayWait}
+	host, _ := os.Hostname()
+	s := &Service{store: store, carts: carts, inv: inv, pay: pay, ship: ship, orders: orders, clk: clk, log: log,
+		owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), ids.Token()[:8]),
+		lease: DefaultLease, budget: DefaultBudget, recovery: DefaultRecoveryInterval,
+		hc: &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse // a callback is delivered where it was asked, nowhere else
+		}},
+		active: map[string]chan struct{}{}, sem: make(chan struct{}, 32)}
 	for _, o := range opts {
 		o(s)
 	}
+	if s.faults == nil {
+		s.faults = fault.New(nil)
+	}
+	if s.lease < 300*time.Millisecond {
+		s.lease = 300 * time.Millisecond
+	}
+	s.base, s.stop = context.WithCancel(context.Background())
 	return s
 }
 
@@ -196,407 +211,367 @@ func (s *Service) PlaceOrder(ctx context.Context, c Customer, key string, r Requ
 	if err := checkRequest(c, r, now); err != nil {
 		return Result{}, errs.E(op, err)
 	}
-	hash := RequestHash(r)
-	a, created, err := s.store.Begin(ctx, Attempt{
-		UserID: c.UserID, Key: key, OrderID: newOrderID(c.UserID, now), RequestHash: hash,
-		State: AttemptStarted, CreatedAt: now, UpdatedAt: now,
-	})
+	g := s.newSaga(c, key, RequestHash(r), r, now)
+	stored, created, err := s.store.Create(ctx, g)
 	if err != nil {
 		return Result{}, errs.E(op, err)
 	}
 	if !created {
-		return s.replay(ctx, c, r, a, hash)
+		return s.replay(ctx, c, r, stored)
 	}
-	return s.execute(ctx, c, key, a.OrderID, r)
+	return s.start(ctx, &stored, &r.Payment)
 }
 
-// execute runs the attempt of key that this call started, and records its
-// outcome.
-func (s *Service) execute(ctx context.Context, c Customer, key, orderID string, r Request) (Result, error) {
-	const op = "checkout.PlaceOrder"
-	// From here on the checkout runs to a consistent end even if the caller
-	// goes away: a half-done checkout would hold stock or money.
-	run := context.WithoutCancel(ctx)
-	log := s.log.With("order_id", orderID, "user_id", c.UserID)
-	o, runErr := s.run(run, log, c, orderID, r)
-	var out Outcome
-	if runErr != nil {
-		var dirty incompleteRollback
-		out = Outcome{Failed: true, ErrKind: errs.KindOf(runErr), ErrDetail: errs.Detail(runErr)}
-		out.Retryable = out.ErrKind == errs.Unavailable && !errors.As(runErr, &dirty)
+// newSaga is a new saga at its first step, driven by this instance.
+func (s *Service) newSaga(c Customer, key, hash string, r Request, now time.Time) Saga {
+	card4 := strings.ReplaceAll(r.Payment.Number, " ", "")
+	if len(card4) > 4 {
+		card4 = card4[len(card4)-4:]
 	}
-	s.finish(run, log, c.UserID, key, out)
-	if runErr != nil {
-		log.Info("checkout failed", "kind", errs.KindOf(runErr).Title(), "err", runErr)
-		return Result{}, errs.E(op, runErr)
+	return Saga{
+		ID: newOrderID(c.UserID, now), UserID: c.UserID, Key: key, RequestHash: hash,
+		State: SagaRunning, Step: 0, NextAt: now, Deadline: s.deadlineOf(0, now),
+		Epoch: 1, Owner: s.owner, LeaseUntil: now.Add(s.lease),
+		Data:      Data{Email: c.Email, Address: r.ShippingAddress, Card4: card4},
+		Callback:  CallbackStatus{URL: r.CallbackURL},
+		CreatedAt: now, UpdatedAt: now,
 	}
-	log.Info("order placed", "total", o.Total.String())
-	return Result{Order: o, Done: true}, nil
 }
 
-// replay answers a request whose key was seen before.
-func (s *Service) replay(ctx context.Context, c Customer, r Request, a Attempt, hash string) (Result, error) {
-	const op = "checkout.PlaceOrder"
-	if a.RequestHash != hash {
-		return Result{}, errs.E(op, errs.Invalid, errs.Msg("Idempotency-Key was already used with a different request"))
+// start drives a saga this call created and waits for it up to the budget.
+func (s *Service) start(ctx context.Context, g *Saga, card *payment.Card) (Result, error) {
+	done := s.launch(g, card)
+	if done == nil { // shutting down: recovery elsewhere takes it
+		return s.result(ctx, *g)
 	}
-	// A duplicate (a double click, a client retry) usually arrives while the
-	// first request is still running: wait a little for its outcome rather
-	// than answer "in progress" with an order that may not exist yet.
-	deadline := time.Now().Add(s.replayWait)
-	for wait := 10 * time.Millisecond; a.State != AttemptFinished && time.Now().Before(deadline); wait = min(2*wait, 200*time.Millisecond) {
+	return s.await(ctx, g.UserID, g.Key, done)
+}
+
+// launch drives g in the background, detached from any request, and
+// returns a channel closed when the driver stops (nil if the service has
+// stopped).
+func (s *Service) launch(g *Saga, card *payment.Card) chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.base.Err() != nil {
+		return nil
+	}
+	if ch, ok := s.active[g.ID]; ok {
+		return ch
+	}
+	done := make(chan struct{})
+	s.active[g.ID] = done
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() {
+			s.mu.Lock()
+			delete(s.active, g.ID)
+			s.mu.Unlock()
+			close(done)
+		}()
+		s.drive(s.base, g, card)
+	}()
+	return done
+}
+
+// await waits up to the budget for the saga to end (done closes when this
+// instance's driver stops; nil when another instance drives it) and
+// answers with its state.
+func (s *Service) await(ctx context.Context, userID, key string, done chan struct{}) (Result, error) {
+	t := time.NewTimer(s.budget)
+	defer t.Stop()
+	poll := time.NewTicker(25 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		if done == nil {
+			select {
+			case <-ctx.Done():
+				return Result{}, errs.E("checkout.PlaceOrder", errs.Unavailable, ctx.Err())
+			case <-t.C:
+				return s.current(ctx, userID, key)
+			case <-poll.C:
+				g, err := s.store.Get(ctx, userID, key)
+				if err == nil && g.Terminal() {
+					return s.outcome(ctx, g)
+				}
+			}
+			continue
+		}
 		select {
 		case <-ctx.Done():
-			return Result{}, errs.E(op, errs.Unavailable, ctx.Err())
-		case <-time.After(wait):
+			return Result{}, errs.E("checkout.PlaceOrder", errs.Unavailable, ctx.Err())
+		case <-t.C:
+			return s.current(ctx, userID, key)
+		case <-done:
+			return s.current(ctx, userID, key)
 		}
-		latest, err := s.store.Get(ctx, a.UserID, a.Key)
-		if err != nil {
-			return Result{}, errs.E(op, err)
-		}
-		a = latest
 	}
-	if a.State == AttemptFinished && a.Outcome.Retryable {
-		// The first run failed on a service that was down and undid all it
-		// had done: run again, under a new order, rather than replay a
-		// "try again" forever.
-		orderID := newOrderID(a.UserID, s.clk.Now())
-		restarted, err := s.store.Restart(ctx, a.UserID, a.Key, orderID, s.clk.Now().UTC().Truncate(time.Millisecond))
+}
+
+// current answers with the stored saga's state: its outcome when final.
+func (s *Service) current(ctx context.Context, userID, key string) (Result, error) {
+	g, err := s.store.Get(ctx, userID, key)
+	if err != nil {
+		return Result{}, errs.E("checkout.PlaceOrder", err)
+	}
+	return s.outcome(ctx, g)
+}
+
+// outcome is PlaceOrder's answer for saga g: the order when confirmed, the
+// error it ended with when cancelled, the pending state otherwise.
+func (s *Service) outcome(ctx context.Context, g Saga) (Result, error) {
+	const op = "checkout.PlaceOrder"
+	if g.State == SagaCancelled && g.Failure != nil {
+		kind := errs.KindForStatus(g.Failure.Status)
+		if kind == errs.Other {
+			return Result{}, errs.E(op, errs.Other)
+		}
+		return Result{}, errs.E(op, kind, errs.Msg("%s", g.Failure.Detail))
+	}
+	return s.result(ctx, g)
+}
+
+// replay answers a request whose key was seen before: the same outcome for
+// the same request, 422 for another request, a new run after a roll-back
+// caused by a service that was down.
+func (s *Service) replay(ctx context.Context, c Customer, r Request, g Saga) (Result, error) {
+	const op = "checkout.PlaceOrder"
+	if g.RequestHash != RequestHash(r) {
+		return Result{}, errs.E(op, errs.Invalid, errs.Msg("Idempotency-Key was already used with a different request"))
+	}
+	if g.State == SagaCancelled && g.Retryable {
+		now := s.clk.Now().UTC().Truncate(time.Millisecond)
+		ng := s.newSaga(c, g.Key, g.RequestHash, r, now)
+		restarted, err := s.store.Restart(ctx, ng)
 		if err != nil {
 			return Result{}, errs.E(op, err)
 		}
 		if restarted {
-			return s.execute(ctx, c, a.Key, orderID, r)
+			return s.start(ctx, &ng, &r.Payment)
 		}
-		if a, err = s.store.Get(ctx, a.UserID, a.Key); err != nil { // another request restarted it
-			return Result{}, errs.E(op, err)
-		}
-		return s.replay(ctx, c, r, a, hash)
-	}
-	if a.State == AttemptFinished {
-		if a.Outcome.Failed {
-			if a.Outcome.ErrKind == errs.Other {
-				return Result{}, errs.E(op, errs.Other)
-			}
-			return Result{}, errs.E(op, a.Outcome.ErrKind, errs.Msg("%s", a.Outcome.ErrDetail))
-		}
-		o, err := s.orders.GetOrder(ctx, a.OrderID)
+		latest, err := s.store.Get(ctx, c.UserID, g.Key) // another request restarted it
 		if err != nil {
 			return Result{}, errs.E(op, err)
 		}
-		return Result{Order: o, Done: true}, nil
-	}
-	// Another request with this key is still working on it.
-	o, err := s.orders.GetOrder(ctx, a.OrderID)
-	if err != nil {
-		o = order.Order{ID: a.OrderID, UserID: c.UserID, Email: c.Email, Status: order.StatusPending,
-			Items: []order.Item{}, ShippingAddress: r.ShippingAddress, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt}
-	}
-	return Result{Order: o, Done: false}, nil
-}
-
-// finish records the outcome, retrying a while: an attempt left started
-// answers "still in progress" to every retry of its key.
-func (s *Service) finish(ctx context.Context, log *slog.Logger, userID, key string, out Outcome) {
-	_, err := retry(ctx, func(ctx context.Context) (struct{}, error) {
-		return struct{}{}, s.store.Finish(ctx, userID, key, out, s.clk.Now().UTC().Truncate(time.Millisecond))
-	})
-	if err != nil {
-		log.Error("checkout attempt could not be marked finished", "key", key, "err", err)
-	}
-}
-
-// saga is one run's record of the steps to undo if a later step fails.
-type saga struct {
-	log   *slog.Logger // carries the order id
-	undos []undo
-}
-
-type undo struct {
-	step string
-	fn   func(ctx context.Context) error
-}
-
-func (g *saga) onFailure(step string, fn func(ctx context.Context) error) {
-	g.undos = append(g.undos, undo{step, fn})
-}
-
-// compensate undoes the finished steps in reverse order and reports whether
-// every undo succeeded. An undo that still fails after retries is logged at
-// error level and the rest carry on.
-func (g *saga) compensate(ctx context.Context) bool {
-	clean := true
-	for i := len(g.undos) - 1; i >= 0; i-- {
-		u := g.undos[i]
-		_, err := retry(ctx, func(ctx context.Context) (struct{}, error) { return struct{}{}, u.fn(ctx) })
-		if err != nil {
-			clean = false
-			g.log.Error("checkout compensation failed; needs manual repair", "step", u.step, "err", err)
+		if latest.ID == g.ID { // not restartable after all
+			return s.outcome(ctx, latest)
 		}
+		return s.replay(ctx, c, r, latest)
 	}
-	return clean
+	if g.Terminal() {
+		return s.outcome(ctx, g)
+	}
+	// A duplicate (double click, client retry) of a checkout still
+	// running: wait for it like the first request does.
+	s.mu.Lock()
+	done := s.active[g.ID]
+	s.mu.Unlock()
+	return s.await(ctx, c.UserID, g.Key, done)
 }
 
-// incompleteRollback marks the error of a run whose undoing failed half-way:
-// its attempt must not run again under a new order.
-type incompleteRollback struct{ error }
-
-func (e incompleteRollback) Unwrap() error { return e.error }
-
-// run places the order: each step either completes or undoes the ones
-// before it and returns its error.
-func (s *Service) run(ctx context.Context, log *slog.Logger, c Customer, orderID string, r Request) (order.Order, error) {
-	g := &saga{log: log}
-	fail := func(err error) (order.Order, error) {
-		if !g.compensate(ctx) {
-			return order.Order{}, incompleteRollback{err}
-		}
-		return order.Order{}, err
+// Checkout returns the customer's checkout under key; see API.
+func (s *Service) Checkout(ctx context.Context, userID, key string) (Result, error) {
+	const op = "checkout.Checkout"
+	if checkKey(key) != nil || strings.TrimSpace(userID) == "" {
+		return Result{}, errs.E(op, errs.NotFound, errs.Msg("no such checkout"))
 	}
-	owner := CartOwner(c.UserID)
-
-	crt, err := retry(ctx, func(ctx context.Context) (cart.Cart, error) { return s.carts.GetCart(ctx, owner) })
-	if err != nil {
-		return order.Order{}, err
-	}
-	if len(crt.Items) == 0 {
-		return order.Order{}, errs.E(errs.Invalid, errs.Msg("cart is empty"))
-	}
-	items, lines, units, err := s.price(ctx, crt)
-	if err != nil {
-		return order.Order{}, err
-	}
-	cost, err := retry(ctx, func(ctx context.Context) (money.Money, error) {
-		return s.ship.Quote(ctx, r.ShippingAddress, units)
-	})
-	if err != nil {
-		return order.Order{}, err
-	}
-
-	// The order. Its undo is registered first so that a create whose answer
-	// was lost is still cancelled; cancelling an order that does not exist
-	// is a no-op.
-	var pi order.PaymentInfo // the payment as the order should record it
-	reason := "checkout failed"
-	g.onFailure("cancel order", func(ctx context.Context) error {
-		o, err := s.orders.Cancel(ctx, orderID, reason, pi)
-		if errs.Is(errs.NotFound, err) {
-			return nil
-		}
-		if err == nil && pi.Status != "" && o.Payment != pi {
-			// Cancelled earlier (see Confirm below), before the payment
-			// was voided or refunded: record how the payment ended.
-			_, err = s.orders.SetPayment(ctx, orderID, pi)
-		}
-		return err
-	})
-	failWith := func(why string, err error) (order.Order, error) {
-		reason = why
-		return fail(err)
-	}
-	created, err := retry(ctx, func(ctx context.Context) (order.Order, error) {
-		return s.orders.CreateOrder(ctx, order.NewOrder{
-			ID: orderID, UserID: c.UserID, Email: c.Email, Items: items,
-			ShippingCost: cost, ShippingAddress: r.ShippingAddress,
-		})
-	})
-	if err != nil {
-		return failWith("the order could not be created", err)
-	}
-
-	// Stock. Releasing an unknown reservation is a no-op, so the undo goes
-	// in before the call for the same reason as above.
-	g.onFailure("release stock", func(ctx context.Context) error { return s.inv.ReleaseStock(ctx, orderID) })
-	_, err = retry(ctx, func(ctx context.Context) (struct{}, error) {
-		return struct{}{}, s.inv.ReserveStock(ctx, orderID, lines)
-	})
+	g, err := s.store.Get(ctx, userID, key)
 	if errs.Is(errs.NotFound, err) {
-		err = errs.E(errs.Conflict, errs.Msg("a product in your cart is no longer sold"), err)
+		return Result{}, errs.E(op, errs.NotFound, errs.Msg("no such checkout"))
 	}
 	if err != nil {
-		if errs.Is(errs.Conflict, err) {
-			return failWith("out of stock", err)
-		}
-		return failWith("stock could not be reserved", err)
+		return Result{}, errs.E(op, err)
 	}
-
-	// Payment: authorize the total now, capture it once the parcel exists.
-	p, err := retry(ctx, func(ctx context.Context) (payment.Payment, error) {
-		return s.pay.Authorize(ctx, payment.AuthorizeRequest{OrderID: orderID, Amount: created.Total, Card: r.Payment})
-	})
-	if err != nil {
-		if errs.Is(errs.Declined, err) {
-			pi = order.PaymentInfo{ID: p.ID, Status: payment.StatusDeclined}
-			return failWith("payment declined", err)
-		}
-		if k := errs.KindOf(err); k == errs.Unavailable || k == errs.Other {
-			// The authorization may exist without our knowing its id (an
-			// answer lost on the way back): look it up by order and void it,
-			// so that no money stays held for a cancelled order.
-			g.onFailure("void payment", func(ctx context.Context) error {
-				p, err := s.pay.PaymentForOrder(ctx, orderID)
-				if errs.Is(errs.NotFound, err) {
-					return nil
-				}
-				if err != nil {
-					return err
-				}
-				res, err := s.pay.Void(ctx, p.ID)
-				if err == nil {
-					pi = order.PaymentInfo{ID: res.ID, Status: res.Status}
-				}
-				return err
-			})
-		}
-		return failWith("payment failed", err)
-	}
-	payID := p.ID
-	pi = order.PaymentInfo{ID: payID, Status: p.Status}
-	captured := false
-	g.onFailure("void or refund payment", func(ctx context.Context) error {
-		var (
-			res payment.Payment
-			err error
-		)
-		if !captured {
-			res, err = s.pay.Void(ctx, payID)
-		}
-		if captured || errs.Is(errs.Conflict, err) { // captured after all: give the money back
-			res, err = s.pay.Refund(ctx, payID)
-		}
-		if err == nil {
-			pi = order.PaymentInfo{ID: res.ID, Status: res.Status}
-		}
-		return err
-	})
-	if _, err := retry(ctx, func(ctx context.Context) (order.Order, error) { return s.orders.SetPayment(ctx, orderID, pi) }); err != nil {
-		return failWith("the payment could not be recorded", err)
-	}
-
-	// Shipment.
-	sh, err := retry(ctx, func(ctx context.Context) (shipping.Shipment, error) {
-		return s.ship.CreateShipment(ctx, orderID, r.ShippingAddress, units)
-	})
-	if err != nil {
-		if k := errs.KindOf(err); k == errs.Unavailable || k == errs.Other {
-			// The shipment may exist without our knowing its id: creating
-			// is idempotent by order, so ask again and cancel what comes back.
-			g.onFailure("cancel shipment", func(ctx context.Context) error {
-				sh, err := s.ship.CreateShipment(ctx, orderID, r.ShippingAddress, units)
-				if err != nil {
-					return err
-				}
-				_, err = s.ship.CancelShipment(ctx, sh.ID)
-				return err
-			})
-		}
-		return failWith("the shipment could not be created", err)
-	}
-	g.onFailure("cancel shipment", func(ctx context.Context) error {
-		_, err := s.ship.CancelShipment(ctx, sh.ID)
-		return err
-	})
-
-	capt, err := retry(ctx, func(ctx context.Context) (payment.Payment, error) { return s.pay.Capture(ctx, payID) })
-	if err != nil {
-		return failWith("payment could not be captured", err)
-	}
-	captured = true
-	pi = order.PaymentInfo{ID: payID, Status: capt.Status}
-
-	si := order.ShipmentInfo{ID: sh.ID, Status: sh.Status, TrackingNumber: sh.TrackingNumber}
-	confirmed, err := retry(ctx, func(ctx context.Context) (order.Order, error) { return s.orders.Confirm(ctx, orderID, pi, si) })
-	if err != nil {
-		// The confirmation may have been committed with its answer lost:
-		// undoing a confirmed order would refund a real sale. Settle the
-		// order before undoing anything: once cancelled it can no longer be
-		// confirmed, and cancelling fails with errs.Conflict only when it
-		// is confirmed already.
-		reason = "the order could not be confirmed"
-		_, cerr := retry(ctx, func(ctx context.Context) (order.Order, error) { return s.orders.Cancel(ctx, orderID, reason, pi) })
-		if errs.Is(errs.Conflict, cerr) {
-			confirmed, err = s.confirmedOrder(ctx, log, created, pi, si), nil
-		}
-	}
-	if err != nil {
-		return failWith("the order could not be confirmed", err)
-	}
-
-	if _, err := retry(ctx, func(ctx context.Context) (struct{}, error) { return struct{}{}, s.carts.Clear(ctx, owner) }); err != nil {
-		log.Warn("cart not cleared after checkout", "owner", owner, "err", err)
-	}
-	return confirmed, nil
+	return s.result(ctx, g)
 }
 
-// confirmedOrder returns order created as confirmed by the order service,
-// which answered that it is confirmed; if it cannot be read back, the order
-// as confirmed with payment p and shipment sh.
-func (s *Service) confirmedOrder(ctx context.Context, log *slog.Logger, created order.Order, p order.PaymentInfo, sh order.ShipmentInfo) order.Order {
-	o, err := retry(ctx, func(ctx context.Context) (order.Order, error) { return s.orders.GetOrder(ctx, created.ID) })
-	if err == nil && o.Status == order.StatusConfirmed {
-		return o
+// result is the customer's view of saga g: the stored order once it is
+// confirmed, otherwise the order as the saga knows it.
+func (s *Service) result(ctx context.Context, g Saga) (Result, error) {
+	res := Result{Key: g.Key, Done: g.Terminal(), Error: g.Failure}
+	switch g.State {
+	case SagaConfirmed:
+		res.State = StateConfirmed
+	case SagaCancelled:
+		res.State = StateCancelled
+	default:
+		res.State = StatePending
 	}
-	log.Warn("confirmed order could not be read back", "err", err)
-	o = created
-	o.Status, o.Payment, o.Shipment = order.StatusConfirmed, p, sh
-	if o.Shipment.Status == "" {
-		o.Shipment.Status = shipping.StatusCreated
+	if g.Callback.URL != "" {
+		cb := g.Callback
+		res.Callback = &cb
 	}
-	o.UpdatedAt = s.clk.Now().UTC().Truncate(time.Millisecond)
-	return o
+	if g.State == SagaConfirmed {
+		if o, err := s.orders.GetOrder(ctx, g.ID); err == nil {
+			res.Order = o
+			return res, nil
+		}
+	}
+	res.Order = sagaOrder(g)
+	return res, nil
 }
 
-// price turns the cart into order items at the catalog's current prices,
-// the stock lines to reserve and the number of units.
-func (s *Service) price(ctx context.Context, crt cart.Cart) ([]order.Item, []catalog.Line, int, error) {
-	pids := make([]string, len(crt.Items))
-	for i, it := range crt.Items {
-		pids[i] = it.ProductID
+// sagaOrder is the order as saga g knows it, for a checkout whose order is
+// not (or not yet) stored.
+func sagaOrder(g Saga) order.Order {
+	items := g.Data.Items
+	if items == nil {
+		items = []order.Item{}
 	}
-	prods, err := retry(ctx, func(ctx context.Context) ([]catalog.Product, error) { return s.inv.GetProducts(ctx, pids) })
-	if err != nil {
-		return nil, nil, 0, err
+	var sub money.Money
+	for _, it := range items {
+		sub = sub.Add(it.LineTotal)
 	}
-	byID := make(map[string]catalog.Product, len(prods))
-	for _, p := range prods {
-		byID[p.ID] = p
+	status := order.StatusPending
+	switch g.State {
+	case SagaConfirmed:
+		status = order.StatusConfirmed
+	case SagaCancelled:
+		status = order.StatusCancelled
 	}
-	items := make([]order.Item, 0, len(crt.Items))
-	lines := make([]catalog.Line, 0, len(crt.Items))
-	units := 0
-	for _, it := range crt.Items {
-		p, ok := byID[it.ProductID]
-		if !ok {
-			return nil, nil, 0, errs.E(errs.Conflict, errs.Msg("%s is no longer sold; remove it from your cart", it.Name))
-		}
-		items = append(items, order.Item{ProductID: p.ID, Name: p.Name, Quantity: it.Quantity,
-			UnitPrice: p.Price, LineTotal: p.Price.Times(it.Quantity)})
-		lines = append(lines, catalog.Line{ProductID: p.ID, Quantity: it.Quantity})
-		units += it.Quantity
-	}
-	return items, lines, units, nil
+	return order.Order{ID: g.ID, UserID: g.UserID, Email: g.Data.Email, Status: status, Items: items,
+		Subtotal: sub, ShippingCost: g.Data.ShippingCost, Total: g.Data.Total, ShippingAddress: g.Data.Address,
+		Payment: g.Data.Payment, Shipment: g.Data.Shipment, CreatedAt: g.CreatedAt, UpdatedAt: g.UpdatedAt}
 }
 
-// retry calls fn with a per-call timeout until it succeeds, fails with an
-// error that is not errs.Unavailable, or has been tried attempts times.
-func retry[T any](ctx context.Context, fn func(ctx context.Context) (T, error)) (T, error) {
-	wait := backoff
-	for i := 1; ; i++ {
-		cctx, cancel := context.WithTimeout(ctx, stepTimeout)
-		v, err := fn(cctx)
-		cancel()
-		if err == nil || !errs.Temporary(err) || i >= attempts {
-			return v, err
+// Run resumes sagas whose driver died (on start and every recovery
+// interval), delivers callbacks and forgets expired keys, until ctx ends;
+// then it stops the sagas driven here at their next step boundary (their
+// leases run out and another instance resumes them).
+func (s *Service) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.recoverLoop(ctx) }()
+	go func() { defer wg.Done(); s.callbackLoop(ctx) }()
+	purge := time.NewTicker(time.Minute)
+	defer purge.Stop()
+	for {
+		if n, err := s.store.Purge(ctx, s.clk.Now(), 500); err != nil && ctx.Err() == nil {
+			s.log.Warn("expired checkouts not purged", "err", err)
+		} else if n > 0 {
+			s.log.Info("expired checkouts purged", "count", n)
 		}
-		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			return v, err
+			wg.Wait()
+			s.Close()
+			return
+		case <-purge.C:
+		}
+	}
+}
+
+// Close stops the sagas driven here and waits for their drivers.
+func (s *Service) Close() {
+	s.mu.Lock()
+	s.stop()
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// recoverLoop claims and drives sagas whose lease ran out.
+func (s *Service) recoverLoop(ctx context.Context) {
+	t := time.NewTicker(s.recovery)
+	defer t.Stop()
+	for {
+		s.recoverOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return
 		case <-t.C:
 		}
-		wait *= 2
 	}
+}
+
+// recoverOnce claims every orphaned saga it can drive now and drives it;
+// it returns how many it claimed.
+func (s *Service) recoverOnce(ctx context.Context) int {
+	now := s.clk.Now()
+	claims, err := s.store.Expired(ctx, now, cap(s.sem))
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("looking for orphaned checkouts failed", "err", err)
+		}
+		return 0
+	}
+	n := 0
+	for _, c := range claims {
+		s.mu.Lock()
+		_, mine := s.active[c.ID]
+		s.mu.Unlock()
+		if mine {
+			continue // driven here; its lease is only late
+		}
+		select {
+		case s.sem <- struct{}{}:
+		default:
+			return n // busy enough: the rest wait for the next round
+		}
+		ok, err := s.store.Claim(ctx, c, s.owner, now, now.Add(s.lease))
+		if err != nil || !ok {
+			<-s.sem
+			continue
+		}
+		g, err := s.store.Load(ctx, c.ID)
+		if err != nil || g.Epoch != c.Epoch+1 {
+			<-s.sem
+			continue
+		}
+		n++
+		s.log.Info("resuming orphaned checkout", "order_id", g.ID, "state", g.State, "step", stepName(g), "epoch", g.Epoch)
+		done := s.launch(&g, nil)
+		go func() {
+			if done != nil {
+				<-done
+			}
+			<-s.sem
+		}()
+	}
+	return n
+}
+
+// SagaView is a saga as the operator sees it: its state and history.
+type SagaView struct {
+	ID         string          `json:"id"`
+	UserID     string          `json:"user_id"`
+	Key        string          `json:"key"`
+	State      string          `json:"state"`
+	Step       string          `json:"step"`
+	Attempts   int             `json:"attempts"`
+	Epoch      int64           `json:"epoch"`
+	Owner      string          `json:"owner"`
+	LeaseUntil time.Time       `json:"lease_until"`
+	Version    int64           `json:"version"`
+	Failure    *Failure        `json:"failure,omitempty"`
+	Callback   *CallbackStatus `json:"callback,omitempty"`
+	History    []StepRecord    `json:"history"`
+}
+
+// Inspect returns saga id with its history; errs.NotFound.
+func (s *Service) Inspect(ctx context.Context, id string) (SagaView, error) {
+	g, err := s.store.Load(ctx, id)
+	if err != nil {
+		return SagaView{}, errs.E("checkout.Inspect", err)
+	}
+	h, err := s.store.History(ctx, id)
+	if err != nil {
+		return SagaView{}, errs.E("checkout.Inspect", err)
+	}
+	v := SagaView{ID: g.ID, UserID: g.UserID, Key: g.Key, State: g.State, Step: stepName(g), Attempts: g.Attempts,
+		Epoch: g.Epoch, Owner: g.Owner, LeaseUntil: g.LeaseUntil, Version: g.Version, Failure: g.Failure, History: h}
+	if g.Callback.URL != "" {
+		cb := g.Callback
+		v.Callback = &cb
+	}
+	return v, nil
+}
+
+func stepName(g Saga) string {
+	if g.Step >= 0 && g.Step < len(steps) {
+		return steps[g.Step].name
+	}
+	return ""
 }
 
 // RequestHash is the hex SHA-256 of r's JSON with the card reduced to its
@@ -662,7 +637,23 @@ func checkRequest(c Customer, r Request, now time.Time) error {
 	if len(a.Country) != 2 || !letter(a.Country[0]) || !letter(a.Country[1]) {
 		return errs.E(errs.Invalid, errs.Msg("shipping_address.country must be a two-letter country code"))
 	}
+	if err := checkCallbackURL(r.CallbackURL); err != nil {
+		return err
+	}
 	return checkCard(r.Payment, now)
+}
+
+// checkCallbackURL accepts "" or an absolute http(s) URL of at most 2,000
+// bytes with a host and no credentials.
+func checkCallbackURL(raw string) error {
+	if raw == "" {
+		return nil
+	}
+	u, err := url.Parse(raw)
+	if len(raw) > 2000 || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return errs.E(errs.Invalid, errs.Msg("callback_url must be an absolute http or https URL of at most 2000 bytes, without credentials"))
+	}
+	return nil
 }
 
 func letter(b byte) bool { return b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' }

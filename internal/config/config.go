@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/fault"
 	"github.com/globomantics/globomantics/internal/platform/shard"
 )
 
@@ -77,6 +78,21 @@ type Config struct {
 	SMTPPassword string
 	MailFrom     string
 
+	// FaultInjection lets Faults and the checkout admin endpoint inject
+	// failures (fail, hang, crash at a saga step; latency to a service).
+	// Off by default; for crash tests and drills only.
+	FaultInjection bool
+	Faults         string // initial fault rules (see package fault)
+	// CheckoutLease is how long a checkout instance's claim on a saga
+	// lasts without renewal; another instance resumes the saga after it.
+	CheckoutLease time.Duration
+	// CheckoutBudget is how long a checkout request waits for its saga
+	// before answering 202 (pending).
+	CheckoutBudget time.Duration
+	// CallbackSecret signs checkout callbacks (HMAC-SHA256); empty derives
+	// one from the service token.
+	CallbackSecret string
+
 	Seed            bool // seed the demo catalog on first start
 	DevPages        bool // serve development pages (/dev/mail shows every customer's e-mail)
 	SecureCookies   bool // mark cookies Secure (behind HTTPS)
@@ -101,6 +117,8 @@ func Default() Config {
 		LogLevel:        "info",
 		LogFormat:       "text",
 		ShutdownTimeout: 9 * time.Second,
+		CheckoutLease:   10 * time.Second,
+		CheckoutBudget:  3 * time.Second,
 	}
 }
 
@@ -126,6 +144,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	c.SMTPPassword = getenv("GLOBO_SMTP_PASSWORD") // secrets only from the environment
 	c.ServiceToken = strings.TrimSpace(getenv("GLOBO_SERVICE_TOKEN"))
 	setStr(&c.MailFrom, "GLOBO_MAIL_FROM")
+	c.CallbackSecret = strings.TrimSpace(getenv("GLOBO_CALLBACK_SECRET"))
+	setStr(&c.Faults, "GLOBO_FAULTS")
 	setStr(&c.LogLevel, "GLOBO_LOG_LEVEL")
 	setStr(&c.LogFormat, "GLOBO_LOG_FORMAT")
 	if v := env("GLOBO_SERVICES"); v != "" {
@@ -154,6 +174,18 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	if c.SecureCookies, err = envBool(env("GLOBO_SECURE_COOKIES"), c.SecureCookies); err != nil {
 		return c, fmt.Errorf("GLOBO_SECURE_COOKIES: %w", err)
 	}
+	if c.FaultInjection, err = envBool(env("GLOBO_FAULT_INJECTION"), c.FaultInjection); err != nil {
+		return c, fmt.Errorf("GLOBO_FAULT_INJECTION: %w", err)
+	}
+	for k, dst := range map[string]*time.Duration{"GLOBO_CHECKOUT_LEASE": &c.CheckoutLease, "GLOBO_CHECKOUT_BUDGET": &c.CheckoutBudget} {
+		if v := env(k); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return c, fmt.Errorf("%s: %w", k, err)
+			}
+			*dst = d
+		}
+	}
 
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(out)
@@ -172,6 +204,10 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.BoolVar(&c.Seed, "seed", c.Seed, "seed the demo catalog on first start (GLOBO_SEED)")
 	fs.BoolVar(&c.DevPages, "dev-pages", c.DevPages, "serve development pages such as /dev/mail, which shows every order e-mail; turn off in production (GLOBO_DEV_PAGES)")
 	fs.BoolVar(&c.SecureCookies, "secure-cookies", c.SecureCookies, "mark cookies Secure, for a shop served over HTTPS (GLOBO_SECURE_COOKIES)")
+	fs.BoolVar(&c.FaultInjection, "fault-injection", c.FaultInjection, "allow injected faults (--faults, the checkout admin endpoint); for crash tests only (GLOBO_FAULT_INJECTION)")
+	fs.StringVar(&c.Faults, "faults", c.Faults, "fault `rules` in force from the start, e.g. before:capture_payment=crash; implies --fault-injection (GLOBO_FAULTS)")
+	fs.DurationVar(&c.CheckoutLease, "checkout-lease", c.CheckoutLease, "how long a checkout instance's claim on a saga lasts unrenewed (GLOBO_CHECKOUT_LEASE)")
+	fs.DurationVar(&c.CheckoutBudget, "checkout-budget", c.CheckoutBudget, "how long a checkout waits for its saga before answering 202 (GLOBO_CHECKOUT_BUDGET)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error (GLOBO_LOG_LEVEL)")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json (GLOBO_LOG_FORMAT)")
 	if err := fs.Parse(args); err != nil {
@@ -189,6 +225,9 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	}
 	if c.MailDir == "" {
 		c.MailDir = filepath.Join(c.DataDir, "mail")
+	}
+	if c.Faults != "" {
+		c.FaultInjection = true
 	}
 	return c, c.Validate()
 }
@@ -295,6 +334,17 @@ func (c Config) Validate() error {
 	}
 	if c.NATSURL != "" && c.NATSListen != "" {
 		problems = append(problems, "--nats-url and --nats-listen exclude each other: connect to a broker or embed one")
+	}
+	if c.CheckoutLease < 500*time.Millisecond || c.CheckoutLease > 10*time.Minute {
+		problems = append(problems, fmt.Sprintf("checkout lease %s: want 500ms to 10m", c.CheckoutLease))
+	}
+	if c.CheckoutBudget < 0 || c.CheckoutBudget > time.Minute {
+		problems = append(problems, fmt.Sprintf("checkout budget %s: want 0 to 1m", c.CheckoutBudget))
+	}
+	if c.Faults != "" {
+		if err := fault.New(nil).Set(c.Faults); err != nil {
+			problems = append(problems, "faults: "+errs.Detail(err))
+		}
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		problems = append(problems, fmt.Sprintf("log format %q: want text or json", c.LogFormat))

@@ -1,15 +1,18 @@
-// Package checkoutdb is the SQL store of the checkout service: the attempts
-// table that makes placing an order idempotent.
+// Package checkoutdb is the SQL store of the checkout service: the saga log
+// (one row per checkout in sagas, its history in saga_steps), which also
+// makes placing an order idempotent (one saga per customer and key).
 //
-// The store is sharded by user (see sqldb.Sharded): a user's attempts live
-// on the node holding shard.ForUser(user id), recorded in their shard
-// column; every call names its user, so none asks more than one node.
+// The store is sharded by user (see sqldb.Sharded): a user's sagas live on
+// the node holding shard.ForUser(user id), recorded in their shard column,
+// and a saga's id (the order id) carries that shard. Calls naming a user or
+// a saga ask one node; recovery, callbacks and purging ask every node.
 package checkoutdb
 
 import (
 	"context"
 	"database/sql"
 	"embed"
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"time"
@@ -20,14 +23,14 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/sqldb"
 )
 
-// migrations (goose SQL files) are applied in order and never edited once released. An
-// outcome's error kind is stored as its HTTP status (0 for success), which
+// migrations (goose SQL files) are applied in order and never edited once
+// released. A failure's error kind is stored as its HTTP status, which
 // stays stable if kinds are ever renumbered.
 //
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-// Store keeps checkout attempts in a SQL database, one node or several.
+// Store keeps the saga log in a SQL database, one node or several.
 type Store struct {
 	sh *sqldb.Sharded
 }
@@ -41,8 +44,7 @@ func Open(ctx context.Context, db *sqldb.DB) (*Store, error) {
 }
 
 // OpenSharded returns the store over the nodes of sh after applying its
-// migrations to every node and filling in the shard column of rows written
-// before it existed. Every node must answer.
+// migrations to every node. Every node must answer.
 func OpenSharded(ctx context.Context, sh *sqldb.Sharded) (*Store, error) {
 	dir, err := fs.Sub(migrations, "migrations")
 	if err != nil {
@@ -51,86 +53,323 @@ func OpenSharded(ctx context.Context, sh *sqldb.Sharded) (*Store, error) {
 	if err := sh.Migrate(ctx, "checkout", dir); err != nil {
 		return nil, err
 	}
-	err = sh.Each(ctx, func(ctx context.Context, _ string, db *sqldb.DB) error {
-		return sqldb.BackfillShard(ctx, db, "checkout_attempts", "user_id", "user_id", func(user, _ string) shard.ID {
-			return shard.ForUser(user)
-		})
-	})
-	if err != nil {
-		return nil, errs.E("checkoutdb.Open", errs.Msg("filling in the shard column"), err)
-	}
 	return &Store{sh: sh}, nil
 }
 
-// Begin records a started attempt, or returns the existing one for its user and key.
-func (s *Store) Begin(ctx context.Context, a checkout.Attempt) (checkout.Attempt, bool, error) {
-	const op = "checkoutdb.Begin"
-	status, detail := encodeOutcome(a.Outcome)
-	db, sh, err := s.sh.ForUser(a.UserID)
+const sagaColumns = `id, user_id, idem_key, request_hash, state, step, attempts, next_at, deadline, epoch, owner,
+	lease_until, version, data, error_status, error_detail, retryable, callback_url, callback_state,
+	callback_attempts, callback_next_at, callback_error, created_at, updated_at, expires_at`
+
+// Create records s, or returns the customer's saga under s.Key.
+func (s *Store) Create(ctx context.Context, g checkout.Saga) (checkout.Saga, bool, error) {
+	const op = "checkoutdb.Create"
+	db, sh, err := s.sh.ForUser(g.UserID)
 	if err != nil {
-		return checkout.Attempt{}, false, errs.E(op, err)
+		return checkout.Saga{}, false, errs.E(op, err)
 	}
-	res, err := db.ExecContext(ctx, `INSERT INTO checkout_attempts
-		(user_id, idem_key, order_id, request_hash, state, error_status, error_detail, created_at, updated_at, shard)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (user_id, idem_key) DO NOTHING`,
-		a.UserID, a.Key, a.OrderID, a.RequestHash, a.State, status, detail,
-		sqldb.Millis(a.CreatedAt), sqldb.Millis(a.UpdatedAt), int(sh))
+	data, err := json.Marshal(g.Data)
 	if err != nil {
-		return checkout.Attempt{}, false, errs.E(op, sqldb.NodeError(err))
+		return checkout.Saga{}, false, errs.E(op, err)
 	}
-	n, err := res.RowsAffected()
+	g.Version = 1
+	created := false
+	err = db.InTx(ctx, func(tx *sqldb.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO sagas (`+sagaColumns+`, shard)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (user_id, idem_key) DO NOTHING`, insertArgs(g, data, sh)...)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil || n == 0 {
+			return err
+		}
+		created = true
+		return appendStep(ctx, tx, checkout.StepRecord{SagaID: g.ID, Seq: 1, Step: "checkout", Outcome: "started",
+			Epoch: g.Epoch, At: g.CreatedAt}, sh)
+	})
 	if err != nil {
-		return checkout.Attempt{}, false, errs.E(op, err)
+		return checkout.Saga{}, false, errs.E(op, sqldb.NodeError(err))
 	}
-	stored, err := s.get(ctx, a.UserID, a.Key)
+	if created {
+		return g, true, nil
+	}
+	stored, err := s.Get(ctx, g.UserID, g.Key)
 	if err != nil {
-		return checkout.Attempt{}, false, errs.E(op, err)
+		return checkout.Saga{}, false, errs.E(op, err)
 	}
-	return stored, n == 1, nil
+	return stored, false, nil
 }
 
-// Finish marks the attempt finished with its outcome; a finished attempt
-// keeps its first outcome. errs.NotFound for an unknown attempt.
-func (s *Store) Finish(ctx context.Context, userID, key string, o checkout.Outcome, now time.Time) error {
-	const op = "checkoutdb.Finish"
-	status, detail := encodeOutcome(o)
+func insertArgs(g checkout.Saga, data []byte, sh shard.ID) []any {
+	status, detail := failureCols(g.Failure)
+	return []any{g.ID, g.UserID, g.Key, g.RequestHash, g.State, g.Step, g.Attempts, millis(g.NextAt), millis(g.Deadline),
+		g.Epoch, g.Owner, millis(g.LeaseUntil), g.Version, string(data), status, detail, boolInt(g.Retryable),
+		g.Callback.URL, g.Callback.State, g.Callback.Attempts, millis(g.Callback.NextAt), g.Callback.LastError,
+		millis(g.CreatedAt), millis(g.UpdatedAt), millis(g.ExpiresAt), int(sh)}
+}
+
+func appendStep(ctx context.Context, tx *sqldb.Tx, r checkout.StepRecord, sh shard.ID) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO saga_steps (saga_id, seq, step, outcome, detail, epoch, at, shard)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, r.SagaID, r.Seq, r.Step, r.Outcome, truncate(r.Detail, 500), r.Epoch, millis(r.At), int(sh))
+	return err
+}
+
+// Get returns the saga of userID under key; errs.NotFound.
+func (s *Store) Get(ctx context.Context, userID, key string) (checkout.Saga, error) {
+	const op = "checkoutdb.Get"
 	db, _, err := s.sh.ForUser(userID)
+	if err != nil {
+		return checkout.Saga{}, errs.E(op, err)
+	}
+	g, err := scanSaga(db.QueryRowContext(ctx, `SELECT `+sagaColumns+` FROM sagas WHERE user_id = ? AND idem_key = ?`, userID, key))
+	if err != nil {
+		return checkout.Saga{}, errs.E(op, err)
+	}
+	return g, nil
+}
+
+// Load returns the saga with id; errs.NotFound.
+func (s *Store) Load(ctx context.Context, id string) (checkout.Saga, error) {
+	const op = "checkoutdb.Load"
+	db, _, err := s.sh.ForID(id)
+	if err != nil {
+		return checkout.Saga{}, errs.E(op, errs.NotFound, errs.Msg("saga not found"), err)
+	}
+	g, err := scanSaga(db.QueryRowContext(ctx, `SELECT `+sagaColumns+` FROM sagas WHERE id = ?`, id))
+	if err != nil {
+		return checkout.Saga{}, errs.E(op, err)
+	}
+	return g, nil
+}
+
+// Save writes g if the stored saga still has g's epoch and version, and
+// appends rec, in one transaction.
+func (s *Store) Save(ctx context.Context, g *checkout.Saga, rec checkout.StepRecord) error {
+	const op = "checkoutdb.Save"
+	db, sh, err := s.sh.ForID(g.ID)
 	if err != nil {
 		return errs.E(op, err)
 	}
-	res, err := db.ExecContext(ctx, `UPDATE checkout_attempts
-		SET state = ?, error_status = ?, error_detail = ?, retryable = ?, updated_at = ?
-		WHERE user_id = ? AND idem_key = ? AND state = ?`,
-		checkout.AttemptFinished, status, detail, boolInt(o.Failed && o.Retryable), sqldb.Millis(now), userID, key, checkout.AttemptStarted)
+	data, err := json.Marshal(g.Data)
+	if err != nil {
+		return errs.E(op, err)
+	}
+	status, detail := failureCols(g.Failure)
+	next := g.Version + 1
+	err = db.InTx(ctx, func(tx *sqldb.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE sagas SET state = ?, step = ?, attempts = ?, next_at = ?, deadline = ?,
+			lease_until = ?, version = ?, data = ?, error_status = ?, error_detail = ?, retryable = ?,
+			callback_state = ?, callback_attempts = ?, callback_next_at = ?, callback_error = ?, updated_at = ?, expires_at = ?
+			WHERE id = ? AND epoch = ? AND version = ?`,
+			g.State, g.Step, g.Attempts, millis(g.NextAt), millis(g.Deadline), millis(g.LeaseUntil), next, string(data),
+			status, detail, boolInt(g.Retryable), g.Callback.State, g.Callback.Attempts, millis(g.Callback.NextAt),
+			g.Callback.LastError, millis(g.UpdatedAt), millis(g.ExpiresAt), g.ID, g.Epoch, g.Version)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return errs.E(errs.Conflict, errs.Msg("saga %s moved on without this driver (epoch %d, version %d)", g.ID, g.Epoch, g.Version))
+		}
+		rec.SagaID, rec.Seq, rec.Epoch = g.ID, next, g.Epoch
+		return appendStep(ctx, tx, rec, sh)
+	})
+	if err != nil {
+		if errs.Is(errs.Conflict, err) {
+			return errs.E(op, err)
+		}
+		return errs.E(op, sqldb.NodeError(err))
+	}
+	g.Version = next
+	return nil
+}
+
+// Renew extends the lease held under epoch.
+func (s *Store) Renew(ctx context.Context, id string, epoch int64, until time.Time) error {
+	const op = "checkoutdb.Renew"
+	db, _, err := s.sh.ForID(id)
+	if err != nil {
+		return errs.E(op, err)
+	}
+	res, err := db.ExecContext(ctx, `UPDATE sagas SET lease_until = ? WHERE id = ? AND epoch = ? AND state IN ('running', 'compensating')`,
+		millis(until), id, epoch)
 	if err != nil {
 		return errs.E(op, sqldb.NodeError(err))
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
+	if n, err := res.RowsAffected(); err != nil {
 		return errs.E(op, err)
-	}
-	if n == 0 { // finished already, or unknown
-		if _, err := s.get(ctx, userID, key); err != nil {
-			return errs.E(op, err)
-		}
+	} else if n == 0 {
+		return errs.E(op, errs.Conflict, errs.Msg("lease of saga %s lost", id))
 	}
 	return nil
 }
 
-// Restart starts a finished, retryable attempt again under a new order id
-// and reports whether this call did (of concurrent callers, one does).
-// errs.NotFound for an unknown attempt.
-func (s *Store) Restart(ctx context.Context, userID, key, orderID string, now time.Time) (bool, error) {
-	const op = "checkoutdb.Restart"
-	db, _, err := s.sh.ForUser(userID)
+// Expired returns unfinished sagas whose lease ran out, from every node
+// that answers.
+func (s *Store) Expired(ctx context.Context, now time.Time, limit int) ([]checkout.Claim, error) {
+	r, _ := sqldb.Gather(ctx, s.sh, 5*time.Second, func(ctx context.Context, db *sqldb.DB) ([]checkout.Claim, error) {
+		rows, err := db.QueryContext(ctx, `SELECT id, epoch FROM sagas
+			WHERE state IN ('running', 'compensating') AND lease_until < ? ORDER BY lease_until LIMIT ?`, millis(now), limit)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		var out []checkout.Claim
+		for rows.Next() {
+			var c checkout.Claim
+			if err := rows.Scan(&c.ID, &c.Epoch); err != nil {
+				return nil, err
+			}
+			out = append(out, c)
+		}
+		return out, rows.Err()
+	})
+	if len(r.Items) == 0 && !r.Complete() {
+		return nil, errs.E("checkoutdb.Expired", errs.Unavailable, errs.Msg("no saga log node answered"))
+	}
+	return r.Items, nil
+}
+
+// Claim takes over a saga found by Expired.
+func (s *Store) Claim(ctx context.Context, c checkout.Claim, owner string, now, until time.Time) (bool, error) {
+	const op = "checkoutdb.Claim"
+	db, sh, err := s.sh.ForID(c.ID)
 	if err != nil {
 		return false, errs.E(op, err)
 	}
-	res, err := db.ExecContext(ctx, `UPDATE checkout_attempts
-		SET state = ?, order_id = ?, error_status = 0, error_detail = '', retryable = 0, updated_at = ?
-		WHERE user_id = ? AND idem_key = ? AND state = ? AND retryable = 1`,
-		checkout.AttemptStarted, orderID, sqldb.Millis(now), userID, key, checkout.AttemptFinished)
+	claimed := false
+	err = db.InTx(ctx, func(tx *sqldb.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE sagas SET epoch = epoch + 1, owner = ?, lease_until = ?, version = version + 1
+			WHERE id = ? AND epoch = ? AND lease_until < ? AND state IN ('running', 'compensating')`,
+			owner, millis(until), c.ID, c.Epoch, millis(now))
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil || n == 0 {
+			return err
+		}
+		claimed = true
+		var version int64
+		if err := tx.QueryRowContext(ctx, `SELECT version FROM sagas WHERE id = ?`, c.ID).Scan(&version); err != nil {
+			return err
+		}
+		return appendStep(ctx, tx, checkout.StepRecord{SagaID: c.ID, Seq: version, Step: "lease", Outcome: "claimed",
+			Detail: owner, Epoch: c.Epoch + 1, At: now}, sh)
+	})
+	if err != nil {
+		return false, errs.E(op, sqldb.NodeError(err))
+	}
+	return claimed, nil
+}
+
+// Restart replaces the cancelled, retryable saga of g.UserID under g.Key.
+func (s *Store) Restart(ctx context.Context, g checkout.Saga) (bool, error) {
+	const op = "checkoutdb.Restart"
+	db, sh, err := s.sh.ForUser(g.UserID)
+	if err != nil {
+		return false, errs.E(op, err)
+	}
+	data, err := json.Marshal(g.Data)
+	if err != nil {
+		return false, errs.E(op, err)
+	}
+	g.Version = 1
+	done := false
+	err = db.InTx(ctx, func(tx *sqldb.Tx) error {
+		// The old saga's row goes (its history stays, under its id), the
+		// new one takes its key.
+		res, err := tx.ExecContext(ctx, `DELETE FROM sagas WHERE user_id = ? AND idem_key = ? AND state = 'cancelled' AND retryable = 1`,
+			g.UserID, g.Key)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil || n == 0 {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO sagas (`+sagaColumns+`, shard)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, insertArgs(g, data, sh)...); err != nil {
+			return err
+		}
+		done = true
+		return appendStep(ctx, tx, checkout.StepRecord{SagaID: g.ID, Seq: 1, Step: "checkout", Outcome: "started",
+			Detail: "again after a roll-back", Epoch: g.Epoch, At: g.CreatedAt}, sh)
+	})
+	if err != nil {
+		return false, errs.E(op, sqldb.NodeError(err))
+	}
+	return done, nil
+}
+
+// History returns a saga's records, oldest first.
+func (s *Store) History(ctx context.Context, id string) ([]checkout.StepRecord, error) {
+	const op = "checkoutdb.History"
+	db, _, err := s.sh.ForID(id)
+	if err != nil {
+		return nil, errs.E(op, errs.NotFound, err)
+	}
+	rows, err := db.QueryContext(ctx, `SELECT seq, step, outcome, detail, epoch, at FROM saga_steps WHERE saga_id = ? ORDER BY seq`, id)
+	if err != nil {
+		return nil, errs.E(op, sqldb.NodeError(err))
+	}
+	defer rows.Close()
+	out := []checkout.StepRecord{}
+	for rows.Next() {
+		r := checkout.StepRecord{SagaID: id}
+		var at int64
+		if err := rows.Scan(&r.Seq, &r.Step, &r.Outcome, &r.Detail, &r.Epoch, &at); err != nil {
+			return nil, errs.E(op, err)
+		}
+		r.At = sqldb.FromMillis(at)
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, errs.E(op, sqldb.NodeError(err))
+	}
+	return out, nil
+}
+
+// DueCallbacks returns pending callbacks due at now, from every node that
+// answers.
+func (s *Store) DueCallbacks(ctx context.Context, now time.Time, limit int) ([]checkout.Saga, error) {
+	r, _ := sqldb.Gather(ctx, s.sh, 5*time.Second, func(ctx context.Context, db *sqldb.DB) ([]checkout.Saga, error) {
+		rows, err := db.QueryContext(ctx, `SELECT `+sagaColumns+` FROM sagas
+			WHERE callback_state = 'pending' AND callback_next_at <= ? ORDER BY callback_next_at LIMIT ?`, millis(now), limit)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		var out []checkout.Saga
+		for rows.Next() {
+			g, err := scanSaga(rows)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, g)
+		}
+		return out, rows.Err()
+	})
+	if len(r.Items) == 0 && !r.Complete() {
+		return nil, errs.E("checkoutdb.DueCallbacks", errs.Unavailable, errs.Msg("no saga log node answered"))
+	}
+	return r.Items, nil
+}
+
+// ClaimCallback pushes a due callback's next try to until if it is still
+// due at next.
+func (s *Store) ClaimCallback(ctx context.Context, id string, next, until time.Time) (bool, error) {
+	const op = "checkoutdb.ClaimCallback"
+	db, _, err := s.sh.ForID(id)
+	if err != nil {
+		return false, errs.E(op, err)
+	}
+	res, err := db.ExecContext(ctx, `UPDATE sagas SET callback_next_at = ? WHERE id = ? AND callback_state = 'pending' AND callback_next_at = ?`,
+		millis(until), id, millis(next))
 	if err != nil {
 		return false, errs.E(op, sqldb.NodeError(err))
 	}
@@ -138,12 +377,117 @@ func (s *Store) Restart(ctx context.Context, userID, key, orderID string, now ti
 	if err != nil {
 		return false, errs.E(op, err)
 	}
-	if n == 0 {
-		if _, err := s.get(ctx, userID, key); err != nil {
-			return false, errs.E(op, err)
-		}
-	}
 	return n == 1, nil
+}
+
+// SaveCallback records a callback delivery's outcome.
+func (s *Store) SaveCallback(ctx context.Context, id string, cb checkout.CallbackStatus) error {
+	const op = "checkoutdb.SaveCallback"
+	db, _, err := s.sh.ForID(id)
+	if err != nil {
+		return errs.E(op, err)
+	}
+	_, err = db.ExecContext(ctx, `UPDATE sagas SET callback_state = ?, callback_attempts = ?, callback_next_at = ?, callback_error = ? WHERE id = ?`,
+		cb.State, cb.Attempts, millis(cb.NextAt), truncate(cb.LastError, 500), id)
+	if err != nil {
+		return errs.E(op, sqldb.NodeError(err))
+	}
+	return nil
+}
+
+// Purge deletes finished sagas whose key expired, with their history.
+func (s *Store) Purge(ctx context.Context, now time.Time, limit int) (int, error) {
+	total := 0
+	err := s.sh.Each(ctx, func(ctx context.Context, _ string, db *sqldb.DB) error {
+		return db.InTx(ctx, func(tx *sqldb.Tx) error {
+			rows, err := tx.QueryContext(ctx, `SELECT id FROM sagas WHERE state IN ('confirmed', 'cancelled')
+				AND expires_at > 0 AND expires_at < ? AND callback_state <> 'pending' LIMIT ?`, millis(now), limit)
+			if err != nil {
+				return err
+			}
+			var idList []string
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					rows.Close()
+					return err
+				}
+				idList = append(idList, id)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			for _, id := range idList {
+				if _, err := tx.ExecContext(ctx, `DELETE FROM saga_steps WHERE saga_id = ?`, id); err != nil {
+					return err
+				}
+				if _, err := tx.ExecContext(ctx, `DELETE FROM sagas WHERE id = ?`, id); err != nil {
+					return err
+				}
+			}
+			total += len(idList)
+			return nil
+		})
+	})
+	if err != nil {
+		return total, errs.E("checkoutdb.Purge", sqldb.NodeError(err))
+	}
+	return total, nil
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanSaga(row scanner) (checkout.Saga, error) {
+	var (
+		g                                             checkout.Saga
+		nextAt, deadline, lease, cbNext, created, upd int64
+		expires                                       int64
+		data, detail                                  string
+		status, retryable                             int
+	)
+	err := row.Scan(&g.ID, &g.UserID, &g.Key, &g.RequestHash, &g.State, &g.Step, &g.Attempts, &nextAt, &deadline,
+		&g.Epoch, &g.Owner, &lease, &g.Version, &data, &status, &detail, &retryable, &g.Callback.URL, &g.Callback.State,
+		&g.Callback.Attempts, &cbNext, &g.Callback.LastError, &created, &upd, &expires)
+	if errors.Is(err, sql.ErrNoRows) {
+		return checkout.Saga{}, errs.E(errs.NotFound, errs.Msg("checkout not found"))
+	}
+	if err != nil {
+		return checkout.Saga{}, sqldb.NodeError(err)
+	}
+	if err := json.Unmarshal([]byte(data), &g.Data); err != nil {
+		return checkout.Saga{}, errs.E(errs.Other, errs.Msg("saga %s has unreadable data", g.ID), err)
+	}
+	g.NextAt, g.Deadline, g.LeaseUntil = fromMillis(nextAt), fromMillis(deadline), fromMillis(lease)
+	g.Callback.NextAt = fromMillis(cbNext)
+	g.CreatedAt, g.UpdatedAt, g.ExpiresAt = sqldb.FromMillis(created), sqldb.FromMillis(upd), fromMillis(expires)
+	if status != 0 {
+		g.Failure = &checkout.Failure{Status: status, Detail: detail}
+	}
+	g.Retryable = retryable == 1
+	return g, nil
+}
+
+func failureCols(f *checkout.Failure) (int, string) {
+	if f == nil {
+		return 0, ""
+	}
+	return f.Status, f.Detail
+}
+
+// millis stores a time as Unix milliseconds, the zero time as 0.
+func millis(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return sqldb.Millis(t)
+}
+
+func fromMillis(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return sqldb.FromMillis(ms)
 }
 
 func boolInt(b bool) int {
@@ -153,53 +497,9 @@ func boolInt(b bool) int {
 	return 0
 }
 
-// Get returns the attempt of userID under key; errs.NotFound if there is none.
-func (s *Store) Get(ctx context.Context, userID, key string) (checkout.Attempt, error) {
-	a, err := s.get(ctx, userID, key)
-	if err != nil {
-		return checkout.Attempt{}, errs.E("checkoutdb.Get", err)
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return a, nil
-}
-
-func (s *Store) get(ctx context.Context, userID, key string) (checkout.Attempt, error) {
-	var (
-		a            checkout.Attempt
-		status       int
-		detail       string
-		retryable    int
-		created, upd int64
-	)
-	db, _, err := s.sh.ForUser(userID)
-	if err != nil {
-		return checkout.Attempt{}, err
-	}
-	err = db.QueryRowContext(ctx, `SELECT user_id, idem_key, order_id, request_hash, state, error_status, error_detail,
-		retryable, created_at, updated_at FROM checkout_attempts WHERE user_id = ? AND idem_key = ?`, userID, key).
-		Scan(&a.UserID, &a.Key, &a.OrderID, &a.RequestHash, &a.State, &status, &detail, &retryable, &created, &upd)
-	if errors.Is(err, sql.ErrNoRows) {
-		return checkout.Attempt{}, errs.E(errs.NotFound, errs.Msg("checkout attempt not found"))
-	}
-	if err != nil {
-		return checkout.Attempt{}, sqldb.NodeError(err)
-	}
-	a.Outcome = decodeOutcome(status, detail)
-	a.Outcome.Retryable = a.Outcome.Failed && retryable == 1
-	a.CreatedAt = sqldb.FromMillis(created)
-	a.UpdatedAt = sqldb.FromMillis(upd)
-	return a, nil
-}
-
-func encodeOutcome(o checkout.Outcome) (int, string) {
-	if !o.Failed {
-		return 0, ""
-	}
-	return o.ErrKind.Status(), o.ErrDetail
-}
-
-func decodeOutcome(status int, detail string) checkout.Outcome {
-	if status == 0 {
-		return checkout.Outcome{}
-	}
-	return checkout.Outcome{Failed: true, ErrKind: errs.KindForStatus(status), ErrDetail: detail}
+	return s[:n]
 }
