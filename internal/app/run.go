@@ -83,6 +83,9 @@ Usage:
                                  real PostgreSQL on this machine under pg_auto_failover:
                                  a primary with two replicas and two shard formations;
                                  up prints the GLOBO_DB_* / GLOBO_SHARDS_* settings
+  globomantics payments audit [--data-dir D | --dsn DSN | --shards MAP] [--json]
+                                 check the payment ledger: money conserved, every
+                                 payment's status agreeing with its entries
   globomantics help              print this help
 
 Run "globomantics serve -h" for the flags. Every flag also has a GLOBO_* environment variable.

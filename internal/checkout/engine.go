@@ -44,6 +44,17 @@ func (s *Service) drive(ctx context.Context, g *Saga, card *payment.Card) {
 	lost := make(chan struct{})
 	go s.heartbeat(ctx, cancel, g.ID, g.Epoch, lost)
 	r := &runner{s: s, saga: g, card: card}
+	defer func() {
+		// Stopped by a shutdown while the saga is unfinished: hand it over
+		// now rather than when the lease runs out.
+		if s.base.Err() != nil && !g.Terminal() && !r.dead {
+			hctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if err := s.store.Renew(hctx, g.ID, g.Epoch, time.Time{}); err == nil {
+				log.Info("checkout saga handed over at shutdown", "step", stepName(*g))
+			}
+		}
+	}()
 	for !g.Terminal() {
 		if wait := g.NextAt.Sub(s.clk.Now()); wait > 0 {
 			t := time.NewTimer(wait)
@@ -62,13 +73,16 @@ func (s *Service) drive(ctx context.Context, g *Saga, card *payment.Card) {
 		}
 		switch {
 		case errors.Is(err, fault.ErrCrashed):
+			r.dead = true
 			return // as a killed process: nothing more is written
 		case errors.Is(err, errFenced):
+			r.dead = true
 			log.Warn("checkout saga taken over by another instance; this one stops")
 			return
 		case err != nil: // the log could not be written: try again after a pause
 			select {
 			case <-lost:
+				r.dead = true
 				return
 			default:
 			}

@@ -93,8 +93,9 @@ type Claim struct {
 // (and Save also by the version): errs.Conflict when the saga has moved on
 // without the writer, who must stop driving it.
 type Store interface {
-	// Create records s and reports created=true, or, if the customer has a
-	// saga under s.Key, changes nothing and returns it with created=false.
+	// Create records s at version 1 and returns it with created=true, or,
+	// if the customer has a saga under s.Key, changes nothing and returns
+	// that one with created=false.
 	Create(ctx context.Context, s Saga) (stored Saga, created bool, err error)
 	// Get returns the saga of userID under key; errs.NotFound.
 	Get(ctx context.Context, userID, key string) (Saga, error)
@@ -104,8 +105,9 @@ type Store interface {
 	// s.Version, and appends rec to its history, in one transaction; on
 	// success s.Version is incremented. errs.Conflict if fenced.
 	Save(ctx context.Context, s *Saga, rec StepRecord) error
-	// Renew extends the lease of the driver holding epoch; errs.Conflict
-	// if it no longer does.
+	// Renew sets the lease of the driver holding epoch to until (the zero
+	// time hands the saga over to any instance at once); errs.Conflict if
+	// it no longer holds it.
 	Renew(ctx context.Context, id string, epoch int64, until time.Time) error
 	// Expired returns up to limit unfinished sagas whose lease ran out
 	// before now, on every node.
@@ -115,7 +117,8 @@ type Store interface {
 	// driver renewed it.
 	Claim(ctx context.Context, c Claim, owner string, now, until time.Time) (bool, error)
 	// Restart replaces the cancelled, retryable saga of s.UserID under
-	// s.Key by s (a new id, epoch 1) and reports whether this call did.
+	// s.Key by s (a new id, epoch 1), stored at version 1, and reports
+	// whether this call did.
 	Restart(ctx context.Context, s Saga) (bool, error)
 	// History returns a saga's step records, oldest first.
 	History(ctx context.Context, id string) ([]StepRecord, error)

@@ -348,6 +348,7 @@ func (s *Service) replay(ctx context.Context, c Customer, r Request, g Saga) (Re
 			return Result{}, errs.E(op, err)
 		}
 		if restarted {
+			ng.Version = 1 // as stored
 			return s.start(ctx, &ng, &r.Payment)
 		}
 		latest, err := s.store.Get(ctx, c.UserID, g.Key) // another request restarted it

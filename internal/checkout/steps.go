@@ -87,6 +87,7 @@ type runner struct {
 	s    *Service
 	saga *Saga
 	card *payment.Card
+	dead bool // crashed (injected) or fenced: must write nothing more
 }
 
 // permanent marks a step error that is not worth retrying even though its

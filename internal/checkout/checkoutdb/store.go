@@ -188,7 +188,8 @@ func (s *Store) Save(ctx context.Context, g *checkout.Saga, rec checkout.StepRec
 	return nil
 }
 
-// Renew extends the lease held under epoch.
+// Renew extends the lease held under epoch (to the zero time: hands it
+// over at once).
 func (s *Store) Renew(ctx context.Context, id string, epoch int64, until time.Time) error {
 	const op = "checkoutdb.Renew"
 	db, _, err := s.sh.ForID(id)
