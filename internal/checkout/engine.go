@@ -96,6 +96,7 @@ func (s *Service) drive(ctx context.Context, g *Saga, card *payment.Card) {
 			}
 			if lerr == nil {
 				*g = g2 // the write may have landed: carry on from what is stored
+				r.pending = nil
 			}
 			g.NextAt = s.clk.Now().Add(stepRetry.Backoff(2))
 		}
@@ -175,8 +176,12 @@ func (s *Service) forward(ctx context.Context, r *runner, log *slog.Logger) erro
 			s.finish(g, SagaConfirmed, now)
 		} else {
 			g.Deadline = s.deadlineOf(g.Step, now)
+			if !st.checkpoint && len(r.pending) < MaxRecordsPerWrite-2 {
+				r.pending = append(r.pending, StepRecord{SagaID: g.ID, Step: st.name, Outcome: "done", Epoch: g.Epoch, At: now})
+				return nil
+			}
 		}
-		return s.save(ctx, g, st.name, "done", "", now)
+		return s.save(ctx, r, st.name, "done", "", now)
 	}
 	if g.Step == pivot && (!errs.Temporary(err) || isPermanent(err) || !now.Before(g.Deadline)) {
 		// An uncertain or refused capture: settle it by voiding.
@@ -188,10 +193,10 @@ func (s *Service) forward(ctx context.Context, r *runner, log *slog.Logger) erro
 			g.Step++
 			g.Attempts = 0
 			g.NextAt = now
-			return s.save(ctx, g, st.name, "done", "settled: captured", now)
+			return s.save(ctx, r, st.name, "done", "settled: captured", now)
 		}
 		if !isPermanent(serr) { // still unknown
-			return s.retryLater(ctx, g, st.name, serr, now, log)
+			return s.retryLater(ctx, r, st.name, serr, now, log)
 		}
 		err = serr
 	}
@@ -201,10 +206,10 @@ func (s *Service) forward(ctx context.Context, r *runner, log *slog.Logger) erro
 		if !errs.Temporary(err) {
 			log.Error("checkout step after the pivot refused; retrying", "step", st.name, "err", err)
 		}
-		return s.retryLater(ctx, g, st.name, err, now, log)
+		return s.retryLater(ctx, r, st.name, err, now, log)
 	}
 	if errs.Temporary(err) && !isPermanent(err) && now.Before(g.Deadline) {
-		return s.retryLater(ctx, g, st.name, err, now, log)
+		return s.retryLater(ctx, r, st.name, err, now, log)
 	}
 	// Give up: roll back, starting with this step's own compensation (its
 	// outcome may be unknown; compensations are safe either way).
@@ -216,7 +221,7 @@ func (s *Service) forward(ctx context.Context, r *runner, log *slog.Logger) erro
 	g.Attempts = 0
 	g.NextAt = now
 	log.Info("checkout step failed; rolling back", "step", st.name, "kind", kind.Title(), "err", err)
-	return s.save(ctx, g, st.name, "failed", errs.Detail(err), now)
+	return s.save(ctx, r, st.name, "failed", errs.Detail(err), now)
 }
 
 // backward undoes the saga's current step, if it has a compensation, and
@@ -229,7 +234,7 @@ func (s *Service) backward(ctx context.Context, r *runner, log *slog.Logger) err
 	}
 	if g.Step < 0 {
 		s.finish(g, SagaCancelled, now)
-		return s.save(ctx, g, "rollback", "done", "", now)
+		return s.save(ctx, r, "rollback", "done", "", now)
 	}
 	st := steps[g.Step]
 	err := s.try(ctx, st.undo, st.undoService, func(ctx context.Context) error { return st.compensate(ctx, r) })
@@ -243,7 +248,7 @@ func (s *Service) backward(ctx context.Context, r *runner, log *slog.Logger) err
 		if !errs.Temporary(err) {
 			log.Error("checkout compensation refused; retrying", "step", st.undo, "err", err)
 		}
-		return s.retryLater(ctx, g, st.undo, err, now, log)
+		return s.retryLater(ctx, r, st.undo, err, now, log)
 	}
 	g.Step--
 	g.Attempts = 0
@@ -254,14 +259,15 @@ func (s *Service) backward(ctx context.Context, r *runner, log *slog.Logger) err
 	if g.Step < 0 {
 		s.finish(g, SagaCancelled, now)
 	}
-	return s.save(ctx, g, st.undo, "undone", "", now)
+	return s.save(ctx, r, st.undo, "undone", "", now)
 }
 
-func (s *Service) retryLater(ctx context.Context, g *Saga, name string, err error, now time.Time, log *slog.Logger) error {
+func (s *Service) retryLater(ctx context.Context, r *runner, name string, err error, now time.Time, log *slog.Logger) error {
+	g := r.saga
 	g.Attempts++
 	g.NextAt = now.Add(stepRetry.Backoff(g.Attempts))
 	log.Debug("checkout step will be retried", "step", name, "attempt", g.Attempts, "err", err)
-	return s.save(ctx, g, name, "retry", errs.Detail(err), now)
+	return s.save(ctx, r, name, "retry", errs.Detail(err), now)
 }
 
 // finish moves g to a final state, starting its key's 24 hours and its
@@ -278,17 +284,23 @@ func (s *Service) finish(g *Saga, state string, now time.Time) {
 	}
 }
 
-// save writes g to the log, fenced by its epoch.
-func (s *Service) save(ctx context.Context, g *Saga, name, outcome, detail string, now time.Time) error {
+// save writes g to the log, fenced by its epoch, with the records of the
+// steps done since the last write.
+func (s *Service) save(ctx context.Context, r *runner, name, outcome, detail string, now time.Time) error {
+	g := r.saga
 	g.UpdatedAt = now
 	g.LeaseUntil = now.Add(s.lease)
 	// The log must be written even while shutting down: a step done and
 	// not recorded is done again by the next driver (harmless, but slow).
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	err := s.store.Save(wctx, g, StepRecord{SagaID: g.ID, Step: name, Outcome: outcome, Detail: detail, Epoch: g.Epoch, At: now})
+	recs := append(r.pending, StepRecord{SagaID: g.ID, Step: name, Outcome: outcome, Detail: detail, Epoch: g.Epoch, At: now})
+	err := s.store.Save(wctx, g, recs...)
 	if errs.Is(errs.Conflict, err) {
 		return errFenced
+	}
+	if err == nil {
+		r.pending = nil
 	}
 	return err
 }

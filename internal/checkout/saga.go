@@ -75,13 +75,16 @@ type Data struct {
 // try that failed.
 type StepRecord struct {
 	SagaID  string    `json:"-"`
-	Seq     int64     `json:"seq"` // the saga's Version after the write
+	Seq     int64     `json:"seq"` // Version*MaxRecordsPerWrite + its place in the write
 	Step    string    `json:"step"`
 	Outcome string    `json:"outcome"` // "started", "done", "undone", "retry", "failed", "claimed"
 	Detail  string    `json:"detail,omitempty"`
 	Epoch   int64     `json:"epoch"`
 	At      time.Time `json:"at"`
 }
+
+// MaxRecordsPerWrite bounds the history records one Save appends.
+const MaxRecordsPerWrite = 16
 
 // Claim is a saga whose lease has run out, as found by recovery.
 type Claim struct {
@@ -102,9 +105,10 @@ type Store interface {
 	// Load returns the saga with id; errs.NotFound.
 	Load(ctx context.Context, id string) (Saga, error)
 	// Save writes s over the stored saga if the stored one has s.Epoch and
-	// s.Version, and appends rec to its history, in one transaction; on
-	// success s.Version is incremented. errs.Conflict if fenced.
-	Save(ctx context.Context, s *Saga, rec StepRecord) error
+	// s.Version, and appends recs (at most MaxRecordsPerWrite) to its
+	// history, in one transaction; on success s.Version is incremented.
+	// errs.Conflict if fenced.
+	Save(ctx context.Context, s *Saga, recs ...StepRecord) error
 	// Renew sets the lease of the driver holding epoch to until (the zero
 	// time hands the saga over to any instance at once); errs.Conflict if
 	// it no longer holds it.

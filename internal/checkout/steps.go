@@ -29,20 +29,28 @@ type step struct {
 	// deadline is how long the step is retried before the saga gives up
 	// and rolls back; steps after the pivot retry until they succeed.
 	deadline time.Duration
+	// checkpoint: the saga log is written as soon as the step is done.
+	// The other steps' completions are written with the next checkpoint
+	// (or the next failure): if the driver dies before that, the next one
+	// does them again, which every step allows (each is keyed by the saga
+	// id). A checkpoint is where something must not be lost: the priced
+	// cart, the authorization (after it the card is no longer needed),
+	// the pivot.
+	checkpoint bool
 }
 
 // The steps, in order. Capture is the pivot: before it every failure rolls
 // the saga back, after it the saga only moves forward.
 var steps = []step{
-	{name: "lock_cart", service: "cart", do: lockCart, undo: "unlock_cart", undoService: "cart", compensate: unlockCart, deadline: 20 * time.Second},
+	{name: "lock_cart", service: "cart", do: lockCart, undo: "unlock_cart", undoService: "cart", compensate: unlockCart, deadline: 20 * time.Second, checkpoint: true},
 	{name: "reserve_stock", service: "catalog", do: reserveStock, undo: "release_stock", undoService: "catalog", compensate: releaseStock, deadline: 20 * time.Second},
-	{name: "authorize_payment", service: "payment", do: authorize, undo: "void_payment", undoService: "payment", compensate: voidPayment, deadline: 30 * time.Second},
+	{name: "authorize_payment", service: "payment", do: authorize, undo: "void_payment", undoService: "payment", compensate: voidPayment, deadline: 30 * time.Second, checkpoint: true},
 	{name: "create_order", service: "order", do: createOrder, undo: "cancel_order", undoService: "order", compensate: cancelOrder, deadline: 20 * time.Second},
 	{name: "create_shipment", service: "shipping", do: createShipment, undo: "cancel_shipment", undoService: "shipping", compensate: cancelShipment, deadline: 20 * time.Second},
 	// Released with the reservation if the saga rolls back (ReleaseStock
 	// gives back committed units too).
 	{name: "commit_stock", service: "catalog", do: commitStock, deadline: 20 * time.Second},
-	{name: "capture_payment", service: "payment", do: capture, deadline: 30 * time.Second},
+	{name: "capture_payment", service: "payment", do: capture, deadline: 30 * time.Second, checkpoint: true},
 	{name: "confirm_order", service: "order", do: confirmOrder},
 	{name: "complete_cart", service: "cart", do: completeCart},
 }
@@ -88,6 +96,9 @@ type runner struct {
 	saga *Saga
 	card *payment.Card
 	dead bool // crashed (injected) or fenced: must write nothing more
+	// pending holds the records of steps done since the last write, which
+	// the next write appends.
+	pending []StepRecord
 }
 
 // permanent marks a step error that is not worth retrying even though its

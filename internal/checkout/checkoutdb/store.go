@@ -85,7 +85,7 @@ func (s *Store) Create(ctx context.Context, g checkout.Saga) (checkout.Saga, boo
 			return err
 		}
 		created = true
-		return appendStep(ctx, tx, checkout.StepRecord{SagaID: g.ID, Seq: 1, Step: "checkout", Outcome: "started",
+		return appendStep(ctx, tx, checkout.StepRecord{SagaID: g.ID, Seq: seqOf(1, 0), Step: "checkout", Outcome: "started",
 			Epoch: g.Epoch, At: g.CreatedAt}, sh)
 	})
 	if err != nil {
@@ -143,9 +143,14 @@ func (s *Store) Load(ctx context.Context, id string) (checkout.Saga, error) {
 	return g, nil
 }
 
+// seqOf is the sequence number of the i-th history record written with a
+// saga's version v: records sort by version, then by their order in the
+// write.
+func seqOf(v int64, i int) int64 { return v*checkout.MaxRecordsPerWrite + int64(i) }
+
 // Save writes g if the stored saga still has g's epoch and version, and
-// appends rec, in one transaction.
-func (s *Store) Save(ctx context.Context, g *checkout.Saga, rec checkout.StepRecord) error {
+// appends recs, in one transaction.
+func (s *Store) Save(ctx context.Context, g *checkout.Saga, recs ...checkout.StepRecord) error {
 	const op = "checkoutdb.Save"
 	db, sh, err := s.sh.ForID(g.ID)
 	if err != nil {
@@ -175,8 +180,16 @@ func (s *Store) Save(ctx context.Context, g *checkout.Saga, rec checkout.StepRec
 		if n == 0 {
 			return errs.E(errs.Conflict, errs.Msg("saga %s moved on without this driver (epoch %d, version %d)", g.ID, g.Epoch, g.Version))
 		}
-		rec.SagaID, rec.Seq, rec.Epoch = g.ID, next, g.Epoch
-		return appendStep(ctx, tx, rec, sh)
+		if len(recs) > checkout.MaxRecordsPerWrite {
+			return errs.E(errs.Invalid, errs.Msg("%d history records in one write; at most %d", len(recs), checkout.MaxRecordsPerWrite))
+		}
+		for i, rec := range recs {
+			rec.SagaID, rec.Seq, rec.Epoch = g.ID, seqOf(next, i), g.Epoch
+			if err := appendStep(ctx, tx, rec, sh); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		if errs.Is(errs.Conflict, err) {
@@ -259,7 +272,7 @@ func (s *Store) Claim(ctx context.Context, c checkout.Claim, owner string, now, 
 		if err := tx.QueryRowContext(ctx, `SELECT version FROM sagas WHERE id = ?`, c.ID).Scan(&version); err != nil {
 			return err
 		}
-		return appendStep(ctx, tx, checkout.StepRecord{SagaID: c.ID, Seq: version, Step: "lease", Outcome: "claimed",
+		return appendStep(ctx, tx, checkout.StepRecord{SagaID: c.ID, Seq: seqOf(version, 0), Step: "lease", Outcome: "claimed",
 			Detail: owner, Epoch: c.Epoch + 1, At: now}, sh)
 	})
 	if err != nil {
@@ -298,7 +311,7 @@ func (s *Store) Restart(ctx context.Context, g checkout.Saga) (bool, error) {
 			return err
 		}
 		done = true
-		return appendStep(ctx, tx, checkout.StepRecord{SagaID: g.ID, Seq: 1, Step: "checkout", Outcome: "started",
+		return appendStep(ctx, tx, checkout.StepRecord{SagaID: g.ID, Seq: seqOf(1, 0), Step: "checkout", Outcome: "started",
 			Detail: "again after a roll-back", Epoch: g.Epoch, At: g.CreatedAt}, sh)
 	})
 	if err != nil {
