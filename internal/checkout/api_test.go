@@ -1,818 +1,962 @@
 package checkout_test
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"log/slog"
-	"net/http"
-	"net/http/httptest"
-	"reflect"
-	"strings"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/globomantics/globomantics/internal/cart"
+	"github.com/globomantics/globomantics/internal/cart/cartdb"
 	"github.com/globomantics/globomantics/internal/catalog"
+	"github.com/globomantics/globomantics/internal/catalog/catalogdb"
 	"github.com/globomantics/globomantics/internal/checkout"
 	"github.com/globomantics/globomantics/internal/checkout/checkoutdb"
 	"github.com/globomantics/globomantics/internal/order"
 	"github.com/globomantics/globomantics/internal/order/orderdb"
 	"github.com/globomantics/globomantics/internal/payment"
+	"github.com/globomantics/globomantics/internal/payment/paymentdb"
 	"github.com/globomantics/globomantics/internal/platform/clock"
 	"github.com/globomantics/globomantics/internal/platform/errs"
-	"github.com/globomantics/globomantics/internal/platform/httpx"
+	"github.com/globomantics/globomantics/internal/platform/fault"
 	"github.com/globomantics/globomantics/internal/platform/money"
 	"github.com/globomantics/globomantics/internal/platform/page"
+	"github.com/globomantics/globomantics/internal/platform/sqldb"
 	"github.com/globomantics/globomantics/internal/platform/testenv"
 	"github.com/globomantics/globomantics/internal/shipping"
+	"github.com/globomantics/globomantics/internal/shipping/shippingdb"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// world is checkout with its five dependencies, as the test sees them.
-type world struct {
-	api    checkout.API
-	carts  *fakeCarts
-	inv    *fakeInventory
-	pay    *fakePayments
-	ship   *fakeShipments
-	orders *faultyOrders
-	logs   *syncBuffer
-}
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-var (
-	customer = checkout.Customer{UserID: "usr_ada", Email: "ada@example.com"}
-	owner    = "user:usr_ada"
-	addr     = shipping.Address{Name: "Ada Lovelace", Line1: "12 Analytical St", City: "London", PostalCode: "N1 9GU", Country: "GB"}
-	t0       = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
-	// initialStock is the stock before any checkout.
-	initialStock = map[string]int{"prd_widget": 5, "prd_gadget": 3}
+// The test cards of the payment service.
+const (
+	goodCard      = "4242424242424242"
+	declinedCard  = "4000000000000002"
+	transientCard = "4000000000000119"
 )
 
+var addr = shipping.Address{Name: "Ada Lovelace", Line1: "12 Analytical St", City: "London", PostalCode: "N1 9GU", Country: "GB"}
+
 func request(card string) checkout.Request {
-	return checkout.Request{ShippingAddress: addr, Payment: payment.Card{Number: card, ExpMonth: 12, ExpYear: 2030, CVC: "123"}}
+	return checkout.Request{ShippingAddress: addr, Payment: payment.Card{Number: card, ExpMonth: 12, ExpYear: 2035, CVC: "123"}}
 }
 
-func newWorld(t *testing.T) (*checkout.Service, *world) {
+// The products of every world, with their price.
+const (
+	widget = "prd_widget"
+	gadget = "prd_gadget"
+	extra  = "prd_extra" // added to carts after they were locked
+)
+
+var prices = map[string]money.Money{widget: money.USD(1250), gadget: money.USD(999), extra: money.USD(500)}
+
+// world is checkout over the real cart, catalog, payment, shipping and
+// order services in process, each over its own SQLite database, and
+// checkout's saga log over SQLite or PostgreSQL.
+type world struct {
+	t       *testing.T
+	store   checkout.Store
+	raw     *checkoutdb.Store
+	cat     *catalog.Service
+	carts   *cart.Service
+	pay     *payment.Service
+	ship    *shipping.Service
+	orders  *order.Service
+	initial map[string]int
+	svc     *checkout.Service // instance "a", driven by the test
+
+	mu    *sync.Mutex // a world is copied to change t in subtests
+	users map[string]bool
+}
+
+// config of a world.
+type config struct {
+	stock      map[string]int
+	checkoutDB func(testing.TB) *sqldb.DB
+	wrap       func(checkout.Store) checkout.Store
+}
+
+// baseOptions are the short timings of every instance in these tests.
+func baseOptions() []checkout.Option {
+	return []checkout.Option{checkout.WithBudget(2 * time.Second), checkout.WithLease(500 * time.Millisecond),
+		checkout.WithRecoveryInterval(100 * time.Millisecond), checkout.WithStepDeadline(time.Second),
+		checkout.WithCallbackSecret([]byte("test-secret"))}
+}
+
+func newWorld(t *testing.T, cfg config, opts ...checkout.Option) *world {
 	t.Helper()
-	clk := clock.NewFake(t0)
-	db := testenv.SQLite(t)
-	ostore, err := orderdb.Open(context.Background(), db)
-	if err != nil {
-		t.Fatal(err)
+	ctx := context.Background()
+	if cfg.stock == nil {
+		cfg.stock = map[string]int{widget: 100, gadget: 100, extra: 100}
 	}
-	cstore, err := checkoutdb.Open(context.Background(), db)
-	if err != nil {
-		t.Fatal(err)
+	if cfg.checkoutDB == nil {
+		cfg.checkoutDB = testenv.SQLite
 	}
-	w := &world{
-		carts: &fakeCarts{carts: map[string][]cart.Item{owner: {
-			// The cart's prices are stale: checkout must charge the catalog's.
-			{ProductID: "prd_widget", Name: "Widget", Quantity: 2, UnitPrice: money.USD(1000), LineTotal: money.USD(2000)},
-			{ProductID: "prd_gadget", Name: "Gadget", Quantity: 1, UnitPrice: money.USD(999), LineTotal: money.USD(999)},
-		}}},
-		inv: &fakeInventory{
-			products: map[string]catalog.Product{
-				"prd_widget": {ID: "prd_widget", Name: "Widget", Price: money.USD(1250), Stock: initialStock["prd_widget"]},
-				"prd_gadget": {ID: "prd_gadget", Name: "Gadget", Price: money.USD(999), Stock: initialStock["prd_gadget"]},
-			},
-			reservations: map[string][]catalog.Line{}, released: map[string]bool{},
-		},
-		pay:    &fakePayments{byID: map[string]*payment.Payment{}, byOrder: map[string]string{}},
-		ship:   &fakeShipments{byOrder: map[string]*shipping.Shipment{}, byID: map[string]*shipping.Shipment{}},
-		orders: &faultyOrders{svc: order.NewService(ostore, nil, clk)},
-		logs:   &syncBuffer{},
+	w := &world{t: t, initial: cfg.stock, users: map[string]bool{}, mu: &sync.Mutex{}}
+	catStore, err := catalogdb.Open(ctx, testenv.SQLite(t))
+	must(t, err)
+	w.cat = catalog.NewService(catStore, nil, nil, clock.Real{})
+	must(t, w.cat.EnsureCategories(ctx, []catalog.Category{{ID: "home", Name: "Home"}}))
+	for _, id := range []string{widget, gadget, extra} {
+		must(t, catStore.CreateProduct(ctx, catalog.Record{ID: id, Name: "The " + id[4:], Category: "home",
+			Price: prices[id], Stock: cfg.stock[id], ImageKey: "products/" + id + "/original.png", CreatedAt: time.Now()}))
 	}
-	log := slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	svc := checkout.NewService(cstore, w.carts, w.inv, w.pay, w.ship, w.orders, clk, log, checkout.WithReplayWait(time.Second))
-	w.api = svc
-	return svc, w
+	cartStore, err := cartdb.Open(ctx, testenv.SQLite(t))
+	must(t, err)
+	w.carts = cart.NewService(cartStore, w.cat, clock.Real{}, cart.WithLogger(testenv.Logger(t)))
+	payStore, err := paymentdb.Open(ctx, testenv.SQLite(t))
+	must(t, err)
+	w.pay = payment.NewService(payStore, clock.Real{})
+	shipStore, err := shippingdb.Open(ctx, testenv.SQLite(t))
+	must(t, err)
+	w.ship = shipping.NewService(shipStore, clock.Real{})
+	orderStore, err := orderdb.Open(ctx, testenv.SQLite(t))
+	must(t, err)
+	w.orders = order.NewService(orderStore, nil, clock.Real{})
+	w.raw, err = checkoutdb.Open(ctx, cfg.checkoutDB(t))
+	must(t, err)
+	w.store = w.raw
+	if cfg.wrap != nil {
+		w.store = cfg.wrap(w.raw)
+	}
+	w.svc = w.instance("a", fault.New(nil), opts...)
+	return w
 }
 
-// TestAPI runs the contract suite against the service and against the HTTP
-// client talking to the service's handler.
-func TestAPI(t *testing.T) {
-	setups := map[string]func(t *testing.T) *world{
-		"service": func(t *testing.T) *world { _, w := newWorld(t); return w },
-		"http": func(t *testing.T) *world {
-			svc, w := newWorld(t)
-			srv := httptest.NewServer(checkout.NewHandler(svc))
-			t.Cleanup(srv.Close)
-			w.api = checkout.NewClient(httpx.NewClient("checkout", []string{srv.URL}, nil))
-			return w
-		},
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
-	for name, setup := range setups {
-		t.Run(name, func(t *testing.T) {
-			for _, tc := range contract {
-				t.Run(tc.name, func(t *testing.T) {
-					t.Parallel()
-					tc.fn(t, setup(t))
-				})
+}
+
+// instance returns another checkout instance over the world's saga log and
+// services, with faults from f (nil: none) and the base options, then
+// opts. It is closed when the test ends, before the databases are.
+func (w *world) instance(name string, f *fault.Injector, opts ...checkout.Option) *checkout.Service {
+	w.t.Helper()
+	all := append(baseOptions(), checkout.WithOwner(name))
+	if f != nil {
+		all = append(all, checkout.WithFaults(f))
+	}
+	all = append(all, opts...)
+	return w.instanceAt(nil, all...)
+}
+
+// instanceAt is an instance with clock clk (nil: the wall clock) and
+// exactly opts.
+func (w *world) instanceAt(clk clock.Clock, opts ...checkout.Option) *checkout.Service {
+	w.t.Helper()
+	s := checkout.NewService(w.store, w.carts, w.cat, w.pay, w.ship, w.orders, clk, testenv.Logger(w.t), opts...)
+	w.t.Cleanup(s.Close)
+	return s
+}
+
+// run runs s's recovery and callback loops until the test ends.
+func (w *world) run(s *checkout.Service) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	w.t.Cleanup(func() { cancel(); <-done })
+}
+
+// crasher is a fault injector whose crashes return (an in-process crash)
+// and are counted.
+type crasher struct {
+	*fault.Injector
+	crashes atomic.Int32
+}
+
+func newCrasher(t testing.TB, rules string) *crasher {
+	t.Helper()
+	c := &crasher{}
+	c.Injector = fault.New(func() { c.crashes.Add(1) })
+	must(t, c.Set(rules))
+	return c
+}
+
+// customer returns a customer with a cart holding lines (product: qty).
+func (w *world) customer(name string, lines map[string]int) checkout.Customer {
+	w.t.Helper()
+	c := checkout.Customer{UserID: "usr_" + name, Email: name + "@example.com"}
+	w.mu.Lock()
+	w.users[c.UserID] = true
+	w.mu.Unlock()
+	for _, p := range []string{widget, gadget, extra} {
+		if q := lines[p]; q > 0 {
+			if _, err := w.carts.AddItem(context.Background(), checkout.CartOwner(c.UserID), p, q); err != nil {
+				w.t.Fatalf("AddItem: %v", err)
 			}
+		}
+	}
+	return c
+}
+
+// saga returns the saga of c under key.
+func (w *world) saga(c checkout.Customer, key string) checkout.Saga {
+	w.t.Helper()
+	g, err := w.raw.Get(context.Background(), c.UserID, key)
+	if err != nil {
+		w.t.Fatalf("saga of %s/%s: %v", c.UserID, key, err)
+	}
+	return g
+}
+
+// settle returns a function that, given PlaceOrder's answer for the
+// checkout of c under key, waits until that checkout has ended (if it was
+// pending) and returns its final result and the error it ended with.
+func (w *world) settle(c checkout.Customer, key string) func(checkout.Result, error) (checkout.Result, error) {
+	return func(res checkout.Result, err error) (checkout.Result, error) {
+		w.t.Helper()
+		if err != nil || res.Done {
+			return res, err
+		}
+		return w.awaitDone(w.svc, c, key)
+	}
+}
+
+// awaitDone polls Checkout until the checkout of c under key has ended.
+func (w *world) awaitDone(s *checkout.Service, c checkout.Customer, key string) (checkout.Result, error) {
+	w.t.Helper()
+	var out checkout.Result
+	testenv.CheckFor(w.t, 20*time.Second, func() error {
+		r, err := s.Checkout(context.Background(), c.UserID, key)
+		if err != nil {
+			return err
+		}
+		if !r.Done {
+			return fmt.Errorf("checkout %s/%s still %s", c.UserID, key, r.State)
+		}
+		out = r
+		return nil
+	})
+	if out.State == checkout.StateCancelled {
+		if out.Error == nil {
+			w.t.Fatalf("cancelled checkout without an error: %+v", out)
+		}
+		return out, errs.E(errs.KindForStatus(out.Error.Status), errs.Msg("%s", out.Error.Detail))
+	}
+	return out, nil
+}
+
+// eventually polls fn, as testenv.CheckFor does, until it returns nil or
+// timeout passes; it returns fn's last error.
+func eventually(timeout time.Duration, fn func() error) error {
+	deadline := time.Now().Add(timeout)
+	wait := 5 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 200*time.Millisecond)
+	}
+}
+
+// cartLines returns c's cart as product: quantity.
+func (w *world) cartLines(c checkout.Customer) map[string]int {
+	w.t.Helper()
+	crt, err := w.carts.GetCart(context.Background(), checkout.CartOwner(c.UserID))
+	must(w.t, err)
+	out := map[string]int{}
+	for _, it := range crt.Items {
+		out[it.ProductID] = it.Quantity
+	}
+	return out
+}
+
+// unlocked checks that c's cart can be locked by a new checkout (then
+// releases it again).
+func (w *world) unlocked(c checkout.Customer) error {
+	ctx := context.Background()
+	probe := fmt.Sprintf("probe-%d", time.Now().UnixNano())
+	if _, err := w.carts.Lock(ctx, checkout.CartOwner(c.UserID), probe); err != nil {
+		return fmt.Errorf("cart of %s is still locked: %v", c.UserID, err)
+	}
+	return w.carts.Unlock(ctx, checkout.CartOwner(c.UserID), probe)
+}
+
+// ordersOf returns every order of c.
+func (w *world) ordersOf(userID string) []order.Order {
+	w.t.Helper()
+	p, err := w.orders.ListOrders(context.Background(), userID, page.Request{Size: 100})
+	must(w.t, err)
+	return p.Items
+}
+
+// checkInvariants checks what must hold at rest, whatever happened: stock
+// conserved with nothing reserved, the payment ledger sound with nothing
+// held and exactly the confirmed orders' totals captured, every confirmed
+// order paid and shipped and every cancelled one neither.
+func (w *world) checkInvariants() {
+	w.t.Helper()
+	ctx := context.Background()
+	levels, err := w.cat.StockLevels(ctx)
+	must(w.t, err)
+	sold := map[string]int{}
+	for _, l := range levels {
+		if l.Stock+l.Reserved+l.Sold != w.initial[l.ProductID] {
+			w.t.Errorf("stock of %s: %d + %d reserved + %d sold != %d listed", l.ProductID, l.Stock, l.Reserved, l.Sold, w.initial[l.ProductID])
+		}
+		if l.Reserved != 0 {
+			w.t.Errorf("stock of %s: %d units still reserved at rest", l.ProductID, l.Reserved)
+		}
+		sold[l.ProductID] = l.Sold
+	}
+	audit, err := w.pay.Audit(ctx)
+	must(w.t, err)
+	if !audit.OK() {
+		w.t.Errorf("payment audit violations: %+v", audit.Violations)
+	}
+	if audit.Held != 0 {
+		w.t.Errorf("payment audit: %d still held on cards at rest", audit.Held)
+	}
+	var confirmed int64
+	ordered := map[string]int{}
+	w.mu.Lock()
+	users := make([]string, 0, len(w.users))
+	for u := range w.users {
+		users = append(users, u)
+	}
+	w.mu.Unlock()
+	for _, u := range users {
+		for _, o := range w.ordersOf(u) {
+			p, perr := w.pay.PaymentForOrder(ctx, o.ID)
+			switch o.Status {
+			case order.StatusConfirmed:
+				confirmed += o.Total.Amount
+				for _, it := range o.Items {
+					ordered[it.ProductID] += it.Quantity
+				}
+				if perr != nil || p.Status != payment.StatusCaptured || p.Amount != o.Total {
+					w.t.Errorf("confirmed order %s: payment %+v, %v; want %s captured", o.ID, p, perr, o.Total)
+				}
+				if o.Payment.Status != payment.StatusCaptured || o.Shipment.Status != shipping.StatusCreated || o.Shipment.TrackingNumber == "" {
+					w.t.Errorf("confirmed order %s records payment %+v, shipment %+v", o.ID, o.Payment, o.Shipment)
+				}
+			case order.StatusCancelled:
+				if perr == nil && p.Status == payment.StatusCaptured {
+					w.t.Errorf("cancelled order %s was charged: %+v", o.ID, p)
+				}
+				if o.Payment.Status == payment.StatusAuthorized || o.Payment.Status == payment.StatusCaptured {
+					w.t.Errorf("cancelled order %s records its payment as %q", o.ID, o.Payment.Status)
+				}
+			default:
+				w.t.Errorf("order %s is %s at rest", o.ID, o.Status)
+			}
+		}
+	}
+	if audit.NetCaptured != confirmed {
+		w.t.Errorf("payment audit: %d captured, confirmed orders total %d", audit.NetCaptured, confirmed)
+	}
+	for p, n := range sold {
+		if ordered[p] != n {
+			w.t.Errorf("%d units of %s sold, confirmed orders hold %d", n, p, ordered[p])
+		}
+	}
+}
+
+// history is a saga's history as counts of "step/outcome".
+func (w *world) history(s *checkout.Service, id string) (map[string]int, []checkout.StepRecord) {
+	w.t.Helper()
+	v, err := s.Inspect(context.Background(), id)
+	must(w.t, err)
+	n := map[string]int{}
+	for _, r := range v.History {
+		n[r.Step+"/"+r.Outcome]++
+	}
+	return n, v.History
+}
+
+// checkOnce checks that no step was done and no compensation undone more
+// than once in saga id's history.
+func (w *world) checkOnce(s *checkout.Service, id string) {
+	w.t.Helper()
+	n, h := w.history(s, id)
+	for k, c := range n {
+		if c > 1 && (hasSuffix(k, "/done") || hasSuffix(k, "/undone")) {
+			w.t.Errorf("saga %s: %s recorded %d times: %v", id, k, c, h)
+		}
+	}
+}
+
+func hasSuffix(s, suf string) bool { return len(s) >= len(suf) && s[len(s)-len(suf):] == suf }
+
+// checkConfirmed checks a confirmed checkout end to end: its order, its
+// payment, its shipment, its stock and the cart it emptied.
+func (w *world) checkConfirmed(c checkout.Customer, key string, res checkout.Result, lines map[string]int) {
+	w.t.Helper()
+	ctx := context.Background()
+	g := w.saga(c, key)
+	if g.State != checkout.SagaConfirmed || res.State != checkout.StateConfirmed || !res.Done || res.Error != nil {
+		w.t.Fatalf("checkout %s/%s: saga %s, result %+v; want confirmed", c.UserID, key, g.State, res)
+	}
+	o, err := w.orders.GetOrder(ctx, g.ID)
+	if err != nil || o.Status != order.StatusConfirmed || res.Order.ID != g.ID {
+		w.t.Fatalf("order %s = %+v, %v (result names %s)", g.ID, o, err, res.Order.ID)
+	}
+	var want int64
+	units := 0
+	for p, q := range lines {
+		want += prices[p].Amount * int64(q)
+		units += q
+	}
+	if o.Subtotal.Amount != want || o.Total.Amount != want+o.ShippingCost.Amount || len(o.Items) != len(lines) {
+		w.t.Errorf("order %s: subtotal %s total %s with %d items; want subtotal %d over %d lines", o.ID, o.Subtotal, o.Total, len(o.Items), want, len(lines))
+	}
+	for _, it := range o.Items {
+		if it.Quantity != lines[it.ProductID] || it.UnitPrice != prices[it.ProductID] {
+			w.t.Errorf("order %s line %+v, want %d at %s", o.ID, it, lines[it.ProductID], prices[it.ProductID])
+		}
+	}
+	if res.Order.Total != o.Total || res.Order.Status != order.StatusConfirmed {
+		w.t.Errorf("result's order %+v differs from the stored %+v", res.Order, o)
+	}
+	p, err := w.pay.PaymentForOrder(ctx, g.ID)
+	if err != nil || p.Status != payment.StatusCaptured || p.Amount != o.Total || p.CardLast4 != "4242" {
+		w.t.Errorf("payment of %s = %+v, %v", g.ID, p, err)
+	}
+	sh, err := w.ship.GetShipment(ctx, o.Shipment.ID)
+	if err != nil || sh.Status != shipping.StatusCreated || sh.OrderID != g.ID || sh.TrackingNumber != o.Shipment.TrackingNumber {
+		w.t.Errorf("shipment of %s = %+v, %v (order says %+v)", g.ID, sh, err, o.Shipment)
+	}
+	if err := w.unlocked(c); err != nil {
+		w.t.Error(err)
+	}
+}
+
+// checkRolledBack checks a cancelled checkout: no money taken, no order
+// standing, no shipment, stock back, cart intact (lines) and unlocked.
+func (w *world) checkRolledBack(c checkout.Customer, key string, lines map[string]int) checkout.Saga {
+	w.t.Helper()
+	ctx := context.Background()
+	g := w.saga(c, key)
+	if g.State != checkout.SagaCancelled || g.Failure == nil {
+		w.t.Fatalf("saga %s is %s (failure %+v), want cancelled", g.ID, g.State, g.Failure)
+	}
+	if o, err := w.orders.GetOrder(ctx, g.ID); err == nil && o.Status != order.StatusCancelled {
+		w.t.Errorf("order %s of a rolled-back checkout is %s", g.ID, o.Status)
+	} else if err != nil && !errs.Is(errs.NotFound, err) {
+		w.t.Errorf("GetOrder(%s): %v", g.ID, err)
+	}
+	if p, err := w.pay.PaymentForOrder(ctx, g.ID); err == nil && (p.Status == payment.StatusCaptured || p.Status == payment.StatusAuthorized) {
+		w.t.Errorf("payment of rolled-back %s is %s", g.ID, p.Status)
+	}
+	if g.Data.Shipment.ID != "" {
+		if sh, err := w.ship.GetShipment(ctx, g.Data.Shipment.ID); err != nil || sh.Status != shipping.StatusCancelled {
+			w.t.Errorf("shipment of rolled-back %s = %+v, %v", g.ID, sh, err)
+		}
+	}
+	if got := w.cartLines(c); !mapsEqual(got, lines) {
+		w.t.Errorf("cart of %s after a roll-back = %v, want %v", c.UserID, got, lines)
+	}
+	if err := w.unlocked(c); err != nil {
+		w.t.Error(err)
+	}
+	return g
+}
+
+func mapsEqual(a, b map[string]int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func stock(t *testing.T, w *world, id string) catalog.StockLevel {
+	t.Helper()
+	levels, err := w.cat.StockLevels(context.Background())
+	must(t, err)
+	for _, l := range levels {
+		if l.ProductID == id {
+			return l
+		}
+	}
+	t.Fatalf("no stock level for %s", id)
+	return catalog.StockLevel{}
+}
+
+func TestSuccess(t *testing.T) {
+	t.Parallel()
+	// Catalog calls are slowed down so that the test can add a line to the
+	// cart while the checkout runs, after the cart was locked.
+	w := newWorld(t, config{}, checkout.WithBudget(10*time.Second))
+	f := newCrasher(t, "service:catalog=400ms")
+	s := w.instance("slow", f.Injector, checkout.WithBudget(10*time.Second))
+	ctx := context.Background()
+	lines := map[string]int{widget: 2, gadget: 1}
+	c := w.customer("ada", lines)
+
+	type answer struct {
+		res checkout.Result
+		err error
+	}
+	ch := make(chan answer, 1)
+	go func() {
+		res, err := s.PlaceOrder(ctx, c, "key-1", request(goodCard))
+		ch <- answer{res, err}
+	}()
+	testenv.CheckFor(t, 5*time.Second, func() error {
+		g, err := w.raw.Get(ctx, c.UserID, "key-1")
+		if err != nil || g.Step < 1 {
+			return fmt.Errorf("cart not locked yet (%v)", err)
+		}
+		return nil
+	})
+	if _, err := w.carts.AddItem(ctx, checkout.CartOwner(c.UserID), extra, 3); err != nil {
+		t.Fatal(err)
+	}
+	if g := w.saga(c, "key-1"); g.Terminal() {
+		t.Fatalf("the checkout ended before the line was added: the test proves nothing")
+	}
+	a := <-ch
+	if a.err != nil {
+		t.Fatalf("PlaceOrder: %v", a.err)
+	}
+	w.checkConfirmed(c, "key-1", a.res, lines)
+	if got := w.cartLines(c); !mapsEqual(got, map[string]int{extra: 3}) {
+		t.Errorf("cart after checkout = %v, want only the line added during it", got)
+	}
+	if l := stock(t, w, widget); l.Sold != 2 || l.Stock != 98 {
+		t.Errorf("widget stock after checkout: %+v", l)
+	}
+	// Checkout tells the same.
+	got, err := s.Checkout(ctx, c.UserID, "key-1")
+	if err != nil || got.State != checkout.StateConfirmed || got.Order.ID != a.res.Order.ID || !got.Done {
+		t.Errorf("Checkout = %+v, %v", got, err)
+	}
+	if _, err := s.Checkout(ctx, c.UserID, "other-key"); !errs.Is(errs.NotFound, err) {
+		t.Errorf("Checkout of an unknown key = %v, want NotFound", err)
+	}
+	w.checkOnce(s, a.res.Order.ID)
+	w.checkInvariants()
+}
+
+func TestDeclined(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, config{})
+	ctx := context.Background()
+	lines := map[string]int{widget: 2}
+	c := w.customer("bob", lines)
+	_, err := w.svc.PlaceOrder(ctx, c, "k", request(declinedCard))
+	if !errs.Is(errs.Declined, err) {
+		t.Fatalf("PlaceOrder with a declined card = %v, want Declined", err)
+	}
+	g := w.checkRolledBack(c, "k", lines)
+	if g.Retryable {
+		t.Errorf("a declined checkout is marked retryable")
+	}
+	if _, err := w.orders.GetOrder(ctx, g.ID); !errs.Is(errs.NotFound, err) {
+		t.Errorf("GetOrder of a declined checkout = %v, want NotFound (no order)", err)
+	}
+	if os := w.ordersOf(c.UserID); len(os) != 0 {
+		t.Errorf("orders of a declined customer: %+v", os)
+	}
+	p, err := w.pay.PaymentForOrder(ctx, g.ID)
+	if err != nil || p.Status != payment.StatusDeclined {
+		t.Errorf("payment = %+v, %v; want the decline recorded", p, err)
+	}
+	audit, err := w.pay.Audit(ctx)
+	must(t, err)
+	if audit.Declined != 1 || audit.Captured != 0 || audit.Held != 0 {
+		t.Errorf("audit after a decline: %+v", audit)
+	}
+	if l := stock(t, w, widget); l.Stock != 100 || l.Reserved != 0 || l.Sold != 0 {
+		t.Errorf("stock after a decline: %+v", l)
+	}
+	// The same request again answers the same.
+	if _, err := w.svc.PlaceOrder(ctx, c, "k", request(declinedCard)); !errs.Is(errs.Declined, err) {
+		t.Errorf("repeat of a declined checkout = %v", err)
+	}
+	res, err := w.svc.Checkout(ctx, c.UserID, "k")
+	if err != nil || res.State != checkout.StateCancelled || res.Error == nil || res.Error.Status != 402 || res.Order.Status != order.StatusCancelled {
+		t.Errorf("Checkout of a declined checkout = %+v, %v", res, err)
+	}
+	w.checkOnce(w.svc, g.ID)
+	w.checkInvariants()
+}
+
+func TestTransientProcessorRollsBackAndRetries(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, config{})
+	ctx := context.Background()
+	lines := map[string]int{gadget: 1}
+	c := w.customer("cy", lines)
+	start := time.Now()
+	_, err := w.settle(c, "k")(w.svc.PlaceOrder(ctx, c, "k", request(transientCard)))
+	if !errs.Is(errs.Unavailable, err) {
+		t.Fatalf("PlaceOrder with an always-failing processor = %v, want Unavailable", err)
+	}
+	if d := time.Since(start); d < time.Second {
+		t.Errorf("gave up after %v, before the step deadline of 1s", d)
+	}
+	first := w.checkRolledBack(c, "k", lines)
+	if !first.Retryable || first.Failure.Status != 503 {
+		t.Errorf("saga after a transient failure: retryable %v failure %+v", first.Retryable, first.Failure)
+	}
+	n, _ := w.history(w.svc, first.ID)
+	if n["authorize_payment/retry"] < 2 || n["authorize_payment/failed"] != 1 {
+		t.Errorf("authorize was not retried until its deadline: %v", n)
+	}
+	// Another body under the key: 422.
+	other := request(transientCard)
+	other.ShippingAddress.City = "Paris"
+	if _, err := w.svc.PlaceOrder(ctx, c, "k", other); !errs.Is(errs.Invalid, err) {
+		t.Errorf("same key, other body = %v, want Invalid", err)
+	}
+	// A new key with a good card succeeds.
+	res, err := w.svc.PlaceOrder(ctx, c, "k2", request(goodCard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.checkConfirmed(c, "k2", res, lines)
+	if os := w.ordersOf(c.UserID); len(os) != 1 {
+		t.Errorf("%d orders, want 1", len(os))
+	}
+	w.checkInvariants()
+}
+
+// TestRetryAfterRollback: a checkout rolled back because a service stayed
+// down runs again, as a new saga, when the same request is sent again
+// under its key (API: "the one exception is errs.Unavailable after a
+// complete roll-back").
+func TestRetryAfterRollback(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, config{})
+	w.run(w.instance("recovery", nil)) // ends sagas whose driver stopped
+	f := newCrasher(t, "before:authorize_payment=fail")
+	s := w.instance("a2", f.Injector)
+	ctx := context.Background()
+	lines := map[string]int{widget: 1}
+	c := w.customer("again", lines)
+	if _, err := w.settle(c, "k")(s.PlaceOrder(ctx, c, "k", request(goodCard))); !errs.Is(errs.Unavailable, err) {
+		t.Fatalf("PlaceOrder with the payment service down = %v, want Unavailable", err)
+	}
+	first := w.checkRolledBack(c, "k", lines)
+	if !first.Retryable {
+		t.Fatalf("not retryable: %+v", first)
+	}
+	must(t, f.Set("")) // the payment service is back
+	// The customer's client retries, several times at once, on two
+	// instances: one new saga runs, every answer names it.
+	const n = 10
+	res := make([]checkout.Result, n)
+	errl := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			inst := s
+			if i%2 == 1 {
+				inst = w.svc
+			}
+			res[i], errl[i] = inst.PlaceOrder(ctx, c, "k", request(goodCard))
+		}()
+	}
+	wg.Wait()
+	second := w.saga(c, "k")
+	if second.ID == first.ID {
+		t.Fatalf("the same key and request did not run again (saga %s)", second.ID)
+	}
+	final, err := w.settle(c, "k")(res[0], errl[0])
+	_, h := w.history(w.svc, second.ID)
+	driven := false // did the driver that restarted it write anything?
+	for _, r := range h {
+		driven = driven || r.Epoch == 1 && r.Step != "checkout"
+	}
+	if !driven {
+		t.Fatalf("the restarted saga was not driven by the instance that restarted it (its first write fenced?): "+
+			"it ended %s (%v). History: %v", final.State, err, h)
+	}
+	if err != nil {
+		t.Fatalf("the second run = %v, want it confirmed", err)
+	}
+	for i := range n {
+		r, err := w.settle(c, "k")(res[i], errl[i])
+		if err != nil || r.Order.ID != second.ID {
+			t.Errorf("retry %d = %s, %v; want order %s", i, r.Order.ID, err, second.ID)
+		}
+	}
+	w.checkConfirmed(c, "k", final, lines)
+	if os := w.ordersOf(c.UserID); len(os) != 1 {
+		t.Errorf("%d orders, want 1", len(os))
+	}
+	w.checkOnce(s, second.ID)
+	w.checkInvariants()
+}
+
+func TestRequestValidation(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, config{})
+	ctx := context.Background()
+	c := w.customer("val", map[string]int{widget: 1})
+	long := make([]byte, checkout.MaxKeyLen+1)
+	for i := range long {
+		long[i] = 'k'
+	}
+	for _, key := range []string{"", string(long), "bad\nkey"} {
+		if _, err := w.svc.PlaceOrder(ctx, c, key, request(goodCard)); !errs.Is(errs.BadRequest, err) {
+			t.Errorf("key %q: %v, want BadRequest", key, err)
+		}
+	}
+	bad := map[string]func(*checkout.Request, *checkout.Customer){
+		"no name":           func(r *checkout.Request, _ *checkout.Customer) { r.ShippingAddress.Name = "" },
+		"country":           func(r *checkout.Request, _ *checkout.Customer) { r.ShippingAddress.Country = "GBR" },
+		"card luhn":         func(r *checkout.Request, _ *checkout.Customer) { r.Payment.Number = "4242424242424241" },
+		"card expired":      func(r *checkout.Request, _ *checkout.Customer) { r.Payment.ExpYear = 2020 },
+		"email":             func(_ *checkout.Request, c *checkout.Customer) { c.Email = "Ada <ada@example.com>" },
+		"no user":           func(_ *checkout.Request, c *checkout.Customer) { c.UserID = " " },
+		"callback ftp":      func(r *checkout.Request, _ *checkout.Customer) { r.CallbackURL = "ftp://example.com/cb" },
+		"callback no host":  func(r *checkout.Request, _ *checkout.Customer) { r.CallbackURL = "http:///cb" },
+		"callback relative": func(r *checkout.Request, _ *checkout.Customer) { r.CallbackURL = "/cb" },
+		"callback creds":    func(r *checkout.Request, _ *checkout.Customer) { r.CallbackURL = "https://user:pw@example.com/cb" },
+	}
+	for name, mod := range bad {
+		r, cu := request(goodCard), c
+		mod(&r, &cu)
+		if _, err := w.svc.PlaceOrder(ctx, cu, "key-"+name, r); !errs.Is(errs.Invalid, err) {
+			t.Errorf("%s: %v, want Invalid", name, err)
+		}
+		if _, err := w.raw.Get(ctx, cu.UserID, "key-"+name); !errs.Is(errs.NotFound, err) {
+			t.Errorf("%s: a refused request left a saga (%v)", name, err)
+		}
+	}
+	// An empty cart: Invalid, and nothing held.
+	empty := w.customer("empty", nil)
+	if _, err := w.svc.PlaceOrder(ctx, empty, "k", request(goodCard)); !errs.Is(errs.Invalid, err) {
+		t.Errorf("empty cart: %v, want Invalid", err)
+	}
+	w.checkRolledBack(empty, "k", map[string]int{})
+	w.checkInvariants()
+}
+
+// outcomeKinds counts the answers by error kind ("ok" for none).
+func kindName(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return errs.KindOf(err).Title()
+}
+
+func TestConcurrency(t *testing.T) {
+	t.Parallel()
+	for _, b := range []struct {
+		name string
+		db   func(testing.TB) *sqldb.DB
+	}{{"sqlite", testenv.SQLite}, {"postgres", testenv.Postgres}} {
+		t.Run(b.name, func(t *testing.T) {
+			t.Run("LastUnits", func(t *testing.T) { t.Parallel(); testLastUnits(t, b.db) })
+			t.Run("DuplicateKey", func(t *testing.T) { t.Parallel(); testDuplicateKey(t, b.db) })
+			t.Run("SameCartTwoKeys", func(t *testing.T) { t.Parallel(); testSameCartTwoKeys(t, b.db) })
 		})
 	}
 }
 
-var contract = []struct {
-	name string
-	fn   func(t *testing.T, w *world)
-}{
-	{"Success", testSuccess},
-	{"Declined", testDeclined},
-	{"OutOfStock", testOutOfStock},
-	{"ProductGone", testProductGone},
-	{"TransientPaymentError", testTransientPayment},
-	{"ShipmentFailure", testShipmentFailure},
-	{"ShipmentAnswerLost", testShipmentAnswerLost},
-	{"CaptureFailure", testCaptureFailure},
-	{"ConfirmFailureRefunds", testConfirmFailure},
-	{"ConfirmAnswerLost", testConfirmAnswerLost},
-	{"ConfirmAnswerLostOrderUnreadable", testConfirmAnswerLostOrderUnreadable},
-	{"AuthorizeAnswerLost", testAuthorizeAnswerLost},
-	{"DependencyDown", testDependencyDown},
-	{"IdempotentRetry", testIdempotentRetry},
-	{"ReplaysError", testReplaysError},
-	{"ConcurrentDuplicates", testConcurrentDuplicates},
-	{"InProgress", testInProgress},
-	{"DuplicateWaits", testDuplicateWaits},
-	{"SameKeyDifferentBody", testSameKeyDifferentBody},
-	{"EmptyCart", testEmptyCart},
-	{"BadKey", testBadKey},
-	{"BadInputTouchesNothing", testBadInput},
-	{"AddressLengthInCharacters", testAddressLengthInCharacters},
-	{"CompensationFailureIsLogged", testCompensationFailureLogged},
-	{"RetryAfterOutage", testRetryAfterOutage},
-	{"NoRetryAfterIncompleteRollback", testNoRetryAfterIncompleteRollback},
-}
-
-func wantKind(t *testing.T, err error, k errs.Kind) {
-	t.Helper()
-	if !errs.Is(k, err) {
-		t.Fatalf("got error %v (kind %v), want kind %v", err, errs.KindOf(err), k)
-	}
-}
-
-// orders lists the customer's orders, newest first.
-func (w *world) ordersOf(t *testing.T) []order.Order {
-	t.Helper()
-	pg, err := w.orders.svc.ListOrders(context.Background(), customer.UserID, page.Request{Size: 100})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pg.Items
-}
-
-// onlyOrder returns the customer's one order.
-func (w *world) onlyOrder(t *testing.T) order.Order {
-	t.Helper()
-	list := w.ordersOf(t)
-	if len(list) != 1 {
-		t.Fatalf("the customer has %d orders, want 1", len(list))
-	}
-	return list[0]
-}
-
-// assertRolledBack checks a failed checkout left its order cancelled,
-// nothing charged or held, no live shipment, the stock and the cart as before.
-func (w *world) assertRolledBack(t *testing.T, wantPayment string) order.Order {
-	t.Helper()
-	o := w.onlyOrder(t)
-	if o.Status != order.StatusCancelled || o.CancelReason == "" {
-		t.Errorf("order %s is %q (reason %q), want cancelled with a reason", o.ID, o.Status, o.CancelReason)
-	}
-	if o.Payment.Status != wantPayment {
-		t.Errorf("order's payment status = %q, want %q", o.Payment.Status, wantPayment)
-	}
-	for _, s := range w.pay.statuses() {
-		if s == payment.StatusAuthorized || s == payment.StatusCaptured {
-			t.Errorf("a payment is left %s", s)
-		}
-	}
-	for _, s := range w.ship.statuses() {
-		if s != shipping.StatusCancelled {
-			t.Errorf("a shipment is left %s", s)
-		}
-	}
-	if got := w.inv.stock(); !reflect.DeepEqual(got, initialStock) {
-		t.Errorf("stock = %v, want it back at %v", got, initialStock)
-	}
-	if w.carts.items(owner) != 2 {
-		t.Errorf("the cart was emptied by a failed checkout")
-	}
-	return o
-}
-
-func testSuccess(t *testing.T, w *world) {
-	res, err := w.api.PlaceOrder(context.Background(), customer, "key-1", request(cardOK))
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := res.Order
-	if !res.Done || o.Status != order.StatusConfirmed {
-		t.Fatalf("result done=%v status=%q, want a confirmed order", res.Done, o.Status)
-	}
-	// 2 × $12.50 at the catalog's price (not the cart's $10.00) + $9.99, and
-	// shipping for 3 units.
-	if o.Subtotal != money.USD(3499) || o.ShippingCost != money.USD(799) || o.Total != money.USD(4298) {
-		t.Errorf("subtotal %v shipping %v total %v", o.Subtotal, o.ShippingCost, o.Total)
-	}
-	if o.Items[0].UnitPrice != money.USD(1250) || o.Items[0].Quantity != 2 || o.Email != customer.Email || o.ShippingAddress != addr {
-		t.Errorf("order = %+v", o)
-	}
-	p, ok := w.pay.forOrder(o.ID)
-	if !ok || p.Status != payment.StatusCaptured || p.Amount != o.Total {
-		t.Errorf("payment = %+v, want %v captured", p, o.Total)
-	}
-	if o.Payment != (order.PaymentInfo{ID: p.ID, Status: payment.StatusCaptured}) {
-		t.Errorf("order's payment = %+v", o.Payment)
-	}
-	if o.Shipment.ID == "" || o.Shipment.TrackingNumber == "" || o.Shipment.Status != shipping.StatusCreated {
-		t.Errorf("order's shipment = %+v", o.Shipment)
-	}
-	if got := w.inv.stock(); got["prd_widget"] != 3 || got["prd_gadget"] != 2 {
-		t.Errorf("stock = %v, want widget 3 gadget 2", got)
-	}
-	if w.carts.items(owner) != 0 {
-		t.Errorf("the cart was not cleared")
-	}
-	if stored := w.onlyOrder(t); !reflect.DeepEqual(stored, o) {
-		t.Errorf("stored order %+v\nresult %+v", stored, o)
-	}
-}
-
-func testDeclined(t *testing.T, w *world) {
-	_, err := w.api.PlaceOrder(context.Background(), customer, "key-1", request(cardDeclined))
-	wantKind(t, err, errs.Declined)
-	w.assertRolledBack(t, payment.StatusDeclined)
-	if n := w.pay.count("Capture"); n != 0 {
-		t.Errorf("Capture called %d times for a declined card", n)
-	}
-	if n := w.ship.count("CreateShipment"); n != 0 {
-		t.Errorf("a shipment was made for a declined card")
-	}
-}
-
-func testOutOfStock(t *testing.T, w *world) {
-	w.carts.carts[owner][1].Quantity = 4 // 3 in stock
-	_, err := w.api.PlaceOrder(context.Background(), customer, "key-1", request(cardOK))
-	wantKind(t, err, errs.Conflict)
-	if !strings.Contains(errs.Detail(err), "Gadget") {
-		t.Errorf("detail %q does not name the product", errs.Detail(err))
-	}
-	w.assertRolledBack(t, "")
-	if n := w.pay.count("Authorize"); n != 0 {
-		t.Errorf("Authorize called %d times when stock was short", n)
-	}
-}
-
-func testProductGone(t *testing.T, w *world) {
-	w.inv.remove("prd_gadget")
-	_, err := w.api.PlaceOrder(context.Background(), customer, "key-1", request(cardOK))
-	wantKind(t, err, errs.Conflict)
-	if len(w.ordersOf(t)) != 0 || w.pay.total() != 0 {
-		t.Errorf("a checkout with a product gone made an order or a payment")
-	}
-}
-
-func testTransientPayment(t *testing.T, w *world) {
-	_, err := w.api.PlaceOrder(context.Background(), customer, "key-1", request(cardTransient))
-	wantKind(t, err, errs.Unavailable)
-	if n := w.pay.count("Authorize"); n != 4 {
-		t.Errorf("Authorize tried %d times, want 4 (three retries)", n)
-	}
-	w.assertRolledBack(t, "")
-	if len(w.pay.statuses()) != 0 {
-		t.Errorf("payments recorded: %v", w.pay.statuses())
-	}
-}
-
-func testShipmentFailure(t *testing.T, w *world) {
-	// Every try fails; the shipping service is back by the time checkout
-	// cleans up, and there is nothing to cancel.
-	w.ship.inject("CreateShipment", errs.E(errs.Unavailable, errs.Msg("shipping service is unavailable")), 4, false)
-	_, err := w.api.PlaceOrder(context.Background(), customer, "key-1", request(cardOK))
-	wantKind(t, err, errs.Unavailable)
-	w.assertRolledBack(t, payment.StatusVoided)
-	if n := w.pay.count("Capture"); n != 0 {
-		t.Errorf("Capture called %d times without a shipment", n)
-	}
-}
-
-func testShipmentAnswerLost(t *testing.T, w *world) {
-	// The shipment is made each time but the answers are lost: checkout must
-	// find it and cancel it.
-	w.ship.inject("CreateShipment", errs.E(errs.Unavailable, errs.Msg("shipping service is unavailable")), 4, true)
-	_, err := w.api.PlaceOrder(context.Background(), customer, "key-1", request(cardOK))
-	wantKind(t, err, errs.Unavailable)
-	w.assertRolledBack(t, payment.StatusVoided)
-	if got := w.ship.statuses(); !reflect.DeepEqual(got, []string{shipping.StatusCancelled}) {
-		t.Errorf("shipments = %v, want one cancelled", got)
-	}
-}
-
-func testCaptureFailure(t *testing.T, w *world) {
-	w.pay.inject("Capture", errs.E(errs.Other, errs.Msg("processor error")), -1, false)
-	_, err := w.api.PlaceOrder(context.Background(), customer, "key-1", request(cardOK))
-	if err == nil {
-		t.Fatal("PlaceOrder succeeded with capture failing")
-	}
-	w.assertRolledBack(t, payment.StatusVoided)
-	if got := w.ship.statuses(); !reflect.DeepEqual(got, []string{shipping.StatusCancelled}) {
-		t.Errorf("shipments = %v, want one cancelled", got)
-	}
-}
-
-func testConfirmFailure(t *testing.T, w *world) {
-	w.orders.inject("Confirm", errs.E(errs.Unavailable, errs.Msg("order service is unavailable")), -1, false)
-	_, err := w.api.PlaceOrder(context.Background(), customer, "key-1", request(cardOK))
-	wantKind(t, err, errs.Unavailable)
-	w.assertRolledBack(t, payment.StatusRefunded)
-	if got := w.pay.statuses(); !reflect.DeepEqual(got, []string{payment.StatusRefunded}) {
-		t.Errorf("payments = %v, want the captured payment refunded", got)
-	}
-}
-
-func testConfirmAnswerLost(t *testing.T, w *world) {
-	w.orders.inject("Confirm", errs.E(errs.Unavailable, errs.Msg("order service is unavailable")), -1, true)
-	res, err := w.api.PlaceOrder(context.Background(), customer, "key-1", request(cardOK))
-	if err != nil {
-		t.Fatalf("a confirmation whose answer was lost failed the checkout: %v", err)
-	}
-	if !res.Done || res.Order.Status != order.StatusConfirmed {
-		t.Errorf("result = %+v", res)
-	}
-	if got := w.pay.statuses(); !reflect.DeepEqual(got, []string{payment.StatusCaptured}) {
-		t.Errorf("payments = %v, want one captured (a real sale is never refunded)", got)
-	}
-}
-
-// testConfirmAnswerLostOrderUnreadable: the confirmation is committed but
-// every answer is lost, and the order cannot be read back either. The order
-// is confirmed (its OrderPlaced e-mail is on the way), so checkout must not
-// refund its payment, cancel its shipment or put its stock back.
-func testConfirmAnswerLostOrderUnreadable(t *testing.T, w *world) {
-	w.orders.inject("Confirm", errs.E(errs.Unavailable, errs.Msg("order service is unavailable")), -1, true)
-	w.orders.inject("GetOrder", errs.E(errs.Unavailable, errs.Msg("order service is unavailable")), -1, false)
-	res, err := w.api.PlaceOrder(context.Background(), customer, "key-1", request(cardOK))
-	o := w.onlyOrder(t)
-	if o.Status != order.StatusConfirmed {
-		t.Fatalf("order is %q, want confirmed (Confirm was committed)", o.Status)
-	}
-	if err != nil {
-		t.Errorf("a confirmed order was reported as failed: %v", err)
-	} else if !res.Done || res.Order.ID != o.ID || res.Order.Status != order.StatusConfirmed {
-		t.Errorf("result = %+v, want the confirmed order %s", res, o.ID)
-	}
-	if got := w.pay.statuses(); !reflect.DeepEqual(got, []string{payment.StatusCaptured}) {
-		t.Errorf("payments = %v, want one captured (a real sale is never refunded)", got)
-	}
-	if got := w.ship.statuses(); !reflect.DeepEqual(got, []string{shipping.StatusCreated}) {
-		t.Errorf("shipments = %v, want the confirmed order's shipment left created", got)
-	}
-	if got := w.inv.stock(); got["prd_widget"] != 3 || got["prd_gadget"] != 2 {
-		t.Errorf("stock = %v, want the confirmed order's stock kept", got)
-	}
-}
-
-// testAuthorizeAnswerLost: the authorization is made each time but every
-// answer is lost. Checkout must find it and void it: no money may stay held
-// for a cancelled order.
-func testAuthorizeAnswerLost(t *testing.T, w *world) {
-	w.pay.inject("Authorize", errs.E(errs.Unavailable, errs.Msg("payment service is unavailable")), -1, true)
-	_, err := w.api.PlaceOrder(context.Background(), customer, "key-1", request(cardOK))
-	wantKind(t, err, errs.Unavailable)
-	w.assertRolledBack(t, payment.StatusVoided)
-	if got := w.pay.statuses(); !reflect.DeepEqual(got, []string{payment.StatusVoided}) {
-		t.Errorf("payments = %v, want one voided", got)
-	}
-}
-
-func testDependencyDown(t *testing.T, w *world) {
-	w.carts.inject("GetCart", errs.E(errs.Unavailable, errs.Msg("cart service is unavailable")), -1, false)
-	_, err := w.api.PlaceOrder(context.Background(), customer, "key-1", request(cardOK))
-	wantKind(t, err, errs.Unavailable)
-	if len(w.ordersOf(t)) != 0 || w.pay.total() != 0 || w.inv.total() != 0 {
-		t.Errorf("a checkout without a cart touched other services")
-	}
-}
-
-func testIdempotentRetry(t *testing.T, w *world) {
+// testLastUnits: 50 customers race for 10 units.
+func testLastUnits(t *testing.T, db func(testing.TB) *sqldb.DB) {
+	w := newWorld(t, config{stock: map[string]int{widget: 10, gadget: 100, extra: 100}, checkoutDB: db})
 	ctx := context.Background()
-	first, err := w.api.PlaceOrder(ctx, customer, "key-1", request(cardOK))
-	if err != nil {
-		t.Fatal(err)
+	const n = 50
+	cs := make([]checkout.Customer, n)
+	for i := range cs {
+		cs[i] = w.customer(fmt.Sprintf("buyer%02d", i), map[string]int{widget: 1})
 	}
-	for range 2 {
-		again, err := w.api.PlaceOrder(ctx, customer, "key-1", request(cardOK))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !reflect.DeepEqual(again, first) {
-			t.Errorf("retry = %+v\nwant %+v", again, first)
-		}
+	type answer struct {
+		res checkout.Result
+		err error
 	}
-	w.onlyOrder(t)
-	if n := w.pay.count("Authorize"); n != 1 {
-		t.Errorf("Authorize called %d times, want 1", n)
-	}
-	if got := w.inv.stock(); got["prd_widget"] != 3 {
-		t.Errorf("stock = %v: taken more than once", got)
-	}
-	// Another key places another order (the cart is empty now).
-	w.carts.carts[owner] = []cart.Item{{ProductID: "prd_widget", Name: "Widget", Quantity: 1}}
-	second, err := w.api.PlaceOrder(ctx, customer, "key-2", request(cardOK))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if second.Order.ID == first.Order.ID {
-		t.Error("a new key returned the old order")
-	}
-}
-
-func testReplaysError(t *testing.T, w *world) {
-	ctx := context.Background()
-	_, first := w.api.PlaceOrder(ctx, customer, "key-1", request(cardDeclined))
-	wantKind(t, first, errs.Declined)
-	_, again := w.api.PlaceOrder(ctx, customer, "key-1", request(cardDeclined))
-	wantKind(t, again, errs.Declined)
-	if errs.Detail(again) != errs.Detail(first) {
-		t.Errorf("replayed detail %q, want %q", errs.Detail(again), errs.Detail(first))
-	}
-	if n := w.pay.count("Authorize"); n != 1 {
-		t.Errorf("Authorize called %d times, want 1", n)
-	}
-	w.onlyOrder(t)
-}
-
-func testConcurrentDuplicates(t *testing.T, w *world) {
-	var (
-		wg  sync.WaitGroup
-		mu  sync.Mutex
-		ids = map[string]bool{}
-	)
-	for range 5 {
+	answers := make([]answer, n)
+	var wg sync.WaitGroup
+	for i := range cs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res, err := w.api.PlaceOrder(context.Background(), customer, "key-1", request(cardOK))
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			mu.Lock()
-			ids[res.Order.ID] = true
-			mu.Unlock()
+			res, err := w.svc.PlaceOrder(ctx, cs[i], "k", request(goodCard))
+			answers[i] = answer{res, err}
 		}()
 	}
 	wg.Wait()
-	if len(ids) != 1 {
-		t.Errorf("duplicates saw orders %v, want one", ids)
+	count := map[string]int{}
+	for i, a := range answers {
+		res, err := w.settle(cs[i], "k")(a.res, a.err)
+		count[kindName(err)]++
+		switch {
+		case err == nil:
+			w.checkConfirmed(cs[i], "k", res, map[string]int{widget: 1})
+			if got := w.cartLines(cs[i]); len(got) != 0 {
+				t.Errorf("cart of a buyer after checkout: %v", got)
+			}
+		case errs.Is(errs.Conflict, err):
+			w.checkRolledBack(cs[i], "k", map[string]int{widget: 1})
+		}
 	}
-	if o := w.onlyOrder(t); o.Status != order.StatusConfirmed || !ids[o.ID] {
-		t.Errorf("order = %+v", o)
+	if count["ok"] != 10 || count[errs.Conflict.Title()] != 40 {
+		t.Errorf("outcomes of 50 checkouts for 10 units: %v; want 10 ok, 40 Conflict", count)
 	}
-	if n := w.pay.count("Authorize"); n != 1 {
-		t.Errorf("Authorize called %d times, want 1", n)
+	if l := stock(t, w, widget); l.Stock != 0 || l.Sold != 10 || l.Reserved != 0 {
+		t.Errorf("widget stock: %+v, want 0 left, 10 sold, none reserved", l)
 	}
+	audit, err := w.pay.Audit(ctx)
+	must(t, err)
+	if audit.Payments != 10 || audit.Held != 0 || audit.NetCaptured != audit.Captured || audit.Voided != 0 {
+		t.Errorf("audit: %d payments, %d held, captured %d, voided %d; want 10 captured payments, nothing held", audit.Payments, audit.Held, audit.Captured, audit.Voided)
+	}
+	w.checkInvariants()
 }
 
-func testInProgress(t *testing.T, w *world) {
+// testDuplicateKey: one key sent 20 times serially and 20 times at once.
+func testDuplicateKey(t *testing.T, db func(testing.TB) *sqldb.DB) {
+	w := newWorld(t, config{checkoutDB: db})
 	ctx := context.Background()
-	entered, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	w.pay.mu.Lock()
-	w.pay.hook = func() { once.Do(func() { close(entered); <-release }) }
-	w.pay.mu.Unlock()
-	done := make(chan checkout.Result, 1)
-	go func() {
-		res, err := w.api.PlaceOrder(ctx, customer, "key-1", request(cardOK))
-		if err != nil {
-			t.Error(err)
+	for _, mode := range []string{"serial", "concurrent"} {
+		c := w.customer("dup-"+mode, map[string]int{widget: 1, gadget: 2})
+		const n = 20
+		res := make([]checkout.Result, n)
+		errl := make([]error, n)
+		if mode == "serial" {
+			for i := range n {
+				res[i], errl[i] = w.svc.PlaceOrder(ctx, c, "k", request(goodCard))
+			}
+		} else {
+			// Half of them to another instance: it finds the saga driven
+			// elsewhere and waits for it through the log.
+			other := w.instance("other-"+mode, nil)
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					inst := w.svc
+					if i%2 == 1 {
+						inst = other
+					}
+					res[i], errl[i] = inst.PlaceOrder(ctx, c, "k", request(goodCard))
+				}()
+			}
+			wg.Wait()
 		}
-		done <- res
-	}()
-	<-entered
-	pending, err := w.api.PlaceOrder(ctx, customer, "key-1", request(cardOK))
+		g := w.saga(c, "k")
+		for i := range n {
+			r, err := w.settle(c, "k")(res[i], errl[i])
+			if err != nil || r.Order.ID != g.ID || r.State != checkout.StateConfirmed {
+				t.Errorf("%s answer %d = %s %s, %v; want order %s confirmed", mode, i, r.Order.ID, r.State, err, g.ID)
+			}
+		}
+		res0, _ := w.settle(c, "k")(res[0], errl[0])
+		w.checkConfirmed(c, "k", res0, map[string]int{widget: 1, gadget: 2})
+		if os := w.ordersOf(c.UserID); len(os) != 1 {
+			t.Errorf("%s: %d orders, want 1", mode, len(os))
+		}
+		w.checkOnce(w.svc, g.ID)
+	}
+	audit, err := w.pay.Audit(ctx)
+	must(t, err)
+	if audit.Payments != 2 || audit.Entries != 4 {
+		t.Errorf("audit after two customers' duplicates: %d payments, %d ledger entries; want 2 and 4 (one authorization and one capture each)", audit.Payments, audit.Entries)
+	}
+	w.checkInvariants()
+}
+
+// testSameCartTwoKeys: the same cart checked out under two keys at once
+// (two tabs): never two orders.
+func testSameCartTwoKeys(t *testing.T, db func(testing.TB) *sqldb.DB) {
+	w := newWorld(t, config{checkoutDB: db})
+	ctx := context.Background()
+	for round := range 5 {
+		lines := map[string]int{widget: 1}
+		c := w.customer(fmt.Sprintf("tabs%d", round), lines)
+		var (
+			wg   sync.WaitGroup
+			res  [2]checkout.Result
+			errl [2]error
+		)
+		for i := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res[i], errl[i] = w.svc.PlaceOrder(ctx, c, fmt.Sprintf("tab-%d", i), request(goodCard))
+			}()
+		}
+		wg.Wait()
+		var kinds []string
+		for i := range 2 {
+			_, err := w.settle(c, fmt.Sprintf("tab-%d", i))(res[i], errl[i])
+			kinds = append(kinds, kindName(err))
+			if err != nil && !errs.Is(errs.Conflict, err) && !errs.Is(errs.Invalid, err) {
+				t.Errorf("round %d tab %d: %v, want Conflict or Invalid", round, i, err)
+			}
+		}
+		slices.Sort(kinds)
+		if kinds[0] == kinds[1] || !slices.Contains(kinds, "ok") {
+			t.Errorf("round %d: outcomes %v, want one ok", round, kinds)
+		}
+		if os := w.ordersOf(c.UserID); len(os) != 1 || os[0].Status != order.StatusConfirmed {
+			t.Errorf("round %d: orders %+v, want one confirmed", round, os)
+		}
+		if got := w.cartLines(c); len(got) != 0 {
+			t.Errorf("round %d: cart %v after the winning checkout", round, got)
+		}
+		if err := w.unlocked(c); err != nil {
+			t.Errorf("round %d: %v", round, err)
+		}
+	}
+	w.checkInvariants()
+}
+
+// TestKeysExpire: a day after a checkout ended its key is forgotten (Run
+// purges it): Checkout no longer finds it and the key may be used again.
+func TestKeysExpire(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, config{})
+	ctx := context.Background()
+	lines := map[string]int{widget: 1}
+	c := w.customer("old", lines)
+	res, err := w.svc.PlaceOrder(ctx, c, "k", request(goodCard))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pending.Done || pending.Order.Status != order.StatusPending || pending.Order.ID == "" {
-		t.Errorf("while in progress: %+v, want not done, a pending order", pending)
-	}
-	close(release)
-	final := <-done
-	if !final.Done || final.Order.ID != pending.Order.ID || final.Order.Status != order.StatusConfirmed {
-		t.Errorf("first request's result %+v (pending id %s)", final, pending.Order.ID)
-	}
-}
-
-// testDuplicateWaits: a duplicate that arrives while the first request is
-// still running waits for its outcome and answers with the finished order.
-func testDuplicateWaits(t *testing.T, w *world) {
-	ctx := context.Background()
-	entered, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	w.pay.mu.Lock()
-	w.pay.hook = func() { once.Do(func() { close(entered); <-release }) }
-	w.pay.mu.Unlock()
-	first := make(chan checkout.Result, 1)
-	go func() {
-		res, err := w.api.PlaceOrder(ctx, customer, "key-1", request(cardOK))
-		if err != nil {
-			t.Error(err)
-		}
-		first <- res
-	}()
-	<-entered
-	second := make(chan checkout.Result, 1)
-	go func() {
-		res, err := w.api.PlaceOrder(ctx, customer, "key-1", request(cardOK))
-		if err != nil {
-			t.Error(err)
-		}
-		second <- res
-	}()
-	close(release)
-	a, b := <-first, <-second
-	if !b.Done || b.Order.ID != a.Order.ID || b.Order.Status != order.StatusConfirmed {
-		t.Errorf("duplicate got %+v, want the first request's confirmed order %s", b, a.Order.ID)
-	}
-	if n := w.pay.count("Authorize"); n != 1 {
-		t.Errorf("Authorize called %d times, want 1", n)
-	}
-}
-
-func testSameKeyDifferentBody(t *testing.T, w *world) {
-	ctx := context.Background()
-	if _, err := w.api.PlaceOrder(ctx, customer, "key-1", request(cardOK)); err != nil {
+	w.checkConfirmed(c, "k", res, lines)
+	pending := w.customer("pending-cb", lines)
+	r := request(goodCard)
+	r.CallbackURL = "http://127.0.0.1:1/unreachable"
+	if _, err := w.svc.PlaceOrder(ctx, pending, "k", r); err != nil {
 		t.Fatal(err)
 	}
-	before := w.pay.total()
-	other := request(cardOK)
-	other.ShippingAddress.City = "Paris"
-	_, err := w.api.PlaceOrder(ctx, customer, "key-1", other)
-	wantKind(t, err, errs.Invalid)
-	if !strings.Contains(errs.Detail(err), "different request") {
-		t.Errorf("detail = %q", errs.Detail(err))
-	}
-	if w.pay.total() != before || len(w.ordersOf(t)) != 1 {
-		t.Errorf("a reused key with another body did something")
-	}
-}
-
-func testEmptyCart(t *testing.T, w *world) {
-	w.carts.carts[owner] = nil
-	_, err := w.api.PlaceOrder(context.Background(), customer, "key-1", request(cardOK))
-	wantKind(t, err, errs.Invalid)
-	if errs.Detail(err) != "cart is empty" {
-		t.Errorf("detail = %q", errs.Detail(err))
-	}
-	if len(w.ordersOf(t)) != 0 || w.pay.total() != 0 || w.inv.total() != 0 {
-		t.Errorf("an empty cart made an order or touched stock or payments")
-	}
-}
-
-func testBadKey(t *testing.T, w *world) {
-	ctx := context.Background()
-	for _, key := range []string{"", strings.Repeat("k", 201), "bad\nkey"} {
-		_, err := w.api.PlaceOrder(ctx, customer, key, request(cardOK))
-		wantKind(t, err, errs.BadRequest)
-	}
-	if w.carts.total() != 0 || len(w.ordersOf(t)) != 0 {
-		t.Errorf("a bad key touched the cart or made an order")
-	}
-	if _, err := w.api.PlaceOrder(ctx, customer, strings.Repeat("k", 200), request(cardOK)); err != nil {
-		t.Errorf("a 200-byte key: %v", err)
-	}
-}
-
-func testBadInput(t *testing.T, w *world) {
-	ctx := context.Background()
-	cases := map[string]func(c *checkout.Customer, r *checkout.Request){
-		"no city":         func(_ *checkout.Customer, r *checkout.Request) { r.ShippingAddress.City = "" },
-		"bad country":     func(_ *checkout.Customer, r *checkout.Request) { r.ShippingAddress.Country = "Britain" },
-		"short number":    func(_ *checkout.Customer, r *checkout.Request) { r.Payment.Number = "4242" },
-		"luhn":            func(_ *checkout.Customer, r *checkout.Request) { r.Payment.Number = "4242424242424241" },
-		"month":           func(_ *checkout.Customer, r *checkout.Request) { r.Payment.ExpMonth = 13 },
-		"expired":         func(_ *checkout.Customer, r *checkout.Request) { r.Payment.ExpYear, r.Payment.ExpMonth = 2025, 2 },
-		"cvc":             func(_ *checkout.Customer, r *checkout.Request) { r.Payment.CVC = "12a" },
-		"no user":         func(c *checkout.Customer, _ *checkout.Request) { c.UserID = "" },
-		"bad email":       func(c *checkout.Customer, _ *checkout.Request) { c.Email = "ada" },
-		"control in name": func(_ *checkout.Customer, r *checkout.Request) { r.ShippingAddress.Name = "Ada\r\nBcc: x" },
-	}
-	for name, mutate := range cases {
-		c, r := customer, request(cardOK)
-		mutate(&c, &r)
-		_, err := w.api.PlaceOrder(ctx, c, "key-"+name, r)
-		if !errs.Is(errs.Invalid, err) {
-			t.Errorf("%s: got %v, want Invalid", name, err)
+	// An instance whose clock is 25 hours ahead runs its purge at start.
+	tomorrow := w.instanceAt(clock.NewFake(time.Now().Add(25*time.Hour)), append(baseOptions(), checkout.WithOwner("tomorrow"))...)
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); tomorrow.Run(cctx) }()
+	testenv.CheckFor(t, 5*time.Second, func() error {
+		if _, err := w.svc.Checkout(ctx, c.UserID, "k"); !errs.Is(errs.NotFound, err) {
+			return fmt.Errorf("Checkout a day later = %v, want NotFound", err)
 		}
+		return nil
+	})
+	cancel()
+	<-done
+	// The one whose callback is still pending is kept.
+	if got, err := w.svc.Checkout(ctx, pending.UserID, "k"); err != nil || got.Callback == nil {
+		t.Errorf("checkout with a pending callback = %+v, %v; want it kept", got, err)
 	}
-	if w.carts.total()+w.inv.total()+w.pay.total()+w.ship.total() != 0 || len(w.ordersOf(t)) != 0 {
-		t.Errorf("invalid requests touched a service")
+	// The order stays; the key is free again (the cart is empty now).
+	if _, err := w.orders.GetOrder(ctx, res.Order.ID); err != nil {
+		t.Errorf("the order went with the key: %v", err)
 	}
-	// The keys were not used up by the rejected requests.
-	if _, err := w.api.PlaceOrder(ctx, customer, "key-no city", request(cardOK)); err != nil {
-		t.Errorf("a key after a rejected request: %v", err)
+	if _, err := w.svc.PlaceOrder(ctx, c, "k", request(goodCard)); !errs.Is(errs.Invalid, err) {
+		t.Errorf("the expired key used again on an empty cart = %v, want Invalid (a new checkout)", err)
 	}
-}
-
-// testAddressLengthInCharacters: address fields are limited to 200
-// characters (as the shipping service counts them), not 200 bytes: an address
-// written in a script of multi-byte characters must be accepted.
-func testAddressLengthInCharacters(t *testing.T, w *world) {
-	r := request(cardOK)
-	r.ShippingAddress.Line1 = strings.Repeat("東", 100) // 100 characters, 300 bytes
-	res, err := w.api.PlaceOrder(context.Background(), customer, "key-1", r)
-	if err != nil {
-		t.Fatalf("an address line of 100 characters was rejected: %v", err)
-	}
-	if res.Order.ShippingAddress.Line1 != r.ShippingAddress.Line1 {
-		t.Errorf("order's address = %+v", res.Order.ShippingAddress)
-	}
-	r.ShippingAddress.Line1 = strings.Repeat("東", 201)
-	_, err = w.api.PlaceOrder(context.Background(), customer, "key-2", r)
-	wantKind(t, err, errs.Invalid)
-}
-
-func testCompensationFailureLogged(t *testing.T, w *world) {
-	w.ship.inject("CreateShipment", errs.E(errs.Invalid, errs.Msg("address not deliverable")), -1, false)
-	w.pay.inject("Void", errs.E(errs.Other, fmt.Errorf("processor exploded")), -1, false)
-	_, err := w.api.PlaceOrder(context.Background(), customer, "key-1", request(cardOK))
-	wantKind(t, err, errs.Invalid)
-	o := w.onlyOrder(t)
-	if o.Status != order.StatusCancelled {
-		t.Errorf("order is %q, want cancelled", o.Status)
-	}
-	if got := w.inv.stock(); !reflect.DeepEqual(got, initialStock) {
-		t.Errorf("stock = %v: the other compensations must still run", got)
-	}
-	logs := w.logs.String()
-	var found bool
-	for _, line := range strings.Split(logs, "\n") {
-		if strings.Contains(line, `"level":"ERROR"`) && strings.Contains(line, o.ID) && strings.Contains(line, "compensation failed") {
-			found = true
-		}
-	}
-	if !found {
-		t.Errorf("no error log naming order %s; logs:\n%s", o.ID, logs)
-	}
-}
-
-// TestHTTPStatus checks the handler's status codes: 201 when done, 202 while
-// another request with the key is at work, problems for errors.
-func TestHTTPStatus(t *testing.T) {
-	svc, w := newWorld(t)
-	srv := httptest.NewServer(checkout.NewHandler(svc))
-	defer srv.Close()
-	post := func(key, body string) *http.Response {
-		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/svc/checkout/v1/orders", strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		if key != "" {
-			req.Header.Set("Idempotency-Key", key)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp
-	}
-	body := `{"customer":{"user_id":"usr_ada","email":"ada@example.com"},"request":{"shipping_address":` +
-		`{"name":"Ada","line1":"1 St","city":"London","postal_code":"N1","country":"GB"},` +
-		`"payment":{"card_number":"4242424242424242","exp_month":12,"exp_year":2030,"cvc":"123"}}}`
-	if resp := post("", body); resp.StatusCode != http.StatusBadRequest {
-		t.Errorf("no key: %d, want 400", resp.StatusCode)
-	}
-	if resp := post("k1", `{"customer":{},"extra":1}`); resp.StatusCode != http.StatusBadRequest {
-		t.Errorf("unknown field: %d, want 400", resp.StatusCode)
-	}
-	if resp := post("k1", body); resp.StatusCode != http.StatusCreated {
-		t.Errorf("place: %d, want 201", resp.StatusCode)
-	}
-	if resp := post("k1", body); resp.StatusCode != http.StatusCreated {
-		t.Errorf("replay: %d, want 201", resp.StatusCode)
-	}
-
-	entered, release := make(chan struct{}), make(chan struct{})
-	w.carts.carts[owner] = []cart.Item{{ProductID: "prd_widget", Name: "Widget", Quantity: 1}}
-	w.pay.mu.Lock()
-	w.pay.hook = func() { close(entered); <-release }
-	w.pay.mu.Unlock()
-	finished := make(chan int, 1)
-	go func() { finished <- post("k2", body).StatusCode }()
-	<-entered
-	if resp := post("k2", body); resp.StatusCode != http.StatusAccepted {
-		t.Errorf("in progress: %d, want 202", resp.StatusCode)
-	}
-	close(release)
-	if code := <-finished; code != http.StatusCreated {
-		t.Errorf("first request: %d, want 201", code)
-	}
-}
-
-// TestRequestHashKeepsNoCardSecrets: the request hash is stored with the
-// attempt. Whoever reads the checkout database knows the address (from the
-// order) and could try every CVC: the hash must not be a plain hash of the
-// card's details.
-func TestRequestHashKeepsNoCardSecrets(t *testing.T) {
-	r := request(cardOK)
-	stored := checkout.RequestHash(r)
-	for cvc := 0; cvc < 1000; cvc++ {
-		guess := r
-		guess.Payment.CVC = fmt.Sprintf("%03d", cvc)
-		b, err := json.Marshal(guess)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sum := sha256.Sum256(b)
-		if hex.EncodeToString(sum[:]) == stored {
-			t.Fatalf("the stored request hash gives away the card number and CVC %s", guess.Payment.CVC)
-		}
-	}
-	// It still tells requests apart.
-	for name, mutate := range map[string]func(r *checkout.Request){
-		"another card":    func(r *checkout.Request) { r.Payment.Number = cardDeclined },
-		"another expiry":  func(r *checkout.Request) { r.Payment.ExpYear++ },
-		"another address": func(r *checkout.Request) { r.ShippingAddress.Line1 = "13 Analytical St" },
-	} {
-		other := request(cardOK)
-		mutate(&other)
-		if checkout.RequestHash(other) == stored {
-			t.Errorf("%s: same hash as the original request", name)
-		}
-	}
-}
-
-// testRetryAfterOutage: a checkout that failed because a service was down,
-// and undid everything, runs again under the same key once the service is
-// back, instead of replaying "try again" forever.
-func testRetryAfterOutage(t *testing.T, w *world) {
-	ctx := context.Background()
-	w.ship.inject("CreateShipment", errs.E(errs.Unavailable, errs.Msg("shipping service is unavailable")), 4, false)
-	_, err := w.api.PlaceOrder(ctx, customer, "key-1", request(cardOK))
-	wantKind(t, err, errs.Unavailable)
-	first := w.assertRolledBack(t, payment.StatusVoided)
-	res, err := w.api.PlaceOrder(ctx, customer, "key-1", request(cardOK))
-	if err != nil {
-		t.Fatalf("retry once shipping is back: %v", err)
-	}
-	if !res.Done || res.Order.Status != order.StatusConfirmed || res.Order.ID == first.ID {
-		t.Fatalf("retry = %+v, want a new confirmed order (first was %s)", res, first.ID)
-	}
-	again, err := w.api.PlaceOrder(ctx, customer, "key-1", request(cardOK))
-	if err != nil || again.Order.ID != res.Order.ID {
-		t.Fatalf("third call = %+v, %v; want the confirmed order %s", again, err, res.Order.ID)
-	}
-	statuses := map[string]int{}
-	for _, o := range w.ordersOf(t) {
-		statuses[o.Status]++
-	}
-	if statuses[order.StatusConfirmed] != 1 || statuses[order.StatusCancelled] != 1 || len(statuses) != 2 {
-		t.Errorf("orders by status = %v, want one cancelled and one confirmed", statuses)
-	}
-	if n := w.pay.count("Authorize"); n != 2 {
-		t.Errorf("Authorize called %d times, want 2 (one per run)", n)
-	}
-}
-
-// testNoRetryAfterIncompleteRollback: when undoing failed half-way, the key
-// keeps answering with the stored error and nothing runs again.
-func testNoRetryAfterIncompleteRollback(t *testing.T, w *world) {
-	ctx := context.Background()
-	w.ship.inject("CreateShipment", errs.E(errs.Unavailable, errs.Msg("shipping service is unavailable")), -1, false)
-	w.pay.inject("Void", errs.E(errs.Other, fmt.Errorf("processor exploded")), -1, false)
-	_, err := w.api.PlaceOrder(ctx, customer, "key-1", request(cardOK))
-	wantKind(t, err, errs.Unavailable)
-	n := w.pay.count("Authorize")
-	_, err = w.api.PlaceOrder(ctx, customer, "key-1", request(cardOK))
-	wantKind(t, err, errs.Unavailable)
-	if got := w.pay.count("Authorize"); got != n {
-		t.Errorf("Authorize called again (%d, was %d): a half-undone checkout ran again", got, n)
-	}
-	w.onlyOrder(t)
+	w.checkInvariants()
 }

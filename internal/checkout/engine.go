@@ -139,21 +139,22 @@ func (s *Service) heartbeat(ctx context.Context, cancel context.CancelFunc, id s
 // try runs one try of a step or compensation named name: injected faults
 // before and after, injected latency, and a timeout.
 func (s *Service) try(ctx context.Context, name, service string, fn func(context.Context) error) error {
-	if err := s.faults.At(ctx, "before:"+name); err != nil {
-		return err
-	}
 	cctx, cancel := context.WithTimeout(ctx, tryTimeout)
 	defer cancel()
-	if err := s.faults.Delay(cctx, service); err != nil {
-		return err
+	err := s.faults.At(cctx, "before:"+name)
+	if err == nil {
+		err = s.faults.Delay(cctx, service)
 	}
-	if err := fn(cctx); err != nil {
-		if ctx.Err() == nil && cctx.Err() != nil && !errs.Temporary(err) {
-			err = errs.E(errs.Unavailable, errs.Msg("%s timed out", service), err)
-		}
-		return err
+	if err == nil {
+		err = fn(cctx)
 	}
-	return s.faults.At(ctx, "after:"+name)
+	if err == nil {
+		err = s.faults.At(cctx, "after:"+name)
+	}
+	if err != nil && ctx.Err() == nil && cctx.Err() != nil && !errs.Temporary(err) {
+		err = errs.E(errs.Unavailable, errs.Msg("%s timed out", service), err)
+	}
+	return err
 }
 
 // forward tries the saga's current step and records the outcome.
@@ -294,13 +295,15 @@ func (s *Service) save(ctx context.Context, r *runner, name, outcome, detail str
 	// not recorded is done again by the next driver (harmless, but slow).
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	recs := append(r.pending, StepRecord{SagaID: g.ID, Step: name, Outcome: outcome, Detail: detail, Epoch: g.Epoch, At: now})
+	recs := append(r.pending[:len(r.pending):len(r.pending)], StepRecord{SagaID: g.ID, Step: name, Outcome: outcome, Detail: detail, Epoch: g.Epoch, At: now})
 	err := s.store.Save(wctx, g, recs...)
 	if errs.Is(errs.Conflict, err) {
 		return errFenced
 	}
 	if err == nil {
 		r.pending = nil
+	} else if !errors.Is(err, errFenced) {
+		r.pending = recs // not written: they go with the next write
 	}
 	return err
 }

@@ -135,6 +135,7 @@ type Store interface {
 	// SaveCallback records how a callback delivery went.
 	SaveCallback(ctx context.Context, id string, cb CallbackStatus) error
 	// Purge deletes finished sagas whose key expired before now (and
-	// whose callback is not pending), with their history; returns how many.
+	// whose callback is not pending), with their history, up to limit on
+	// each node; returns how many.
 	Purge(ctx context.Context, now time.Time, limit int) (int, error)
 }

@@ -240,11 +240,13 @@ func (s *Service) newSaga(c Customer, key, hash string, r Request, now time.Time
 
 // start drives a saga this call created and waits for it up to the budget.
 func (s *Service) start(ctx context.Context, g *Saga, card *payment.Card) (Result, error) {
+	// g belongs to the driver once launched: read what is needed first.
+	userID, key, snapshot := g.UserID, g.Key, *g
 	done := s.launch(g, card)
 	if done == nil { // shutting down: recovery elsewhere takes it
-		return s.result(ctx, *g)
+		return s.result(ctx, snapshot)
 	}
-	return s.await(ctx, g.UserID, g.Key, done)
+	return s.await(ctx, userID, key, done)
 }
 
 // launch drives g in the background, detached from any request, and

@@ -74,6 +74,7 @@ func (s *Store) Create(ctx context.Context, g checkout.Saga) (checkout.Saga, boo
 	g.Version = 1
 	created := false
 	err = db.InTx(ctx, func(tx *sqldb.Tx) error {
+		created = false // InTx may run this again
 		res, err := tx.ExecContext(ctx, `INSERT INTO sagas (`+sagaColumns+`, shard)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (user_id, idem_key) DO NOTHING`, insertArgs(g, data, sh)...)
@@ -245,7 +246,7 @@ func (s *Store) Expired(ctx context.Context, now time.Time, limit int) ([]checko
 	if len(r.Items) == 0 && !r.Complete() {
 		return nil, errs.E("checkoutdb.Expired", errs.Unavailable, errs.Msg("no saga log node answered"))
 	}
-	return r.Items, nil
+	return r.Items[:min(len(r.Items), limit)], nil
 }
 
 // Claim takes over a saga found by Expired.
@@ -257,6 +258,7 @@ func (s *Store) Claim(ctx context.Context, c checkout.Claim, owner string, now, 
 	}
 	claimed := false
 	err = db.InTx(ctx, func(tx *sqldb.Tx) error {
+		claimed = false // InTx may run this again
 		res, err := tx.ExecContext(ctx, `UPDATE sagas SET epoch = epoch + 1, owner = ?, lease_until = ?, version = version + 1
 			WHERE id = ? AND epoch = ? AND lease_until < ? AND state IN ('running', 'compensating')`,
 			owner, millis(until), c.ID, c.Epoch, millis(now))
@@ -295,8 +297,12 @@ func (s *Store) Restart(ctx context.Context, g checkout.Saga) (bool, error) {
 	g.Version = 1
 	done := false
 	err = db.InTx(ctx, func(tx *sqldb.Tx) error {
-		// The old saga's row goes (its history stays, under its id), the
-		// new one takes its key.
+		done = false // InTx may run this again
+		// The old saga goes, with its history; the new one takes its key.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM saga_steps WHERE saga_id IN (SELECT id FROM sagas
+			WHERE user_id = ? AND idem_key = ? AND state = 'cancelled' AND retryable = 1)`, g.UserID, g.Key); err != nil {
+			return err
+		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM sagas WHERE user_id = ? AND idem_key = ? AND state = 'cancelled' AND retryable = 1`,
 			g.UserID, g.Key)
 		if err != nil {
@@ -371,7 +377,7 @@ func (s *Store) DueCallbacks(ctx context.Context, now time.Time, limit int) ([]c
 	if len(r.Items) == 0 && !r.Complete() {
 		return nil, errs.E("checkoutdb.DueCallbacks", errs.Unavailable, errs.Msg("no saga log node answered"))
 	}
-	return r.Items, nil
+	return r.Items[:min(len(r.Items), limit)], nil
 }
 
 // ClaimCallback pushes a due callback's next try to until if it is still
@@ -409,11 +415,15 @@ func (s *Store) SaveCallback(ctx context.Context, id string, cb checkout.Callbac
 	return nil
 }
 
-// Purge deletes finished sagas whose key expired, with their history.
+// Purge deletes finished sagas whose key expired, with their history, up to
+// limit on each node.
 func (s *Store) Purge(ctx context.Context, now time.Time, limit int) (int, error) {
 	total := 0
 	err := s.sh.Each(ctx, func(ctx context.Context, _ string, db *sqldb.DB) error {
+		n := 0
+		defer func() { total += n }()
 		return db.InTx(ctx, func(tx *sqldb.Tx) error {
+			n = 0 // InTx may run this again
 			rows, err := tx.QueryContext(ctx, `SELECT id FROM sagas WHERE state IN ('confirmed', 'cancelled')
 				AND expires_at > 0 AND expires_at < ? AND callback_state <> 'pending' LIMIT ?`, millis(now), limit)
 			if err != nil {
@@ -440,7 +450,7 @@ func (s *Store) Purge(ctx context.Context, now time.Time, limit int) (int, error
 					return err
 				}
 			}
-			total += len(idList)
+			n = len(idList)
 			return nil
 		})
 	})
