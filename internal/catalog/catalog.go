@@ -134,7 +134,7 @@ const (
 
 // StockLevel is the stock audit of one product: Stock units on the shelf,
 // Reserved by live reservations (neither committed, released nor expired and
-// swept), and Sold by committed ones.
+// swept), and Sold by committed ones not released since.
 type StockLevel struct {
 	ProductID string `json:"product_id"`
 	Stock     int    `json:"stock"`

@@ -85,7 +85,8 @@ type Store interface {
 	Commit(ctx context.Context, reservationID string, now time.Time) error
 	// Release puts a reservation's recorded quantities back, once. An
 	// unknown reservation is remembered as released, so that a late Reserve
-	// with its id does nothing. errs.Conflict for a committed reservation.
+	// with its id does nothing. A committed reservation is released too
+	// (its sale undone).
 	// It returns the lines put back (none for an unknown or released one).
 	Release(ctx context.Context, reservationID string, now time.Time) ([]Line, error)
 	// Expired returns the ids of up to limit live reservations (neither
@@ -543,7 +544,8 @@ func (s *Service) CommitStock(ctx context.Context, reservationID string) error {
 
 // ReleaseStock puts a reservation's quantities back, once; an already
 // released or expired reservation is a no-op, an unknown one is remembered as
-// released; errs.Conflict for a committed one.
+// released; a committed one is released too (the sale undone, by a
+// checkout rolling back before it took the money).
 func (s *Service) ReleaseStock(ctx context.Context, reservationID string) error {
 	const op = "catalog.ReleaseStock"
 	if err := checkReservationID(op, reservationID); err != nil {
