@@ -14,8 +14,8 @@ import (
 	"github.com/globomantics/globomantics/internal/payment"
 	"github.com/globomantics/globomantics/internal/payment/paymentdb"
 	"github.com/globomantics/globomantics/internal/platform/clock"
-	"github.com/globomantics/globomantics/internal/platform/shard"
 	platmoney "github.com/globomantics/globomantics/internal/platform/money"
+	"github.com/globomantics/globomantics/internal/platform/shard"
 	"github.com/globomantics/globomantics/internal/platform/sqldb"
 	"github.com/globomantics/globomantics/internal/platform/testenv"
 )

@@ -32,7 +32,6 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-
 // The test cards of the payment service.
 const (
 	goodCard      = "4242424242424242"

@@ -88,7 +88,7 @@ func readLocks(ctx context.Context, q sqldb.Querier, owner, lockID string) (held
 		if err := rows.Scan(&l.LockID, &state, &snap, &l.Version, &lockedAt, &endedAt); err != nil {
 			return nil, nil, err
 		}
-		l.State, l.LockedAt, l.EndedAt = cart.LockState(state), fromMillis(lockedAt), fromMillis(endedAt)
+		l.State, l.LockedAt, l.EndedAt = cart.LockState(state), sqldb.FromMillisOrZero(lockedAt), sqldb.FromMillisOrZero(endedAt)
 		if err := json.Unmarshal([]byte(snap), &l.Lines); err != nil {
 			return nil, nil, fmt.Errorf("cart_locks snapshot of %q, lock %q: %w", owner, l.LockID, err)
 		}
@@ -115,7 +115,7 @@ func putLock(ctx context.Context, tx *sqldb.Tx, owner string, sh shard.ID, l *ca
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (owner, lock_id) DO UPDATE SET state = excluded.state, snapshot = excluded.snapshot,
 			version = excluded.version, locked_at = excluded.locked_at, ended_at = excluded.ended_at`,
-		owner, l.LockID, string(l.State), string(snap), l.Version, millis(l.LockedAt), millis(l.EndedAt), int(sh))
+		owner, l.LockID, string(l.State), string(snap), l.Version, sqldb.MillisOrZero(l.LockedAt), sqldb.MillisOrZero(l.EndedAt), int(sh))
 	if sqldb.IsUniqueViolation(err) {
 		// The one-held-lock index: another checkout holds the cart.
 		return fnError{errs.E(errs.Conflict, errs.Msg("this cart is already being checked out"), err)}
@@ -144,8 +144,8 @@ func byID(id string, ls ...*cart.CartLock) *cart.CartLock {
 
 // sameLock reports whether storing b over a would change nothing.
 func sameLock(a, b cart.CartLock) bool {
-	if a.State != b.State || a.Version != b.Version || millis(a.LockedAt) != millis(b.LockedAt) ||
-		millis(a.EndedAt) != millis(b.EndedAt) || len(a.Lines) != len(b.Lines) {
+	if a.State != b.State || a.Version != b.Version || sqldb.MillisOrZero(a.LockedAt) != sqldb.MillisOrZero(b.LockedAt) ||
+		sqldb.MillisOrZero(a.EndedAt) != sqldb.MillisOrZero(b.EndedAt) || len(a.Lines) != len(b.Lines) {
 		return false
 	}
 	for i := range a.Lines {
@@ -154,22 +154,6 @@ func sameLock(a, b cart.CartLock) bool {
 		}
 	}
 	return true
-}
-
-// millis is sqldb.Millis with the zero time as 0.
-func millis(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return sqldb.Millis(t)
-}
-
-// fromMillis is the inverse of millis.
-func fromMillis(ms int64) time.Time {
-	if ms == 0 {
-		return time.Time{}
-	}
-	return sqldb.FromMillis(ms)
 }
 
 // cleanupBatch is how many rows one statement of DeleteAbandoned touches.

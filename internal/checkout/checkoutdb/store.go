@@ -104,15 +104,15 @@ func (s *Store) Create(ctx context.Context, g checkout.Saga) (checkout.Saga, boo
 
 func insertArgs(g checkout.Saga, data []byte, sh shard.ID) []any {
 	status, detail := failureCols(g.Failure)
-	return []any{g.ID, g.UserID, g.Key, g.RequestHash, g.State, g.Step, g.Attempts, millis(g.NextAt), millis(g.Deadline),
-		g.Epoch, g.Owner, millis(g.LeaseUntil), g.Version, string(data), status, detail, boolInt(g.Retryable),
-		g.Callback.URL, g.Callback.State, g.Callback.Attempts, millis(g.Callback.NextAt), g.Callback.LastError,
-		millis(g.CreatedAt), millis(g.UpdatedAt), millis(g.ExpiresAt), int(sh)}
+	return []any{g.ID, g.UserID, g.Key, g.RequestHash, g.State, g.Step, g.Attempts, sqldb.MillisOrZero(g.NextAt), sqldb.MillisOrZero(g.Deadline),
+		g.Epoch, g.Owner, sqldb.MillisOrZero(g.LeaseUntil), g.Version, string(data), status, detail, boolInt(g.Retryable),
+		g.Callback.URL, g.Callback.State, g.Callback.Attempts, sqldb.MillisOrZero(g.Callback.NextAt), g.Callback.LastError,
+		sqldb.MillisOrZero(g.CreatedAt), sqldb.MillisOrZero(g.UpdatedAt), sqldb.MillisOrZero(g.ExpiresAt), int(sh)}
 }
 
 func appendStep(ctx context.Context, tx *sqldb.Tx, r checkout.StepRecord, sh shard.ID) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO saga_steps (saga_id, seq, step, outcome, detail, epoch, at, shard)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, r.SagaID, r.Seq, r.Step, r.Outcome, truncate(r.Detail, 500), r.Epoch, millis(r.At), int(sh))
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, r.SagaID, r.Seq, r.Step, r.Outcome, truncate(r.Detail, 500), r.Epoch, sqldb.MillisOrZero(r.At), int(sh))
 	return err
 }
 
@@ -168,9 +168,9 @@ func (s *Store) Save(ctx context.Context, g *checkout.Saga, recs ...checkout.Ste
 			lease_until = ?, version = ?, data = ?, error_status = ?, error_detail = ?, retryable = ?,
 			callback_state = ?, callback_attempts = ?, callback_next_at = ?, callback_error = ?, updated_at = ?, expires_at = ?
 			WHERE id = ? AND epoch = ? AND version = ?`,
-			g.State, g.Step, g.Attempts, millis(g.NextAt), millis(g.Deadline), millis(g.LeaseUntil), next, string(data),
-			status, detail, boolInt(g.Retryable), g.Callback.State, g.Callback.Attempts, millis(g.Callback.NextAt),
-			g.Callback.LastError, millis(g.UpdatedAt), millis(g.ExpiresAt), g.ID, g.Epoch, g.Version)
+			g.State, g.Step, g.Attempts, sqldb.MillisOrZero(g.NextAt), sqldb.MillisOrZero(g.Deadline), sqldb.MillisOrZero(g.LeaseUntil), next, string(data),
+			status, detail, boolInt(g.Retryable), g.Callback.State, g.Callback.Attempts, sqldb.MillisOrZero(g.Callback.NextAt),
+			g.Callback.LastError, sqldb.MillisOrZero(g.UpdatedAt), sqldb.MillisOrZero(g.ExpiresAt), g.ID, g.Epoch, g.Version)
 		if err != nil {
 			return err
 		}
@@ -211,7 +211,7 @@ func (s *Store) Renew(ctx context.Context, id string, epoch int64, until time.Ti
 		return errs.E(op, err)
 	}
 	res, err := db.ExecContext(ctx, `UPDATE sagas SET lease_until = ? WHERE id = ? AND epoch = ? AND state IN ('running', 'compensating')`,
-		millis(until), id, epoch)
+		sqldb.MillisOrZero(until), id, epoch)
 	if err != nil {
 		return errs.E(op, sqldb.NodeError(err))
 	}
@@ -228,7 +228,7 @@ func (s *Store) Renew(ctx context.Context, id string, epoch int64, until time.Ti
 func (s *Store) Expired(ctx context.Context, now time.Time, limit int) ([]checkout.Claim, error) {
 	r, _ := sqldb.Gather(ctx, s.sh, 5*time.Second, func(ctx context.Context, db *sqldb.DB) ([]checkout.Claim, error) {
 		rows, err := db.QueryContext(ctx, `SELECT id, epoch FROM sagas
-			WHERE state IN ('running', 'compensating') AND lease_until < ? ORDER BY lease_until LIMIT ?`, millis(now), limit)
+			WHERE state IN ('running', 'compensating') AND lease_until < ? ORDER BY lease_until LIMIT ?`, sqldb.MillisOrZero(now), limit)
 		if err != nil {
 			return nil, err
 		}
@@ -261,7 +261,7 @@ func (s *Store) Claim(ctx context.Context, c checkout.Claim, owner string, now, 
 		claimed = false // InTx may run this again
 		res, err := tx.ExecContext(ctx, `UPDATE sagas SET epoch = epoch + 1, owner = ?, lease_until = ?, version = version + 1
 			WHERE id = ? AND epoch = ? AND lease_until < ? AND state IN ('running', 'compensating')`,
-			owner, millis(until), c.ID, c.Epoch, millis(now))
+			owner, sqldb.MillisOrZero(until), c.ID, c.Epoch, sqldb.MillisOrZero(now))
 		if err != nil {
 			return err
 		}
@@ -359,7 +359,7 @@ func (s *Store) History(ctx context.Context, id string) ([]checkout.StepRecord, 
 func (s *Store) DueCallbacks(ctx context.Context, now time.Time, limit int) ([]checkout.Saga, error) {
 	r, _ := sqldb.Gather(ctx, s.sh, 5*time.Second, func(ctx context.Context, db *sqldb.DB) ([]checkout.Saga, error) {
 		rows, err := db.QueryContext(ctx, `SELECT `+sagaColumns+` FROM sagas
-			WHERE callback_state = 'pending' AND callback_next_at <= ? ORDER BY callback_next_at LIMIT ?`, millis(now), limit)
+			WHERE callback_state = 'pending' AND callback_next_at <= ? ORDER BY callback_next_at LIMIT ?`, sqldb.MillisOrZero(now), limit)
 		if err != nil {
 			return nil, err
 		}
@@ -389,7 +389,7 @@ func (s *Store) ClaimCallback(ctx context.Context, id string, next, until time.T
 		return false, errs.E(op, err)
 	}
 	res, err := db.ExecContext(ctx, `UPDATE sagas SET callback_next_at = ? WHERE id = ? AND callback_state = 'pending' AND callback_next_at = ?`,
-		millis(until), id, millis(next))
+		sqldb.MillisOrZero(until), id, sqldb.MillisOrZero(next))
 	if err != nil {
 		return false, errs.E(op, sqldb.NodeError(err))
 	}
@@ -408,7 +408,7 @@ func (s *Store) SaveCallback(ctx context.Context, id string, cb checkout.Callbac
 		return errs.E(op, err)
 	}
 	_, err = db.ExecContext(ctx, `UPDATE sagas SET callback_state = ?, callback_attempts = ?, callback_next_at = ?, callback_error = ? WHERE id = ?`,
-		cb.State, cb.Attempts, millis(cb.NextAt), truncate(cb.LastError, 500), id)
+		cb.State, cb.Attempts, sqldb.MillisOrZero(cb.NextAt), truncate(cb.LastError, 500), id)
 	if err != nil {
 		return errs.E(op, sqldb.NodeError(err))
 	}
@@ -425,7 +425,7 @@ func (s *Store) Purge(ctx context.Context, now time.Time, limit int) (int, error
 		return db.InTx(ctx, func(tx *sqldb.Tx) error {
 			n = 0 // InTx may run this again
 			rows, err := tx.QueryContext(ctx, `SELECT id FROM sagas WHERE state IN ('confirmed', 'cancelled')
-				AND expires_at > 0 AND expires_at < ? AND callback_state <> 'pending' LIMIT ?`, millis(now), limit)
+				AND expires_at > 0 AND expires_at < ? AND callback_state <> 'pending' LIMIT ?`, sqldb.MillisOrZero(now), limit)
 			if err != nil {
 				return err
 			}
@@ -482,9 +482,9 @@ func scanSaga(row scanner) (checkout.Saga, error) {
 	if err := json.Unmarshal([]byte(data), &g.Data); err != nil {
 		return checkout.Saga{}, errs.E(errs.Other, errs.Msg("saga %s has unreadable data", g.ID), err)
 	}
-	g.NextAt, g.Deadline, g.LeaseUntil = fromMillis(nextAt), fromMillis(deadline), fromMillis(lease)
-	g.Callback.NextAt = fromMillis(cbNext)
-	g.CreatedAt, g.UpdatedAt, g.ExpiresAt = sqldb.FromMillis(created), sqldb.FromMillis(upd), fromMillis(expires)
+	g.NextAt, g.Deadline, g.LeaseUntil = sqldb.FromMillisOrZero(nextAt), sqldb.FromMillisOrZero(deadline), sqldb.FromMillisOrZero(lease)
+	g.Callback.NextAt = sqldb.FromMillisOrZero(cbNext)
+	g.CreatedAt, g.UpdatedAt, g.ExpiresAt = sqldb.FromMillis(created), sqldb.FromMillis(upd), sqldb.FromMillisOrZero(expires)
 	if status != 0 {
 		g.Failure = &checkout.Failure{Status: status, Detail: detail}
 	}
@@ -497,21 +497,6 @@ func failureCols(f *checkout.Failure) (int, string) {
 		return 0, ""
 	}
 	return f.Status, f.Detail
-}
-
-// millis stores a time as Unix milliseconds, the zero time as 0.
-func millis(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return sqldb.Millis(t)
-}
-
-func fromMillis(ms int64) time.Time {
-	if ms == 0 {
-		return time.Time{}
-	}
-	return sqldb.FromMillis(ms)
 }
 
 func boolInt(b bool) int {

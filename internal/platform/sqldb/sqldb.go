@@ -365,6 +365,22 @@ func Millis(t time.Time) int64 { return t.UnixMilli() }
 // FromMillis is the inverse of Millis, in UTC.
 func FromMillis(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
 
+// MillisOrZero is Millis with the zero time (not set) stored as 0.
+func MillisOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return Millis(t)
+}
+
+// FromMillisOrZero is the inverse of MillisOrZero: 0 is the zero time.
+func FromMillisOrZero(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return FromMillis(ms)
+}
+
 // Ping checks the database (on PostgreSQL: the primary) answers within the
 // context; errs.Unavailable when no primary is known.
 func (db *DB) Ping(ctx context.Context) error {
