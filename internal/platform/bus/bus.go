@@ -276,7 +276,10 @@ func (b *Bus) Subscribe(ctx context.Context, name string, subjects []string, h H
 	// message's ack wait would run out while it waits behind others, and the
 	// broker would offer it again. This also leaves the backlog to the other
 	// instances sharing the consumer.
-	cc, err := cons.Consume(handle, jetstream.PullMaxMessages(1))
+	// Pull requests expire after 5 s (heartbeats every 2.5 s) rather than
+	// the client's 30 s: a pull lost while the process was starved of CPU
+	// is noticed and sent again within seconds, not half a minute.
+	cc, err := cons.Consume(handle, jetstream.PullMaxMessages(1), jetstream.PullExpiry(5*time.Second))
 	if err != nil {
 		return fmt.Errorf("bus: consume %s: %w", name, err)
 	}
