@@ -42,7 +42,7 @@ import (
 //     each instance refuses it at most once.
 type Client struct {
 	service    string
-	bases      []string
+	res        Resolver
 	hc         *http.Client
 	token      string
 	next       atomic.Uint64
@@ -64,17 +64,20 @@ func NewClient(service string, bases []string, hc *http.Client, opts ...ClientOp
 	if len(bases) == 0 {
 		panic("httpx.NewClient: no base URLs for " + service)
 	}
+	return NewClientFor(service, Static(bases), hc, opts...)
+}
+
+// NewClientFor returns a client of service on the instances res gives at
+// the time of each call (a call finding none fails with errs.Unavailable).
+// hc nil is a client with tuned keep-alives and a 15 s overall timeout.
+func NewClientFor(service string, res Resolver, hc *http.Client, opts ...ClientOption) *Client {
 	if hc == nil {
 		hc = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
 			MaxIdleConnsPerHost: 64,
 			IdleConnTimeout:     90 * time.Second,
 		}}
 	}
-	cl := make([]string, len(bases))
-	for i, b := range bases {
-		cl[i] = strings.TrimRight(b, "/")
-	}
-	c := &Client{service: service, bases: cl, hc: hc, policy: retry.Default, tryTimeout: DefaultTryTimeout}
+	c := &Client{service: service, res: res, hc: hc, policy: retry.Default, tryTimeout: DefaultTryTimeout}
 	for _, o := range opts {
 		o(c)
 	}
@@ -82,6 +85,18 @@ func NewClient(service string, bases []string, hc *http.Client, opts ...ClientOp
 		c.budget = retry.NewBudget(retry.DefaultRatio, retry.DefaultPerSecond)
 	}
 	return c
+}
+
+// endpoints returns the instances to call now, without trailing slashes.
+func (c *Client) endpoints() []string {
+	eps := c.res.Endpoints()
+	out := make([]string, 0, len(eps))
+	for _, b := range eps {
+		if b = strings.TrimRight(b, "/"); b != "" {
+			out = append(out, b)
+		}
+	}
+	return out
 }
 
 // ClientOption adjusts a Client.
@@ -181,13 +196,17 @@ func (c *Client) Call(ctx context.Context, method, path string, in, out any, opt
 	if retryable {
 		tries = max(c.policy.Tries, 1)
 	}
+	bases := c.endpoints()
+	if len(bases) == 0 {
+		return errs.E(op, errs.Unavailable, errs.Msg("%s service has no instance", c.service))
+	}
 	c.budget.Deposit()
-	n := uint64(len(c.bases))
+	n := uint64(len(bases))
 	idx := c.next.Add(1) % n
 	var refused []bool // instances that refused this call's connection
 	var lastErr error
 	for try := 1; ; try++ {
-		status, respBody, retryAfter, err := c.try(ctx, method, c.bases[idx]+path, cl.hdr, body)
+		status, respBody, retryAfter, err := c.try(ctx, method, bases[idx]+path, cl.hdr, body)
 		again := false // a failure after which the call may be sent again
 		if err != nil {
 			if ctx.Err() != nil {
