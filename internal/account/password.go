@@ -49,6 +49,27 @@ func encodeHash(p ArgonParams, password string) (string, error) {
 		argon2.Version, p.Memory, p.Time, p.Threads, b64.EncodeToString(salt), b64.EncodeToString(key)), nil
 }
 
+// decoyHash returns a well-formed hash with parameters p, a random salt and
+// a random key: verifying any password against it costs exactly what
+// verifying against a real hash made with p costs, and never succeeds
+// (short of guessing KeyLen random bytes). Making one costs no hashing, so
+// the first login for an unknown email is not slower than the next ones.
+func decoyHash(p ArgonParams) (string, error) {
+	if p.Memory < 8*uint32(p.Threads) || p.Time < 1 || p.Threads < 1 || p.SaltLen < 8 || p.KeyLen < 16 {
+		return "", fmt.Errorf("argon2id: unusable parameters %+v", p)
+	}
+	salt := make([]byte, p.SaltLen)
+	key := make([]byte, p.KeyLen)
+	if _, err := rand.Read(salt); err != nil {
+		return "", err
+	}
+	if _, err := rand.Read(key); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s",
+		argon2.Version, p.Memory, p.Time, p.Threads, b64.EncodeToString(salt), b64.EncodeToString(key)), nil
+}
+
 // verifyHash reports whether password matches encoded, using the parameters
 // recorded in encoded, comparing in constant time. A malformed hash is an
 // error.

@@ -126,3 +126,47 @@ func TestHashSlots(t *testing.T) {
 		t.Errorf("hash after the slot freed: %v", err)
 	}
 }
+
+// The decoy verified for unknown emails has the parameters of real hashes
+// (so verifying against it costs the same) and matches no password.
+func TestDecoyHashLooksReal(t *testing.T) {
+	for _, p := range []ArgonParams{cheap, DefaultArgonParams} {
+		real, err := encodeHash(p, "password1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		decoy, err := decoyHash(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rp, _, _, err := decodeHash(real)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dp, _, _, err := decodeHash(decoy)
+		if err != nil {
+			t.Fatalf("decoy %q does not decode: %v", decoy, err)
+		}
+		if rp != dp {
+			t.Errorf("decoy parameters %+v, real %+v", dp, rp)
+		}
+		if decoy == mustDecoy(t, p) {
+			t.Error("two decoys are equal: salt and key must be random")
+		}
+	}
+	if ok, err := verifyHash(mustDecoy(t, cheap), "password1"); ok || err != nil {
+		t.Errorf("verifying against a decoy = %v, %v; want false, nil", ok, err)
+	}
+	if _, err := decoyHash(ArgonParams{Memory: 64, Time: 0, Threads: 1, SaltLen: 16, KeyLen: 32}); err == nil {
+		t.Error("decoyHash accepted zero passes")
+	}
+}
+
+func mustDecoy(t *testing.T, p ArgonParams) string {
+	t.Helper()
+	h, err := decoyHash(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}

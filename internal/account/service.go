@@ -323,11 +323,13 @@ func (s *Service) RunSessionSweeper(ctx context.Context, every time.Duration, lo
 	}
 }
 
-// dummy returns a hash of a random password with the service's parameters,
-// made on first use.
+// dummy returns a decoy hash with the service's parameters (see
+// decoyHash), made on first use without hashing, so that verifying a
+// password for an unknown email costs one verification, like a known one,
+// from the first login on.
 func (s *Service) dummy() string {
 	s.dummyOnce.Do(func() {
-		h, err := encodeHash(s.params, ids.Token())
+		h, err := decoyHash(s.params)
 		if err != nil {
 			panic(err) // crypto/rand never fails on supported platforms
 		}

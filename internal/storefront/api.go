@@ -73,14 +73,20 @@ func PublicOrder(o order.Order) Order {
 
 // apiHandler adapts an API handler: answers are private unless the handler
 // says otherwise, unsafe cross-origin browser requests are refused, and
-// errors become problem+json.
+// errors become problem+json (a limit's refusal: 429 with Retry-After).
 func (s *Server) apiHandler(h func(w http.ResponseWriter, r *http.Request) error) http.Handler {
 	return httpx.Handler(func(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Cache-Control", privateCacheControl)
 		if err := s.checkOrigin(r); err != nil {
 			return err
 		}
-		return h(w, r)
+		err := h(w, r)
+		if tm := asTooMany(err); tm != nil {
+			httpx.Logger(r.Context()).Debug("request limited", "method", r.Method, "path", r.URL.Path, "err", err)
+			writeTooMany(w, r, tm)
+			return nil
+		}
+		return err
 	})
 }
 
@@ -165,6 +171,9 @@ func (s *Server) apiSearch(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) apiRegister(w http.ResponseWriter, r *http.Request) error {
 	var reg account.Registration
 	if err := httpx.Decode(r, &reg); err != nil {
+		return err
+	}
+	if err := s.limitRegister(r); err != nil {
 		return err
 	}
 	a, err := s.d.Accounts.Register(r.Context(), reg)
@@ -410,6 +419,9 @@ func (s *Server) apiCheckout(w http.ResponseWriter, r *http.Request) error {
 	const op = "storefront.checkout"
 	a, err := s.requireAccount(r)
 	if err != nil {
+		return err
+	}
+	if err := s.limit(r.Context(), s.limits.CheckoutPerAccount, checkoutAccountKey(a.ID), "checkout attempts"); err != nil {
 		return err
 	}
 	key := r.Header.Get("Idempotency-Key")

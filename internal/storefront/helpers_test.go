@@ -32,13 +32,16 @@ type env struct {
 	checkout *fakeCheckout
 	mail     *fakeMail
 	blobs    *blob.FS
+	blobDir  string // where blobs keeps its files
 	cache    *cache.Memory
 	deps     Deps
 	server   *Server
 	srv      *httptest.Server
 }
 
-func newEnv(t *testing.T) *env {
+// newEnv builds the env; each option may change the Deps before the server
+// is made.
+func newEnv(t *testing.T, opts ...func(*Deps)) *env {
 	t.Helper()
 	clk := clock.NewFake(seedTime)
 	e := &env{t: t, clock: clk}
@@ -52,7 +55,8 @@ func newEnv(t *testing.T) *env {
 		list: []MailSummary{{ID: "m1", To: "ada@example.com", Subject: "Your order ord_001", Date: seedTime}},
 	}
 	var err error
-	if e.blobs, err = blob.NewFS(t.TempDir()); err != nil {
+	e.blobDir = t.TempDir()
+	if e.blobs, err = blob.NewFS(e.blobDir); err != nil {
 		t.Fatal(err)
 	}
 	e.cache = cache.NewMemory(clk, 1000)
@@ -71,6 +75,9 @@ func newEnv(t *testing.T) *env {
 		Cache:    e.cache,
 		Clock:    clk,
 		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	for _, o := range opts {
+		o(&e.deps)
 	}
 	e.server = New(e.deps)
 	e.srv = httptest.NewServer(httpx.Middleware(e.deps.Log, e.server.Handler()))

@@ -314,6 +314,11 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) error {
 	case errs.Is(errs.Unauthorized, err):
 		d.Error = "That email and password don't match an account."
 		return s.render(w, r, http.StatusUnauthorized, "login", "Log in", d)
+	case asTooMany(err) != nil:
+		tm := asTooMany(err)
+		tm.setHeaders(w)
+		d.Error = tm.message()
+		return s.render(w, r, http.StatusTooManyRequests, "login", "Log in", d)
 	}
 	return err
 }
@@ -337,6 +342,11 @@ func (s *Server) registerSubmit(w http.ResponseWriter, r *http.Request) error {
 		Next:  localPath(f.Get("next")),
 	}
 	password := f.Get("password")
+	if tm := asTooMany(s.limitRegister(r)); tm != nil {
+		tm.setHeaders(w)
+		d.Error = tm.message()
+		return s.render(w, r, http.StatusTooManyRequests, "register", "Create an account", d)
+	}
 	_, err := s.d.Accounts.Register(r.Context(), account.Registration{Email: d.Email, Password: password, Name: d.Name})
 	switch {
 	case errs.Is(errs.Conflict, err):
@@ -512,7 +522,16 @@ func (s *Server) checkoutSubmit(w http.ResponseWriter, r *http.Request) error {
 
 	var status int
 	var msg string
+	tm := asTooMany(s.limit(r.Context(), s.limits.CheckoutPerAccount, checkoutAccountKey(a.ID), "checkout attempts"))
 	switch {
+	case tm != nil:
+		// The form comes back as it was, nonce and all: submitting it
+		// again later is the same attempt.
+		tm.setHeaders(w)
+		status, msg = http.StatusTooManyRequests, tm.message()
+		if !validNonce(nonce) {
+			nonce = ""
+		}
 	case !validNonce(nonce):
 		status, msg, nonce = http.StatusBadRequest, msgFormExpired, ""
 	case !expiryOK:

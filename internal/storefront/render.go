@@ -145,15 +145,12 @@ func (s *Server) layout(r *http.Request, title string, data any) layoutData {
 }
 
 // pageHandler adapts an HTML page handler: pages are private by default,
-// carry security headers, refuse cross-origin form posts, and turn errors
-// into friendly error pages (or, for errs.Unauthorized, a trip to /login).
+// refuse cross-origin form posts, and turn errors into friendly error pages
+// (or, for errs.Unauthorized, a trip to /login). The security headers are
+// set for every answer by withSecurityHeaders.
 func (s *Server) pageHandler(h func(w http.ResponseWriter, r *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hdr := w.Header()
-		hdr.Set("Cache-Control", privateCacheControl)
-		hdr.Set("X-Content-Type-Options", "nosniff")
-		hdr.Set("Referrer-Policy", "strict-origin-when-cross-origin")
-		hdr.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		w.Header().Set("Cache-Control", privateCacheControl)
 		if err := s.checkOrigin(r); err != nil {
 			s.htmlError(w, r, err)
 			return
@@ -187,6 +184,12 @@ type errorPage struct {
 // htmlError shows err as a friendly page. Client-safe details are shown for
 // client errors; internal errors only say that something went wrong.
 func (s *Server) htmlError(w http.ResponseWriter, r *http.Request, err error) {
+	if tm := asTooMany(err); tm != nil {
+		httpx.Logger(r.Context()).Debug("request limited", "method", r.Method, "path", r.URL.Path, "err", err)
+		tm.setHeaders(w)
+		s.errorPage(w, r, errorPage{Status: http.StatusTooManyRequests, Heading: "Too many requests", Message: tm.message()})
+		return
+	}
 	httpx.LogError(r, err)
 	k := errs.KindOf(err)
 	if k == errs.Unauthorized {
@@ -222,7 +225,6 @@ func (s *Server) errorPage(w http.ResponseWriter, r *http.Request, p errorPage) 
 
 // htmlNoRoute answers paths no page matches (404) and wrong methods (405).
 func (s *Server) htmlNoRoute(w http.ResponseWriter, r *http.Request, allow []string) {
-	w.Header().Set("X-Content-Type-Options", "nosniff")
 	if len(allow) == 0 {
 		s.errorPage(w, r, errorPage{Status: http.StatusNotFound, Heading: "Page not found",
 			Message: "We couldn't find what you were looking for. It may have moved, or the link may be wrong."})

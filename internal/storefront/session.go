@@ -196,11 +196,29 @@ func (s *Server) clearCookie(w http.ResponseWriter, name string) {
 // cookie and moves the visitor's anonymous cart, if any, into the account's
 // cart. A failed merge does not fail the login: the cart cookie is kept so
 // that the next login tries again.
+//
+// Every attempt first spends one event of the client's login budget and
+// one of the named account's (the same for every email, whether or not an
+// account has it, so that a refusal tells nothing); over either budget it
+// is a *tooManyError and the password is not checked. A successful login
+// gives the account its budget back, so failures are what count against an
+// account and its owner is not locked out by their own logins.
 func (s *Server) login(w http.ResponseWriter, r *http.Request, email, password string) (account.Account, error) {
 	ctx := r.Context()
+	const what = "login attempts"
+	if err := s.limit(ctx, s.limits.LoginPerClient, loginClientKey(s.clientKey(r)), what); err != nil {
+		return account.Account{}, err
+	}
+	acctKey := loginAccountKey(email)
+	if err := s.limit(ctx, s.limits.LoginPerAccount, acctKey, what); err != nil {
+		return account.Account{}, err
+	}
 	sess, err := s.d.Accounts.Login(ctx, email, password)
 	if err != nil {
 		return account.Account{}, errs.E("storefront.login", err)
+	}
+	if s.limits.LoginPerAccount.Enabled() {
+		s.resetLimit(ctx, acctKey)
 	}
 	ttl := sess.ExpiresAt.Sub(s.d.Clock.Now())
 	if ttl <= 0 || ttl > account.SessionTTL {
@@ -216,6 +234,11 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, email, password s
 		}
 	}
 	return sess.Account, nil
+}
+
+// limitRegister spends one registration of r's client's budget.
+func (s *Server) limitRegister(r *http.Request) error {
+	return s.limit(r.Context(), s.limits.RegisterPerClient, registerClientKey(s.clientKey(r)), "registration attempts")
 }
 
 // logout ends r's session, if any. The account service revokes the token

@@ -2,15 +2,18 @@ package storefront
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"mime"
 	"net/http"
 	"path"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/globomantics/globomantics/internal/platform/blob"
@@ -106,7 +109,6 @@ func (s *Server) serveStatic(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", cacheControl)
 	h.Set("Content-Type", a.ctype)
 	h.Set("ETag", a.etag)
-	h.Set("X-Content-Type-Options", "nosniff")
 	http.ServeContent(w, r, a.name, time.Time{}, bytes.NewReader(a.body))
 }
 
@@ -120,36 +122,96 @@ func unhash(name string) string {
 	return name
 }
 
+// Bounds on a media key: real keys are short ("products/<id>/thumb-small.jpg"),
+// and a longer one cannot name a file on most file systems anyway.
+const (
+	maxMediaKey     = 512
+	maxMediaSegment = 128
+)
+
+// validMediaKey reports whether key can name media: a valid blob key of
+// bounded length whose segments are all of bounded length.
+func validMediaKey(key string) bool {
+	if len(key) > maxMediaKey || !blob.ValidKey(key) {
+		return false
+	}
+	for seg := range strings.SplitSeq(key, "/") {
+		if len(seg) > maxMediaSegment {
+			return false
+		}
+	}
+	return true
+}
+
+// badMediaName reports whether a blob store's error says the key cannot
+// name a file (too long, a path through a file, ...): the client's mistake,
+// answered as not found.
+func badMediaName(err error) bool {
+	for _, e := range []error{syscall.ENAMETOOLONG, syscall.ENOTDIR, syscall.EISDIR, syscall.EINVAL, syscall.ELOOP} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// logSafeError is err as it may be logged: a file system error loses the
+// path it names (it holds the blob store's directory), keeping the
+// operation and the system's reason.
+func logSafeError(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Op + ": " + pe.Err.Error()
+	}
+	return err.Error()
+}
+
 // serveMedia serves /media/{key...} from the blob store: product images and
 // thumbnails. Blob keys never change content, but a day's lifetime leaves
 // room for a re-upload; the ETag and Last-Modified allow cheap revalidation
 // and http.ServeContent answers conditional and range requests.
+//
+// A key that cannot name media (malformed, over-long, a directory, a path
+// through a file) is a 404 like a missing one, logged at debug level only:
+// clients choose keys, so they must not be able to raise errors. A real
+// read failure is logged as an error without the file system path, and the
+// client is only told that media is unavailable.
 func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request) {
+	const op = "storefront.media"
 	if !allowRead(w, r) {
 		return
 	}
 	key := r.PathValue("key")
-	notFound := errs.E("storefront.media", errs.NotFound, errs.Msg("no such media"))
-	if s.d.Blobs == nil || !blob.ValidKey(key) {
+	notFound := errs.E(op, errs.NotFound, errs.Msg("no such media"))
+	if s.d.Blobs == nil || !validMediaKey(key) {
 		errs.WriteProblem(w, r, notFound)
 		return
 	}
 	obj, info, err := s.d.Blobs.Get(r.Context(), key)
 	if err != nil {
-		if errs.Is(errs.NotFound, err) || errs.Is(errs.BadRequest, err) {
+		if errs.Is(errs.NotFound, err) || errs.Is(errs.BadRequest, err) || badMediaName(err) {
+			s.log.Debug("media not found", "key", key, "err", logSafeError(err))
 			errs.WriteProblem(w, r, notFound)
 			return
 		}
-		s.log.Error("media read failed", "key", key, "err", err)
-		errs.WriteProblem(w, r, errs.E("storefront.media", errs.Unavailable, errs.Msg("media is unavailable right now"), err))
+		if errors.Is(err, context.Canceled) {
+			return // the client left
+		}
+		s.log.Error("media read failed", "key", key, "err", logSafeError(err))
+		errs.WriteProblem(w, r, errs.E(op, errs.Unavailable, errs.Msg("media is unavailable right now")))
 		return
 	}
 	defer obj.Close()
+	if st, ok := obj.(interface{ Stat() (fs.FileInfo, error) }); ok {
+		if fi, err := st.Stat(); err == nil && fi.IsDir() {
+			errs.WriteProblem(w, r, notFound)
+			return
+		}
+	}
 	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d\x00%d", key, info.Size, info.ModTime.UnixNano()))
 	h := w.Header()
 	h.Set("ETag", `"`+hex.EncodeToString(sum[:12])+`"`)
 	h.Set("Cache-Control", "public, max-age=86400")
-	h.Set("X-Content-Type-Options", "nosniff")
 	if info.ContentType != "" {
 		h.Set("Content-Type", info.ContentType)
 	}

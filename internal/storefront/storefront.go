@@ -16,6 +16,7 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/globomantics/globomantics/internal/account"
@@ -27,6 +28,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/cache"
 	"github.com/globomantics/globomantics/internal/platform/clock"
 	"github.com/globomantics/globomantics/internal/platform/page"
+	"github.com/globomantics/globomantics/internal/platform/ratelimit"
 	"github.com/globomantics/globomantics/internal/search"
 )
 
@@ -103,9 +105,9 @@ var (
 )
 
 // Deps is everything a storefront server needs. Mail and Blobs may be nil
-// (then /dev/mail and /media/ answer 404); Cache, Clock and Log default to an
-// in-process cache, the real clock and slog.Default. The services are
-// required.
+// (then /dev/mail and /media/ answer 404); Cache, Clock, Log and
+// RateLimiter default to an in-process cache, the real clock, slog.Default
+// and an in-process limiter. The services are required.
 type Deps struct {
 	Accounts Accounts
 	Catalog  Catalog
@@ -125,6 +127,17 @@ type Deps struct {
 	// availability); sent to clients in the StalenessHeader of catalog
 	// reads. Zero means DefaultCatalogStaleness.
 	CatalogStaleness time.Duration
+	// RateLimiter keeps the budgets of Limits. Nil means one in this
+	// process's memory (each instance then limits on its own); a shared
+	// one makes the limits hold across instances.
+	RateLimiter ratelimit.Limiter
+	// Limits are the abuse limits on logins, registrations and checkouts;
+	// zero fields get DefaultLimits.
+	Limits Limits
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For is
+	// believed when they are the connection's peer (see clientAddr). Empty
+	// means none: the client is always the connection's peer.
+	TrustedProxies []netip.Prefix
 }
 
 // StalenessHeader tells a client, in whole seconds, how stale at most the
@@ -148,6 +161,8 @@ type Server struct {
 	csrf    *http.CrossOriginProtection
 	html    *http.ServeMux // the page routes, for finding where a form belongs
 	handler http.Handler
+	limiter ratelimit.Limiter
+	limits  Limits
 }
 
 // New returns a storefront server over d. It panics if a required service is
@@ -169,11 +184,16 @@ func New(d Deps) *Server {
 	if d.CatalogStaleness <= 0 {
 		d.CatalogStaleness = DefaultCatalogStaleness
 	}
+	if d.RateLimiter == nil {
+		d.RateLimiter = ratelimit.NewMemory(d.Clock, 0)
+	}
 	s := &Server{
-		d:      d,
-		log:    d.Log,
-		static: loadStatic(),
-		csrf:   http.NewCrossOriginProtection(),
+		d:       d,
+		log:     d.Log,
+		static:  loadStatic(),
+		csrf:    http.NewCrossOriginProtection(),
+		limiter: d.RateLimiter,
+		limits:  d.Limits.withDefaults(),
 	}
 	s.pages = s.parseTemplates()
 	s.routes()
@@ -181,8 +201,9 @@ func New(d Deps) *Server {
 }
 
 // Handler returns the storefront's HTTP handler: /static/, /media/, /api/
-// and the HTML pages. It does not log requests or recover panics: wrap it in
-// httpx.Middleware.
+// and the HTML pages, every answer with the security headers (see
+// withSecurityHeaders). It does not log requests or recover panics: wrap it
+// in httpx.Middleware.
 func (s *Server) Handler() http.Handler { return s.handler }
 
 func (s *Server) routes() {
@@ -235,7 +256,7 @@ func (s *Server) routes() {
 	root.HandleFunc("/media/{key...}", s.serveMedia)
 	root.Handle("/api/", s.withReadAfter(withVisitor(s.dispatch(api, s.apiNoRoute))))
 	root.Handle("/", s.withReadAfter(withVisitor(s.dispatch(html, s.htmlNoRoute))))
-	s.handler = root
+	s.handler = withSecurityHeaders(root)
 }
 
 // dispatch serves r with mux when one of its patterns matches; otherwise it
