@@ -128,8 +128,16 @@ func (a *app) build(ctx context.Context) error {
 func (a *app) buildStorefront(_ context.Context, s *services, _ *serviceDB) (http.Handler, error) {
 	var box storefront.Mailbox
 	if a.cfg.DevPages {
+		if !a.cfg.LoopbackOnly() { // config.Validate refuses this too
+			return nil, fmt.Errorf("development pages need an http address on loopback, not %q", a.cfg.HTTPAddr)
+		}
 		box = mailbox{dir: a.cfg.MailDir}
 		a.log.Warn("development pages are on: /dev/mail shows every order e-mail; use --dev-pages=false in production")
+	}
+	var limits storefront.Limits // zero: the defaults
+	if !a.cfg.RateLimits {
+		a.log.Warn("rate limits are off: login, registration and checkout may be tried without limit")
+		limits = storefront.NoLimits
 	}
 	a.mux.Handle("/", storefront.New(storefront.Deps{
 		Accounts:      s.account,
@@ -144,6 +152,10 @@ func (a *app) buildStorefront(_ context.Context, s *services, _ *serviceDB) (htt
 		Clock:         a.clock,
 		Log:           a.log.With("service", "storefront"),
 		SecureCookies: a.cfg.SecureCookies,
+		// X-Forwarded-For is believed only from these (the edge, a load
+		// balancer): the rate limits key on the client's address.
+		TrustedProxies: a.cfg.TrustedProxies,
+		Limits:         limits,
 	}).Handler())
 	return nil, nil
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,8 +48,13 @@ type app struct {
 	bg      []func(ctx context.Context) // background loops (outbox relays)
 	subs    []subscription
 	ready   atomic.Bool
-	peerHC  *http.Client
-	token   string // the service token guarding /svc/ and sent to peers
+	// draining is set at shutdown: responses ask to close their connection.
+	draining atomic.Bool
+	peerHC   *http.Client
+	// resolvers holds where each remote service's instances are (see
+	// resolver), made once per service.
+	resolvers map[string]httpx.Resolver
+	token     string // the service token guarding /svc/ and sent to peers
 }
 
 type subscription struct {
@@ -88,8 +94,17 @@ func serve(ctx context.Context, cfg config.Config, p plan, log *slog.Logger) (er
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
 	}
+	// While draining at shutdown, every response asks its client to close
+	// the connection, so keep-alive clients reconnect (through their load
+	// balancer, to another instance) instead of reusing one about to close.
+	handler := httpx.Middleware(log, a.mux)
 	srv := &http.Server{
-		Handler:           httpx.Middleware(log, a.mux),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if a.draining.Load() {
+				w.Header().Set("Connection", "close")
+			}
+			handler.ServeHTTP(w, r)
+		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -140,25 +155,79 @@ func serve(ctx context.Context, cfg config.Config, p plan, log *slog.Logger) (er
 		return fmt.Errorf("http server: %w", err)
 	}
 
-	// Graceful shutdown: stop taking work, finish what is in flight.
-	a.ready.Store(false)
-	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	return a.shutdown(srv, srvErr, stopBG, &wg, start)
+}
+
+// shutdownReserve is the part of the shutdown budget kept, after the HTTP
+// drain, for subscriptions, outbox relays, the broker and the databases
+// (or half of what the drain delay leaves, if that is less).
+const shutdownReserve = 3 * time.Second
+
+// shutdown stops the process gracefully within cfg.ShutdownTimeout:
+//
+//  1. readiness goes to 503 at once, but the listener stays open and
+//     requests are served for cfg.DrainDelay, so load balancers polling
+//     /readyz stop sending before connections are refused (closing at once
+//     resets the connections still in the accept queue);
+//  2. the HTTP server stops accepting and finishes the requests in flight,
+//     bounded so that at least shutdownReserve of the budget is left;
+//  3. subscriptions drain (handlers in flight finish), outbox relays stop,
+//     and the broker and databases close, with what is left.
+func (a *app) shutdown(srv *http.Server, srvErr <-chan error, stopBG func(), wg *sync.WaitGroup, start time.Time) error {
+	cfg, log := a.cfg, a.log
+	began := time.Now()
+	deadline := began.Add(cfg.ShutdownTimeout)
+	sctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("http shutdown", "err", err)
-		_ = srv.Close() // requests still running lose their connections, not their stores
+	a.ready.Store(false)
+	a.draining.Store(true)
+	log.Info("shutting down", "drain_delay", cfg.DrainDelay, "budget", cfg.ShutdownTimeout)
+
+	phase := time.Now()
+	if cfg.DrainDelay > 0 {
+		t := time.NewTimer(cfg.DrainDelay)
+		select {
+		case <-t.C:
+		case err := <-srvErr: // the server failed: nothing left to drain
+			t.Stop()
+			log.Warn("http server failed during the drain delay", "err", err)
+		}
+		log.Info("shutdown: drain delay over, closing the listener", "took", since(phase))
 	}
+
+	phase = time.Now()
+	left := time.Until(deadline)
+	hctx, hcancel := context.WithDeadline(sctx, deadline.Add(-min(shutdownReserve, left/2)))
+	err := srv.Shutdown(hctx)
+	hcancel()
+	if err != nil {
+		log.Warn("shutdown: http requests still running were cut off", "err", err, "took", since(phase))
+		_ = srv.Close() // requests still running lose their connections, not their stores
+	} else {
+		log.Info("shutdown: http server stopped, requests in flight finished", "took", since(phase))
+	}
+
 	if a.bus != nil {
 		// Handlers in flight finish before their stores close, within what
 		// is left of the shutdown budget.
+		phase = time.Now()
 		a.bus.Drain(sctx)
+		log.Info("shutdown: subscriptions drained", "took", since(phase))
 	}
+	phase = time.Now()
 	stopBG()
 	wg.Wait()
-	log.Info("stopped", "after", time.Since(start).Round(time.Millisecond))
-	return nil
+	log.Info("shutdown: background work stopped", "took", since(phase))
+
+	phase = time.Now()
+	cerr := a.close()
+	a.closers = nil // closed: nothing left for serve's deferred close
+	log.Info("shutdown: broker and databases closed", "took", since(phase))
+	log.Info("stopped", "after", since(start), "shutdown", since(began))
+	return cerr
 }
+
+func since(t time.Time) time.Duration { return time.Since(t).Round(time.Millisecond) }
 
 // startDebug serves the profiler and the data layer's status
 // (/debug/data) on its own listener, apart from the shop.
@@ -214,7 +283,43 @@ func (a *app) relay(db *sqldb.DB, name string) func() {
 
 // client returns an HTTP client of service s's remote instances.
 func (a *app) client(s string) *httpx.Client {
-	return httpx.NewClient(s, a.cfg.Peers[s], a.peerHC, httpx.WithToken(a.token))
+	return httpx.NewClientFor(s, a.resolver(s), a.peerHC, httpx.WithToken(a.token))
+}
+
+// resolver returns where service s's remote instances are: the URLs given
+// with --peer, or, for a peer given as srv+http(s)://<name>, the targets of
+// that SRV name, looked up now and then every second while the process
+// runs (so instances come and go without a restart).
+func (a *app) resolver(s string) httpx.Resolver {
+	if r, ok := a.resolvers[s]; ok {
+		return r
+	}
+	peers := a.cfg.Peers[s]
+	var r httpx.Resolver = httpx.Static(peers)
+	if len(peers) == 1 && strings.HasPrefix(peers[0], "srv+") {
+		u, _ := url.Parse(peers[0]) // validated with the configuration
+		var nr *net.Resolver
+		if a.cfg.DNSServer != "" {
+			server := a.cfg.DNSServer
+			nr = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, network, server)
+			}}
+		}
+		srv := httpx.NewSRV(u.Host, strings.TrimPrefix(u.Scheme, "srv+"), nr, a.log.With("peer", s))
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if err := srv.Refresh(ctx); err != nil {
+			a.log.Warn("service discovery: first lookup failed; retrying every second", "peer", s, "err", err)
+		}
+		cancel()
+		a.bg = append(a.bg, func(ctx context.Context) { srv.Run(ctx, time.Second) })
+		r = srv
+	}
+	if a.resolvers == nil {
+		a.resolvers = map[string]httpx.Resolver{}
+	}
+	a.resolvers[s] = r
+	return r
 }
 
 // instanceID returns this data directory's persistent id for name, making
@@ -286,8 +391,8 @@ func (a *app) mountHealth() {
 // service answers its /healthz.
 func (a *app) peerCheck(s string) func(context.Context) error {
 	return func(ctx context.Context) error {
-		var last error
-		for _, base := range a.cfg.Peers[s] {
+		last := errors.New("no instance known")
+		for _, base := range a.resolver(s).Endpoints() {
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/healthz", nil)
 			if err != nil {
 				return err

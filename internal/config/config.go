@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/mail"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"slices"
@@ -93,19 +94,48 @@ type Config struct {
 	// one from the service token.
 	CallbackSecret string
 
-	Seed            bool // seed the demo catalog on first start
-	DevPages        bool // serve development pages (/dev/mail shows every customer's e-mail)
-	SecureCookies   bool // mark cookies Secure (behind HTTPS)
-	LogLevel        string
-	LogFormat       string // text or json
+	// RateLimits turns the storefront's limits on login, registration and
+	// checkout on (the default); off only for load tests from one address.
+	RateLimits bool
+	// DNSServer is the host:port of the DNS server that answers the SRV
+	// names of peers given as srv+http://<name>; empty uses the system's.
+	DNSServer string
+
+	// TrustedProxies are the networks of the reverse proxies and load
+	// balancers whose forwarding headers (the client's address) may be
+	// believed. Empty trusts none. A bare IP in --trusted-proxies is a /32
+	// or /128; prefixes are kept masked, and IPv4-mapped IPv6 entries
+	// (::ffff:10.0.0.1) as IPv4.
+	TrustedProxies []netip.Prefix
+
+	Seed bool // seed the demo catalog on first start
+	// DevPages serves development pages (/dev/mail shows every customer's
+	// e-mail). Validate allows it only with an HTTPAddr on loopback (see
+	// LoopbackOnly); Load turns the default off for any other address.
+	DevPages      bool
+	SecureCookies bool // mark cookies Secure (behind HTTPS)
+	LogLevel      string
+	LogFormat     string // text or json
+	// ShutdownTimeout bounds the whole graceful shutdown: drain delay, HTTP
+	// drain, then subscriptions, relays, broker and databases.
 	ShutdownTimeout time.Duration
+	// DrainDelay is how long, at shutdown, the HTTP server keeps accepting
+	// and serving after readiness went to 503, so that load balancers
+	// polling /readyz stop sending before connections are refused. At most
+	// half of ShutdownTimeout. Load defaults it to DefaultDrainDelay, or to
+	// 0 when HTTPAddr is on loopback (no remote load balancer can reach it).
+	DrainDelay time.Duration
 }
+
+// DefaultDrainDelay is the drain delay of a process listening beyond
+// loopback, when none is configured.
+const DefaultDrainDelay = 2 * time.Second
 
 // Default is the configuration with no settings at all: the whole shop in one
 // process on 127.0.0.1:8080 with its data in ./data.
 func Default() Config {
 	return Config{
-		HTTPAddr:        "127.0.0.1:8080",
+		HTTPAddr:        "127.0.0.1:8080", // loopback: dev pages on, no drain delay
 		DataDir:         "data",
 		Services:        slices.Clone(AllServices),
 		Peers:           map[string][]string{},
@@ -118,6 +148,7 @@ func Default() Config {
 		LogFormat:       "text",
 		ShutdownTimeout: 9 * time.Second,
 		CheckoutLease:   10 * time.Second,
+		RateLimits:      true,
 		CheckoutBudget:  3 * time.Second,
 	}
 }
@@ -151,6 +182,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	if v := env("GLOBO_SERVICES"); v != "" {
 		c.Services = splitList(v)
 	}
+	trustedProxies := env("GLOBO_TRUSTED_PROXIES")
 	if v := env("GLOBO_PEERS"); v != "" {
 		if err := parsePeers(c.Peers, v); err != nil {
 			return c, err
@@ -174,10 +206,19 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	if c.SecureCookies, err = envBool(env("GLOBO_SECURE_COOKIES"), c.SecureCookies); err != nil {
 		return c, fmt.Errorf("GLOBO_SECURE_COOKIES: %w", err)
 	}
+	if c.RateLimits, err = envBool(env("GLOBO_RATE_LIMITS"), c.RateLimits); err != nil {
+		return c, fmt.Errorf("GLOBO_RATE_LIMITS: %w", err)
+	}
+	setStr(&c.DNSServer, "GLOBO_DNS_SERVER")
 	if c.FaultInjection, err = envBool(env("GLOBO_FAULT_INJECTION"), c.FaultInjection); err != nil {
 		return c, fmt.Errorf("GLOBO_FAULT_INJECTION: %w", err)
 	}
-	for k, dst := range map[string]*time.Duration{"GLOBO_CHECKOUT_LEASE": &c.CheckoutLease, "GLOBO_CHECKOUT_BUDGET": &c.CheckoutBudget} {
+	for k, dst := range map[string]*time.Duration{
+		"GLOBO_CHECKOUT_LEASE":   &c.CheckoutLease,
+		"GLOBO_CHECKOUT_BUDGET":  &c.CheckoutBudget,
+		"GLOBO_SHUTDOWN_TIMEOUT": &c.ShutdownTimeout,
+		"GLOBO_DRAIN_DELAY":      &c.DrainDelay,
+	} {
 		if v := env(k); v != "" {
 			d, err := time.ParseDuration(v)
 			if err != nil {
@@ -202,12 +243,17 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.StringVar(&c.MailDir, "mail-dir", c.MailDir, "`directory` where order e-mails are written; default <data-dir>/mail (GLOBO_MAIL_DIR)")
 	fs.StringVar(&c.SMTPAddr, "smtp-addr", c.SMTPAddr, "`host:port` of an SMTP server; when set, e-mail is sent there (GLOBO_SMTP_ADDR)")
 	fs.BoolVar(&c.Seed, "seed", c.Seed, "seed the demo catalog on first start (GLOBO_SEED)")
-	fs.BoolVar(&c.DevPages, "dev-pages", c.DevPages, "serve development pages such as /dev/mail, which shows every order e-mail; turn off in production (GLOBO_DEV_PAGES)")
+	fs.BoolVar(&c.DevPages, "dev-pages", c.DevPages, "serve development pages such as /dev/mail, which shows every order e-mail; on by default only when --http-addr is on loopback (127.0.0.1, ::1, localhost); asking for it with any other address is refused (GLOBO_DEV_PAGES)")
 	fs.BoolVar(&c.SecureCookies, "secure-cookies", c.SecureCookies, "mark cookies Secure, for a shop served over HTTPS (GLOBO_SECURE_COOKIES)")
+	fs.BoolVar(&c.RateLimits, "rate-limits", c.RateLimits, "limit login, registration and checkout attempts per client and per account; turn off only for load tests (GLOBO_RATE_LIMITS)")
+	fs.StringVar(&c.DNSServer, "dns-server", c.DNSServer, "`host:port` of the DNS server for peers given as srv+http://<SRV name>; empty uses the system's (GLOBO_DNS_SERVER)")
 	fs.BoolVar(&c.FaultInjection, "fault-injection", c.FaultInjection, "allow injected faults (--faults, the checkout admin endpoint); for crash tests only (GLOBO_FAULT_INJECTION)")
 	fs.StringVar(&c.Faults, "faults", c.Faults, "fault `rules` in force from the start, e.g. before:capture_payment=crash; implies --fault-injection (GLOBO_FAULTS)")
 	fs.DurationVar(&c.CheckoutLease, "checkout-lease", c.CheckoutLease, "how long a checkout instance's claim on a saga lasts unrenewed (GLOBO_CHECKOUT_LEASE)")
 	fs.DurationVar(&c.CheckoutBudget, "checkout-budget", c.CheckoutBudget, "how long a checkout waits for its saga before answering 202 (GLOBO_CHECKOUT_BUDGET)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound on the whole graceful shutdown after SIGTERM, drain delay included (GLOBO_SHUTDOWN_TIMEOUT)")
+	fs.DurationVar(&c.DrainDelay, "drain-delay", c.DrainDelay, "at shutdown, how long to keep serving after /readyz turned 503, for load balancers to stop sending; at most half of --shutdown-timeout; default "+DefaultDrainDelay.String()+", or 0 when --http-addr is on loopback (GLOBO_DRAIN_DELAY)")
+	fs.StringVar(&trustedProxies, "trusted-proxies", trustedProxies, "comma-separated `CIDRs` (a bare IP is one address) of proxies whose forwarded client addresses are believed; empty trusts none (GLOBO_TRUSTED_PROXIES)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error (GLOBO_LOG_LEVEL)")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json (GLOBO_LOG_FORMAT)")
 	if err := fs.Parse(args); err != nil {
@@ -216,6 +262,23 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	set := map[string]bool{ // settings given rather than defaulted
+		"dev-pages":   env("GLOBO_DEV_PAGES") != "",
+		"drain-delay": env("GLOBO_DRAIN_DELAY") != "",
+	}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !c.LoopbackOnly() {
+		// Beyond loopback, visitors could read every order e-mail, and a
+		// load balancer may be polling /readyz.
+		if !set["dev-pages"] {
+			c.DevPages = false
+		}
+		if !set["drain-delay"] {
+			c.DrainDelay = min(DefaultDrainDelay, c.ShutdownTimeout/2)
+		}
+	}
+	var problems []string
+	c.TrustedProxies, problems = parsePrefixes(trustedProxies)
 	c.Services = splitList(*services)
 	if len(c.Services) == 1 && c.Services[0] == "all" {
 		c.Services = slices.Clone(AllServices)
@@ -229,7 +292,53 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	if c.Faults != "" {
 		c.FaultInjection = true
 	}
-	return c, c.Validate()
+	return c, c.validate(problems)
+}
+
+// LoopbackOnly reports whether HTTPAddr's host is a loopback address
+// (127.0.0.0/8, ::1) or localhost, so that only this machine can connect.
+// An empty host (":8080") listens on every interface.
+func (c Config) LoopbackOnly() bool {
+	host, _, err := net.SplitHostPort(c.HTTPAddr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// parsePrefixes parses a comma-separated list of CIDR prefixes and bare IP
+// addresses, and names each entry it cannot parse.
+func parsePrefixes(s string) ([]netip.Prefix, []string) {
+	var out []netip.Prefix
+	var problems []string
+	for _, e := range splitList(s) {
+		var p netip.Prefix
+		var err error
+		if strings.Contains(e, "/") {
+			p, err = netip.ParsePrefix(e)
+		} else {
+			var ip netip.Addr
+			if ip, err = netip.ParseAddr(e); err == nil {
+				if ip.Zone() != "" {
+					err = errors.New("has a zone")
+				}
+				p = netip.PrefixFrom(ip, ip.BitLen())
+			}
+		}
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("trusted proxy %q: want an IP address or a CIDR prefix such as 10.0.0.0/8", e))
+			continue
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, problems
 }
 
 // ShardedServices are the services keyed by user, whose data may be split
@@ -270,8 +379,12 @@ func (c Config) Runs(s string) bool { return slices.Contains(c.Services, s) }
 // its own, in one error. Whether the services run here find the services
 // they need (here or as peers) is checked against the registry of
 // components by package app.
-func (c Config) Validate() error {
-	var problems []string
+func (c Config) Validate() error { return c.validate(nil) }
+
+// validate is Validate reporting, with its own findings, the problems Load
+// found while parsing.
+func (c Config) validate(problems []string) error {
+	problems = slices.Clone(problems)
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		problems = append(problems, fmt.Sprintf("http address %q: %v", c.HTTPAddr, err))
 	}
@@ -318,8 +431,13 @@ func (c Config) Validate() error {
 		}
 		for _, u := range urls {
 			pu, err := url.Parse(u)
-			if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
-				problems = append(problems, fmt.Sprintf("peer %s: %q is not an http(s) base URL", s, u))
+			switch {
+			case err == nil && (pu.Scheme == "srv+http" || pu.Scheme == "srv+https"):
+				if len(urls) != 1 || !strings.HasPrefix(pu.Host, "_") || pu.Port() != "" || strings.Trim(pu.Path, "/") != "" {
+					problems = append(problems, fmt.Sprintf("peer %s: %q: an SRV peer is the only one of its service and names an SRV record such as srv+http://_%s._tcp.shop.example", s, u, s))
+				}
+			case err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "":
+				problems = append(problems, fmt.Sprintf("peer %s: %q is not an http(s) base URL nor srv+http(s)://<SRV name>", s, u))
 			}
 		}
 	}
@@ -344,6 +462,25 @@ func (c Config) Validate() error {
 	if c.Faults != "" {
 		if err := fault.New(nil).Set(c.Faults); err != nil {
 			problems = append(problems, "faults: "+errs.Detail(err))
+		}
+	}
+	if c.DevPages && !c.LoopbackOnly() {
+		problems = append(problems, fmt.Sprintf("--dev-pages needs --http-addr on loopback (127.0.0.1, ::1 or localhost), not %q: /dev/mail shows every customer's order e-mail to whoever can connect", c.HTTPAddr))
+	}
+	if c.ShutdownTimeout < time.Second || c.ShutdownTimeout > 10*time.Minute {
+		problems = append(problems, fmt.Sprintf("shutdown timeout %s: want 1s to 10m", c.ShutdownTimeout))
+	}
+	if c.DNSServer != "" {
+		if _, _, err := net.SplitHostPort(c.DNSServer); err != nil {
+			problems = append(problems, fmt.Sprintf("dns server %q: want host:port", c.DNSServer))
+		}
+	}
+	if c.DrainDelay < 0 || c.DrainDelay > c.ShutdownTimeout/2 {
+		problems = append(problems, fmt.Sprintf("drain delay %s: want 0 to half the shutdown timeout (%s)", c.DrainDelay, c.ShutdownTimeout/2))
+	}
+	for i, p := range c.TrustedProxies {
+		if !p.IsValid() {
+			problems = append(problems, fmt.Sprintf("trusted proxy %d: not a valid prefix", i+1))
 		}
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {

@@ -2,10 +2,12 @@ package config
 
 import (
 	"io"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -129,5 +131,137 @@ func TestDatabaseAndShardSettingsAreChecked(t *testing.T) {
 		if !strings.Contains(err.Error(), key) {
 			t.Errorf("%s: error does not name %s: %v", name, key, err)
 		}
+	}
+}
+
+func TestDevPagesOnlyOnLoopback(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want bool
+	}{
+		{nil, nil, true}, // the default address, 127.0.0.1:8080
+		{[]string{"--http-addr", "localhost:8080"}, nil, true},
+		{[]string{"--http-addr", "[::1]:8080"}, nil, true},
+		{[]string{"--http-addr", "127.0.0.1:0", "--dev-pages=false"}, nil, false},
+		{[]string{"--http-addr", "0.0.0.0:8080"}, nil, false},
+		{[]string{"--http-addr", ":8080"}, nil, false},
+		{[]string{"--http-addr", "10.1.2.3:8080"}, nil, false},
+		{nil, map[string]string{"GLOBO_HTTP_ADDR": "[::]:8080"}, false},
+		{[]string{"--http-addr", "0.0.0.0:8080", "--dev-pages=false"}, nil, false},
+	} {
+		c, err := Load(tc.args, env(tc.env), io.Discard)
+		if err != nil {
+			t.Errorf("%v %v: %v", tc.args, tc.env, err)
+			continue
+		}
+		if c.DevPages != tc.want {
+			t.Errorf("%v %v: DevPages = %v, want %v", tc.args, tc.env, c.DevPages, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+	}{
+		{[]string{"--http-addr", "0.0.0.0:8080", "--dev-pages"}, nil},
+		{[]string{"--http-addr", ":8080", "--dev-pages=true"}, nil},
+		{nil, map[string]string{"GLOBO_HTTP_ADDR": "192.168.1.5:80", "GLOBO_DEV_PAGES": "1"}},
+	} {
+		_, err := Load(tc.args, env(tc.env), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "--dev-pages needs --http-addr on loopback") {
+			t.Errorf("%v %v: err = %v, want a refusal", tc.args, tc.env, err)
+		}
+	}
+	c := Default()
+	c.HTTPAddr = "0.0.0.0:8080"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), `not "0.0.0.0:8080"`) {
+		t.Errorf("Validate of dev pages on 0.0.0.0 = %v", err)
+	}
+}
+
+func TestDrainDelay(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want time.Duration
+	}{
+		{nil, nil, 0}, // loopback: no load balancer in front
+		{[]string{"--http-addr", "0.0.0.0:8080"}, nil, DefaultDrainDelay},
+		{[]string{"--http-addr", "0.0.0.0:8080", "--drain-delay", "0"}, nil, 0},
+		{[]string{"--http-addr", "0.0.0.0:8080", "--shutdown-timeout", "3s"}, nil, 1500 * time.Millisecond},
+		{[]string{"--drain-delay", "3s"}, nil, 3 * time.Second},
+		{nil, map[string]string{"GLOBO_DRAIN_DELAY": "500ms"}, 500 * time.Millisecond},
+		{[]string{"--drain-delay", "1s"}, map[string]string{"GLOBO_DRAIN_DELAY": "500ms"}, time.Second},
+		{[]string{"--shutdown-timeout", "30s", "--drain-delay", "15s"}, nil, 15 * time.Second},
+	} {
+		c, err := Load(tc.args, env(tc.env), io.Discard)
+		if err != nil {
+			t.Errorf("%v %v: %v", tc.args, tc.env, err)
+			continue
+		}
+		if c.DrainDelay != tc.want {
+			t.Errorf("%v %v: DrainDelay = %v, want %v", tc.args, tc.env, c.DrainDelay, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--drain-delay", "5s"}, nil, "drain delay 5s: want 0 to half the shutdown timeout (4.5s)"},
+		{[]string{"--drain-delay", "-1s"}, nil, "drain delay -1s"},
+		{[]string{"--shutdown-timeout", "20s", "--drain-delay", "11s"}, nil, "drain delay 11s: want 0 to half the shutdown timeout (10s)"},
+		{nil, map[string]string{"GLOBO_SHUTDOWN_TIMEOUT": "0s"}, "shutdown timeout 0s"},
+		{nil, map[string]string{"GLOBO_DRAIN_DELAY": "soon"}, "GLOBO_DRAIN_DELAY"},
+	} {
+		_, err := Load(tc.args, env(tc.env), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v %v: err = %v, want %q", tc.args, tc.env, err, tc.want)
+		}
+	}
+}
+
+func TestTrustedProxies(t *testing.T) {
+	c, err := Load(nil, env(nil), io.Discard)
+	if err != nil || c.TrustedProxies != nil {
+		t.Fatalf("default trusted proxies = %v (%v), want none", c.TrustedProxies, err)
+	}
+	c, err = Load([]string{"--trusted-proxies", " 10.0.0.0/8, 192.168.1.7 ,2001:db8::/32,::1,10.1.2.3/16,::ffff:172.16.0.1,"},
+		env(map[string]string{"GLOBO_TRUSTED_PROXIES": "1.2.3.4"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{
+		netip.MustParsePrefix("10.0.0.0/8"),
+		netip.MustParsePrefix("192.168.1.7/32"),
+		netip.MustParsePrefix("2001:db8::/32"),
+		netip.MustParsePrefix("::1/128"),
+		netip.MustParsePrefix("10.1.0.0/16"),
+		netip.MustParsePrefix("172.16.0.1/32"),
+	}
+	if !slices.Equal(c.TrustedProxies, want) {
+		t.Errorf("trusted proxies = %v, want %v (the flag replaces the environment)", c.TrustedProxies, want)
+	}
+	c, err = Load(nil, env(map[string]string{"GLOBO_TRUSTED_PROXIES": "172.16.0.0/12"}), io.Discard)
+	if err != nil || !slices.Equal(c.TrustedProxies, []netip.Prefix{netip.MustParsePrefix("172.16.0.0/12")}) {
+		t.Errorf("from the environment: %v (%v)", c.TrustedProxies, err)
+	}
+
+	_, err = Load([]string{"--trusted-proxies", "10.0.0.0/8,10.0.0.300,fe80::1%eth0,10.0.0.0/33,proxy.local"}, env(nil), io.Discard)
+	if err == nil {
+		t.Fatal("malformed trusted proxies accepted")
+	}
+	for _, bad := range []string{`"10.0.0.300"`, `"fe80::1%eth0"`, `"10.0.0.0/33"`, `"proxy.local"`} {
+		if !strings.Contains(err.Error(), "trusted proxy "+bad) {
+			t.Errorf("error does not name %s: %v", bad, err)
+		}
+	}
+	if strings.Contains(err.Error(), `"10.0.0.0/8"`) {
+		t.Errorf("error names a good entry: %v", err)
+	}
+	bad := Default()
+	bad.TrustedProxies = []netip.Prefix{{}}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "trusted proxy 1: not a valid prefix") {
+		t.Errorf("Validate of a zero prefix = %v", err)
 	}
 }
