@@ -6,76 +6,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
-
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/httpx"
+	"github.com/globomantics/globomantics/internal/platform/testenv"
 )
-
-// zone is a tiny authoritative DNS server answering SRV queries for one
-// name from a list the test changes.
-type zone struct {
-	mu      sync.Mutex
-	name    string
-	records []*dns.SRV
-	addr    string
-}
-
-func startZone(t *testing.T, name string) *zone {
-	t.Helper()
-	z := &zone{name: dns.Fqdn(name)}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	z.addr = pc.LocalAddr().String()
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(q)
-		m.Authoritative = true
-		z.mu.Lock()
-		if len(q.Question) == 1 && q.Question[0].Name == z.name && q.Question[0].Qtype == dns.TypeSRV {
-			for _, r := range z.records {
-				rr := *r
-				rr.Hdr = dns.RR_Header{Name: z.name, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: 1}
-				m.Answer = append(m.Answer, &rr)
-			}
-		}
-		if len(m.Answer) == 0 {
-			m.Rcode = dns.RcodeNameError
-		}
-		z.mu.Unlock()
-		_ = w.WriteMsg(m)
-	})}
-	go func() { _ = srv.ActivateAndServe() }()
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	return z
-}
-
-func (z *zone) set(addrs ...string) {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	z.records = nil
-	for i, a := range addrs {
-		// The servers listen on 127.0.0.1; an SRV target is a host name
-		// (Go refuses an address there), so the test names "localhost".
-		_, port, _ := net.SplitHostPort(a)
-		p, _ := strconv.Atoi(port)
-		z.records = append(z.records, &dns.SRV{Priority: 10, Weight: uint16(100 - i), Port: uint16(p), Target: "localhost."})
-	}
-}
-
-func (z *zone) resolver() *net.Resolver {
-	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "udp", z.addr)
-	}}
-}
 
 // TestSRVResolver: a client whose instances come from DNS SRV records
 // follows the zone as instances come and go.
@@ -89,8 +26,9 @@ func TestSRVResolver(t *testing.T) {
 		return s
 	}
 	a, b := named("a"), named("b")
-	z := startZone(t, "_catalog._tcp.shop.test")
-	res := httpx.NewSRV("_catalog._tcp.shop.test", "http", z.resolver(), nil)
+	const name = "_catalog._tcp.shop.test"
+	z := testenv.DNSZone(t)
+	res := httpx.NewSRV(name, "http", z.Resolver(), nil)
 	c := httpx.NewClientFor("catalog", res, nil)
 
 	// No records yet: no instance, a clear 503.
@@ -104,7 +42,7 @@ func TestSRVResolver(t *testing.T) {
 
 	hostPort := func(s *httptest.Server) string { return s.Listener.Addr().String() }
 	port := func(s *httptest.Server) string { _, p, _ := net.SplitHostPort(hostPort(s)); return p }
-	z.set(hostPort(a))
+	z.SetSRV(name, hostPort(a))
 	if err := res.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +51,7 @@ func TestSRVResolver(t *testing.T) {
 	}
 
 	// A second instance joins: calls spread over both.
-	z.set(hostPort(a), hostPort(b))
+	z.SetSRV(name, hostPort(a), hostPort(b))
 	if err := res.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +73,7 @@ func TestSRVResolver(t *testing.T) {
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go res.Run(rctx, 50*time.Millisecond)
-	z.set(hostPort(b))
+	z.SetSRV(name, hostPort(b))
 	deadline := time.Now().Add(2 * time.Second)
 	for len(res.Endpoints()) != 1 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
