@@ -367,6 +367,17 @@ func (b *Bus) Drain(ctx context.Context) {
 	subs := b.subs
 	b.subs = nil
 	b.mu.Unlock()
+	if len(subs) > 0 && (b.nc == nil || !b.nc.IsConnected()) {
+		// The broker is gone (a process sharing another's embedded broker
+		// that stopped first): a drain needs it and would wait out the whole
+		// budget; nothing in flight can be acked anyway, and the broker
+		// redelivers it.
+		for _, s := range subs {
+			s.Stop()
+		}
+		b.log.Warn("broker not connected at the drain: subscriptions stopped; unacked messages will be redelivered")
+		return
+	}
 	for _, s := range subs {
 		s.Drain()
 	}

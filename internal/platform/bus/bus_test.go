@@ -714,3 +714,28 @@ func TestBacklogIsNotRedelivered(t *testing.T) {
 		}
 	}
 }
+
+// TestDrainWithBrokerGone: a process whose broker has stopped (it shared
+// another process's embedded broker) does not spend its shutdown budget
+// waiting for a drain that needs the broker.
+func TestDrainWithBrokerGone(t *testing.T) {
+	server, addr := embedded(t, t.TempDir())
+	client := remote(t, addr)
+	if err := client.Subscribe(context.Background(), "gone", []string{"globo.gone"}, func(context.Context, bus.Event) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	server.Close()
+	testenv.CheckFor(t, wait, func() error {
+		if client.Ping(context.Background()) == nil {
+			return fmt.Errorf("still connected")
+		}
+		return nil
+	})
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	client.Drain(ctx)
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("Drain with the broker gone took %v", took)
+	}
+}
