@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/globomantics/globomantics/internal/account"
 	"github.com/globomantics/globomantics/internal/account/accountdb"
 	"github.com/globomantics/globomantics/internal/cart"
@@ -32,6 +34,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/httpx"
 	"github.com/globomantics/globomantics/internal/platform/ids"
 	"github.com/globomantics/globomantics/internal/platform/outbox"
+	"github.com/globomantics/globomantics/internal/platform/ratelimit"
 	"github.com/globomantics/globomantics/internal/search"
 	"github.com/globomantics/globomantics/internal/shipping"
 	"github.com/globomantics/globomantics/internal/shipping/shippingdb"
@@ -134,7 +137,21 @@ func (a *app) buildStorefront(_ context.Context, s *services, _ *serviceDB) (htt
 		box = mailbox{dir: a.cfg.MailDir}
 		a.log.Warn("development pages are on: /dev/mail shows every order e-mail; use --dev-pages=false in production")
 	}
-	var limits storefront.Limits // zero: the defaults
+	var limits storefront.Limits  // zero: the defaults
+	var limiter ratelimit.Limiter // nil: in this process
+	if a.cfg.RedisURL != "" {
+		opts, err := redis.ParseURL(a.cfg.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("GLOBO_REDIS_URL: %w", err)
+		}
+		// Every limited request waits on Redis: short timeouts, one retry;
+		// a limiter that fails lets the request through (and logs).
+		opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.MaxRetries = 500*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond, 1
+		rc := redis.NewClient(opts)
+		a.bg = append(a.bg, func(ctx context.Context) { <-ctx.Done(); _ = rc.Close() })
+		limiter = ratelimit.NewRedis(rc, "globo:ratelimit:", a.clock)
+		a.log.Info("rate limits kept in Redis, shared by every storefront", "redis", opts.Addr)
+	}
 	if !a.cfg.RateLimits {
 		a.log.Warn("rate limits are off: login, registration and checkout may be tried without limit")
 		limits = storefront.NoLimits
@@ -156,6 +173,7 @@ func (a *app) buildStorefront(_ context.Context, s *services, _ *serviceDB) (htt
 		// balancer): the rate limits key on the client's address.
 		TrustedProxies: a.cfg.TrustedProxies,
 		Limits:         limits,
+		RateLimiter:    limiter,
 	}).Handler())
 	return nil, nil
 }

@@ -94,6 +94,10 @@ type Config struct {
 	// one from the service token.
 	CallbackSecret string
 
+	// RedisURL, when set (redis:// or rediss://), is the Redis server that
+	// holds the shared state of a scaled-out front end: for now the rate
+	// limits' budgets, so that they hold across storefront instances.
+	RedisURL string
 	// RateLimits turns the storefront's limits on login, registration and
 	// checkout on (the default); off only for load tests from one address.
 	RateLimits bool
@@ -210,6 +214,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		return c, fmt.Errorf("GLOBO_RATE_LIMITS: %w", err)
 	}
 	setStr(&c.DNSServer, "GLOBO_DNS_SERVER")
+	c.RedisURL = strings.TrimSpace(getenv("GLOBO_REDIS_URL")) // may hold a password: environment only
 	if c.FaultInjection, err = envBool(env("GLOBO_FAULT_INJECTION"), c.FaultInjection); err != nil {
 		return c, fmt.Errorf("GLOBO_FAULT_INJECTION: %w", err)
 	}
@@ -469,6 +474,11 @@ func (c Config) validate(problems []string) error {
 	}
 	if c.ShutdownTimeout < time.Second || c.ShutdownTimeout > 10*time.Minute {
 		problems = append(problems, fmt.Sprintf("shutdown timeout %s: want 1s to 10m", c.ShutdownTimeout))
+	}
+	if c.RedisURL != "" {
+		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+			problems = append(problems, "GLOBO_REDIS_URL: want redis://host:port[/db] or rediss://...")
+		}
 	}
 	if c.DNSServer != "" {
 		if _, _, err := net.SplitHostPort(c.DNSServer); err != nil {
