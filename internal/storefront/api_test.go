@@ -265,18 +265,40 @@ func TestSecureCookies(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := httptestRequest("POST", "/api/v1/sessions", `{"email":"ada@example.com","password":"password123"}`)
-	req.AddCookie(&http.Cookie{Name: CartCookie, Value: strings.Repeat("a", 43)})
+	req.AddCookie(&http.Cookie{Name: "__Host-" + CartCookie, Value: strings.Repeat("a", 43)})
 	rec := serve(h, req)
 	if rec.Code != http.StatusOK {
 		t.Fatalf("status %d %s", rec.Code, rec.Body)
 	}
 	for _, c := range rec.Result().Cookies() {
-		if !c.Secure || !c.HttpOnly || c.SameSite != http.SameSiteLaxMode {
+		// __Host-: Secure, Path=/ and no Domain, or browsers refuse it.
+		if !c.Secure || !c.HttpOnly || c.SameSite != http.SameSiteLaxMode || !strings.HasPrefix(c.Name, "__Host-") || c.Path != "/" || c.Domain != "" {
 			t.Errorf("cookie %s not secure: %+v", c.Name, c)
 		}
 	}
 	if len(rec.Result().Cookies()) != 2 {
 		t.Errorf("want session cookie set and cart cookie cleared, got %v", rec.Result().Cookies())
+	}
+	// The session cookie, under its __Host- name, is what logs the customer in.
+	var sess *http.Cookie
+	for _, c := range rec.Result().Cookies() {
+		if c.Name == "__Host-"+SessionCookie {
+			sess = c
+		}
+	}
+	if sess == nil {
+		t.Fatal("no __Host- session cookie")
+	}
+	me := httptestRequest("GET", "/api/v1/me", "")
+	me.AddCookie(&http.Cookie{Name: sess.Name, Value: sess.Value})
+	if rec := serve(h, me); rec.Code != http.StatusOK {
+		t.Errorf("GET /api/v1/me with the __Host- cookie: %d", rec.Code)
+	}
+	// A cookie without the prefix (planted over plain HTTP) is ignored.
+	me = httptestRequest("GET", "/api/v1/me", "")
+	me.AddCookie(&http.Cookie{Name: SessionCookie, Value: sess.Value})
+	if rec := serve(h, me); rec.Code != http.StatusUnauthorized {
+		t.Errorf("GET /api/v1/me with an unprefixed cookie: %d, want 401", rec.Code)
 	}
 }
 

@@ -76,7 +76,7 @@ func (s *Server) homePage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	publicPage(w, r)
+	s.publicPage(w, r)
 	return s.render(w, r, http.StatusOK, "home", "", homeData{Products: pp.Items})
 }
 
@@ -101,7 +101,7 @@ func (s *Server) categoryPage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return badPageLink(err)
 	}
-	publicPage(w, r)
+	s.publicPage(w, r)
 	return s.render(w, r, http.StatusOK, "category", cat.Name, categoryData{
 		Category: cat, Products: pp.Items, Next: pp.NextPageToken, Paged: p.Token != "",
 	})
@@ -128,7 +128,7 @@ func (s *Server) productPage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	publicPage(w, r)
+	s.publicPage(w, r)
 	return s.render(w, r, http.StatusOK, "product", p.Name, s.productView(r, p, ""))
 }
 
@@ -147,7 +147,7 @@ func (s *Server) searchPage(w http.ResponseWriter, r *http.Request) error {
 	}
 	q := strings.TrimSpace(v.Get("q"))
 	if q == "" {
-		publicPage(w, r)
+		s.publicPage(w, r)
 		return s.render(w, r, http.StatusOK, "search", "Search", searchData{})
 	}
 	p, err := pageParam(r, searchPageSize)
@@ -161,7 +161,7 @@ func (s *Server) searchPage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	publicPage(w, r)
+	s.publicPage(w, r)
 	return s.render(w, r, http.StatusOK, "search", "Search: "+q, searchData{
 		Query: q, Products: products, Next: next, Paged: p.Token != "",
 	})

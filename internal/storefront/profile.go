@@ -35,7 +35,7 @@ func (s *Server) updateProfile(r *http.Request, a account.Account, name string) 
 
 // forgetSession deletes this instance's cached lookup of r's session token.
 func (s *Server) forgetSession(r *http.Request) {
-	tok := sessionToken(r)
+	tok := s.sessionToken(r)
 	if tok == "" {
 		return
 	}

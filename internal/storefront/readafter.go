@@ -31,7 +31,7 @@ func (s *Server) withReadAfter(h http.Handler) http.Handler {
 			tok = consistency.NewToken()
 			ctx = consistency.WithToken(ctx, tok)
 		}
-		if c, err := r.Cookie(ReadAfterCookie); err == nil {
+		if c, err := r.Cookie(s.cookieName(ReadAfterCookie)); err == nil {
 			// A cookie that does not decode is dropped: it costs at most
 			// a read from the primary.
 			if b, err := base64.RawURLEncoding.DecodeString(c.Value); err == nil {

@@ -167,9 +167,9 @@ func (s *Server) pageHandler(h func(w http.ResponseWriter, r *http.Request) erro
 // publicPage marks a catalog page as cacheable by shared caches for a short
 // while, but only for a visitor without cookies: for anyone else the header
 // (cart count, account name) is personal.
-func publicPage(w http.ResponseWriter, r *http.Request) {
+func (s *Server) publicPage(w http.ResponseWriter, r *http.Request) {
 	w.Header().Add("Vary", "Cookie")
-	if sessionToken(r) == "" && cartToken(r) == "" {
+	if s.sessionToken(r) == "" && s.cartToken(r) == "" {
 		w.Header().Set("Cache-Control", catalogCacheControl)
 	}
 }

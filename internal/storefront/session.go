@@ -14,8 +14,11 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/ids"
 )
 
-// Cookie names. Both cookies are HttpOnly, SameSite=Lax, Path=/ and Secure
-// when Deps.SecureCookies is set.
+// Cookie names. Every cookie is HttpOnly, SameSite=Lax and Path=/; when
+// Deps.SecureCookies is set (the shop is served over HTTPS) it is also
+// Secure and its name carries the "__Host-" prefix, which browsers accept
+// only from a secure origin, without a Domain, for Path=/: a sibling domain
+// or a plain-HTTP page cannot plant or overwrite it.
 const (
 	// SessionCookie holds the account session token from account.API.Login.
 	SessionCookie = "globo_session"
@@ -70,7 +73,7 @@ func (s *Server) account(r *http.Request) (*account.Account, error) {
 		var fresh bool
 		v.acct, fresh, v.err = s.authenticate(r)
 		if fresh && v.w != nil {
-			s.setCookie(v.w, SessionCookie, sessionToken(r), account.SessionTTL)
+			s.setCookie(v.w, SessionCookie, s.sessionToken(r), account.SessionTTL)
 		}
 	})
 	return v.acct, v.err
@@ -93,7 +96,7 @@ func (s *Server) requireAccount(r *http.Request) (account.Account, error) {
 // service (not the cache) has just confirmed the session.
 func (s *Server) authenticate(r *http.Request) (acct *account.Account, fresh bool, err error) {
 	const op = "storefront.authenticate"
-	tok := sessionToken(r)
+	tok := s.sessionToken(r)
 	if tok == "" {
 		return nil, false, nil
 	}
@@ -135,8 +138,8 @@ func sessionCacheKey(tok string) string {
 	return "storefront:session:" + hex.EncodeToString(sum[:])
 }
 
-func sessionToken(r *http.Request) string {
-	c, err := r.Cookie(SessionCookie)
+func (s *Server) sessionToken(r *http.Request) string {
+	c, err := r.Cookie(s.cookieName(SessionCookie))
 	if err != nil || c.Value == "" || len(c.Value) > maxSessionToken {
 		return ""
 	}
@@ -144,8 +147,8 @@ func sessionToken(r *http.Request) string {
 }
 
 // cartToken returns r's anonymous cart token if it has a well-formed one.
-func cartToken(r *http.Request) string {
-	c, err := r.Cookie(CartCookie)
+func (s *Server) cartToken(r *http.Request) string {
+	c, err := r.Cookie(s.cookieName(CartCookie))
 	if err != nil || !validCartToken(c.Value) {
 		return ""
 	}
@@ -166,9 +169,17 @@ func validCartToken(t string) bool {
 	return true
 }
 
+// cookieName is the name cookie base goes by: "__Host-"+base over HTTPS.
+func (s *Server) cookieName(base string) string {
+	if s.d.SecureCookies {
+		return "__Host-" + base
+	}
+	return base
+}
+
 func (s *Server) setCookie(w http.ResponseWriter, name, value string, maxAge time.Duration) {
 	http.SetCookie(w, &http.Cookie{
-		Name:     name,
+		Name:     s.cookieName(name),
 		Value:    value,
 		Path:     "/",
 		MaxAge:   int(maxAge / time.Second),
@@ -181,7 +192,7 @@ func (s *Server) setCookie(w http.ResponseWriter, name, value string, maxAge tim
 
 func (s *Server) clearCookie(w http.ResponseWriter, name string) {
 	http.SetCookie(w, &http.Cookie{
-		Name:     name,
+		Name:     s.cookieName(name),
 		Value:    "",
 		Path:     "/",
 		MaxAge:   -1,
@@ -226,7 +237,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, email, password s
 	}
 	s.setCookie(w, SessionCookie, sess.Token, ttl)
 	s.cacheSession(ctx, sess.Token, sess.Account)
-	if tok := cartToken(r); tok != "" {
+	if tok := s.cartToken(r); tok != "" {
 		if _, err := s.d.Carts.Merge(ctx, "anon:"+tok, userOwner(sess.Account.ID)); err != nil {
 			s.log.Warn("merging anonymous cart at login failed", "account", sess.Account.ID, "err", err)
 		} else {
@@ -246,7 +257,7 @@ func (s *Server) limitRegister(r *http.Request) error {
 // logout leaves the visitor logged in and able to try again rather than
 // believing a still-valid token is gone.
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) error {
-	tok := sessionToken(r)
+	tok := s.sessionToken(r)
 	if tok != "" {
 		ctx := r.Context()
 		if err := s.d.Accounts.Logout(ctx, tok); err != nil {
@@ -273,7 +284,7 @@ func (s *Server) cartOwner(r *http.Request) (string, error) {
 	if a != nil {
 		return userOwner(a.ID), nil
 	}
-	if tok := cartToken(r); tok != "" {
+	if tok := s.cartToken(r); tok != "" {
 		return "anon:" + tok, nil
 	}
 	return "", nil
