@@ -97,6 +97,21 @@ func (a *app) build(ctx context.Context) error {
 		a.blobs = blobs
 	}
 	a.cache = cache.NewMemory(a.clock, 10000)
+	if cfg.RedisURL != "" {
+		opts, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return fmt.Errorf("GLOBO_REDIS_URL: %w", err)
+		}
+		// Every cached read and every limited request waits on Redis:
+		// short timeouts, one retry. A cache error is a miss and a limiter
+		// error lets the request through, so a slow Redis costs a database
+		// read, no more; it is not a readiness check.
+		opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.MaxRetries = 500*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond, 1
+		a.redis = redis.NewClient(opts)
+		a.onClose(a.redis.Close)
+		a.cache = cache.NewRedis(a.redis, "globo:cache:")
+		a.log.Info("cache and rate limits kept in Redis, shared by every instance", "redis", opts.Addr)
+	}
 
 	var s services
 	// Services run elsewhere are reached over HTTP.
@@ -139,18 +154,8 @@ func (a *app) buildStorefront(_ context.Context, s *services, _ *serviceDB) (htt
 	}
 	var limits storefront.Limits  // zero: the defaults
 	var limiter ratelimit.Limiter // nil: in this process
-	if a.cfg.RedisURL != "" {
-		opts, err := redis.ParseURL(a.cfg.RedisURL)
-		if err != nil {
-			return nil, fmt.Errorf("GLOBO_REDIS_URL: %w", err)
-		}
-		// Every limited request waits on Redis: short timeouts, one retry;
-		// a limiter that fails lets the request through (and logs).
-		opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.MaxRetries = 500*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond, 1
-		rc := redis.NewClient(opts)
-		a.bg = append(a.bg, func(ctx context.Context) { <-ctx.Done(); _ = rc.Close() })
-		limiter = ratelimit.NewRedis(rc, "globo:ratelimit:", a.clock)
-		a.log.Info("rate limits kept in Redis, shared by every storefront", "redis", opts.Addr)
+	if a.redis != nil {
+		limiter = ratelimit.NewRedis(a.redis, "globo:ratelimit:", a.clock)
 	}
 	if !a.cfg.RateLimits {
 		a.log.Warn("rate limits are off: login, registration and checkout may be tried without limit")
@@ -200,6 +205,7 @@ func (a *app) buildCatalog(ctx context.Context, s *services, sdb *serviceDB) (ht
 	svc := catalog.NewService(store, a.blobs, a.relay(db, config.Catalog), a.clock, catalog.WithCache(a.cache, productCacheTTL),
 		catalog.WithLogger(a.log.With("service", "catalog")))
 	s.catalog = svc
+	a.catalogSvc = svc
 	// Reservations of checkouts that never finished go back to stock when
 	// they expire (the saga ends long before; this is the safety net).
 	a.bg = append(a.bg, func(ctx context.Context) { svc.RunSweeper(ctx, catalog.DefaultSweepEvery) })

@@ -60,7 +60,12 @@ func (a *app) dataStatus(w http.ResponseWriter, r *http.Request) {
 		out = append(out, entry{Service: n, Status: a.dbs[n].Status()})
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	httpx.WriteJSON(w, http.StatusOK, map[string]any{"databases": out})
+	body := map[string]any{"databases": out}
+	if a.catalogSvc != nil { // nil when the catalog runs elsewhere
+		st := a.catalogSvc.CacheStats()
+		body["product_cache"] = map[string]any{"hits": st.Hits, "misses": st.Misses, "loads": st.Loads, "hit_ratio": st.HitRatio()}
+	}
+	httpx.WriteJSON(w, http.StatusOK, body)
 }
 
 // mountDataStatus serves dataStatus on the internal API, to holders of the

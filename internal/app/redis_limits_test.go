@@ -3,6 +3,7 @@ package app_test
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"testing"
 
@@ -11,7 +12,8 @@ import (
 
 // TestRateLimitsSharedInRedis: with GLOBO_REDIS_URL, storefront instances
 // share the login budget of an account, so guessing through several of
-// them gains nothing.
+// them gains nothing; they share the session cache, so a logout through one
+// is a logout everywhere at once; and product reads hit the shared cache.
 func TestRateLimitsSharedInRedis(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end suite skipped in -short mode")
@@ -45,6 +47,23 @@ func TestRateLimitsSharedInRedis(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
+	do := func(p *proc, method, path, cookie string, hdr ...string) (*http.Response, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(method, p.url()+path, nil)
+		if cookie != "" {
+			req.Header.Set("Cookie", cookie)
+		}
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, b
+	}
 	if st := post(all, "/api/v1/accounts", map[string]string{"email": "shared@example.com", "password": "correct horse battery", "name": "Ada"}); st != http.StatusCreated {
 		t.Fatalf("register: %d", st)
 	}
@@ -64,5 +83,65 @@ func TestRateLimitsSharedInRedis(t *testing.T) {
 		if st := post(p, "/api/v1/sessions", wrong); st != http.StatusTooManyRequests {
 			t.Errorf("sixth guess through %s: %d, want 429", p.name, st)
 		}
+	}
+
+	// A session: logged in through one storefront, known to the other,
+	// and after a logout through the first refused by both at once (the
+	// token->account cache is shared, and the logout deletes its entry).
+	if st := post(all, "/api/v1/accounts", map[string]string{"email": "sess@example.com", "password": "correct horse battery", "name": "Grace"}); st != http.StatusCreated {
+		t.Fatalf("register: %d", st)
+	}
+	b, _ := json.Marshal(map[string]string{"email": "sess@example.com", "password": "correct horse battery"})
+	resp, err := http.Post(front.url()+"/api/v1/sessions", "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var cookie string
+	for _, c := range resp.Cookies() {
+		if c.Name == "globo_session" {
+			cookie = c.Name + "=" + c.Value
+		}
+	}
+	if cookie == "" {
+		t.Fatalf("login: %s, no session cookie", resp.Status)
+	}
+	for _, p := range []*proc{front, all} {
+		if r, _ := do(p, "GET", "/api/v1/me", cookie); r.StatusCode != http.StatusOK {
+			t.Fatalf("me through %s: %d", p.name, r.StatusCode)
+		}
+	}
+	if r, _ := do(all, "DELETE", "/api/v1/sessions", cookie, "Origin", all.url()); r.StatusCode/100 != 2 {
+		t.Fatalf("logout: %d", r.StatusCode)
+	}
+	for _, p := range []*proc{front, all} {
+		if r, _ := do(p, "GET", "/api/v1/me", cookie); r.StatusCode != http.StatusUnauthorized {
+			t.Errorf("me through %s after the logout: %d, want 401", p.name, r.StatusCode)
+		}
+	}
+
+	// Product reads: the second is a hit in the shared cache.
+	_, body := do(front, "GET", "/api/v1/products?page_size=1", "")
+	var page struct {
+		Items []struct {
+			ID string `json:"id"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal(body, &page); err != nil || len(page.Items) == 0 {
+		t.Fatalf("products: %s %v", body, err)
+	}
+	for range 2 {
+		if r, _ := do(front, "GET", "/api/v1/products/"+page.Items[0].ID, ""); r.StatusCode != http.StatusOK {
+			t.Fatalf("product: %d", r.StatusCode)
+		}
+	}
+	r, body := do(all, "GET", "/svc/data/status", "", "Authorization", "Bearer "+serviceToken)
+	var st struct {
+		ProductCache struct {
+			Hits int64 `json:"hits"`
+		} `json:"product_cache"`
+	}
+	if err := json.Unmarshal(body, &st); err != nil || r.StatusCode != 200 || st.ProductCache.Hits < 1 {
+		t.Errorf("data status %d %s: want a product cache hit", r.StatusCode, body)
 	}
 }

@@ -17,6 +17,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/globomantics/globomantics/internal/catalog"
 	"github.com/globomantics/globomantics/internal/config"
 	"github.com/globomantics/globomantics/internal/platform/blob"
 	"github.com/globomantics/globomantics/internal/platform/bus"
@@ -51,6 +54,12 @@ type app struct {
 	// draining is set at shutdown: responses ask to close their connection.
 	draining atomic.Bool
 	peerHC   *http.Client
+	// redis is the client of GLOBO_REDIS_URL (nil without): the shared
+	// cache and rate-limit budgets.
+	redis *redis.Client
+	// catalogSvc is the catalog run here (nil when it runs elsewhere), for
+	// its cache statistics.
+	catalogSvc *catalog.Service
 	// resolvers holds where each remote service's instances are (see
 	// resolver), made once per service.
 	resolvers map[string]httpx.Resolver

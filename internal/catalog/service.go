@@ -8,11 +8,15 @@ import (
 	_ "image/jpeg" // registers JPEG with image.DecodeConfig
 	_ "image/png"  // registers PNG with image.DecodeConfig
 	"log/slog"
+	"maps"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/globomantics/globomantics/internal/platform/blob"
 	"github.com/globomantics/globomantics/internal/platform/cache"
@@ -115,6 +119,11 @@ type Service struct {
 	cache    cache.Cache // look-aside cache of single products; nil for none
 	cacheTTL time.Duration
 	log      *slog.Logger
+
+	// loads collapses concurrent GetProduct misses of one id into one
+	// store read (by product id).
+	loads                singleflight.Group
+	hits, misses, stores atomic.Int64 // see CacheStats
 }
 
 // Option configures a Service.
@@ -122,9 +131,13 @@ type Option func(*Service)
 
 // WithCache puts a look-aside cache in front of GetProduct, the read behind
 // every product page. Entries are deleted when the product's stock or
-// thumbnails change here, and expire after ttl, which bounds how stale a
-// product may look when another instance changed it (or when a read races a
-// write). While the database cannot answer at all, the last copy read (kept
+// thumbnails change here: with a cache shared by every instance (Redis) the
+// change is seen everywhere at once; with one of each instance's own
+// (Memory), ttl bounds how stale a product may look when another instance
+// changed it. Either way ttl bounds the staleness left when a read races a
+// write (the read's older copy landing after the write's delete).
+// Concurrent misses of one product in this process make one store read,
+// whose result they share. While the database cannot answer at all, the last copy read (kept
 // a day) is served instead of an error. Money paths (GetProducts for
 // checkout's prices, reservations) always read the primary database.
 func WithCache(c cache.Cache, ttl time.Duration) Option {
@@ -167,6 +180,30 @@ func staleKey(id string) string { return "catalog:product:stale:" + id }
 // staleTTL is how long the last known copy of a product is kept for outages.
 const staleTTL = 24 * time.Hour
 
+// CacheStats counts GetProduct calls since the service started: Hits were
+// served from the cache, Misses were not (a cache error is a miss), and
+// Loads are the store reads the misses made, fewer than Misses when
+// concurrent misses of one product shared a read. Hits and Misses stay zero
+// without a cache.
+type CacheStats struct {
+	Hits   int64 `json:"hits"`
+	Misses int64 `json:"misses"`
+	Loads  int64 `json:"loads"`
+}
+
+// HitRatio is Hits/(Hits+Misses), or 0 before any read.
+func (c CacheStats) HitRatio() float64 {
+	if c.Hits+c.Misses == 0 {
+		return 0
+	}
+	return float64(c.Hits) / float64(c.Hits+c.Misses)
+}
+
+// CacheStats returns the product cache's counters. Safe for concurrent use.
+func (s *Service) CacheStats() CacheStats {
+	return CacheStats{Hits: s.hits.Load(), Misses: s.misses.Load(), Loads: s.stores.Load()}
+}
+
 // cached returns the product from the cache; a miss or a cache error is a miss.
 func (s *Service) cached(ctx context.Context, id string) (Product, bool) {
 	if s.cache == nil {
@@ -193,13 +230,14 @@ func (s *Service) remember(ctx context.Context, p Product) {
 	}
 }
 
-// forget drops the cached copies of products that just changed.
+// forget drops the cached copies of products that just changed. A later
+// GetProduct here does not join a load begun before the change either.
 func (s *Service) forget(ctx context.Context, ids ...string) {
-	if s.cache == nil {
-		return
-	}
 	for _, id := range ids {
-		_ = s.cache.Delete(ctx, productKey(id))
+		s.loads.Forget(id)
+		if s.cache != nil {
+			_ = s.cache.Delete(ctx, productKey(id))
+		}
 	}
 }
 
@@ -289,9 +327,55 @@ func (s *Service) GetProduct(ctx context.Context, id string) (Product, error) {
 	if strings.TrimSpace(id) == "" {
 		return Product{}, errs.E(op, errs.NotFound, errs.Msg("no such product"))
 	}
+	if s.cache != nil {
+		if p, ok := s.cached(ctx, id); ok {
+			s.hits.Add(1)
+			return p, nil
+		}
+		s.misses.Add(1)
+	}
+	// One load per product at a time: the callers missing it meanwhile
+	// wait for that load rather than each reading the store (a stampede
+	// when a popular product's entry expires or is deleted). Each waits
+	// only as long as its own ctx allows.
+	ch := s.loads.DoChan(id, func() (any, error) {
+		// The load outlives its first caller going away (others may be
+		// waiting for it) but not that caller's deadline.
+		lctx := context.WithoutCancel(ctx)
+		dl, ok := ctx.Deadline()
+		if !ok {
+			dl = time.Now().Add(loadTimeout)
+		}
+		lctx, cancel := context.WithDeadline(lctx, dl)
+		defer cancel()
+		return s.load(lctx, id)
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return Product{}, errs.E(op, res.Err)
+		}
+		p := res.Val.(Product)
+		if res.Shared {
+			p.Thumbnails = maps.Clone(p.Thumbnails) // each caller its own map
+		}
+		return p, nil
+	case <-ctx.Done():
+		return Product{}, errs.E(op, ctx.Err())
+	}
+}
+
+// loadTimeout bounds a product load whose first caller had no deadline.
+const loadTimeout = 30 * time.Second
+
+// load reads a product from the store and caches it. A load that starts
+// right after another one finished finds that one's copy in the cache
+// instead of reading the store again.
+func (s *Service) load(ctx context.Context, id string) (Product, error) {
 	if p, ok := s.cached(ctx, id); ok {
 		return p, nil
 	}
+	s.stores.Add(1)
 	r, err := s.store.GetProduct(ctx, id)
 	if errs.Is(errs.Unavailable, err) && s.cache != nil {
 		// No node of the database answers: the last known copy is a
@@ -304,7 +388,7 @@ func (s *Service) GetProduct(ctx context.Context, id string) (Product, error) {
 		}
 	}
 	if err != nil {
-		return Product{}, errs.E(op, err)
+		return Product{}, err
 	}
 	p := r.Product()
 	s.remember(ctx, p)

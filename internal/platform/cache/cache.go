@@ -14,7 +14,9 @@ import (
 
 // Cache maps string keys to bytes with a time to live. A miss is (nil, false,
 // nil); errors are for an unreachable cache server, and callers treat them as
-// misses.
+// misses. Set keeps its own copy of val (the caller may reuse it); a zero or
+// negative ttl is never served. The bytes Get returns must not be modified.
+// Every implementation passes cachetest.Test.
 type Cache interface {
 	Get(ctx context.Context, key string) ([]byte, bool, error)
 	Set(ctx context.Context, key string, val []byte, ttl time.Duration) error
@@ -70,6 +72,7 @@ func (m *Memory) Set(_ context.Context, key string, val []byte, ttl time.Duratio
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	exp := m.clock.Now().Add(ttl)
+	val = append([]byte{}, val...) // the caller may reuse its buffer
 	if el, ok := m.items[key]; ok {
 		e := el.Value.(*entry)
 		e.val, e.expires = val, exp
