@@ -28,7 +28,9 @@ func (s Static) Endpoints() []string { return s }
 
 // SRV resolves a service's instances from the DNS SRV records of a name
 // (RFC 2782, e.g. "_checkout._tcp.shop.test"), refreshed by Run. Targets
-// are ordered by priority, then by weight (heaviest first). A failed lookup
+// are ordered by priority, then by weight (heaviest first), and turned into
+// addresses through the same resolver when it knows them (else left as
+// names for the system to resolve). A failed lookup
 // keeps the last good answer; an answer with no records empties the list
 // (the zone says there is no instance).
 type SRV struct {
@@ -77,6 +79,12 @@ func (s *SRV) Refresh(ctx context.Context) error {
 	urls := make([]string, 0, len(recs))
 	for _, rec := range recs {
 		host := strings.TrimSuffix(rec.Target, ".")
+		// The target's address comes from the same DNS server when it
+		// knows it (the shop's zone names instances the system resolver
+		// does not know); otherwise the name is left to the system.
+		if addrs, err := s.r.LookupIPAddr(ctx, host); err == nil && len(addrs) > 0 {
+			host = addrs[0].IP.String()
+		}
 		urls = append(urls, s.scheme+"://"+net.JoinHostPort(host, strconv.Itoa(int(rec.Port))))
 	}
 	s.mu.Lock()
