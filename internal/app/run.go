@@ -56,6 +56,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return reshard.MainWith(ctx, rest, stdout, stderr, shardSchemas())
 	case "payments":
 		return paymentsMain(ctx, rest, getenv, stdout, stderr)
+	case "dns":
+		return dnsMain(ctx, rest, stderr)
 	case "dev":
 		if len(rest) > 0 && rest[0] == "postgres" {
 			return devpg.Main(ctx, rest[1:], stdout, stderr)
@@ -86,6 +88,7 @@ Usage:
   globomantics payments audit [--data-dir D | --dsn DSN | --shards MAP] [--json]
                                  check the payment ledger: money conserved, every
                                  payment's status agreeing with its entries
+  globomantics dns serve --zone Z --listen HOST:PORT --instance SVC=URL[,URL...]  authoritative DNS: SRV/A of healthy instances only
   globomantics help              print this help
 
 Run "globomantics serve -h" for the flags. Every flag also has a GLOBO_* environment variable.
