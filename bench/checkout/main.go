@@ -86,6 +86,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"modernc.org/sqlite"
 
+	"github.com/globomantics/globomantics/bench/internal/measure"
 	"github.com/globomantics/globomantics/internal/app"
 	"github.com/globomantics/globomantics/internal/platform/freeport"
 	"github.com/globomantics/globomantics/internal/platform/pgnode"
@@ -222,7 +223,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return err
 	}
 	res := result{Backend: c.backend, C: c.conc, StartedAt: time.Now().UTC().Format("2006-01-02 15:04 UTC"),
-		Machine: machine(), LoadAvg: loadavg()}
+		Machine: machine(), LoadAvg: measure.LoadAvg()}
 
 	root, err := os.MkdirTemp("", "globo-benchcheckout-")
 	if err != nil {
@@ -349,7 +350,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	sampled := make(chan struct{})
 	go func() {
 		defer close(sampled)
-		if !sleepUntil(ctx, t0) {
+		if !measure.SleepUntil(ctx, t0) {
 			return
 		}
 		cpuBefore = takeCPU(node)
@@ -361,12 +362,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 		if c.cpuProfile != "" && c.dur >= 6*time.Second {
 			wait := (c.dur - 5*time.Second) / 2
-			if !sleepUntil(ctx, time.Now().Add(wait)) {
+			if !measure.SleepUntil(ctx, time.Now().Add(wait)) {
 				return
 			}
 			profile, profErr = fetchProfile(ctx, debugAddr)
 		}
-		if !sleepUntil(ctx, t1) {
+		if !measure.SleepUntil(ctx, t1) {
 			return
 		}
 		cpuAfter = takeCPU(node)
@@ -383,7 +384,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if snapErr != nil {
 		return snapErr
 	}
-	res.LoadAfter = loadavg()
+	res.LoadAfter = measure.LoadAvg()
 	res.CPU = cpuDelta(cpuBefore, cpuAfter)
 
 	var lat []time.Duration
@@ -403,9 +404,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	res.Checkouts = len(lat)
 	res.Seconds = c.dur.Seconds()
 	res.CheckoutsPerS = float64(res.Checkouts) / res.Seconds
-	res.P50ms, res.P90ms, res.P99ms = ms(pct(lat, 50)), ms(pct(lat, 90)), ms(pct(lat, 99))
+	res.P50ms, res.P90ms, res.P99ms = measure.Ms(measure.Pct(lat, 50)), measure.Ms(measure.Pct(lat, 90)), measure.Ms(measure.Pct(lat, 99))
 	if len(lat) > 0 {
-		res.MaxMs = ms(lat[len(lat)-1])
+		res.MaxMs = measure.Ms(lat[len(lat)-1])
 	}
 
 	// Commits per checkout.
@@ -518,7 +519,7 @@ func waitReady(ctx context.Context, base string, done <-chan error, log fmt.Stri
 		if time.Now().After(deadline) {
 			return fmt.Errorf("the shop was not ready within 90 s (last: %v)\n%s", err, log)
 		}
-		if !sleepUntil(ctx, time.Now().Add(100*time.Millisecond)) {
+		if !measure.SleepUntil(ctx, time.Now().Add(100*time.Millisecond)) {
 			return ctx.Err()
 		}
 	}
@@ -617,7 +618,7 @@ func (s *shopper) loop(ctx context.Context, t0, t1 time.Time) {
 				s.cartErrs++
 				s.note("cart", st, body, err)
 			}
-			sleepUntil(ctx, time.Now().Add(50*time.Millisecond))
+			measure.SleepUntil(ctx, time.Now().Add(50*time.Millisecond))
 			continue
 		}
 		s.n++
@@ -797,7 +798,7 @@ func baseline(ctx context.Context, c config, root string, node *pgnode.Node, cou
 	sampled := make(chan struct{})
 	go func() {
 		defer close(sampled)
-		if !sleepUntil(ctx, t0) {
+		if !measure.SleepUntil(ctx, t0) {
 			return
 		}
 		cpuBefore, before = takeCPU(node), counters.snapshot()
@@ -806,7 +807,7 @@ func baseline(ctx context.Context, c config, root string, node *pgnode.Node, cou
 				return
 			}
 		}
-		if !sleepUntil(ctx, t1) {
+		if !measure.SleepUntil(ctx, t1) {
 			return
 		}
 		cpuAfter, after = takeCPU(node), counters.snapshot()
@@ -833,7 +834,7 @@ func baseline(ctx context.Context, c config, root string, node *pgnode.Node, cou
 	slices.Sort(lat)
 	res.BaselineCommits = len(lat)
 	res.BaselineCommitsPS = float64(len(lat)) / c.dur.Seconds()
-	res.BaselineP50ms, res.BaselineP99ms = ms(pct(lat, 50)), ms(pct(lat, 99))
+	res.BaselineP50ms, res.BaselineP99ms = measure.Ms(measure.Pct(lat, 50)), measure.Ms(measure.Pct(lat, 99))
 	res.BaselineCPU = cpuDelta(cpuBefore, cpuAfter)
 	if node == nil {
 		res.BaselineCounted = after[file].commits - before[file].commits
@@ -1169,36 +1170,6 @@ func mustJSON(v any) []byte {
 		panic(err)
 	}
 	return b
-}
-
-func sleepUntil(ctx context.Context, t time.Time) bool {
-	select {
-	case <-ctx.Done():
-		return false
-	case <-time.After(time.Until(t)):
-		return true
-	}
-}
-
-func pct(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	return sorted[int(float64(len(sorted)-1)*p/100)]
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 func machine() string {

@@ -41,6 +41,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/globomantics/globomantics/bench/internal/measure"
 	"github.com/globomantics/globomantics/internal/order"
 	"github.com/globomantics/globomantics/internal/order/orderdb"
 	"github.com/globomantics/globomantics/internal/platform/ids"
@@ -257,7 +258,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // runOnce starts n nodes, pins them, loads them and stops them.
 func runOnce(ctx context.Context, c config, n int, log *slog.Logger) (res result, err error) {
-	res = result{Nodes: n, LoadBefore: loadavg()}
+	res = result{Nodes: n, LoadBefore: measure.LoadAvg()}
 	start := time.Now()
 	var nodes []*pgnode.Node
 	defer func() {
@@ -380,13 +381,13 @@ func runOnce(ctx context.Context, c config, n int, log *slog.Logger) (res result
 	sampled := make(chan struct{})
 	go func() {
 		defer close(sampled)
-		if !sleepUntil(ctx, t0) {
+		if !measure.SleepUntil(ctx, t0) {
 			return
 		}
 		before = take(pids)
 		// Taken now: the runtime adjusts GOMAXPROCS to a new affinity within a second or so.
 		res.Client = fmt.Sprintf("cores %s, GOMAXPROCS %d", cpusAllowed(os.Getpid()), runtime.GOMAXPROCS(0))
-		if !sleepUntil(ctx, t1) {
+		if !measure.SleepUntil(ctx, t1) {
 			return
 		}
 		after = take(pids)
@@ -412,9 +413,9 @@ func runOnce(ctx context.Context, c config, n int, log *slog.Logger) (res result
 	res.Writes = len(all)
 	res.Seconds = c.dur.Seconds()
 	res.WritesPerSec = float64(res.Writes) / res.Seconds
-	res.P50ms, res.P90ms, res.P99ms = ms(pct(all, 50)), ms(pct(all, 90)), ms(pct(all, 99))
+	res.P50ms, res.P90ms, res.P99ms = measure.Ms(measure.Pct(all, 50)), measure.Ms(measure.Pct(all, 90)), measure.Ms(measure.Pct(all, 99))
 	if len(all) > 0 {
-		res.MaxMs = ms(all[len(all)-1])
+		res.MaxMs = measure.Ms(all[len(all)-1])
 	}
 	res.CPU = coreDelta(before.cores, after.cores)
 	res.ClientCPUSec = after.self - before.self
@@ -609,43 +610,12 @@ func procDelta(a, b map[int]uint64) float64 {
 	return float64(ticks) / userHZ
 }
 
-func sleepUntil(ctx context.Context, t time.Time) bool {
-	select {
-	case <-ctx.Done():
-		return false
-	case <-time.After(time.Until(t)):
-		return true
-	}
-}
-
-func pct(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(float64(len(sorted)-1) * p / 100)
-	return sorted[i]
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
 // waitQuiet polls the 1-minute load average every 30 s until it is below
 // limit, at most until deadline; it says how that went.
 func waitQuiet(ctx context.Context, limit float64, deadline time.Time, stderr io.Writer) string {
 	began := time.Now()
 	for {
-		la := loadavg()
+		la := measure.LoadAvg()
 		one, _ := strconv.ParseFloat(strings.Fields(la + " x")[0], 64)
 		if one < limit {
 			return fmt.Sprintf("quiet (load %s) after %s", la, time.Since(began).Round(time.Second))

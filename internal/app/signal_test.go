@@ -22,11 +22,7 @@ func TestSignalShutdown(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "globomantics")
-	build := exec.Command("go", "build", "-o", bin, "github.com/globomantics/globomantics/cmd/globomantics")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := binary(t) // built once for every test of the package
 	addr := testenv.FreeAddr(t)
 	var logs bytes.Buffer
 	cmd := exec.Command(bin) // no subcommand: serve is the default

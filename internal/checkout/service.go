@@ -283,23 +283,15 @@ func (s *Service) launch(g *Saga, card *payment.Card) chan struct{} {
 func (s *Service) await(ctx context.Context, userID, key string, done chan struct{}) (Result, error) {
 	t := time.NewTimer(s.budget)
 	defer t.Stop()
-	poll := time.NewTicker(25 * time.Millisecond)
-	defer poll.Stop()
+	// Driven here: the driver says when it stops. Driven elsewhere: the
+	// log says when the saga ends.
+	var poll <-chan time.Time
+	if done == nil {
+		tk := time.NewTicker(25 * time.Millisecond)
+		defer tk.Stop()
+		poll = tk.C
+	}
 	for {
-		if done == nil {
-			select {
-			case <-ctx.Done():
-				return Result{}, errs.E("checkout.PlaceOrder", errs.Unavailable, ctx.Err())
-			case <-t.C:
-				return s.current(ctx, userID, key)
-			case <-poll.C:
-				g, err := s.store.Get(ctx, userID, key)
-				if err == nil && g.Terminal() {
-					return s.outcome(ctx, g)
-				}
-			}
-			continue
-		}
 		select {
 		case <-ctx.Done():
 			return Result{}, errs.E("checkout.PlaceOrder", errs.Unavailable, ctx.Err())
@@ -307,6 +299,10 @@ func (s *Service) await(ctx context.Context, userID, key string, done chan struc
 			return s.current(ctx, userID, key)
 		case <-done:
 			return s.current(ctx, userID, key)
+		case <-poll:
+			if g, err := s.store.Get(ctx, userID, key); err == nil && g.Terminal() {
+				return s.outcome(ctx, g)
+			}
 		}
 	}
 }
