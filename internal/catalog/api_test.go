@@ -108,6 +108,8 @@ func TestAPI(t *testing.T) {
 		{"ReservationExpiry", testReservationExpiry},
 		{"CommitStock", testCommitStock},
 		{"StockLevels", testStockLevels},
+		{"UpdateProduct", testUpdateProduct},
+		{"UpdateProductInvalid", testUpdateProductInvalid},
 	}
 	for _, mode := range []struct {
 		name           string

@@ -16,6 +16,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/blob"
 	"github.com/globomantics/globomantics/internal/platform/cache"
 	"github.com/globomantics/globomantics/internal/platform/clock"
+	"github.com/globomantics/globomantics/internal/platform/money"
 	"github.com/globomantics/globomantics/internal/platform/sqldb"
 	"github.com/globomantics/globomantics/internal/platform/testenv"
 )
@@ -319,6 +320,19 @@ func TestCacheInvalidationAcrossInstances(t *testing.T) {
 		t.Fatalf("ReleaseExpired = %d, %v", n, err)
 	}
 	read("after b swept the expired reservation", stock(10))
+	cachedOnA()
+
+	// A price change by b: with the shared cache, a sees it at its next
+	// read, without hearing of the change.
+	if _, err := b.UpdateProduct(ctx, p.ID, catalog.ProductChange{Price: &money.Money{Amount: 2500}}); err != nil {
+		t.Fatal(err)
+	}
+	read("after b changed the price", func(got catalog.Product) error {
+		if got.Price != money.USD(2500) || got.Version != 2 {
+			return fmt.Errorf("price %v at version %d, want $25.00 at version 2", got.Price, got.Version)
+		}
+		return nil
+	})
 }
 
 // A cache that cannot be reached is a miss: reads go to the store.

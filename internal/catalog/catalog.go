@@ -19,7 +19,9 @@ type Category struct {
 
 // Product is an item for sale. ImageURL and Thumbnails are URLs under /media/
 // (the CDN path of the front end); Thumbnails is empty until the thumbnail
-// worker has made them ("small", "medium").
+// worker has made them ("small", "medium"). Version counts the changes made
+// by UpdateProduct (1 when listed): it is the product's ETag ("v<version>")
+// for If-Match; stock taken or put back by reservations does not change it.
 type Product struct {
 	ID          string            `json:"id"`
 	Name        string            `json:"name"`
@@ -29,6 +31,7 @@ type Product struct {
 	Stock       int               `json:"stock"`
 	ImageURL    string            `json:"image_url"`
 	Thumbnails  map[string]string `json:"thumbnails,omitempty"`
+	Version     int64             `json:"version"`
 }
 
 // MediaPrefix is the URL path under which blob keys are served.
@@ -56,6 +59,31 @@ type NewItem struct {
 	Image       []byte      `json:"image"` // base64 in JSON
 }
 
+// ProductChange is a partial update of a product (the body of PATCH
+// products/{id}): a nil field is left as it is. Stock is the number of units
+// on the shelf that reservations may take, as Product.Stock shows it (units
+// held by live reservations were taken out of it already, so any stock from
+// 0 up is consistent with them). IfVersion, when not 0, is the version the
+// change was made against (the If-Match header over HTTP): the change is
+// refused with errs.Conflict if the product is at another version.
+type ProductChange struct {
+	Name        *string      `json:"name,omitempty"`
+	Description *string      `json:"description,omitempty"`
+	Category    *string      `json:"category,omitempty"` // category id
+	Price       *money.Money `json:"price,omitempty"`
+	Stock       *int         `json:"stock,omitempty"`
+	IfVersion   int64        `json:"-"`
+}
+
+// The names of the fields a ProductChanged event lists as changed.
+const (
+	FieldName        = "name"
+	FieldDescription = "description"
+	FieldCategory    = "category"
+	FieldPrice       = "price"
+	FieldStock       = "stock"
+)
+
 // Line is a quantity of one product, as reserved by checkout.
 type Line struct {
 	ProductID string `json:"product_id"`
@@ -76,6 +104,27 @@ type ItemListed struct {
 	ImageKey    string      `json:"image_key"`
 }
 
+// SubjectProductChanged is the subject of ProductChanged events.
+const SubjectProductChanged = "globo.catalog.product_changed"
+
+// ProductChanged is published after UpdateProduct changed a product. It
+// carries the product's fields as they are after the change (so a consumer
+// such as the search index can rewrite its copy from it alone, as from
+// ItemListed, whose field names it shares), which of them changed, the
+// product's new version (a consumer can ignore an event older than what it
+// has) and when the change was made. Its event id is "<product id>/v<version>".
+type ProductChanged struct {
+	ProductID   string      `json:"product_id"`
+	Version     int64       `json:"version"`
+	Changed     []string    `json:"changed"`
+	Name        string      `json:"name"`
+	Description string      `json:"description"`
+	Category    string      `json:"category"`
+	Price       money.Money `json:"price"`
+	Stock       int         `json:"stock"`
+	ChangedAt   time.Time   `json:"changed_at"`
+}
+
 // API is the catalog service's contract, met by *Service in process and by
 // *Client over HTTP.
 //
@@ -89,6 +138,15 @@ type ItemListed struct {
 //   - ListItem: errs.Invalid for an empty name, a non-positive price, a
 //     negative stock, an unknown category or an image that is not PNG/JPEG.
 //     Stores the image in the blob store, then publishes ItemListed.
+//   - UpdateProduct: applies a ProductChange, with its ProductChanged event
+//     in the same transaction, and returns the product as changed (the
+//     version one higher; a change that changes nothing is a no-op that
+//     keeps the version and publishes nothing). Every field is validated as
+//     ListItem validates it: errs.Invalid for an empty change, an empty
+//     name, a price that is not positive, a negative stock, an unknown
+//     category; errs.NotFound; errs.Conflict when IfVersion is set and the
+//     product is at another version. Every instance's product cache drops
+//     the old copy: this one at once, the others when the event reaches them.
 //   - SetThumbnails: records thumbnail blob keys by size name; errs.NotFound.
 //   - ReserveStock: takes the quantities out of stock, all or nothing, once
 //     per reservation id (a repeat with the same id is a no-op, whatever
@@ -111,13 +169,15 @@ type ItemListed struct {
 //     it can then no longer be committed.
 //   - StockLevels: every product's stock, live reservations and sales, from
 //     one consistent read: Stock + Reserved + Sold is the stock the product
-//     was listed with.
+//     was listed with, or, after UpdateProduct set its stock, the stock set
+//     plus the units reserved or sold at that time.
 type API interface {
 	ListCategories(ctx context.Context) ([]Category, error)
 	ListProducts(ctx context.Context, f ProductFilter) (ProductPage, error)
 	GetProduct(ctx context.Context, id string) (Product, error)
 	GetProducts(ctx context.Context, ids []string) ([]Product, error)
 	ListItem(ctx context.Context, item NewItem) (Product, error)
+	UpdateProduct(ctx context.Context, id string, ch ProductChange) (Product, error)
 	SetThumbnails(ctx context.Context, id string, keys map[string]string) error
 	ReserveStock(ctx context.Context, reservationID string, lines []Line, hold time.Duration) error
 	CommitStock(ctx context.Context, reservationID string) error

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/httpx"
 )
 
@@ -100,6 +101,22 @@ func (c *Client) GetProducts(ctx context.Context, idList []string) ([]Product, e
 func (c *Client) ListItem(ctx context.Context, item NewItem) (Product, error) {
 	var out Product
 	err := c.c.Call(ctx, http.MethodPost, productsPath, item, &out)
+	return out, err
+}
+
+// UpdateProduct changes a product (see API), sending ch.IfVersion as the
+// If-Match header. It is not sent again after a failure that leaves its fate
+// unknown: PATCH is not idempotent (a repeat would find the version moved).
+func (c *Client) UpdateProduct(ctx context.Context, id string, ch ProductChange) (Product, error) {
+	var opts []httpx.CallOption
+	if ch.IfVersion < 0 {
+		return Product{}, errs.E("catalog.Client.UpdateProduct", errs.Invalid, errs.Msg("version must not be negative"))
+	}
+	if ch.IfVersion != 0 {
+		opts = append(opts, httpx.WithHeader("If-Match", ETag(ch.IfVersion)))
+	}
+	var out Product
+	err := c.c.Call(ctx, http.MethodPatch, httpx.Path(productsPath, seg(id)), ch, &out, opts...)
 	return out, err
 }
 

@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -48,7 +49,8 @@ type StockLevelList struct {
 //	GET    categories                 -> CategoryList
 //	GET    products?category=&page_size=&page_token= -> ProductPage
 //	GET    products?ids=a,b,c         -> ProductPage of those products (no next page)
-//	GET    products/{id}              -> Product
+//	GET    products/{id}              -> Product, with ETag "v<version>"
+//	PATCH  products/{id}              ProductChange (If-Match optional) -> Product, with its ETag
 //	POST   products                   NewItem -> 201 Product
 //	PUT    products/{id}/thumbnails   ThumbnailsBody -> 204
 //	PUT    reservations/{id}          ReservationBody -> 204 (idempotent)
@@ -61,6 +63,7 @@ func NewHandler(api API) http.Handler {
 	mux.Handle("GET "+PathPrefix+"categories", httpx.Handler(h.listCategories))
 	mux.Handle("GET "+PathPrefix+"products", httpx.Handler(h.listProducts))
 	mux.Handle("GET "+PathPrefix+"products/{id}", httpx.Handler(h.getProduct))
+	mux.Handle("PATCH "+PathPrefix+"products/{id}", httpx.Handler(h.updateProduct))
 	mux.Handle("POST "+PathPrefix+"products", httpx.Handler(h.listItem))
 	mux.Handle("PUT "+PathPrefix+"products/{id}/thumbnails", httpx.Handler(h.setThumbnails))
 	mux.Handle("PUT "+PathPrefix+"reservations/{id}", httpx.Handler(h.reserve))
@@ -127,6 +130,55 @@ func (h *handler) getProduct(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	w.Header().Set("ETag", ETag(p.Version))
+	httpx.WriteJSON(w, http.StatusOK, p)
+	return nil
+}
+
+// ETag is the entity tag of a product at version: "v<version>", quoted.
+func ETag(version int64) string { return `"v` + strconv.FormatInt(version, 10) + `"` }
+
+// ParseIfMatch reads an If-Match header into the version UpdateProduct
+// expects: 0 for none or "*" (any version of a product that exists), else
+// the version of one strong ETag as made by ETag. errs.BadRequest for
+// anything else (a list, a weak or foreign tag).
+func ParseIfMatch(h string) (int64, error) {
+	const op = "catalog.ParseIfMatch"
+	h = strings.TrimSpace(h)
+	if h == "" || h == "*" {
+		return 0, nil
+	}
+	bad := errs.E(op, errs.BadRequest, errs.Msg(`If-Match must be one ETag of this product, such as "v3", or *`))
+	tag, ok := strings.CutPrefix(h, `"v`)
+	if !ok {
+		return 0, bad
+	}
+	tag, ok = strings.CutSuffix(tag, `"`)
+	if !ok {
+		return 0, bad
+	}
+	v, err := strconv.ParseInt(tag, 10, 64)
+	if err != nil || v < 1 || strconv.FormatInt(v, 10) != tag {
+		return 0, bad
+	}
+	return v, nil
+}
+
+func (h *handler) updateProduct(w http.ResponseWriter, r *http.Request) error {
+	var ch ProductChange
+	if err := httpx.Decode(r, &ch); err != nil {
+		return err
+	}
+	v, err := ParseIfMatch(r.Header.Get("If-Match"))
+	if err != nil {
+		return err
+	}
+	ch.IfVersion = v
+	p, err := h.api.UpdateProduct(r.Context(), r.PathValue("id"), ch)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("ETag", ETag(p.Version))
 	httpx.WriteJSON(w, http.StatusOK, p)
 	return nil
 }

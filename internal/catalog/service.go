@@ -11,9 +11,9 @@ import (
 	"maps"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/sync/singleflight"
@@ -50,6 +50,8 @@ type Record struct {
 	ImageKey      string
 	ThumbnailKeys map[string]string // size name -> blob key
 	CreatedAt     time.Time
+	Version       int64     // 1 when listed, one more for every UpdateProduct that changed it
+	UpdatedAt     time.Time // of the last change by UpdateProduct; zero before one
 }
 
 // Store is the catalog's persistence, declared here by its consumer and
@@ -76,6 +78,16 @@ type Store interface {
 	CreateProduct(ctx context.Context, r Record) error
 	// SetThumbnails replaces the product's thumbnail keys; errs.NotFound.
 	SetThumbnails(ctx context.Context, id string, keys map[string]string) error
+	// UpdateProduct applies the non-nil fields of ch (validated already) to
+	// the product in one transaction on the primary: when a field actually
+	// changes, the version goes up by one, updated_at becomes now, and a
+	// ProductChanged event (id "<product id>/v<version>") is written to the
+	// outbox; when nothing changes, nothing is written. It returns the
+	// product as it is afterwards. errs.NotFound; errs.Conflict when
+	// ch.IfVersion is not 0 and the product is at another version;
+	// errs.Invalid for an unknown category. Stock is set, not added to: the
+	// units reservations hold were taken out of it already.
+	UpdateProduct(ctx context.Context, id string, ch ProductChange, now time.Time) (Record, error)
 	// Reserve takes the lines' quantities out of stock, all or nothing, and
 	// records them under reservationID, live until expiresAt; a reservation
 	// id seen before (even one released) is a no-op. Stock never goes
@@ -124,6 +136,21 @@ type Service struct {
 	// store read (by product id).
 	loads                singleflight.Group
 	hits, misses, stores atomic.Int64 // see CacheStats
+
+	// floors holds, by product id, the lowest version of a product this
+	// instance may serve after learning of a change (its own, or another
+	// instance's by a ProductChanged event): a copy older than that in the
+	// cache is a miss, and one read from a lagging replica is read again
+	// from the primary. Entries last floorTTL.
+	floorMu    sync.Mutex
+	floors     map[string]floor
+	floorSweep time.Time // when floors was last swept of expired entries
+}
+
+// floor is the lowest version of a product that may be served, until until.
+type floor struct {
+	version int64
+	until   time.Time
 }
 
 // Option configures a Service.
@@ -134,8 +161,12 @@ type Option func(*Service)
 // thumbnails change here: with a cache shared by every instance (Redis) the
 // change is seen everywhere at once; with one of each instance's own
 // (Memory), ttl bounds how stale a product may look when another instance
-// changed it. Either way ttl bounds the staleness left when a read races a
-// write (the read's older copy landing after the write's delete).
+// changed it. A change by UpdateProduct also reaches the other instances'
+// own caches through its ProductChanged event (HandleProductChanged), within
+// the event's delivery time rather than ttl. Either way ttl bounds the
+// staleness left when a read races a write (the read's older copy landing
+// after the write's delete), except after UpdateProduct: an instance that
+// knows of that change serves no older copy at all.
 // Concurrent misses of one product in this process make one store read,
 // whose result they share. While the database cannot answer at all, the last copy read (kept
 // a day) is served instead of an error. Money paths (GetProducts for
@@ -216,6 +247,9 @@ func (s *Service) cached(ctx context.Context, id string) (Product, bool) {
 	var p Product
 	if json.Unmarshal(b, &p) != nil {
 		return Product{}, false
+	}
+	if p.Version < s.floorOf(id) {
+		return Product{}, false // from before a change this instance knows of
 	}
 	return p, true
 }
@@ -377,6 +411,14 @@ func (s *Service) load(ctx context.Context, id string) (Product, error) {
 	}
 	s.stores.Add(1)
 	r, err := s.store.GetProduct(ctx, id)
+	if err == nil && r.Version < s.floorOf(id) {
+		// A replica that has not replayed a change this instance knows of
+		// yet: the primary has it. With no primary to answer, the
+		// replica's copy is still better for browsing than none.
+		if pr, perr := s.fromPrimary(ctx, id); !errs.Is(errs.Unavailable, perr) {
+			r, err = pr, perr
+		}
+	}
 	if errs.Is(errs.Unavailable, err) && s.cache != nil {
 		// No node of the database answers: the last known copy is a
 		// better answer for browsing than an error.
@@ -440,30 +482,13 @@ func (s *Service) listItem(ctx context.Context, id string, item NewItem) (Produc
 	item.Name = strings.TrimSpace(item.Name)
 	item.Description = strings.TrimSpace(item.Description)
 	item.Category = strings.TrimSpace(item.Category)
-	switch {
-	case item.Name == "":
-		return Product{}, errs.E(op, errs.Invalid, errs.Msg("name must not be empty"))
-	case utf8.RuneCountInString(item.Name) > MaxNameLen:
-		return Product{}, errs.E(op, errs.Invalid, errs.Msg("name must be at most %d characters", MaxNameLen))
-	case !utf8.ValidString(item.Name) || !utf8.ValidString(item.Description):
-		return Product{}, errs.E(op, errs.Invalid, errs.Msg("name and description must be valid UTF-8"))
-	case strings.IndexFunc(item.Name, unicode.IsControl) >= 0:
-		// Order lines and e-mail subjects carry the name: one line only.
-		return Product{}, errs.E(op, errs.Invalid, errs.Msg("name must not contain control characters"))
-	case utf8.RuneCountInString(item.Description) > MaxDescriptionLen:
-		return Product{}, errs.E(op, errs.Invalid, errs.Msg("description must be at most %d characters", MaxDescriptionLen))
-	case item.Price.Currency != "" && item.Price.Currency != money.Currency:
-		return Product{}, errs.E(op, errs.Invalid, errs.Msg("price must be in %s", money.Currency))
-	case item.Price.Amount <= 0:
-		return Product{}, errs.E(op, errs.Invalid, errs.Msg("price must be positive"))
-	case item.Price.Amount > MaxPrice:
-		return Product{}, errs.E(op, errs.Invalid, errs.Msg("price must be at most %s", money.USD(MaxPrice)))
-	case item.Stock < 0:
-		return Product{}, errs.E(op, errs.Invalid, errs.Msg("stock must not be negative"))
-	case item.Stock > MaxStock:
-		return Product{}, errs.E(op, errs.Invalid, errs.Msg("stock must be at most %d", MaxStock))
-	case item.Category == "":
-		return Product{}, errs.E(op, errs.Invalid, errs.Msg("category must not be empty"))
+	for _, err := range []error{
+		checkName(op, item.Name), checkDescription(op, item.Description),
+		checkPrice(op, item.Price), checkStock(op, item.Stock), checkCategory(op, item.Category),
+	} {
+		if err != nil {
+			return Product{}, err
+		}
 	}
 	ext, err := checkImage(item.Image)
 	if err != nil {
@@ -492,6 +517,7 @@ func (s *Service) listItem(ctx context.Context, id string, item NewItem) (Produc
 		Stock:       item.Stock,
 		ImageKey:    key,
 		CreatedAt:   s.clk.Now(),
+		Version:     1, // the column's default
 	}
 	if err := s.store.CreateProduct(ctx, rec); err != nil {
 		return Product{}, errs.E(op, err)
@@ -744,6 +770,7 @@ func (r Record) Product() Product {
 		Price:       r.Price,
 		Stock:       r.Stock,
 		ImageURL:    MediaPrefix + r.ImageKey,
+		Version:     r.Version,
 	}
 	if len(r.ThumbnailKeys) > 0 {
 		p.Thumbnails = make(map[string]string, len(r.ThumbnailKeys))

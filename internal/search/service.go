@@ -190,13 +190,16 @@ func (s *Service) buildQuery(q string) query.Query {
 	return bleve.NewDisjunctionQuery(parts...)
 }
 
-// HandleEvent feeds the index from the bus: a catalog ItemListed event
-// indexes the product under its id, so a redelivered event changes nothing.
-// Events of other subjects are ignored. A malformed event is logged and
+// HandleEvent feeds the index from the bus: a catalog ItemListed or
+// ProductChanged event (whose body carries the same fields, the product as
+// it now is) indexes the product under its id, so a redelivered event
+// changes nothing; the consumer has one message in flight, so events of
+// one product are applied in their order. Events of other subjects are
+// ignored. A malformed event is logged and
 // dropped (it can never succeed); an indexing failure is returned so the bus
 // redelivers the event.
 func (s *Service) HandleEvent(ctx context.Context, ev bus.Event) error {
-	if ev.Type != catalog.SubjectItemListed {
+	if ev.Type != catalog.SubjectItemListed && ev.Type != catalog.SubjectProductChanged {
 		return nil
 	}
 	var it catalog.ItemListed

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"io/fs"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -101,19 +102,28 @@ func (s *Store) HasCategory(ctx context.Context, id string) (bool, error) {
 	return n > 0, nil
 }
 
+// productColumns are the columns a new product is inserted with; version
+// starts at its default, 1.
 const productColumns = `id, name, description, category, price_amount, price_currency, stock, image_key, thumbnails, created_at`
+
+// readColumns are the columns scanProduct reads.
+const readColumns = productColumns + `, version, updated_at`
 
 type scanner interface{ Scan(dest ...any) error }
 
 func scanProduct(sc scanner) (catalog.Record, error) {
 	var (
-		r     catalog.Record
-		thumb string
-		ms    int64
+		r       catalog.Record
+		thumb   string
+		ms      int64
+		updated sql.NullInt64
 	)
 	if err := sc.Scan(&r.ID, &r.Name, &r.Description, &r.Category, &r.Price.Amount, &r.Price.Currency,
-		&r.Stock, &r.ImageKey, &thumb, &ms); err != nil {
+		&r.Stock, &r.ImageKey, &thumb, &ms, &r.Version, &updated); err != nil {
 		return r, err
+	}
+	if updated.Valid {
+		r.UpdatedAt = sqldb.FromMillis(updated.Int64)
 	}
 	if thumb != "" && thumb != "{}" {
 		if err := json.Unmarshal([]byte(thumb), &r.ThumbnailKeys); err != nil {
@@ -142,7 +152,7 @@ func collect(rows *sql.Rows) ([]catalog.Record, error) {
 // primary key or the index (category, id).
 func (s *Store) ListProducts(ctx context.Context, category, afterID string, limit int) ([]catalog.Record, error) {
 	const op = "catalogdb.ListProducts"
-	q := `SELECT ` + productColumns + ` FROM products WHERE id > ?`
+	q := `SELECT ` + readColumns + ` FROM products WHERE id > ?`
 	args := []any{afterID}
 	if category != "" {
 		q += ` AND category = ?`
@@ -164,7 +174,7 @@ func (s *Store) ListProducts(ctx context.Context, category, afterID string, limi
 // GetProduct returns one product; errs.NotFound.
 func (s *Store) GetProduct(ctx context.Context, id string) (catalog.Record, error) {
 	const op = "catalogdb.GetProduct"
-	r, err := scanProduct(s.db.Reader(ctx, consistency.Bounded).QueryRowContext(ctx, `SELECT `+productColumns+` FROM products WHERE id = ?`, id))
+	r, err := scanProduct(s.db.Reader(ctx, consistency.Bounded).QueryRowContext(ctx, `SELECT `+readColumns+` FROM products WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, errs.E(op, errs.NotFound, errs.Msg("no such product"), err)
 	}
@@ -189,7 +199,7 @@ func (s *Store) GetProducts(ctx context.Context, ids []string) ([]catalog.Record
 		for i, id := range chunk {
 			args[i] = id
 		}
-		q := `SELECT ` + productColumns + ` FROM products WHERE id IN (?` + strings.Repeat(`, ?`, len(chunk)-1) + `) ORDER BY id`
+		q := `SELECT ` + readColumns + ` FROM products WHERE id IN (?` + strings.Repeat(`, ?`, len(chunk)-1) + `) ORDER BY id`
 		// Primary: checkout prices orders with these.
 		rows, err := s.db.QueryContext(ctx, q, args...)
 		if err != nil {
@@ -279,6 +289,102 @@ func (s *Store) SetThumbnails(ctx context.Context, id string, keys map[string]st
 		return errs.E(op, errs.NotFound, errs.Msg("no such product"))
 	}
 	return nil
+}
+
+// UpdateProduct applies ch in one transaction on the primary: it locks the
+// product's row (SELECT ... FOR UPDATE on PostgreSQL; a SQLite transaction
+// holds the write lock), checks ch.IfVersion against it, and, when a field
+// actually changes, writes the fields, version+1 and updated_at, and the
+// ProductChanged event to the outbox. Of concurrent changes made against one
+// version, exactly one succeeds. errs.NotFound, errs.Conflict for another
+// version, errs.Invalid for an unknown category; nothing is written then.
+func (s *Store) UpdateProduct(ctx context.Context, id string, ch catalog.ProductChange, now time.Time) (catalog.Record, error) {
+	const op = "catalogdb.UpdateProduct"
+	q := `SELECT ` + readColumns + ` FROM products WHERE id = ?`
+	if s.db.Dialect == sqldb.Postgres {
+		q += ` FOR UPDATE`
+	}
+	var out catalog.Record
+	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		r, err := scanProduct(tx.QueryRowContext(ctx, q, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return errs.E(errs.NotFound, errs.Msg("no such product"), err)
+		}
+		if err != nil {
+			return err
+		}
+		if ch.IfVersion != 0 && ch.IfVersion != r.Version {
+			return errs.E(errs.Conflict, errs.Msg("the product was changed meanwhile: it is at version %d, not %d", r.Version, ch.IfVersion))
+		}
+		var changed []string
+		if ch.Name != nil && *ch.Name != r.Name {
+			r.Name = *ch.Name
+			changed = append(changed, catalog.FieldName)
+		}
+		if ch.Description != nil && *ch.Description != r.Description {
+			r.Description = *ch.Description
+			changed = append(changed, catalog.FieldDescription)
+		}
+		if ch.Category != nil && *ch.Category != r.Category {
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM categories WHERE id = ?`, *ch.Category).Scan(&n); err != nil {
+				return err
+			}
+			if n == 0 {
+				return errs.E(errs.Invalid, errs.Msg("unknown category %q", *ch.Category))
+			}
+			r.Category = *ch.Category
+			changed = append(changed, catalog.FieldCategory)
+		}
+		if ch.Price != nil && (ch.Price.Amount != r.Price.Amount || currency(*ch.Price) != r.Price.Currency) {
+			r.Price = money.Money{Amount: ch.Price.Amount, Currency: currency(*ch.Price)}
+			changed = append(changed, catalog.FieldPrice)
+		}
+		if ch.Stock != nil && *ch.Stock != r.Stock {
+			r.Stock = *ch.Stock
+			changed = append(changed, catalog.FieldStock)
+		}
+		if len(changed) == 0 {
+			out = r
+			return nil // nothing changes: nothing is written
+		}
+		r.Version++
+		r.UpdatedAt = now
+		res, err := tx.ExecContext(ctx, `UPDATE products SET name = ?, description = ?, category = ?, price_amount = ?,
+			price_currency = ?, stock = ?, version = ?, updated_at = ? WHERE id = ? AND version = ?`,
+			r.Name, r.Description, r.Category, r.Price.Amount, r.Price.Currency, r.Stock, r.Version, sqldb.Millis(now),
+			id, r.Version-1)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n != 1 {
+			// Cannot happen under the row lock; refuse rather than
+			// publish an event for a change that was not made.
+			return errs.E(errs.Conflict, errs.Msg("the product was changed meanwhile"))
+		}
+		ev := catalog.ProductChanged{
+			ProductID:   r.ID,
+			Version:     r.Version,
+			Changed:     changed,
+			Name:        r.Name,
+			Description: r.Description,
+			Category:    r.Category,
+			Price:       r.Price,
+			Stock:       r.Stock,
+			ChangedAt:   now.UTC(),
+		}
+		if err := outbox.Add(ctx, tx, catalog.SubjectProductChanged, r.ID+"/v"+strconv.FormatInt(r.Version, 10), ev, now); err != nil {
+			return err
+		}
+		out = r
+		return nil
+	})
+	if err != nil {
+		return catalog.Record{}, errs.E(op, sqldb.NodeError(err))
+	}
+	return out, nil
 }
 
 // Reserve takes the lines' quantities out of stock in one transaction and

@@ -40,8 +40,9 @@ func TestOpenLegacyDatabase(t *testing.T) {
 			ensureCats(t, s)
 			create(t, s, rec("prd_1", "home", 3))
 			var n int
-			if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM goose_catalog WHERE version_id > 0`).Scan(&n); err != nil || n != 3 {
-				t.Fatalf("goose_catalog has %d versions, %v; want 3", n, err)
+			files, _ := filepath.Glob("migrations/*.sql")
+			if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM goose_catalog WHERE version_id > 0`).Scan(&n); err != nil || n != len(files) {
+				t.Fatalf("goose_catalog has %d versions, %v; want %d", n, err, len(files))
 			}
 		})
 	}

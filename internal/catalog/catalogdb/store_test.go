@@ -41,6 +41,10 @@ func TestStore(t *testing.T) {
 				{"ReserveAllOrNothing", testReserveAllOrNothing},
 				{"ReleaseBeforeReserve", testReleaseBeforeReserve},
 				{"ConcurrentReserve", testConcurrentReserve},
+				{"UpdateProduct", testUpdateProduct},
+				{"UpdateProductRejects", testUpdateProductRejects},
+				{"ConcurrentUpdate", testConcurrentUpdate},
+				{"UpdateStockWithReservations", testUpdateStockWithReservations},
 			}
 			for _, tc := range tests {
 				t.Run(tc.name, func(t *testing.T) {
