@@ -1,10 +1,12 @@
 // Package blob stores binary objects (product images, thumbnails) by key. The
-// embedded default keeps them as files under a directory; a later object-store
-// implementation satisfies the same interface.
+// embedded default, FS, keeps them as files under a directory; S3 keeps them
+// in a bucket of any S3-compatible object store (MinIO, AWS S3). Open picks
+// one from a spec string. Both pass the same conformance suite, blobtest.
 package blob
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"io/fs"
 	"mime"
@@ -26,8 +28,11 @@ type Object interface {
 type Info struct {
 	Key         string
 	Size        int64
-	ModTime     time.Time
-	ContentType string
+	ModTime     time.Time // in UTC
+	ContentType string    // from the key's extension when stored
+	// ETag is an opaque validator that changes when the blob is replaced
+	// (it is not quoted). Stores that cannot tell leave it empty.
+	ETag string
 }
 
 // Store is a blob store. Put replaces atomically: readers see the old object
@@ -39,12 +44,23 @@ type Store interface {
 	Delete(ctx context.Context, key string) error
 }
 
+// Pinger is implemented by stores that can check that their backend is
+// reachable, for readiness checks. FS and S3 implement it.
+type Pinger interface {
+	// Ping returns nil when the store can serve requests, or an
+	// errs.Unavailable error saying why not.
+	Ping(ctx context.Context) error
+}
+
 // FS is a Store on the local file system.
 type FS struct {
 	root string
 }
 
-var _ Store = (*FS)(nil)
+var (
+	_ Store  = (*FS)(nil)
+	_ Pinger = (*FS)(nil)
+)
 
 // NewFS returns a store rooted at dir, creating it if needed.
 func NewFS(dir string) (*FS, error) {
@@ -52,6 +68,18 @@ func NewFS(dir string) (*FS, error) {
 		return nil, err
 	}
 	return &FS{root: dir}, nil
+}
+
+// Ping reports whether the store's root is still a directory it can use.
+func (s *FS) Ping(ctx context.Context) error {
+	st, err := os.Stat(s.root)
+	if err != nil {
+		return errs.E("blob.Ping", errs.Unavailable, err)
+	}
+	if !st.IsDir() {
+		return errs.E("blob.Ping", errs.Unavailable, errs.Msg("blob root is not a directory"))
+	}
+	return nil
 }
 
 // ValidKey reports whether key is a clean relative slash-separated path.
@@ -125,6 +153,10 @@ func (s *FS) Get(ctx context.Context, key string) (Object, Info, error) {
 		f.Close()
 		return nil, Info{}, errs.E(op, err)
 	}
+	if st.IsDir() { // a prefix of other keys, not a blob
+		f.Close()
+		return nil, Info{}, errs.E(op, errs.NotFound, errs.Msg("no such blob"))
+	}
 	return f, info(key, st), nil
 }
 
@@ -142,6 +174,9 @@ func (s *FS) Stat(ctx context.Context, key string) (Info, error) {
 		}
 		return Info{}, errs.E(op, err)
 	}
+	if st.IsDir() { // a prefix of other keys, not a blob
+		return Info{}, errs.E(op, errs.NotFound, errs.Msg("no such blob"))
+	}
 	return info(key, st), nil
 }
 
@@ -152,6 +187,9 @@ func (s *FS) Delete(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
+	if st, err := os.Lstat(p); err == nil && st.IsDir() {
+		return nil // a prefix of other keys, not a blob: nothing to delete
+	}
 	if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
 		return errs.E(op, err)
 	}
@@ -159,11 +197,25 @@ func (s *FS) Delete(ctx context.Context, key string) error {
 }
 
 func info(key string, st os.FileInfo) Info {
+	mt := st.ModTime().UTC()
+	return Info{
+		Key:         key,
+		Size:        st.Size(),
+		ModTime:     mt,
+		ContentType: contentType(key),
+		// As web servers do for files: a replaced file has a new mtime.
+		ETag: fmt.Sprintf("%x-%x", mt.UnixNano(), st.Size()),
+	}
+}
+
+// contentType is the MIME type a blob is served with, from its key's
+// extension.
+func contentType(key string) string {
 	ct := mime.TypeByExtension(path.Ext(key))
 	if ct == "" {
 		ct = "application/octet-stream"
 	}
-	return Info{Key: key, Size: st.Size(), ModTime: st.ModTime().UTC(), ContentType: ct}
+	return ct
 }
 
 type ctxReader struct {

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/globomantics/globomantics/internal/platform/blob"
+	"github.com/globomantics/globomantics/internal/platform/blob/blobtest"
 	"github.com/globomantics/globomantics/internal/platform/errs"
 )
 
@@ -236,5 +237,32 @@ func TestValidKey(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(parent); len(entries) != 2 {
 		t.Errorf("files appeared beside the root: %d entries in its parent", len(entries))
+	}
+}
+
+func TestFSConformance(t *testing.T) {
+	blobtest.Run(t, func(t *testing.T) blob.Store {
+		s, _ := newFS(t)
+		return s
+	})
+}
+
+func TestFSPing(t *testing.T) {
+	s, dir := newFS(t)
+	ctx := context.Background()
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("Ping = %v", err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ping(ctx); !errs.Is(errs.Unavailable, err) {
+		t.Errorf("Ping with the root gone = %v, want Unavailable", err)
+	}
+	if err := os.WriteFile(dir, []byte("not a dir"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ping(ctx); !errs.Is(errs.Unavailable, err) {
+		t.Errorf("Ping with the root a file = %v, want Unavailable", err)
 	}
 }
