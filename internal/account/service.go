@@ -50,11 +50,10 @@ type StoredSession struct {
 	ExpiresAt time.Time
 }
 
-// Store keeps accounts and sessions. Emails arrive already normalised (lower
-// case); the store compares them exactly. Sessions are named by their token's
-// hash when stored (StoredSession.TokenHash) and by a session key (see
-// SessionKey: the hash, plus the token's shard when it carries one) when
-// looked up, extended or deleted; a store takes a bare hash as a key too.
+// Store keeps accounts. Emails arrive already normalised (lower case); the
+// store compares them exactly. Sessions are kept by a SessionStore: the
+// account store itself when it implements one (as the SQL store does), or
+// the one given by WithSessionStore.
 type Store interface {
 	// CreateAccount inserts a. errs.Conflict if the email is taken.
 	CreateAccount(ctx context.Context, a StoredAccount) error
@@ -64,26 +63,15 @@ type Store interface {
 	GetAccount(ctx context.Context, id string) (Account, error)
 	// UpdateName sets the account's name and returns the account. errs.NotFound.
 	UpdateName(ctx context.Context, id, name string) (Account, error)
-	// CreateSession inserts s. errs.NotFound if its account does not exist.
-	CreateSession(ctx context.Context, s StoredSession) error
-	// GetSession returns the session with the session key and its account,
-	// expired or not. errs.NotFound.
-	GetSession(ctx context.Context, key string) (StoredSession, Account, error)
-	// ExtendSession moves the session's expiry to expiresAt if that is later;
-	// an unknown session is not an error.
-	ExtendSession(ctx context.Context, key string, expiresAt time.Time) error
-	// DeleteSession deletes the session; an unknown session is not an error.
-	DeleteSession(ctx context.Context, key string) error
-	// DeleteExpiredSessions deletes sessions that expired at or before now and
-	// reports how many it deleted.
-	DeleteExpiredSessions(ctx context.Context, now time.Time) (int64, error)
 }
 
-// Service is the account service over a Store. Safe for concurrent use.
+// Service is the account service over a Store and a SessionStore. Safe for
+// concurrent use.
 type Service struct {
-	store  Store
-	clock  clock.Clock
-	params ArgonParams
+	store    Store
+	sessions SessionStore
+	clock    clock.Clock
+	params   ArgonParams
 	// hashSlots bounds concurrent argon2id computations: each one holds
 	// params.Memory KiB, so a burst of logins must not exhaust memory.
 	hashSlots chan struct{}
@@ -115,10 +103,19 @@ func WithMaxConcurrentHashes(n int) Option {
 }
 
 // NewService returns the account service over store, telling time by clk.
+// Sessions are kept by the WithSessionStore option's store or, without it,
+// by store itself when it implements SessionStore; with neither, every
+// session call fails (a wiring mistake, reported as an internal error).
 func NewService(store Store, clk clock.Clock, opts ...Option) *Service {
 	s := &Service{store: store, clock: clk, params: DefaultArgonParams}
+	if ss, ok := store.(SessionStore); ok {
+		s.sessions = ss
+	}
 	for _, o := range opts {
 		o(s)
+	}
+	if s.sessions == nil {
+		s.sessions = noSessions{}
 	}
 	if s.hashSlots == nil {
 		s.hashSlots = make(chan struct{}, runtime.GOMAXPROCS(0))
@@ -206,7 +203,7 @@ func (s *Service) Login(ctx context.Context, email, password string) (Session, e
 		CreatedAt: now,
 		ExpiresAt: now.Add(SessionTTL).Truncate(time.Millisecond),
 	}
-	if err := s.store.CreateSession(ctx, sess); err != nil {
+	if err := s.sessions.CreateSession(ctx, sess); err != nil {
 		return Session{}, errs.E(op, err)
 	}
 	return Session{Token: token, Account: stored.Account, ExpiresAt: sess.ExpiresAt}, nil
@@ -218,10 +215,24 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 	if !plausibleToken(token) {
 		return nil
 	}
-	if err := s.store.DeleteSession(ctx, SessionKey(token)); err != nil {
+	if err := s.sessions.DeleteSession(ctx, SessionKey(token)); err != nil {
 		return errs.E(op, err)
 	}
 	return nil
+}
+
+// LogoutEverywhere ends every session of the account (after a password
+// change, or at the customer's request) and reports how many it ended.
+func (s *Service) LogoutEverywhere(ctx context.Context, accountID string) (int64, error) {
+	const op = "account.LogoutEverywhere"
+	if !plausibleID(accountID) {
+		return 0, nil
+	}
+	n, err := s.sessions.DeleteAccountSessions(ctx, accountID)
+	if err != nil {
+		return n, errs.E(op, err)
+	}
+	return n, nil
 }
 
 // Authenticate returns the account of a live session and slides the session's
@@ -237,7 +248,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Account, erro
 		return Account{}, unauthorized(nil)
 	}
 	th := SessionKey(token)
-	sess, acc, err := s.store.GetSession(ctx, th)
+	sess, acc, err := s.session(ctx, th)
 	if err != nil {
 		if errs.Is(errs.NotFound, err) {
 			return Account{}, unauthorized(err)
@@ -246,19 +257,43 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Account, erro
 	}
 	now := s.clock.Now()
 	if !now.Before(sess.ExpiresAt) {
-		if err := s.store.DeleteSession(ctx, th); err != nil {
+		if err := s.sessions.DeleteSession(ctx, th); err != nil {
 			slog.WarnContext(ctx, "deleting expired session", "err", err)
 		}
 		return Account{}, unauthorized(nil)
 	}
 	if next := now.Add(SessionTTL).Truncate(time.Millisecond); next.Sub(sess.ExpiresAt) >= sessionRefresh {
-		if err := s.store.ExtendSession(ctx, th, next); err != nil {
+		if err := s.sessions.ExtendSession(ctx, th, next); err != nil {
 			// The session is valid as it stands; failing to extend it must
 			// not log the customer out.
 			slog.WarnContext(ctx, "extending session", "err", err)
 		}
 	}
 	return acc, nil
+}
+
+// session returns the session with the key and its account: in one read
+// when the session store can join them, else the session from the session
+// store and its account from the account store. errs.NotFound when either
+// is missing (a session whose account is gone is deleted).
+func (s *Service) session(ctx context.Context, key string) (StoredSession, Account, error) {
+	if j, ok := s.sessions.(sessionJoiner); ok {
+		return j.GetSession(ctx, key)
+	}
+	sess, err := s.sessions.LookupSession(ctx, key)
+	if err != nil {
+		return StoredSession{}, Account{}, err
+	}
+	acc, err := s.store.GetAccount(ctx, sess.AccountID)
+	if err != nil {
+		if errs.Is(errs.NotFound, err) {
+			if derr := s.sessions.DeleteSession(ctx, key); derr != nil {
+				slog.WarnContext(ctx, "deleting the session of a missing account", "err", derr)
+			}
+		}
+		return StoredSession{}, Account{}, err
+	}
+	return sess, acc, nil
 }
 
 // GetAccount returns the account with the id. errs.NotFound.
@@ -295,7 +330,7 @@ func (s *Service) UpdateProfile(ctx context.Context, id, name string) (Account, 
 // PurgeExpiredSessions deletes every session that has expired and reports how
 // many it deleted.
 func (s *Service) PurgeExpiredSessions(ctx context.Context) (int64, error) {
-	n, err := s.store.DeleteExpiredSessions(ctx, s.clock.Now())
+	n, err := s.sessions.DeleteExpiredSessions(ctx, s.clock.Now())
 	if err != nil {
 		return 0, errs.E("account.PurgeExpiredSessions", err)
 	}

@@ -53,7 +53,10 @@ type Store struct {
 	sh *sqldb.Sharded
 }
 
-var _ account.Store = (*Store)(nil)
+var (
+	_ account.Store        = (*Store)(nil)
+	_ account.SessionStore = (*Store)(nil)
+)
 
 // Open returns the store over the one database db (every shard on it),
 // creating or upgrading its tables.
@@ -308,7 +311,8 @@ func (s *Store) UpdateName(ctx context.Context, id, name string) (account.Accoun
 }
 
 // CreateSession inserts sess, on its account's node. errs.NotFound if its
-// account does not exist.
+// account does not exist; errs.Conflict if a session with its token hash
+// does.
 func (s *Store) CreateSession(ctx context.Context, sess account.StoredSession) error {
 	const op = "accountdb.CreateSession"
 	db, sh, err := s.sh.ForUser(sess.AccountID)
@@ -322,6 +326,9 @@ func (s *Store) CreateSession(ctx context.Context, sess account.StoredSession) e
 		SELECT ?, id, ?, ?, ? FROM accounts WHERE id = ?`,
 		sess.TokenHash, sqldb.Millis(sess.CreatedAt), sqldb.Millis(sess.ExpiresAt), int(sh), sess.AccountID)
 	if err != nil {
+		if sqldb.IsUniqueViolation(err) {
+			return errs.E(op, errs.Conflict, errs.Msg("session exists"), err)
+		}
 		return errs.E(op, sqldb.NodeError(err))
 	}
 	n, err := res.RowsAffected()
@@ -399,6 +406,36 @@ func (s *Store) GetSession(ctx context.Context, key string) (account.StoredSessi
 			fmt.Errorf("nodes did not answer: %s", r.Missing[0].Err))
 	}
 	return account.StoredSession{}, account.Account{}, errs.E(op, errs.NotFound, errs.Msg("session not found"))
+}
+
+// LookupSession returns the session with the session key, expired or not
+// (see GetSession, which also returns its account). errs.NotFound;
+// errs.Unavailable.
+func (s *Store) LookupSession(ctx context.Context, key string) (account.StoredSession, error) {
+	sess, _, err := s.GetSession(ctx, key)
+	if err != nil {
+		return account.StoredSession{}, errs.E("accountdb.LookupSession", err)
+	}
+	return sess, nil
+}
+
+// DeleteAccountSessions deletes every session of the account, on its node,
+// and reports how many it deleted.
+func (s *Store) DeleteAccountSessions(ctx context.Context, accountID string) (int64, error) {
+	const op = "accountdb.DeleteAccountSessions"
+	db, _, err := s.sh.ForUser(accountID)
+	if err != nil {
+		return 0, errs.E(op, err)
+	}
+	res, err := db.ExecContext(ctx, `DELETE FROM sessions WHERE account_id = ?`, accountID)
+	if err != nil {
+		return 0, errs.E(op, sqldb.NodeError(err))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, errs.E(op, err)
+	}
+	return n, nil
 }
 
 func getSession(ctx context.Context, db *sqldb.DB, hash string) (sessionRow, error) {
