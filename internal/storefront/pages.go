@@ -71,13 +71,18 @@ type homeData struct {
 	Products []catalog.Product
 }
 
+// homePage is shared by anonymous visitors (see sharedPage).
 func (s *Server) homePage(w http.ResponseWriter, r *http.Request) error {
-	pp, err := s.d.Catalog.ListProducts(r.Context(), catalog.ProductFilter{Page: page.Request{Size: homeProducts}})
+	return s.sharedPage(w, r, s.renderHome)
+}
+
+func (s *Server) renderHome(w http.ResponseWriter, r *http.Request) error {
+	products, err := s.homeProducts(r.Context())
 	if err != nil {
 		return err
 	}
 	s.publicPage(w, r)
-	return s.render(w, r, http.StatusOK, "home", "", homeData{Products: pp.Items})
+	return s.render(w, r, http.StatusOK, "home", "", homeData{Products: products})
 }
 
 type categoryData struct {
@@ -87,7 +92,12 @@ type categoryData struct {
 	Paged    bool   // not the first page
 }
 
+// categoryPage is shared by anonymous visitors (see sharedPage).
 func (s *Server) categoryPage(w http.ResponseWriter, r *http.Request) error {
+	return s.sharedPage(w, r, s.renderCategory)
+}
+
+func (s *Server) renderCategory(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	cat, err := s.category(ctx, r.PathValue("id"))
 	if err != nil {
@@ -123,7 +133,12 @@ func (s *Server) productView(r *http.Request, p catalog.Product, msg string) pro
 	return productData{Product: p, Category: cat, Error: msg}
 }
 
+// productPage is shared by anonymous visitors (see sharedPage).
 func (s *Server) productPage(w http.ResponseWriter, r *http.Request) error {
+	return s.sharedPage(w, r, s.renderProduct)
+}
+
+func (s *Server) renderProduct(w http.ResponseWriter, r *http.Request) error {
 	p, err := s.d.Catalog.GetProduct(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err

@@ -483,6 +483,22 @@ func TestHeaderSurvivesAccountOutage(t *testing.T) {
 	wantContains(t, r.body, "<h1>Desk Lamp</h1>")
 	// But a page about the customer fails visibly.
 	wantStatus(t, b.do("GET", "/orders", nil), http.StatusServiceUnavailable)
+	// A session store that is down is no 5xx storm: the catalog is served
+	// as to a visitor, the API says so too, and nothing is written in the
+	// customer's name into a new visitor's cart.
+	wantStatus(t, b.do("GET", "/", nil), http.StatusOK)
+	wantStatus(t, b.do("GET", "/api/v1/products/prd_01", nil), http.StatusOK)
+	wantStatus(t, b.do("GET", "/api/v1/me", nil), http.StatusServiceUnavailable)
+	r = b.do("POST", "/api/v1/cart/items", map[string]any{"product_id": "prd_01", "quantity": 1})
+	wantStatus(t, r, http.StatusServiceUnavailable)
+	for _, c := range r.Header.Values("Set-Cookie") {
+		if strings.HasPrefix(c, CartCookie+"=") {
+			t.Errorf("a visitor's cart was made for a customer whose session could not be checked: %s", c)
+		}
+	}
+	// Back: the customer is still logged in.
+	e.accounts.down = false
+	wantStatus(t, b.do("GET", "/api/v1/me", nil), http.StatusOK)
 }
 
 // stubCheckout fails every checkout with err.

@@ -46,6 +46,10 @@ type visitor struct {
 	w    http.ResponseWriter // where a refreshed session cookie is set
 	acct *account.Account
 	err  error
+	// degraded says the visitor has a session cookie that could not be
+	// checked (the session store or the account service is down): they
+	// are served as anonymous, but nothing is written in their name.
+	degraded bool
 }
 
 type visitorKey struct{}
@@ -72,6 +76,13 @@ func (s *Server) account(r *http.Request) (*account.Account, error) {
 	v.once.Do(func() {
 		var fresh bool
 		v.acct, fresh, v.err = s.authenticate(r)
+		if errs.Is(errs.Unavailable, v.err) {
+			// Logged out at worst, never a 503 storm: the page is served
+			// as to a visitor, and the cookie kept for when the store is
+			// back.
+			s.log.Warn("session look-up unavailable; serving as anonymous", "err", v.err)
+			v.acct, v.err, v.degraded = nil, nil, true
+		}
 		if fresh && v.w != nil {
 			s.setCookie(v.w, SessionCookie, s.sessionToken(r), account.SessionTTL)
 		}
@@ -87,6 +98,11 @@ func (s *Server) requireAccount(r *http.Request) (account.Account, error) {
 		return account.Account{}, err
 	}
 	if a == nil {
+		if v, _ := r.Context().Value(visitorKey{}).(*visitor); v != nil && v.degraded {
+			// Sending a customer to log in would not help: the session
+			// store is what is down.
+			return account.Account{}, errs.E("storefront", errs.Unavailable, errs.Msg("we can't check your session right now; please try again in a moment"))
+		}
 		return account.Account{}, errs.E("storefront", errs.Unauthorized, errs.Msg("log in first"))
 	}
 	return *a, nil
@@ -297,6 +313,11 @@ func (s *Server) cartOwnerForWrite(r *http.Request) (owner, newToken string, err
 	owner, err = s.cartOwner(r)
 	if err != nil || owner != "" {
 		return owner, "", err
+	}
+	if v, _ := r.Context().Value(visitorKey{}).(*visitor); v != nil && v.degraded {
+		// A customer whose session cannot be checked keeps their cart:
+		// nothing goes into a new visitor's cart in their place.
+		return "", "", errs.E("storefront.cart", errs.Unavailable, errs.Msg("we can't check your session right now; please try again in a moment"))
 	}
 	newToken = ids.Token()
 	return "anon:" + newToken, newToken, nil

@@ -163,6 +163,7 @@ type Server struct {
 	handler http.Handler
 	limiter ratelimit.Limiter
 	limits  Limits
+	shared  *pageCache // anonymous catalog pages (homecache.go)
 }
 
 // New returns a storefront server over d. It panics if a required service is
@@ -194,6 +195,7 @@ func New(d Deps) *Server {
 		csrf:    http.NewCrossOriginProtection(),
 		limiter: d.RateLimiter,
 		limits:  d.Limits.withDefaults(),
+		shared:  newPageCache(d.Clock),
 	}
 	s.pages = s.parseTemplates()
 	s.routes()
@@ -210,7 +212,14 @@ func (s *Server) routes() {
 	api := http.NewServeMux()
 	api.Handle("GET /api/v1/categories", s.apiHandler(s.apiCategories))
 	api.Handle("GET /api/v1/products", s.apiHandler(s.apiProducts))
-	api.Handle("GET /api/v1/products/{id}", s.apiHandler(s.apiProduct))
+	// The same for every visitor without read-after positions (whose
+	// reads must see their own writes): shared for a moment (homecache.go).
+	api.Handle("GET /api/v1/products/{id}", s.apiHandler(func(w http.ResponseWriter, r *http.Request) error {
+		if _, err := r.Cookie(s.cookieName(ReadAfterCookie)); err == nil {
+			return s.apiProduct(w, r)
+		}
+		return s.sharedAnswer(w, r, s.apiProduct)
+	}))
 	api.Handle("GET /api/v1/search", s.apiHandler(s.apiSearch))
 	api.Handle("POST /api/v1/accounts", s.apiHandler(s.apiRegister))
 	api.Handle("POST /api/v1/sessions", s.apiHandler(s.apiLogin))
