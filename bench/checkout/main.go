@@ -92,6 +92,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/pgnode"
 	"github.com/globomantics/globomantics/internal/platform/proctree"
 	"github.com/globomantics/globomantics/internal/platform/sqldb"
+	"github.com/globomantics/globomantics/internal/platform/svcauth"
 )
 
 // services are the shop's services that keep data in a database of their own.
@@ -278,14 +279,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if c.verbose {
 		shopOut = io.MultiWriter(shopLog, stderr)
 	}
-	httpAddr, debugAddr := loopbackAddr(), loopbackAddr()
-	if httpAddr == "" || debugAddr == "" {
+	httpAddr, debugAddr, internalAddr := loopbackAddr(), loopbackAddr(), loopbackAddr()
+	if httpAddr == "" || debugAddr == "" || internalAddr == "" {
 		return errors.New("no free port")
 	}
 	shopCtx, stopShop := context.WithCancel(ctx)
 	shopDone := make(chan error, 1)
 	shopArgs := []string{"globomantics", "serve", "--http-addr", httpAddr, "--debug-addr", debugAddr,
-		"--data-dir", filepath.Join(root, "shop")}
+		"--internal-addr", internalAddr, "--data-dir", filepath.Join(root, "shop")}
 	go func() {
 		shopDone <- app.Run(shopCtx, shopArgs, func(k string) string { return env[k] }, io.Discard, shopOut)
 	}()
@@ -311,7 +312,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 
 	tr := &http.Transport{MaxIdleConnsPerHost: 4 * c.conc, IdleConnTimeout: time.Minute}
-	products, err := listProducts(ctx, tr, base, env["GLOBO_SERVICE_TOKEN"], c.conc)
+	// Products are added through the catalog's internal API, as the
+	// operator.
+	operator, _ := svcauth.FromSharedToken(env["GLOBO_SERVICE_TOKEN"]).Credential(svcauth.Operator)
+	products, err := listProducts(ctx, tr, base, "http://"+internalAddr, operator, c.conc)
 	if err != nil {
 		return fmt.Errorf("listing the products: %w (shop log: %s)", err, shopLog)
 	}
@@ -527,7 +531,7 @@ func waitReady(ctx context.Context, base string, done <-chan error, log fmt.Stri
 
 // listProducts lists n products with a stock of 1,000,000 each through the
 // catalog's internal API, in the first category.
-func listProducts(ctx context.Context, tr http.RoundTripper, base, tok string, n int) ([]string, error) {
+func listProducts(ctx context.Context, tr http.RoundTripper, base, internal, tok string, n int) ([]string, error) {
 	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	var cats struct {
 		Items []struct {
@@ -559,7 +563,7 @@ func listProducts(ctx context.Context, tr http.RoundTripper, base, tok string, n
 			Stock int    `json:"stock"`
 		}
 		h := http.Header{"Authorization": {"Bearer " + tok}}
-		if err := call(ctx, hc, "POST", base+"/svc/catalog/v1/products", h, item, 201, &p); err != nil {
+		if err := call(ctx, hc, "POST", internal+"/svc/catalog/v1/products", h, item, 201, &p); err != nil {
 			return nil, err
 		}
 		out = append(out, p.ID)

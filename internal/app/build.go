@@ -11,10 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/globomantics/globomantics/internal/account"
 	"github.com/globomantics/globomantics/internal/account/accountdb"
+	"github.com/globomantics/globomantics/internal/account/accountredis"
 	"github.com/globomantics/globomantics/internal/cart"
 	"github.com/globomantics/globomantics/internal/cart/cartdb"
 	"github.com/globomantics/globomantics/internal/catalog"
@@ -35,6 +34,8 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/ids"
 	"github.com/globomantics/globomantics/internal/platform/outbox"
 	"github.com/globomantics/globomantics/internal/platform/ratelimit"
+	"github.com/globomantics/globomantics/internal/platform/redisx"
+	"github.com/globomantics/globomantics/internal/platform/svcauth"
 	"github.com/globomantics/globomantics/internal/search"
 	"github.com/globomantics/globomantics/internal/shipping"
 	"github.com/globomantics/globomantics/internal/shipping/shippingdb"
@@ -69,9 +70,17 @@ func (a *app) build(ctx context.Context) error {
 		return fmt.Errorf("data directory: %w", err)
 	}
 	a.mountHealth()
-	a.token = cfg.ServiceToken
-	if a.token == "" { // one process runs everything: nobody else may call in
-		a.token = ids.Token()
+	switch {
+	case cfg.CredentialsDir != "":
+		keys, err := svcauth.LoadDir(cfg.CredentialsDir, cfg.Services)
+		if err != nil {
+			return err
+		}
+		a.keys = keys
+	case cfg.ServiceToken != "":
+		a.keys = svcauth.FromSharedToken(cfg.ServiceToken)
+	default: // one process runs everything: nobody else may call in
+		a.keys = svcauth.FromSharedToken(ids.Token())
 	}
 
 	if a.plan.bus {
@@ -90,27 +99,37 @@ func (a *app) build(ctx context.Context) error {
 		a.checks["broker"] = b.Ping
 	}
 	if a.plan.blobs {
-		blobs, err := blob.NewFS(cfg.BlobDir)
+		blobs, err := blob.OpenSpec(ctx, cfg.BlobSpec)
 		if err != nil {
-			return fmt.Errorf("blob store: %w", err)
+			return fmt.Errorf("blob store %s: %w", cfg.BlobSpec, err) // the spec prints no secret
 		}
 		a.blobs = blobs
+		if p, ok := blobs.(blob.Pinger); ok {
+			a.checks["blobs"] = p.Ping
+		}
 	}
 	a.cache = cache.NewMemory(a.clock, 10000)
 	if cfg.RedisURL != "" {
-		opts, err := redis.ParseURL(cfg.RedisURL)
+		// Every cached read, limited request and session look-up waits on
+		// Redis: short timeouts (dial 200 ms, read 500 ms), one retry. A
+		// cache error is a miss, a limiter error lets the request through,
+		// a session store error serves the visitor as anonymous: a slow or
+		// lost Redis costs database reads and log-ins, no more, and is not
+		// a readiness check. A Redis down at start is waited for, not
+		// refused: the shop starts degraded.
+		rc, err := redisx.NewClient(cfg.RedisURL)
 		if err != nil {
 			return fmt.Errorf("GLOBO_REDIS_URL: %w", err)
 		}
-		// Every cached read and every limited request waits on Redis:
-		// short timeouts, one retry. A cache error is a miss and a limiter
-		// error lets the request through, so a slow Redis costs a database
-		// read, no more; it is not a readiness check.
-		opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.MaxRetries = 500*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond, 1
-		a.redis = redis.NewClient(opts)
-		a.onClose(a.redis.Close)
-		a.cache = cache.NewRedis(a.redis, "globo:cache:")
-		a.log.Info("cache and rate limits kept in Redis, shared by every instance", "redis", opts.Addr)
+		a.redis = rc
+		a.onClose(rc.Close)
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := rc.Ping(pctx).Err(); err != nil {
+			a.log.Warn("Redis does not answer yet: caches miss, limits let requests through and sessions are refused until it does", "redis", redisx.Redact(cfg.RedisURL), "err", err)
+		}
+		cancel()
+		a.cache = cache.NewRedis(rc, "globo:cache:")
+		a.log.Info("cache, rate limits and sessions kept in Redis, shared by every instance", "redis", redisx.Redact(cfg.RedisURL))
 	}
 
 	var s services
@@ -132,14 +151,16 @@ func (a *app) build(ctx context.Context) error {
 			return fmt.Errorf("%s: %w", c.name, err)
 		}
 		if h != nil {
-			// The internal APIs trust their callers: only peers holding the
-			// service token get in.
-			a.mux.Handle("/svc/"+c.name+"/", httpx.RequireToken(a.token, h))
+			// The internal APIs trust their callers: only the services
+			// that call this one (and the operator) get in, each with its
+			// own credential, and only on the internal listener.
+			a.imux.Handle("/svc/"+c.name+"/", a.keys.Require(c.name, callersOf(c.name), h))
 		}
 	}
 	if !cfg.Runs(config.Storefront) {
 		a.mux.HandleFunc("/", httpx.NotFound)
 	}
+	a.imux.HandleFunc("/", httpx.NotFound)
 	return nil
 }
 
@@ -188,7 +209,14 @@ func (a *app) buildAccount(ctx context.Context, s *services, sdb *serviceDB) (ht
 	if err != nil {
 		return nil, err
 	}
-	svc := account.NewService(store, a.clock)
+	var opts []account.Option
+	if a.redis != nil {
+		rs := accountredis.New(a.redis, "globo:session:", a.clock, accountredis.WithLogger(a.log.With("service", "account")))
+		// Sessions made while they were kept in SQL stay valid until they
+		// expire (account.SessionTTL): nobody is logged out by the move.
+		opts = append(opts, account.WithSessionStore(account.MigratingSessions{Primary: rs, Legacy: store}))
+	}
+	svc := account.NewService(store, a.clock, opts...)
 	a.bg = append(a.bg, func(ctx context.Context) { svc.RunSessionSweeper(ctx, time.Hour, a.log.With("service", "account")) })
 	s.account = svc
 	return account.NewHandler(svc), nil
@@ -206,6 +234,16 @@ func (a *app) buildCatalog(ctx context.Context, s *services, sdb *serviceDB) (ht
 		catalog.WithLogger(a.log.With("service", "catalog")))
 	s.catalog = svc
 	a.catalogSvc = svc
+	// Each instance caches products in its own memory (unless Redis is
+	// shared): each needs every ProductChanged event, by a consumer of its
+	// own, to forget a changed product within a second. The cache starts
+	// empty, so events missed while down lose nothing.
+	cid, err := a.instanceID("catalog-consumer", false)
+	if err != nil {
+		return nil, err
+	}
+	a.subs = append(a.subs, subscription{"catalog-" + cid, []string{catalog.SubjectProductChanged}, svc.HandleProductChanged,
+		[]bus.SubOption{bus.ForgetAfter(time.Hour)}})
 	// Reservations of checkouts that never finished go back to stock when
 	// they expire (the saga ends long before; this is the safety net).
 	a.bg = append(a.bg, func(ctx context.Context) { svc.RunSweeper(ctx, catalog.DefaultSweepEvery) })
@@ -260,7 +298,7 @@ func (a *app) buildSearch(ctx context.Context, s *services, _ *serviceDB) (http.
 	}
 	svc := search.NewService(idx, log)
 	// Each instance's consumer is deleted by the broker after a week unused.
-	a.subs = append(a.subs, subscription{"search-" + id, []string{catalog.SubjectItemListed}, svc.HandleEvent,
+	a.subs = append(a.subs, subscription{"search-" + id, []string{catalog.SubjectItemListed, catalog.SubjectProductChanged}, svc.HandleEvent,
 		[]bus.SubOption{bus.ForgetAfter(7 * 24 * time.Hour)}})
 	// A new index starts from the catalog: events older than the broker's
 	// retention are gone. Retried until the catalog answers; a marker file
@@ -358,7 +396,7 @@ func (a *app) buildCheckout(ctx context.Context, s *services, sdb *serviceDB) (h
 	opts := []checkout.Option{
 		checkout.WithLease(a.cfg.CheckoutLease),
 		checkout.WithBudget(a.cfg.CheckoutBudget),
-		checkout.WithCallbackSecret(callbackSecret(a.cfg.CallbackSecret, a.token)),
+		checkout.WithCallbackSecret(callbackSecret(a.cfg.CallbackSecret, a.keys)),
 	}
 	if a.cfg.FaultInjection {
 		f := fault.New(nil)
@@ -420,12 +458,13 @@ func (m mailbox) Read(ctx context.Context, id string) ([]byte, error) {
 }
 
 // callbackSecret is the key that signs checkout callbacks: the configured
-// one, else one derived from the service token (the same on every
-// instance, and not the token itself).
-func callbackSecret(configured, token string) []byte {
+// one, else one derived from the checkout service's own credential (the
+// same on every instance, and not the credential itself).
+func callbackSecret(configured string, keys *svcauth.Keyring) []byte {
 	if configured != "" {
 		return []byte(configured)
 	}
-	sum := sha256.Sum256([]byte("globomantics checkout callbacks\x00" + token))
+	cred, _ := keys.Credential(config.Checkout)
+	sum := sha256.Sum256([]byte("globomantics checkout callbacks\x00" + cred))
 	return sum[:]
 }

@@ -68,11 +68,11 @@ func (a *app) dataStatus(w http.ResponseWriter, r *http.Request) {
 	httpx.WriteJSON(w, http.StatusOK, body)
 }
 
-// mountDataStatus serves dataStatus on the internal API, to holders of the
-// service token, at /svc/data/status.
+// mountDataStatus serves dataStatus on the internal listener, to the
+// operator's credential, at /svc/data/status.
 func (a *app) mountDataStatus() {
-	a.mux.Handle("GET /svc/data/status", httpx.RequireToken(a.token, http.HandlerFunc(a.dataStatus)))
-	a.mux.Handle("/svc/data/", httpx.RequireToken(a.token, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	a.imux.Handle("GET /svc/data/status", a.keys.Require("data", nil, http.HandlerFunc(a.dataStatus)))
+	a.imux.Handle("/svc/data/", a.keys.Require("data", nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		errs.WriteProblem(w, r, errs.E(errs.NotFound, errs.Msg("no such data endpoint")))
 	})))
 }

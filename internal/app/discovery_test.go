@@ -36,13 +36,13 @@ func TestPeersFromDNS(t *testing.T) {
 	waitReady(t, carts)
 
 	ctx := context.Background()
-	cat := catalog.NewClient(httpx.NewClient("catalog", []string{catA.url()}, nil, httpx.WithToken(serviceToken)))
+	cat := catalog.NewClient(httpx.NewClient("catalog", []string{catA.url()}, nil, httpx.WithToken(credential("storefront"))))
 	page, err := cat.ListProducts(ctx, catalog.ProductFilter{})
 	if err != nil || len(page.Items) == 0 {
 		t.Fatalf("products: %v, %v", page.Items, err)
 	}
 	prod := page.Items[0].ID
-	cc := cart.NewClient(httpx.NewClient("cart", []string{carts.url()}, nil, httpx.WithToken(serviceToken)))
+	cc := cart.NewClient(httpx.NewClient("cart", []string{carts.url()}, nil, httpx.WithToken(credential("storefront"))))
 	// The cart service asks the catalog (through DNS) for the product.
 	if _, err := cc.AddItem(ctx, "user:dns", prod, 1); err != nil {
 		t.Fatalf("add through the SRV peer: %v", err)

@@ -10,12 +10,15 @@ import (
 	"net/http/cookiejar"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/globomantics/globomantics/internal/app"
+	"github.com/globomantics/globomantics/internal/config"
+	"github.com/globomantics/globomantics/internal/platform/svcauth"
 	"github.com/globomantics/globomantics/internal/platform/testenv"
 )
 
@@ -26,15 +29,43 @@ const serviceToken = "e2e-service-token-0123456789"
 
 func tokenEnv() map[string]string { return map[string]string{"GLOBO_SERVICE_TOKEN": serviceToken} }
 
+// credential returns service name's credential in the split test shops.
+func credential(name string) string {
+	c, _ := svcauth.FromSharedToken(serviceToken).Credential(name)
+	return c
+}
+
+// operatorAuth is the Authorization header of the operator's credential,
+// which every internal API accepts.
+func operatorAuth() string { return "Bearer " + credential(svcauth.Operator) }
+
+// runsStorefront reports whether serve's arguments run the storefront
+// (every service when --services is not given).
+func runsStorefront(args []string) bool {
+	for i, a := range args {
+		v, ok := strings.CutPrefix(a, "--services=")
+		if a == "--services" && i+1 < len(args) {
+			v, ok = args[i+1], true
+		}
+		if ok {
+			return v == "all" || slices.Contains(strings.Split(v, ","), "storefront")
+		}
+	}
+	return true
+}
+
 // proc is one globomantics process started through app.Run.
 type proc struct {
 	name string
 	args []string
 	env  map[string]string // GLOBO_* variables; nothing else is set
 	addr string
-	stop context.CancelFunc
-	done chan error
-	logs *syncBuffer
+	// iaddr is the internal listener's address (/svc/) of a process
+	// running the storefront; others serve /svc/ on addr.
+	iaddr string
+	stop  context.CancelFunc
+	done  chan error
+	logs  *syncBuffer
 }
 
 type syncBuffer struct {
@@ -56,12 +87,26 @@ func (s *syncBuffer) String() string {
 
 func (p *proc) url() string { return "http://" + p.addr }
 
+// internalURL is where p serves the services' internal APIs.
+func (p *proc) internalURL() string {
+	if p.iaddr != "" {
+		return "http://" + p.iaddr
+	}
+	return p.url()
+}
+
 // start runs the process and waits for /readyz.
 func (p *proc) start(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	p.stop, p.done, p.logs = cancel, make(chan error, 1), &syncBuffer{}
 	args := append([]string{"globomantics", "serve", "--http-addr", p.addr}, p.args...)
+	if runsStorefront(p.args) {
+		if p.iaddr == "" {
+			p.iaddr = testenv.FreeAddr(t)
+		}
+		args = append(args, "--internal-addr", p.iaddr)
+	}
 	getenv := func(k string) string { return p.env[k] }
 	go func() { p.done <- app.Run(ctx, args, getenv, io.Discard, p.logs) }()
 	t.Cleanup(func() { p.shutdown(t) })
@@ -116,6 +161,17 @@ type topology struct {
 	storefronts []*proc
 	mailDir     string
 	blobDir     string
+	// cred returns a service's credential in this shop (nil: derived from
+	// serviceToken).
+	cred func(name string) string
+}
+
+// credential returns service name's credential in this shop.
+func (tp *topology) credential(name string) string {
+	if tp.cred != nil {
+		return tp.cred(name)
+	}
+	return credential(name)
 }
 
 func (tp *topology) start(t *testing.T) {
@@ -135,15 +191,42 @@ func (tp *topology) stop(t *testing.T) {
 
 func allInOne(t *testing.T) *topology {
 	dir := t.TempDir()
-	p := &proc{name: "all", addr: testenv.FreeAddr(t), args: []string{"--data-dir", dir}}
+	p := &proc{name: "all", addr: testenv.FreeAddr(t), env: tokenEnv(), args: []string{"--data-dir", dir}}
 	return &topology{procs: []*proc{p}, storefronts: []*proc{p}, mailDir: filepath.Join(dir, "mail"), blobDir: filepath.Join(dir, "blobs")}
 }
 
 // split runs the services as five processes talking HTTP, sharing one
 // broker (embedded in the first), one blob directory and one mail directory,
-// with two interchangeable storefront instances.
+// with two interchangeable storefront instances. Each process has its own
+// credentials directory: the verifiers and the secrets of its own
+// services only, as "globomantics credentials init" and an operator
+// would hand them out.
 func split(t *testing.T) *topology {
 	root := t.TempDir()
+	all := filepath.Join(root, "credentials")
+	if err := svcauth.InitDir(all, append(slices.Clone(config.AllServices), svcauth.Operator)); err != nil {
+		t.Fatal(err)
+	}
+	credsFor := func(name, services string) string {
+		dir := filepath.Join(root, "credentials-"+name)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range append(strings.Split(services, ","), "") {
+			src := svcauth.VerifiersFile
+			if f != "" {
+				src = f + ".secret"
+			}
+			b, err := os.ReadFile(filepath.Join(all, src))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, src), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return dir
+	}
 	shared := func(name string) string { return filepath.Join(root, name) }
 	nats := testenv.FreeAddr(t)
 	a, b, c, f1, f2 := testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
@@ -167,8 +250,8 @@ func split(t *testing.T) *topology {
 		return out
 	}
 	mk := func(name, addr, services string, extra ...string) *proc {
-		args := append([]string{"--data-dir", shared(name), "--services", services}, common...)
-		return &proc{name: name, addr: addr, env: tokenEnv(), args: append(args, extra...)}
+		args := append([]string{"--data-dir", shared(name), "--services", services, "--credentials", credsFor(name, services)}, common...)
+		return &proc{name: name, addr: addr, args: append(args, extra...)}
 	}
 	natsURL := "nats://" + nats
 	hub := mk("hub", a, "account,cart,order", append([]string{"--nats-listen", nats}, peers("catalog")...)...)
@@ -182,6 +265,13 @@ func split(t *testing.T) *topology {
 		storefronts: []*proc{sf1, sf2},
 		mailDir:     shared("mail"),
 		blobDir:     shared("blobs"),
+		cred: func(name string) string {
+			b, err := os.ReadFile(filepath.Join(all, name+".secret"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return name + "." + strings.TrimSpace(string(b))
+		},
 	}
 }
 
@@ -217,8 +307,8 @@ func checkReplicaReads(t *testing.T, tp *topology) {
 	t.Helper()
 	replicaReads := 0
 	for _, p := range tp.procs {
-		req, _ := http.NewRequest(http.MethodGet, p.url()+"/svc/data/status", nil)
-		req.Header.Set("Authorization", "Bearer "+serviceToken)
+		req, _ := http.NewRequest(http.MethodGet, p.internalURL()+"/svc/data/status", nil)
+		req.Header.Set("Authorization", "Bearer "+tp.credential(svcauth.Operator))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -522,16 +612,34 @@ func shopSuite(t *testing.T, tp *topology) {
 	c.must(400, "GET", "/api/v1/products?page_size=0", nil)
 	c.must(400, "GET", "/api/v1/products?page_token=garbage!", nil)
 	c.must(404, "GET", "/api/v1/products/nope", nil)
-	// The services' internal APIs are closed to callers without the service
-	// token, wherever they are served.
+	// The services' internal APIs are never served on a storefront's
+	// public port, and are closed to callers without a credential, or
+	// with one of a service that does not call them.
 	for _, p := range tp.procs {
-		resp, err := http.Get(p.url() + "/svc/catalog/v1/categories")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusNotFound {
-			t.Errorf("%s: internal API without a token answered %d", p.name, resp.StatusCode)
+		for _, tc := range []struct {
+			url, auth string
+			want      []int
+		}{
+			{p.url() + "/svc/catalog/v1/categories", "Bearer " + tp.credential(svcauth.Operator), []int{http.StatusNotFound}},
+			{p.internalURL() + "/svc/catalog/v1/categories", "", []int{http.StatusUnauthorized, http.StatusNotFound}},
+			{p.internalURL() + "/svc/catalog/v1/categories", "Bearer " + tp.credential("payment"), []int{http.StatusForbidden, http.StatusNotFound}},
+			{p.internalURL() + "/svc/catalog/v1/categories", "Bearer " + tp.credential("cart"), []int{http.StatusOK, http.StatusNotFound}},
+		} {
+			if p.iaddr == "" && tc.url == p.url()+"/svc/catalog/v1/categories" {
+				continue // a process with no public pages: its port is internal
+			}
+			req, _ := http.NewRequest(http.MethodGet, tc.url, nil)
+			if tc.auth != "" {
+				req.Header.Set("Authorization", tc.auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if !slices.Contains(tc.want, resp.StatusCode) {
+				t.Errorf("%s: GET %s with %.20q answered %d, want one of %v", p.name, tc.url, tc.auth, resp.StatusCode, tc.want)
+			}
 		}
 	}
 	home := c.must(200, "GET", "/", nil)

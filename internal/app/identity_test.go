@@ -66,11 +66,11 @@ func refusedIn(t *testing.T, dataDir, services string, env map[string]string) er
 // returns the body, failing the test on another status than want.
 func svcCall(t *testing.T, p *proc, method, path, body string, want int) []byte {
 	t.Helper()
-	req, err := http.NewRequest(method, p.url()+path, strings.NewReader(body))
+	req, err := http.NewRequest(method, p.internalURL()+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+serviceToken)
+	req.Header.Set("Authorization", operatorAuth())
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -123,11 +123,15 @@ func startAndUse(t *testing.T, dataDir string, services []string) {
 	runs := func(s string) bool { return slices.Contains(services, s) }
 	call := func(method, path, body string, want int) string {
 		t.Helper()
-		req, err := http.NewRequest(method, p.url()+path, strings.NewReader(body))
+		base := p.url()
+		if strings.HasPrefix(path, "/svc/") {
+			base = p.internalURL()
+		}
+		req, err := http.NewRequest(method, base+path, strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
-		req.Header.Set("Authorization", "Bearer "+serviceToken)
+		req.Header.Set("Authorization", operatorAuth())
 		if body != "" {
 			req.Header.Set("Content-Type", "application/json")
 		}

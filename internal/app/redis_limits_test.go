@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/globomantics/globomantics/internal/platform/testenv"
@@ -30,7 +31,7 @@ func TestRateLimitsSharedInRedis(t *testing.T) {
 	waitReady(t, all)
 	var peers []string
 	for _, s := range []string{"account", "catalog", "search", "cart", "checkout", "order"} {
-		peers = append(peers, "--peer", s+"=http://"+all.addr)
+		peers = append(peers, "--peer", s+"="+all.internalURL())
 	}
 	front := &proc{name: "front", addr: testenv.FreeAddr(t), env: env(),
 		args: append([]string{"--data-dir", dir + "/front", "--services", "storefront"}, peers...)}
@@ -49,7 +50,11 @@ func TestRateLimitsSharedInRedis(t *testing.T) {
 	}
 	do := func(p *proc, method, path, cookie string, hdr ...string) (*http.Response, []byte) {
 		t.Helper()
-		req, _ := http.NewRequest(method, p.url()+path, nil)
+		base := p.url()
+		if strings.HasPrefix(path, "/svc/") {
+			base = p.internalURL()
+		}
+		req, _ := http.NewRequest(method, base+path, nil)
 		if cookie != "" {
 			req.Header.Set("Cookie", cookie)
 		}
@@ -135,7 +140,7 @@ func TestRateLimitsSharedInRedis(t *testing.T) {
 			t.Fatalf("product: %d", r.StatusCode)
 		}
 	}
-	r, body := do(all, "GET", "/svc/data/status", "", "Authorization", "Bearer "+serviceToken)
+	r, body := do(all, "GET", "/svc/data/status", "", "Authorization", operatorAuth())
 	var st struct {
 		ProductCache struct {
 			Hits int64 `json:"hits"`

@@ -17,6 +17,7 @@ import (
 	"github.com/globomantics/globomantics/internal/order"
 	"github.com/globomantics/globomantics/internal/payment"
 	"github.com/globomantics/globomantics/internal/platform/httpx"
+	"github.com/globomantics/globomantics/internal/platform/svcauth"
 	"github.com/globomantics/globomantics/internal/search"
 	"github.com/globomantics/globomantics/internal/shipping"
 )
@@ -198,4 +199,27 @@ func planFrom(registry []component, cfg config.Config) (plan, error) {
 		return plan{}, errors.New("invalid configuration: " + strings.Join(slices.Compact(problems), "; "))
 	}
 	return p, nil
+}
+
+// callersOf lists the components that call service s: the only ones (with
+// the operator) its internal API accepts.
+func callersOf(s string) []string {
+	var out []string
+	for _, c := range components() {
+		if slices.Contains(c.needs, s) {
+			out = append(out, c.name)
+		}
+	}
+	return out
+}
+
+// callerOf is the identity this process presents to service s: the first
+// of its components, in build order, that calls s.
+func (a *app) callerOf(s string) string {
+	for _, c := range a.plan.local {
+		if slices.Contains(c.needs, s) {
+			return c.name
+		}
+	}
+	return svcauth.Operator // nothing here calls s (a readiness check at most)
 }

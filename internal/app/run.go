@@ -58,6 +58,13 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return paymentsMain(ctx, rest, getenv, stdout, stderr)
 	case "dns":
 		return dnsMain(ctx, rest, stderr)
+	case "edge":
+		if len(rest) > 0 && rest[0] == "haproxy-config" {
+			return runHAProxyConfig(rest[1:], stdout)
+		}
+		return runEdge(ctx, rest, getenv, stdout, slog.New(slog.NewTextHandler(stderr, nil)))
+	case "credentials":
+		return credentialsMain(rest, stdout, stderr)
 	case "dev":
 		if len(rest) > 0 && rest[0] == "postgres" {
 			return devpg.Main(ctx, rest[1:], stdout, stderr)
@@ -89,6 +96,14 @@ Usage:
                                  check the payment ledger: money conserved, every
                                  payment's status agreeing with its entries
   globomantics dns serve --zone Z --listen HOST:PORT --instance SVC=URL[,URL...]  authoritative DNS: SRV/A of healthy instances only
+  globomantics edge --backend storefront=URL[,URL...] [--internal-listen H:P] [--policy p2c|least|round_robin]
+                                 layer-7 load balancer: health checks, registry of
+                                 instances, retries, draining, CDN cache, compression
+  globomantics edge haproxy-config --backend storefront=URL,... --listen H:P
+                                 the same topology as an haproxy.cfg, for HAProxy
+  globomantics credentials init --dir D
+                                 a credential per service (and the operator) for
+                                 --credentials: each service accepts only its callers
   globomantics help              print this help
 
 Run "globomantics serve -h" for the flags. Every flag also has a GLOBO_* environment variable.

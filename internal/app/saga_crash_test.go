@@ -24,6 +24,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/httpx"
 	"github.com/globomantics/globomantics/internal/platform/ids"
+	"github.com/globomantics/globomantics/internal/platform/svcauth"
 	"github.com/globomantics/globomantics/internal/platform/testenv"
 	"github.com/globomantics/globomantics/internal/shipping"
 )
@@ -62,10 +63,13 @@ type osProc struct {
 	bin  string
 	addr string
 	args []string
-	env  []string
-	cmd  *exec.Cmd
-	logs *syncBuffer
-	done chan struct{}
+	// command, when set, is the whole command line after the binary
+	// (another subcommand than serve); else serve --http-addr addr args.
+	command []string
+	env     []string
+	cmd     *exec.Cmd
+	logs    *syncBuffer
+	done    chan struct{}
 }
 
 func (p *osProc) url() string { return "http://" + p.addr }
@@ -73,7 +77,11 @@ func (p *osProc) url() string { return "http://" + p.addr }
 func (p *osProc) start(t *testing.T) {
 	t.Helper()
 	p.logs = &syncBuffer{}
-	p.cmd = exec.Command(p.bin, append([]string{"serve", "--http-addr", p.addr}, p.args...)...)
+	argv := p.command
+	if argv == nil {
+		argv = append([]string{"serve", "--http-addr", p.addr}, p.args...)
+	}
+	p.cmd = exec.Command(p.bin, argv...)
 	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, p.env...)
 	p.cmd.Stdout, p.cmd.Stderr = io.Discard, p.logs
 	if err := p.cmd.Start(); err != nil {
@@ -137,7 +145,7 @@ func newSagaShop(t *testing.T, backend string) *sagaShop {
 	t.Helper()
 	bin := binary(t)
 	root := t.TempDir()
-	tok := serviceToken
+	tok := credential(svcauth.Operator)
 	nats := testenv.FreeAddr(t)
 	hubA, catA, payA, ck1A, ck2A := testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
 	dbs := map[string]string{}
@@ -148,7 +156,7 @@ func newSagaShop(t *testing.T, backend string) *sagaShop {
 			dbs[svc] = filepath.Join(root, svc+".db")
 		}
 	}
-	env := []string{"GLOBO_SERVICE_TOKEN=" + tok, "GLOBO_LOG_LEVEL=info"}
+	env := []string{"GLOBO_SERVICE_TOKEN=" + serviceToken, "GLOBO_LOG_LEVEL=info"}
 	for svc, dsn := range dbs {
 		env = append(env, "GLOBO_DB_"+strings.ToUpper(svc)+"="+dsn)
 	}

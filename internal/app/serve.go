@@ -21,6 +21,7 @@ import (
 
 	"github.com/globomantics/globomantics/internal/catalog"
 	"github.com/globomantics/globomantics/internal/config"
+	"github.com/globomantics/globomantics/internal/edge"
 	"github.com/globomantics/globomantics/internal/platform/blob"
 	"github.com/globomantics/globomantics/internal/platform/bus"
 	"github.com/globomantics/globomantics/internal/platform/cache"
@@ -30,6 +31,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/ids"
 	"github.com/globomantics/globomantics/internal/platform/outbox"
 	"github.com/globomantics/globomantics/internal/platform/sqldb"
+	"github.com/globomantics/globomantics/internal/platform/svcauth"
 )
 
 // app is one running process: the resources it opened, in the order they
@@ -40,30 +42,37 @@ type app struct {
 	log   *slog.Logger
 	clock clock.Clock
 
-	bus     *bus.Bus
-	dbs     map[string]*sqldb.DB // the local databases, by service (or service#node)
-	dsns    map[string]string    // their DSNs, for messages (redact before use)
-	blobs   *blob.FS
-	cache   cache.Cache
-	mux     *http.ServeMux
-	checks  map[string]func(context.Context) error
-	closers []func() error
-	bg      []func(ctx context.Context) // background loops (outbox relays)
-	subs    []subscription
-	ready   atomic.Bool
+	bus   *bus.Bus
+	dbs   map[string]*sqldb.DB // the local databases, by service (or service#node)
+	dsns  map[string]string    // their DSNs, for messages (redact before use)
+	blobs blob.Store
+	cache cache.Cache
+	mux   *http.ServeMux // the public listener's: the storefront, health
+	imux  *http.ServeMux // the internal listener's: /svc/ APIs, health
+	// addrs are the addresses bound, by listener ("public", "internal").
+	addrs map[string]string
+	// keys holds this process's service credentials and checks callers'.
+	keys *svcauth.Keyring
+	// leaveEdge deregisters this process from the edge's registry (set
+	// once ready, when --edge-registry is given).
+	leaveEdge func()
+	checks    map[string]func(context.Context) error
+	closers   []func() error
+	bg        []func(ctx context.Context) // background loops (outbox relays)
+	subs      []subscription
+	ready     atomic.Bool
 	// draining is set at shutdown: responses ask to close their connection.
 	draining atomic.Bool
 	peerHC   *http.Client
 	// redis is the client of GLOBO_REDIS_URL (nil without): the shared
 	// cache and rate-limit budgets.
-	redis *redis.Client
+	redis redis.UniversalClient
 	// catalogSvc is the catalog run here (nil when it runs elsewhere), for
 	// its cache statistics.
 	catalogSvc *catalog.Service
 	// resolvers holds where each remote service's instances are (see
 	// resolver), made once per service.
 	resolvers map[string]httpx.Resolver
-	token     string // the service token guarding /svc/ and sent to peers
 }
 
 type subscription struct {
@@ -81,6 +90,7 @@ func serve(ctx context.Context, cfg config.Config, p plan, log *slog.Logger) (er
 		log:    log,
 		clock:  clock.Real{},
 		mux:    http.NewServeMux(),
+		imux:   http.NewServeMux(),
 		checks: map[string]func(context.Context) error{},
 		dbs:    map[string]*sqldb.DB{},
 		dsns:   map[string]string{},
@@ -99,33 +109,16 @@ func serve(ctx context.Context, cfg config.Config, p plan, log *slog.Logger) (er
 		return err
 	}
 
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	ls, err := a.listen()
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
+		return err
 	}
-	// While draining at shutdown, every response asks its client to close
-	// the connection, so keep-alive clients reconnect (through their load
-	// balancer, to another instance) instead of reusing one about to close.
-	handler := httpx.Middleware(log, a.mux)
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if a.draining.Load() {
-				w.Header().Set("Connection", "close")
-			}
-			handler.ServeHTTP(w, r)
-		}),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	srvErr := make(chan error, 1)
-	go func() { srvErr <- srv.Serve(ln) }()
+	a.addrs = ls.addrs
+	srvErr := ls.errc
 	if cfg.DebugAddr != "" {
 		dbg, err := startDebug(cfg.DebugAddr, log, http.HandlerFunc(a.dataStatus))
 		if err != nil {
-			_ = srv.Close()
+			ls.Close()
 			return err
 		}
 		defer dbg.Close()
@@ -142,7 +135,7 @@ func serve(ctx context.Context, cfg config.Config, p plan, log *slog.Logger) (er
 		if err := a.bus.Subscribe(ctx, s.name, s.subjects, s.handler, s.opts...); err != nil {
 			// A failed start leaves nothing running: no listener, no
 			// handlers or relays using the stores about to be closed.
-			_ = srv.Close()
+			ls.Close()
 			a.bus.Drain(context.Background())
 			stopBG()
 			wg.Wait()
@@ -150,7 +143,8 @@ func serve(ctx context.Context, cfg config.Config, p plan, log *slog.Logger) (er
 		}
 	}
 	a.ready.Store(true)
-	log.Info("globomantics ready", "addr", ln.Addr().String(), "services", strings.Join(cfg.Services, ","),
+	a.leaveEdge = a.register()
+	log.Info("globomantics ready", "addr", ls.addrs["public"], "internal_addr", ls.addrs["internal"], "services", strings.Join(cfg.Services, ","),
 		"data_dir", cfg.DataDir, "nats", a.busURL(), "startup", time.Since(start).Round(time.Millisecond))
 
 	select {
@@ -164,7 +158,7 @@ func serve(ctx context.Context, cfg config.Config, p plan, log *slog.Logger) (er
 		return fmt.Errorf("http server: %w", err)
 	}
 
-	return a.shutdown(srv, srvErr, stopBG, &wg, start)
+	return a.shutdown(ls, srvErr, stopBG, &wg, start)
 }
 
 // shutdownReserve is the part of the shutdown budget kept, after the HTTP
@@ -182,7 +176,7 @@ const shutdownReserve = 3 * time.Second
 //     bounded so that at least shutdownReserve of the budget is left;
 //  3. subscriptions drain (handlers in flight finish), outbox relays stop,
 //     and the broker and databases close, with what is left.
-func (a *app) shutdown(srv *http.Server, srvErr <-chan error, stopBG func(), wg *sync.WaitGroup, start time.Time) error {
+func (a *app) shutdown(srv *listeners, srvErr <-chan error, stopBG func(), wg *sync.WaitGroup, start time.Time) error {
 	cfg, log := a.cfg, a.log
 	began := time.Now()
 	deadline := began.Add(cfg.ShutdownTimeout)
@@ -191,6 +185,13 @@ func (a *app) shutdown(srv *http.Server, srvErr <-chan error, stopBG func(), wg 
 	a.ready.Store(false)
 	a.draining.Store(true)
 	log.Info("shutting down", "drain_delay", cfg.DrainDelay, "budget", cfg.ShutdownTimeout)
+	if a.leaveEdge != nil {
+		// Leave the edge's rotation first: it stops sending new requests
+		// here at once and lets those in flight finish.
+		phase := time.Now()
+		a.leaveEdge()
+		log.Info("shutdown: left the edge's registry", "took", since(phase))
+	}
 
 	phase := time.Now()
 	if cfg.DrainDelay > 0 {
@@ -211,7 +212,7 @@ func (a *app) shutdown(srv *http.Server, srvErr <-chan error, stopBG func(), wg 
 	hcancel()
 	if err != nil {
 		log.Warn("shutdown: http requests still running were cut off", "err", err, "took", since(phase))
-		_ = srv.Close() // requests still running lose their connections, not their stores
+		srv.Close() // requests still running lose their connections, not their stores
 	} else {
 		log.Info("shutdown: http server stopped, requests in flight finished", "took", since(phase))
 	}
@@ -292,7 +293,8 @@ func (a *app) relay(db *sqldb.DB, name string) func() {
 
 // client returns an HTTP client of service s's remote instances.
 func (a *app) client(s string) *httpx.Client {
-	return httpx.NewClientFor(s, a.resolver(s), a.peerHC, httpx.WithToken(a.token))
+	cred, _ := a.keys.Credential(a.callerOf(s))
+	return httpx.NewClientFor(s, a.resolver(s), a.peerHC, httpx.WithToken(cred))
 }
 
 // resolver returns where service s's remote instances are: the URLs given
@@ -305,6 +307,18 @@ func (a *app) resolver(s string) httpx.Resolver {
 	}
 	peers := a.cfg.Peers[s]
 	var r httpx.Resolver = httpx.Static(peers)
+	if len(peers) == 1 && strings.HasPrefix(peers[0], "edge+") {
+		// The instances the edge's registry knows healthy, asked now and
+		// then every second.
+		reg := edge.NewRegistryResolver(strings.TrimPrefix(peers[0], "edge+"), a.cfg.EdgeToken, s, nil, a.log.With("peer", s))
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if err := reg.Refresh(ctx); err != nil {
+			a.log.Warn("service discovery: the edge's registry did not answer; retrying every second", "peer", s, "err", err)
+		}
+		cancel()
+		a.bg = append(a.bg, func(ctx context.Context) { reg.Run(ctx, time.Second) })
+		r = reg
+	}
 	if len(peers) == 1 && strings.HasPrefix(peers[0], "srv+") {
 		u, _ := url.Parse(peers[0]) // validated with the configuration
 		var nr *net.Resolver
@@ -348,10 +362,15 @@ func (a *app) instanceID(name string, fresh bool) (string, error) {
 }
 
 func (a *app) mountHealth() {
-	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	a.mountHealthOn(a.mux)
+	a.mountHealthOn(a.imux)
+}
+
+func (a *app) mountHealthOn(mux *http.ServeMux) {
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	a.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		if !a.ready.Load() {
 			errs.WriteProblem(w, r, errs.E(errs.Unavailable, errs.Msg("starting or shutting down")))

@@ -18,8 +18,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/globomantics/globomantics/internal/platform/blob"
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/fault"
+	"github.com/globomantics/globomantics/internal/platform/redisx"
 	"github.com/globomantics/globomantics/internal/platform/shard"
 )
 
@@ -45,7 +47,13 @@ var AllServices = []string{Account, Catalog, Search, Cart, Payment, Shipping, Or
 
 // Config is the whole configuration of one process.
 type Config struct {
-	HTTPAddr string // where the HTTP server listens
+	HTTPAddr string // where the HTTP server listens: the public storefront
+	// InternalAddr is where the services' internal APIs (/svc/...) are
+	// served, never on HTTPAddr when this process runs the storefront.
+	// Empty: HTTPAddr when the storefront does not run here (the process
+	// has no public pages), else an ephemeral port on loopback (nobody
+	// else calls in).
+	InternalAddr string
 	// DebugAddr, when set, serves Go's profiler (/debug/pprof/) on a separate
 	// listener, meant for loopback or an operations network only.
 	DebugAddr string
@@ -66,12 +74,25 @@ type Config struct {
 	NATSListen string // host:port where the embedded broker accepts other processes
 
 	BlobDir string // the blob store's directory
-	MailDir string // where the file mail sender writes messages
+	// BlobURL is the blob store: a directory or an S3 bucket,
+	// s3://[ACCESS:SECRET@]host:port/bucket?prefix=&tls=&region=&create=
+	// (credentials default to AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY);
+	// empty is BlobDir. BlobSpec is it parsed, filled by Load.
+	BlobURL  string
+	BlobSpec blob.Spec
+	MailDir  string // where the file mail sender writes messages
 
-	// ServiceToken is the shared secret services present to each other on
-	// their internal REST APIs (/svc/...). Required when services talk over
-	// HTTP; when a process runs everything and it is empty, a random one
-	// is made, which closes the internal APIs to the outside.
+	// CredentialsDir is a directory of service credentials made by
+	// "globomantics credentials init" (package svcauth): each service
+	// presents its own to the others, and each accepts only the services
+	// that call it. The process reads the verifiers and the secrets of
+	// the services it runs.
+	CredentialsDir string
+	// ServiceToken is the other way: one shared secret from which every
+	// service's credential is derived (callers are still told apart, but
+	// any holder could speak as any service). One of the two is required
+	// when services talk over HTTP; when a process runs everything and
+	// neither is set, a random token closes the internal APIs.
 	ServiceToken string
 
 	SMTPAddr     string // host:port; when set, mail is sent by SMTP instead of files
@@ -94,13 +115,28 @@ type Config struct {
 	// one from the service token.
 	CallbackSecret string
 
-	// RedisURL, when set (redis:// or rediss://), is the Redis server that
+	// RedisURL, when set (redis://, rediss://, or
+	// redis+sentinel://host1,host2,host3/MASTER for a master under Redis
+	// Sentinel), is the Redis server that
 	// holds the shared state of a scaled-out front end: for now the rate
 	// limits' budgets, so that they hold across storefront instances.
 	RedisURL string
 	// RateLimits turns the storefront's limits on login, registration and
 	// checkout on (the default); off only for load tests from one address.
 	RateLimits bool
+	// EdgeRegistry is the base URL of an edge's registry API (its internal
+	// listener): this process registers its storefront (pool storefront,
+	// its public URL) and its services (pool <service>, its internal URL)
+	// there with heartbeats once ready, and leaves first at shutdown, so
+	// the edge drains it before it stops accepting. Its token is
+	// GLOBO_EDGE_TOKEN.
+	EdgeRegistry string
+	EdgeToken    string
+	// Advertise and AdvertiseInternal are the URLs others reach this
+	// process's public and internal listeners at; default http://<the
+	// address bound>, which must then name a host.
+	Advertise         string
+	AdvertiseInternal string
 	// DNSServer is the host:port of the DNS server that answers the SRV
 	// names of peers given as srv+http://<name>; empty uses the system's.
 	DNSServer string
@@ -170,9 +206,16 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	setStr(&c.HTTPAddr, "GLOBO_HTTP_ADDR")
 	setStr(&c.DataDir, "GLOBO_DATA_DIR")
 	setStr(&c.DebugAddr, "GLOBO_DEBUG_ADDR")
+	setStr(&c.InternalAddr, "GLOBO_INTERNAL_ADDR")
+	setStr(&c.CredentialsDir, "GLOBO_CREDENTIALS")
+	setStr(&c.EdgeRegistry, "GLOBO_EDGE_REGISTRY")
+	setStr(&c.Advertise, "GLOBO_ADVERTISE")
+	setStr(&c.AdvertiseInternal, "GLOBO_ADVERTISE_INTERNAL")
+	c.EdgeToken = strings.TrimSpace(getenv("GLOBO_EDGE_TOKEN")) // secrets only from the environment
 	setStr(&c.NATSURL, "GLOBO_NATS_URL")
 	setStr(&c.NATSListen, "GLOBO_NATS_LISTEN")
 	setStr(&c.BlobDir, "GLOBO_BLOB_DIR")
+	c.BlobURL = strings.TrimSpace(getenv("GLOBO_BLOB_URL")) // may hold a secret: environment only
 	setStr(&c.MailDir, "GLOBO_MAIL_DIR")
 	setStr(&c.SMTPAddr, "GLOBO_SMTP_ADDR")
 	setStr(&c.SMTPUser, "GLOBO_SMTP_USER")
@@ -236,6 +279,11 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "`host:port` the HTTP server listens on (GLOBO_HTTP_ADDR)")
+	fs.StringVar(&c.InternalAddr, "internal-addr", c.InternalAddr, "`host:port` of the services' internal APIs (/svc/), never served on --http-addr when the storefront runs here; default --http-addr without the storefront, else an ephemeral loopback port (GLOBO_INTERNAL_ADDR)")
+	fs.StringVar(&c.CredentialsDir, "credentials", c.CredentialsDir, "`directory` of service credentials from \"globomantics credentials init\": each service its own (GLOBO_CREDENTIALS)")
+	fs.StringVar(&c.EdgeRegistry, "edge-registry", c.EdgeRegistry, "base `URL` of an edge's registry: register this process's storefront and services there, with heartbeats, and leave it first at shutdown (GLOBO_EDGE_REGISTRY; token GLOBO_EDGE_TOKEN)")
+	fs.StringVar(&c.Advertise, "advertise", c.Advertise, "`URL` others reach the public listener at; default http://<--http-addr> (GLOBO_ADVERTISE)")
+	fs.StringVar(&c.AdvertiseInternal, "advertise-internal", c.AdvertiseInternal, "`URL` others reach the internal listener at; default http://<the internal address bound> (GLOBO_ADVERTISE_INTERNAL)")
 	fs.StringVar(&c.DebugAddr, "debug-addr", c.DebugAddr, "`host:port` for the profiler (/debug/pprof/); off when empty (GLOBO_DEBUG_ADDR)")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "`directory` for databases, broker, index, blobs and mail (GLOBO_DATA_DIR)")
 	services := fs.String("services", strings.Join(c.Services, ","), "comma-separated `list` of services to run, or \"all\" (GLOBO_SERVICES)")
@@ -293,6 +341,15 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	}
 	if c.MailDir == "" {
 		c.MailDir = filepath.Join(c.DataDir, "mail")
+	}
+	spec := c.BlobURL
+	if spec == "" {
+		spec = c.BlobDir
+	}
+	if bs, err := blob.ParseSpec(spec, getenv); err != nil {
+		problems = append(problems, "GLOBO_BLOB_URL: "+errs.Detail(err)) // the secret is redacted
+	} else {
+		c.BlobSpec = bs
 	}
 	if c.Faults != "" {
 		c.FaultInjection = true
@@ -441,13 +498,42 @@ func (c Config) validate(problems []string) error {
 				if len(urls) != 1 || !strings.HasPrefix(pu.Host, "_") || pu.Port() != "" || strings.Trim(pu.Path, "/") != "" {
 					problems = append(problems, fmt.Sprintf("peer %s: %q: an SRV peer is the only one of its service and names an SRV record such as srv+http://_%s._tcp.shop.example", s, u, s))
 				}
+			case err == nil && (pu.Scheme == "edge+http" || pu.Scheme == "edge+https"):
+				if len(urls) != 1 || pu.Host == "" || strings.Trim(pu.Path, "/") != "" {
+					problems = append(problems, fmt.Sprintf("peer %s: %q: an edge registry peer is the only one of its service and names the edge's registry, such as edge+http://10.0.0.2:9001", s, u))
+				}
 			case err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "":
-				problems = append(problems, fmt.Sprintf("peer %s: %q is not an http(s) base URL nor srv+http(s)://<SRV name>", s, u))
+				problems = append(problems, fmt.Sprintf("peer %s: %q is not an http(s) base URL, srv+http(s)://<SRV name> nor edge+http(s)://<edge registry>", s, u))
 			}
 		}
 	}
-	if c.Split() && c.ServiceToken == "" {
-		problems = append(problems, "GLOBO_SERVICE_TOKEN must be set, the same on every process, when services run in separate processes")
+	if c.Split() && c.ServiceToken == "" && c.CredentialsDir == "" {
+		problems = append(problems, "services in separate processes need credentials: --credentials DIR (from \"globomantics credentials init --dir DIR\") or GLOBO_SERVICE_TOKEN, the same on every process")
+	}
+	for name, v := range map[string]string{"--edge-registry": c.EdgeRegistry, "--advertise": c.Advertise, "--advertise-internal": c.AdvertiseInternal} {
+		if v == "" {
+			continue
+		}
+		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.Trim(u.Path, "/") != "" {
+			problems = append(problems, fmt.Sprintf("%s %q is not an http(s) base URL", name, v))
+		}
+	}
+	if c.EdgeRegistry != "" && c.Advertise == "" {
+		if host, _, err := net.SplitHostPort(c.HTTPAddr); err == nil {
+			if ip, err := netip.ParseAddr(host); host == "" || (err == nil && ip.IsUnspecified()) {
+				problems = append(problems, fmt.Sprintf("--edge-registry: --http-addr %s names no host the edge could reach: give --advertise", c.HTTPAddr))
+			}
+		}
+	}
+	if c.ServiceToken != "" && c.CredentialsDir != "" {
+		problems = append(problems, "GLOBO_SERVICE_TOKEN and --credentials exclude each other: choose one kind of service credentials")
+	}
+	if c.InternalAddr != "" {
+		if _, _, err := net.SplitHostPort(c.InternalAddr); err != nil {
+			problems = append(problems, fmt.Sprintf("internal address %q: %v", c.InternalAddr, err))
+		} else if c.InternalAddr == c.HTTPAddr && c.Runs(Storefront) {
+			problems = append(problems, fmt.Sprintf("--internal-addr %s is --http-addr: the internal APIs are never served on the storefront's public port", c.InternalAddr))
+		}
 	}
 	if c.ServiceToken != "" && len(c.ServiceToken) < MinServiceTokenLen {
 		problems = append(problems, fmt.Sprintf("GLOBO_SERVICE_TOKEN must be at least %d characters", MinServiceTokenLen))
@@ -476,8 +562,8 @@ func (c Config) validate(problems []string) error {
 		problems = append(problems, fmt.Sprintf("shutdown timeout %s: want 1s to 10m", c.ShutdownTimeout))
 	}
 	if c.RedisURL != "" {
-		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
-			problems = append(problems, "GLOBO_REDIS_URL: want redis://host:port[/db] or rediss://...")
+		if err := redisx.Validate(c.RedisURL); err != nil {
+			problems = append(problems, "GLOBO_REDIS_URL: "+errs.Detail(err))
 		}
 	}
 	if c.DNSServer != "" {
