@@ -3,7 +3,9 @@ package catalog_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"image"
 	"image/color"
@@ -253,7 +255,8 @@ func testListItem(t *testing.T, e *env) {
 		p.Category != "home" || p.Price != money.USD(1999) || p.Stock != 12 || len(p.Thumbnails) != 0 {
 		t.Fatalf("ListItem = %+v", p)
 	}
-	key := "products/" + p.ID + "/original.png"
+	sum := sha256.Sum256(item.Image)
+	key := "products/" + p.ID + "/original-" + hex.EncodeToString(sum[:6]) + ".png"
 	if p.ImageURL != catalog.MediaPrefix+key {
 		t.Fatalf("ImageURL = %q, want %q", p.ImageURL, catalog.MediaPrefix+key)
 	}
@@ -282,7 +285,7 @@ func testListItem(t *testing.T, e *env) {
 	j.Image = jpegImage(t, 64, 48)
 	j.Price = money.Money{Amount: 500} // currency defaults to USD
 	pj := e.list(t, j)
-	if !strings.HasSuffix(pj.ImageURL, "/original.jpg") || pj.Price != money.USD(500) || pj.Stock != 0 {
+	if !strings.HasSuffix(pj.ImageURL, "/original-"+catalog.ContentTag(j.Image)+".jpg") || pj.Price != money.USD(500) || pj.Stock != 0 {
 		t.Fatalf("JPEG item = %+v", pj)
 	}
 }

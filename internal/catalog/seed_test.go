@@ -1,9 +1,11 @@
 package catalog_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"image"
+	"io"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -77,15 +79,22 @@ func TestSeed(t *testing.T) {
 			t.Errorf("implausible product %+v", p)
 		}
 		key := strings.TrimPrefix(p.ImageURL, catalog.MediaPrefix)
-		if !strings.HasSuffix(key, "/original.jpg") {
+		if !strings.HasPrefix(key, "products/"+p.ID+"/original-") || !strings.HasSuffix(key, ".jpg") {
 			t.Errorf("%s: image key %q", p.Name, key)
 		}
 		obj, _, err := e.blobs.Get(ctx, key)
 		if err != nil {
 			t.Fatal(err)
 		}
-		img, format, err := image.Decode(obj)
+		raw, err := io.ReadAll(obj)
 		obj.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := catalog.OriginalKey(p.ID, "jpg", raw); key != want {
+			t.Errorf("%s: image key %q does not carry its content's hash; want %q", p.Name, key, want)
+		}
+		img, format, err := image.Decode(bytes.NewReader(raw))
 		if err != nil || format != "jpeg" || img.Bounds() != image.Rect(0, 0, 800, 600) {
 			t.Fatalf("%s: image %v %q %v, want an 800x600 JPEG", p.Name, err, format, img.Bounds())
 		}

@@ -3,6 +3,8 @@ package catalog
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"image"
 	_ "image/jpeg" // registers JPEG with image.DecodeConfig
@@ -504,7 +506,7 @@ func (s *Service) listItem(ctx context.Context, id string, item NewItem) (Produc
 
 	// The image goes first: a failure after this leaves an orphan blob, which
 	// is harmless, whereas a product whose image is missing is not.
-	key := "products/" + id + "/original." + ext
+	key := OriginalKey(id, ext, item.Image)
 	if err := s.blobs.Put(ctx, key, bytes.NewReader(item.Image)); err != nil {
 		return Product{}, errs.E(op, errs.Unavailable, errs.Msg("could not store the image"), err)
 	}
@@ -524,6 +526,26 @@ func (s *Service) listItem(ctx context.Context, id string, item NewItem) (Produc
 	}
 	s.kick()
 	return rec.Product(), nil
+}
+
+// ContentTagLen is the number of hex digits of a content tag.
+const ContentTagLen = 12
+
+// ContentTag is the version a media key carries: the first ContentTagLen hex
+// digits of the SHA-256 of the blob's bytes. Equal bytes give equal tags, so a
+// key carrying one names the same bytes forever and may be cached as
+// immutable; changed bytes give a new key.
+func ContentTag(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:ContentTagLen/2])
+}
+
+// OriginalKey is the blob key of a product's original image with extension
+// ext ("png", "jpg"): "products/<id>/original-<ContentTag(image)>.<ext>".
+// Listing the same bytes again gives the same key; products listed before
+// keys were versioned keep their "products/<id>/original.<ext>".
+func OriginalKey(productID, ext string, image []byte) string {
+	return "products/" + productID + "/original-" + ContentTag(image) + "." + ext
 }
 
 // checkImage detects the format of an original image from its bytes and

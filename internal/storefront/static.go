@@ -12,6 +12,7 @@ import (
 	"mime"
 	"net/http"
 	"path"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -166,10 +167,31 @@ func logSafeError(err error) string {
 	return err.Error()
 }
 
+// Cache lifetimes of media. A key whose base name carries a content hash
+// ("original-1a2b3c4d5e6f.png", "thumb-small-1a2b3c4d5e6f.jpg") names the same
+// bytes forever: changed media gets a new key. Older keys ("thumb-small.jpg")
+// may be rewritten in place, so they keep a day's lifetime.
+const (
+	mediaVersionedCacheControl = "public, max-age=31536000, immutable"
+	mediaCacheControl          = "public, max-age=86400"
+)
+
+// versionedMediaName matches the base name of a content-versioned media key.
+var versionedMediaName = regexp.MustCompile(`-[0-9a-f]{12}\.[a-z0-9]+$`)
+
+// mediaCacheControlFor is the Cache-Control of the media stored under key.
+func mediaCacheControlFor(key string) string {
+	if versionedMediaName.MatchString(path.Base(key)) {
+		return mediaVersionedCacheControl
+	}
+	return mediaCacheControl
+}
+
 // serveMedia serves /media/{key...} from the blob store: product images and
-// thumbnails. Blob keys never change content, but a day's lifetime leaves
-// room for a re-upload; the ETag and Last-Modified allow cheap revalidation
-// and http.ServeContent answers conditional and range requests.
+// thumbnails. A content-versioned key is cached for a year as immutable;
+// others for a day (see mediaCacheControlFor). The ETag and Last-Modified
+// allow cheap revalidation and http.ServeContent answers conditional and
+// range requests.
 //
 // A key that cannot name media (malformed, over-long, a directory, a path
 // through a file) is a 404 like a missing one, logged at debug level only:
@@ -211,7 +233,7 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request) {
 	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d\x00%d", key, info.Size, info.ModTime.UnixNano()))
 	h := w.Header()
 	h.Set("ETag", `"`+hex.EncodeToString(sum[:12])+`"`)
-	h.Set("Cache-Control", "public, max-age=86400")
+	h.Set("Cache-Control", mediaCacheControlFor(key))
 	if info.ContentType != "" {
 		h.Set("Content-Type", info.ContentType)
 	}

@@ -1,6 +1,10 @@
 // Package thumbnail is the worker that makes product thumbnails. It consumes
 // catalog ItemListed events, reads the original image from the blob store,
 // writes JPEG thumbnails next to it and records their keys in the catalog.
+//
+// A thumbnail's key carries the hash of its bytes (see Key), so that its URL
+// may be cached forever: thumbnails rendered otherwise (other sizes, another
+// quality, another resampler) get new keys, and the old ones stay readable.
 package thumbnail
 
 import (
@@ -13,6 +17,7 @@ import (
 	_ "image/png" // registers PNG with image.Decode
 	"io"
 	"log/slog"
+	"slices"
 
 	"golang.org/x/image/draw"
 
@@ -37,7 +42,7 @@ type Size struct {
 // Sizes are the thumbnails made for every product, smallest first.
 var Sizes = []Size{{"small", 160}, {"medium", 480}}
 
-// Quality is the JPEG quality of thumbnails.
+// Quality is the JPEG quality of thumbnails unless WithQuality says otherwise.
 const Quality = 85
 
 // MaxSourcePixels bounds the originals the worker decodes (the catalog
@@ -51,23 +56,52 @@ type Catalog interface {
 
 // Worker makes thumbnails.
 type Worker struct {
-	blobs blob.Store
-	cat   Catalog
-	log   *slog.Logger
+	blobs   blob.Store
+	cat     Catalog
+	log     *slog.Logger
+	sizes   []Size
+	quality int
+}
+
+// Option changes how a Worker renders thumbnails.
+type Option func(*Worker)
+
+// WithQuality sets the JPEG quality (1 to 100; out of range values are
+// clamped); the default is Quality.
+func WithQuality(q int) Option {
+	return func(w *Worker) { w.quality = min(max(q, 1), 100) }
+}
+
+// WithSizes sets the thumbnails made, smallest first; the default is Sizes.
+// An empty list keeps the default.
+func WithSizes(sizes []Size) Option {
+	return func(w *Worker) {
+		if len(sizes) > 0 {
+			w.sizes = slices.Clone(sizes)
+		}
+	}
 }
 
 // New returns a worker reading and writing images in blobs and recording
 // thumbnails in cat. A nil log is slog.Default().
-func New(blobs blob.Store, cat Catalog, log *slog.Logger) *Worker {
+func New(blobs blob.Store, cat Catalog, log *slog.Logger, opts ...Option) *Worker {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Worker{blobs: blobs, cat: cat, log: log}
+	w := &Worker{blobs: blobs, cat: cat, log: log, sizes: Sizes, quality: Quality}
+	for _, o := range opts {
+		o(w)
+	}
+	return w
 }
 
-// Key is the blob key of a product's thumbnail of the named size.
-func Key(productID, size string) string {
-	return "products/" + productID + "/thumb-" + size + ".jpg"
+// Key is the blob key of a product's thumbnail of the named size whose
+// encoded JPEG is data: "products/<id>/thumb-<size>-<hash>.jpg", hash being
+// catalog.ContentTag(data). Equal bytes give the same key, so a redelivered
+// job writes the same keys; changed bytes give a new key. Thumbnails made
+// before keys were versioned keep their "products/<id>/thumb-<size>.jpg".
+func Key(productID, size string, data []byte) string {
+	return "products/" + productID + "/thumb-" + size + "-" + catalog.ContentTag(data) + ".jpg"
 }
 
 // Handle makes the thumbnails of the product in a catalog ItemListed event
@@ -82,7 +116,7 @@ func (w *Worker) Handle(ctx context.Context, ev bus.Event) error {
 		return nil
 	}
 	log := w.log.With("event", ev.ID, "product", it.ProductID, "image", it.ImageKey)
-	if it.ProductID == "" || !blob.ValidKey(it.ImageKey) || !blob.ValidKey(Key(it.ProductID, "x")) {
+	if it.ProductID == "" || !blob.ValidKey(it.ImageKey) || !blob.ValidKey(Key(it.ProductID, "x", nil)) {
 		log.Error("thumbnail: event without a usable product id or image key dropped")
 		return nil
 	}
@@ -94,21 +128,21 @@ func (w *Worker) Handle(ctx context.Context, ev bus.Event) error {
 		}
 		return err
 	}
-	keys := make(map[string]string, len(Sizes))
+	keys := make(map[string]string, len(w.sizes))
 	sb := src.Bounds()
 	prev := src
 	// Largest first, each smaller one scaled from the one before (much
 	// cheaper than from a big original), to the size fitted to the original.
-	for i := len(Sizes) - 1; i >= 0; i-- {
-		sz := Sizes[i]
+	for i := len(w.sizes) - 1; i >= 0; i-- {
+		sz := w.sizes[i]
 		tw, th := Fit(sb.Dx(), sb.Dy(), sz.Max, sz.Max)
 		thumb := scale(prev, tw, th)
 		var buf bytes.Buffer
-		if err := jpeg.Encode(&buf, thumb, &jpeg.Options{Quality: Quality}); err != nil {
+		if err := jpeg.Encode(&buf, thumb, &jpeg.Options{Quality: w.quality}); err != nil {
 			return errs.E("thumbnail.Handle", err)
 		}
-		key := Key(it.ProductID, sz.Name)
-		if err := w.blobs.Put(ctx, key, &buf); err != nil {
+		key := Key(it.ProductID, sz.Name, buf.Bytes())
+		if err := w.putOnce(ctx, key, buf.Bytes()); err != nil {
 			return errs.E("thumbnail.Handle", err)
 		}
 		keys[sz.Name] = key
@@ -123,6 +157,17 @@ func (w *Worker) Handle(ctx context.Context, ev bus.Event) error {
 	}
 	log.Info("thumbnails made", "sizes", len(keys))
 	return nil
+}
+
+// putOnce stores data under its content-versioned key unless a blob of that
+// size is already there: the key names the bytes, so a redelivered job leaves
+// the stored thumbnail (and its Last-Modified and ETag) as it was. The blob
+// stores write atomically, so a blob that is there is whole.
+func (w *Worker) putOnce(ctx context.Context, key string, data []byte) error {
+	if info, err := w.blobs.Stat(ctx, key); err == nil && info.Size == int64(len(data)) {
+		return nil
+	}
+	return w.blobs.Put(ctx, key, bytes.NewReader(data))
 }
 
 // errUnusable marks an original that will never make a thumbnail.
