@@ -57,7 +57,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "payments":
 		return paymentsMain(ctx, rest, getenv, stdout, stderr)
 	case "dns":
-		return dnsMain(ctx, rest, stderr)
+		return dnsMain(ctx, rest, getenv, stderr)
 	case "edge":
 		if len(rest) > 0 && rest[0] == "haproxy-config" {
 			return runHAProxyConfig(rest[1:], stdout)

@@ -5,28 +5,41 @@
 //
 // Names of a zone "shop.test." with instances of service "catalog":
 //
-//	_catalog._tcp.shop.test.  SRV  10 10 <port> catalog-<n>.shop.test.  (one per healthy instance)
-//	catalog-<n>.shop.test.    A    <ip>  (AAAA for an IPv6 instance; only while healthy)
+//	_catalog._tcp.shop.test.            SRV  10 10 <port> <target>  (one per healthy instance)
+//	catalog-<n>.shop.test.              A    <ip>  a configured instance (AAAA for IPv6; only while healthy)
+//	catalog-127-0-0-1-8081.shop.test.   A    <ip>  a registered instance, named after its IP and port
+//	catalog.shop.test.                  A    <ip>  one per distinct IP of the healthy instances
 //
-// n is the instance's index in the configured list. The SRV targets are
-// names, not addresses, because Go's resolver rejects numeric SRV targets;
-// the SRV answer carries the targets' addresses in its additional section.
-// Every record has a TTL of 1 s. A name of the zone that is not one of these
-// is NXDOMAIN; a known name asked for another type, an SRV name with no
-// healthy instance and an unhealthy target are NOERROR with no answer; negative
-// answers carry the zone's SOA (TTL 1) in the authority section. A name
-// outside the zone is REFUSED.
+// Instances come from the configuration (Config.Instances; n is the
+// instance's index in the configured list) and from registries
+// (Config.Registries, e.g. the edge's registry, polled every
+// RegistryInterval): a registered instance is named
+// <svc>-<ip with dashes>-<port> (an IPv6 address as 32 hex digits), so the
+// same instance keeps its name when it comes back. The service name's A
+// records make edge.<zone> the addresses of the healthy edges when the
+// edges are configured as service "edge" (--instance edge=http://IP:PORT).
 //
-// Health: every Interval (default 500 ms) each instance's /readyz is asked
-// with a Timeout (default 400 ms). An instance starts unhealthy, becomes
-// healthy after one answer 2xx and unhealthy again after two consecutive
-// failures (an error, a timeout or another status), so one lost probe does
-// not drop it but a dead one is gone within about two intervals plus a
-// timeout.
+// The SRV targets are names, not addresses, because Go's resolver rejects
+// numeric SRV targets; the SRV answer carries the targets' addresses in its
+// additional section. Every record has a TTL of 1 s. A name of the zone that
+// is not one of these is NXDOMAIN; a known name asked for another type, an
+// SRV name with no healthy instance and an unhealthy target are NOERROR with
+// no answer; negative answers carry the zone's SOA (TTL 1) in the authority
+// section. A name outside the zone is REFUSED.
+//
+// Health: every Interval (default 500 ms) each instance's health path
+// (/readyz; HealthPaths may give another per service) is asked with a
+// Timeout (default 400 ms), and an instance new from a registry is asked at
+// once. An instance starts unhealthy, becomes healthy after one answer 2xx
+// and unhealthy again after two consecutive failures (an error, a timeout or
+// another status), so one lost probe does not drop it but a dead one is
+// gone within about two intervals plus a timeout. An instance that leaves
+// every registry leaves the answers at the next poll.
 package dns
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,12 +56,19 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+
+	"github.com/globomantics/globomantics/internal/platform/clock"
 )
 
 // Defaults of Config.
 const (
-	DefaultInterval = 500 * time.Millisecond
-	DefaultTimeout  = 400 * time.Millisecond
+	DefaultInterval         = 500 * time.Millisecond
+	DefaultTimeout          = 400 * time.Millisecond
+	DefaultRegistryInterval = 500 * time.Millisecond
+	DefaultRegistryTimeout  = time.Second
+	// DefaultHealthPath is the path asked of an instance whose service has
+	// no entry in Config.HealthPaths.
+	DefaultHealthPath = "/readyz"
 	// TTL of every record, positive or negative, in seconds.
 	TTL = 1
 	// failuresToDrop is how many consecutive failed checks make a healthy
@@ -67,21 +87,40 @@ type Config struct {
 	// digits and '-') to the base URLs of its instances, http://IP:port or
 	// https://IP:port ("localhost" stands for 127.0.0.1).
 	Instances map[string][]string
+	// Registries are asked for more instances every RegistryInterval (with
+	// RegistryTimeout); the server answers for the union of Instances and
+	// the last good answer of each registry.
+	Registries []Registry
+	// RegistryInterval between polls of the registries (default 500 ms);
+	// RegistryTimeout of one poll (default 1 s).
+	RegistryInterval, RegistryTimeout time.Duration
+	// HealthPaths gives the path of the health check of a service's
+	// instances, e.g. {"edge": "/_edge/readyz"}; DefaultHealthPath otherwise.
+	HealthPaths map[string]string
 	// Interval between health checks (default 500 ms); Timeout of one
 	// check (default 400 ms).
 	Interval, Timeout time.Duration
 	// StatusAddr, when not empty, is the host:port of an HTTP listener that
 	// serves Status as JSON at / and /status.
 	StatusAddr string
+	// Clock nil is the wall clock; it stamps checks and registry polls.
+	Clock clock.Clock
 	// Log nil is slog.Default().
 	Log *slog.Logger
 }
 
+// Where an instance comes from, in InstanceStatus.Source.
+const (
+	SourceStatic   = "static"
+	SourceRegistry = "registry"
+)
+
 // InstanceStatus is one instance's health, as Status reports it.
 type InstanceStatus struct {
 	Service   string    `json:"service"`
-	Target    string    `json:"target"` // <svc>-<n>.<zone>
+	Target    string    `json:"target"` // <svc>-<n>.<zone> or <svc>-<ip>-<port>.<zone>
 	URL       string    `json:"url"`
+	Source    string    `json:"source"` // SourceStatic or SourceRegistry
 	Healthy   bool      `json:"healthy"`
 	Failures  int       `json:"consecutive_failures"`
 	LastCheck time.Time `json:"last_check,omitzero"`
@@ -91,10 +130,11 @@ type InstanceStatus struct {
 type instance struct {
 	service string
 	target  string // fqdn, lower case
-	url     string // as configured
-	probe   string // the /readyz URL, with the IP the zone gives out
+	url     string // as configured or registered
+	probe   string // the health check's URL, with the IP the zone gives out
 	port    uint16
 	ip      netip.Addr
+	source  string
 
 	// guarded by Server.mu
 	healthy   bool
@@ -103,23 +143,37 @@ type instance struct {
 	lastErr   string
 }
 
+// names is one version of the zone's names; it is replaced, never changed.
+type names struct {
+	services  map[string][]*instance // "_svc._tcp.<zone>" -> instances
+	hosts     map[string][]*instance // "svc.<zone>" -> instances
+	targets   map[string]*instance   // "svc-n.<zone>" -> instance
+	instances []*instance            // static ones in configuration order, then registered ones
+	known     map[string]bool        // every name that exists in the zone
+}
+
 // Server is the authoritative server of one zone. Make it with New, then
 // Run it.
 type Server struct {
-	zone     string // fqdn, lower case
-	addr     string
-	interval time.Duration
-	timeout  time.Duration
-	status   string
-	log      *slog.Logger
-	client   *http.Client
+	zone        string // fqdn, lower case
+	addr        string
+	interval    time.Duration
+	timeout     time.Duration
+	regInterval time.Duration
+	regTimeout  time.Duration
+	healthPaths map[string]string
+	status      string
+	clock       clock.Clock
+	log         *slog.Logger
+	client      *http.Client
 
-	services  map[string][]*instance // "_svc._tcp.<zone>" -> instances
-	targets   map[string]*instance   // "svc-n.<zone>" -> instance
-	instances []*instance            // in configuration order
-	known     map[string]bool        // every name that exists in the zone
+	static     []*instance // from Config.Instances, in configuration order
+	registries []*registryState
+	kick       chan struct{} // asks checkLoop for a check of every instance now
 
-	mu sync.RWMutex // guards the health fields of instances
+	mu         sync.RWMutex // guards names, registered and the health fields of instances
+	names      *names
+	registered map[string][]string // the union of the registries' last good answers
 
 	started  chan struct{}
 	udpAddr  string
@@ -145,30 +199,45 @@ func New(cfg Config) (*Server, error) {
 			problems = append(problems, fmt.Errorf("dns: status address %q: %w", cfg.StatusAddr, err))
 		}
 	}
-	if cfg.Interval < 0 || cfg.Timeout < 0 {
-		problems = append(problems, errors.New("dns: negative health-check interval or timeout"))
+	if cfg.Interval < 0 || cfg.Timeout < 0 || cfg.RegistryInterval < 0 || cfg.RegistryTimeout < 0 {
+		problems = append(problems, errors.New("dns: negative health-check or registry interval or timeout"))
 	}
-	if len(cfg.Instances) == 0 {
-		problems = append(problems, errors.New("dns: no instances: give at least one service with its instance URLs"))
+	if len(cfg.Instances) == 0 && len(cfg.Registries) == 0 {
+		problems = append(problems, errors.New("dns: no instances: give at least one service with its instance URLs, or a registry"))
+	}
+	for svc, p := range cfg.HealthPaths {
+		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?# ") {
+			problems = append(problems, fmt.Errorf("dns: health path %q of %s: want an absolute path", p, svc))
+		}
 	}
 	s := &Server{
-		zone:     zone,
-		addr:     cfg.Addr,
-		interval: cmpOr(cfg.Interval, DefaultInterval),
-		timeout:  cmpOr(cfg.Timeout, DefaultTimeout),
-		status:   cfg.StatusAddr,
-		log:      cfg.Log,
-		services: map[string][]*instance{},
-		targets:  map[string]*instance{},
-		known:    map[string]bool{},
-		started:  make(chan struct{}),
+		zone:        zone,
+		addr:        cfg.Addr,
+		interval:    cmpOr(cfg.Interval, DefaultInterval),
+		timeout:     cmpOr(cfg.Timeout, DefaultTimeout),
+		regInterval: cmpOr(cfg.RegistryInterval, DefaultRegistryInterval),
+		regTimeout:  cmpOr(cfg.RegistryTimeout, DefaultRegistryTimeout),
+		healthPaths: cfg.HealthPaths,
+		status:      cfg.StatusAddr,
+		clock:       cfg.Clock,
+		log:         cfg.Log,
+		kick:        make(chan struct{}, 1),
+		started:     make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	if s.clock == nil {
+		s.clock = clock.Real{}
+	}
 	s.client = &http.Client{Timeout: s.timeout}
-	s.known[zone] = true
-	s.known["_tcp."+zone] = true // empty non-terminal above the SRV names
+	for _, r := range cfg.Registries {
+		if r == nil {
+			problems = append(problems, errors.New("dns: a nil registry"))
+			continue
+		}
+		s.registries = append(s.registries, &registryState{reg: r})
+	}
 	svcs := make([]string, 0, len(cfg.Instances))
 	for svc := range cfg.Instances {
 		svcs = append(svcs, svc)
@@ -184,37 +253,144 @@ func New(cfg Config) (*Server, error) {
 			problems = append(problems, fmt.Errorf("dns: service %q has no instance URLs", svc))
 			continue
 		}
-		srvName := "_" + svc + "._tcp." + zone
-		s.known[srvName] = true
-		s.services[srvName] = nil
 		for n, raw := range urls {
-			scheme, ip, port, err := checkInstance(raw)
+			in, err := s.newInstance(svc, raw, SourceStatic, func(netip.Addr, uint16) string { return svc + "-" + strconv.Itoa(n) })
 			if err != nil {
 				problems = append(problems, fmt.Errorf("dns: instance %q of %s: %w", raw, svc, err))
 				continue
 			}
-			in := &instance{
-				service: svc,
-				target:  svc + "-" + strconv.Itoa(n) + "." + zone,
-				url:     strings.TrimSuffix(raw, "/"),
-				port:    port,
-				ip:      ip,
-				probe:   scheme + "://" + net.JoinHostPort(ip.String(), strconv.Itoa(int(port))) + "/readyz",
-			}
-			if s.targets[in.target] != nil {
-				problems = append(problems, fmt.Errorf("dns: name %s is given twice (service names clash)", in.target))
-				continue
-			}
-			s.known[in.target] = true
-			s.targets[in.target] = in
-			s.services[srvName] = append(s.services[srvName], in)
-			s.instances = append(s.instances, in)
+			s.static = append(s.static, in)
 		}
 	}
 	if len(problems) > 0 {
 		return nil, errors.Join(problems...)
 	}
+	nm, clashes := s.build(nil, nil)
+	if len(clashes) > 0 {
+		for _, c := range clashes {
+			problems = append(problems, errors.New("dns: "+c))
+		}
+		return nil, errors.Join(problems...)
+	}
+	s.names = nm
 	return s, nil
+}
+
+// newInstance parses raw and names the instance label(ip, port).<zone>.
+func (s *Server) newInstance(svc, raw, source string, label func(netip.Addr, uint16) string) (*instance, error) {
+	scheme, ip, port, err := checkInstance(raw)
+	if err != nil {
+		return nil, err
+	}
+	l := label(ip, port)
+	if !labelRE.MatchString(l) {
+		return nil, fmt.Errorf("its name %q is not a DNS label (at most 63 characters)", l)
+	}
+	path := DefaultHealthPath
+	if p, ok := s.healthPaths[svc]; ok {
+		path = p
+	}
+	return &instance{
+		service: svc,
+		target:  l + "." + s.zone,
+		url:     strings.TrimSuffix(raw, "/"),
+		port:    port,
+		ip:      ip,
+		source:  source,
+		probe:   scheme + "://" + net.JoinHostPort(ip.String(), strconv.Itoa(int(port))) + path,
+	}, nil
+}
+
+// registeredLabel names a registered instance after its address:
+// <svc>-127-0-0-1-8081, or <svc>-<32 hex digits>-<port> for IPv6.
+func registeredLabel(svc string) func(netip.Addr, uint16) string {
+	return func(ip netip.Addr, port uint16) string {
+		var a string
+		if ip.Is4() {
+			a = strings.ReplaceAll(ip.String(), ".", "-")
+		} else {
+			b := ip.As16()
+			a = hex.EncodeToString(b[:])
+		}
+		return svc + "-" + a + "-" + strconv.Itoa(int(port))
+	}
+}
+
+// build makes the zone's names from the static instances and the
+// registered URLs (service -> URLs), reusing the instances of prev (and so
+// their health) that are still there. It returns the problems of
+// registered entries it left out (and of clashing names), one line each.
+func (s *Server) build(prev *names, registered map[string][]string) (*names, []string) {
+	nm := &names{
+		services: map[string][]*instance{},
+		hosts:    map[string][]*instance{},
+		targets:  map[string]*instance{},
+		known:    map[string]bool{s.zone: true, "_tcp." + s.zone: true}, // _tcp: empty non-terminal above the SRV names
+	}
+	var problems []string
+	old := map[string]*instance{}
+	if prev != nil {
+		for _, in := range prev.instances {
+			old[in.service+" "+in.url] = in
+		}
+	}
+	byAddr := map[string]bool{} // "svc scheme://ip:port" of the instances added
+	add := func(in *instance) bool {
+		if nm.targets[in.target] != nil {
+			problems = append(problems, fmt.Sprintf("name %s is given twice (service names clash); %s of %s left out", in.target, in.url, in.service))
+			return false
+		}
+		nm.known[in.target] = true
+		nm.targets[in.target] = in
+		srvName := "_" + in.service + "._tcp." + s.zone
+		nm.known[srvName] = true
+		nm.services[srvName] = append(nm.services[srvName], in)
+		nm.instances = append(nm.instances, in)
+		byAddr[in.service+" "+in.probe] = true
+		return true
+	}
+	for _, in := range s.static {
+		add(in)
+	}
+	svcs := make([]string, 0, len(registered))
+	for svc := range registered {
+		svcs = append(svcs, svc)
+	}
+	slices.Sort(svcs)
+	for _, svc := range svcs {
+		if !labelRE.MatchString(svc) {
+			problems = append(problems, fmt.Sprintf("registered service %q is not a DNS label (a-z, 0-9, '-'); left out", svc))
+			continue
+		}
+		urls := slices.Clone(registered[svc])
+		slices.Sort(urls)
+		for _, raw := range slices.Compact(urls) {
+			in, err := s.newInstance(svc, raw, SourceRegistry, registeredLabel(svc))
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("registered instance %q of %s left out: %v", raw, svc, err))
+				continue
+			}
+			if byAddr[svc+" "+in.probe] {
+				continue // configured too, under its configured name
+			}
+			if o := old[svc+" "+in.url]; o != nil && o.target == in.target && o.source == SourceRegistry {
+				in = o
+			}
+			add(in)
+		}
+	}
+	for srvName, list := range nm.services {
+		svc := list[0].service
+		host := svc + "." + s.zone
+		if nm.targets[host] != nil {
+			problems = append(problems, fmt.Sprintf("name %s of service %s is also an instance's name; it names the instance only", host, svc))
+			continue
+		}
+		nm.known[host] = true
+		nm.hosts[host] = nm.services[srvName]
+	}
+	slices.Sort(problems)
+	return nm, problems
 }
 
 func cmpOr(d, def time.Duration) time.Duration {
@@ -316,15 +492,16 @@ func (s *Server) StatusAddr() string {
 // Started is closed when Run has bound its listeners.
 func (s *Server) Started() <-chan struct{} { return s.started }
 
-// Status reports every instance and its health, in configuration order
-// (services sorted by name).
+// Status reports every instance and its health: the configured ones in
+// configuration order (services sorted by name), then the registered ones
+// (sorted by service and URL).
 func (s *Server) Status() []InstanceStatus {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]InstanceStatus, 0, len(s.instances))
-	for _, in := range s.instances {
+	out := make([]InstanceStatus, 0, len(s.names.instances))
+	for _, in := range s.names.instances {
 		out = append(out, InstanceStatus{
-			Service: in.service, Target: in.target, URL: in.url,
+			Service: in.service, Target: in.target, URL: in.url, Source: in.source,
 			Healthy: in.healthy, Failures: in.failures, LastCheck: in.lastCheck, LastError: in.lastErr,
 		})
 	}
@@ -385,7 +562,12 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); s.checkLoop(ctx) }()
-	s.log.Info("dns server started", "zone", s.zone, "addr", s.udpAddr, "status", s.httpAddr, "instances", len(s.instances))
+	if len(s.registries) > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.pollLoop(ctx) }()
+	}
+	s.log.Info("dns server started", "zone", s.zone, "addr", s.udpAddr, "status", s.httpAddr,
+		"instances", len(s.static), "registries", len(s.registries))
 	close(s.started)
 
 	<-ctx.Done()
@@ -431,10 +613,11 @@ func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
 
 func (s *Server) serveStatus(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]any{"zone": s.zone, "instances": s.Status()})
+	_ = json.NewEncoder(w).Encode(map[string]any{"zone": s.zone, "instances": s.Status(), "registries": s.RegistryStatus()})
 }
 
-// checkLoop checks every instance now and then every interval.
+// checkLoop checks every instance now and then every interval, and at
+// once when kicked (an instance is new).
 func (s *Server) checkLoop(ctx context.Context) {
 	t := time.NewTicker(s.interval)
 	defer t.Stop()
@@ -444,13 +627,17 @@ func (s *Server) checkLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-s.kick:
 		}
 	}
 }
 
 func (s *Server) checkAll(ctx context.Context) {
+	s.mu.RLock()
+	list := s.names.instances
+	s.mu.RUnlock()
 	var wg sync.WaitGroup
-	for _, in := range s.instances {
+	for _, in := range list {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -485,7 +672,7 @@ func (s *Server) check(ctx context.Context, in *instance) error {
 func (s *Server) record(in *instance, err error) {
 	s.mu.Lock()
 	was := in.healthy
-	in.lastCheck = time.Now()
+	in.lastCheck = s.clock.Now()
 	if err == nil {
 		in.healthy, in.failures, in.lastErr = true, 0, ""
 	} else {
@@ -541,7 +728,10 @@ func (s *Server) answer(q *mdns.Msg) *mdns.Msg {
 		return m
 	}
 	m.Authoritative = true
-	if !s.known[name] {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	nm := s.names
+	if !nm.known[name] {
 		m.Rcode = mdns.RcodeNameError
 		m.Ns = []mdns.RR{s.soa()}
 		return m
@@ -549,37 +739,51 @@ func (s *Server) answer(q *mdns.Msg) *mdns.Msg {
 	hdr := func(t uint16) mdns.RR_Header {
 		return mdns.RR_Header{Name: qq.Name, Rrtype: t, Class: mdns.ClassINET, Ttl: TTL}
 	}
-	s.mu.RLock()
 	switch {
 	case name == s.zone && (qq.Qtype == mdns.TypeSOA || qq.Qtype == mdns.TypeANY):
 		soa := s.soa()
 		soa.Hdr.Name = qq.Name
 		m.Answer = append(m.Answer, soa)
 	case qq.Qtype == mdns.TypeSRV || qq.Qtype == mdns.TypeANY:
-		for _, in := range s.services[name] {
+		for _, in := range nm.services[name] {
 			if !in.healthy {
 				continue
 			}
 			m.Answer = append(m.Answer, &mdns.SRV{Hdr: hdr(mdns.TypeSRV), Priority: 10, Weight: 10, Port: in.port, Target: in.target})
 			m.Extra = append(m.Extra, addrRR(in))
 		}
-		if in := s.targets[name]; qq.Qtype == mdns.TypeANY && in != nil && in.healthy {
-			rr := addrRR(in)
-			rr.Header().Name = qq.Name
-			m.Answer = append(m.Answer, rr)
+		if qq.Qtype == mdns.TypeANY {
+			m.Answer = append(m.Answer, addrRRs(nm, name, qq.Name, true, true)...)
 		}
 	case qq.Qtype == mdns.TypeA || qq.Qtype == mdns.TypeAAAA:
-		if in := s.targets[name]; in != nil && in.healthy && (qq.Qtype == mdns.TypeA) == in.ip.Is4() {
-			rr := addrRR(in)
-			rr.Header().Name = qq.Name
-			m.Answer = append(m.Answer, rr)
-		}
+		m.Answer = append(m.Answer, addrRRs(nm, name, qq.Name, qq.Qtype == mdns.TypeA, qq.Qtype == mdns.TypeAAAA)...)
 	}
-	s.mu.RUnlock()
 	if len(m.Answer) == 0 {
 		m.Ns = []mdns.RR{s.soa()}
 	}
 	return m
+}
+
+// addrRRs are the A (v4) and/or AAAA (v6) records of name (lower case),
+// named qname: those of a healthy target, or of the distinct addresses of a
+// service's healthy instances. s.mu must be held.
+func addrRRs(nm *names, name, qname string, v4, v6 bool) []mdns.RR {
+	list := nm.hosts[name]
+	if in := nm.targets[name]; in != nil {
+		list = []*instance{in}
+	}
+	var out []mdns.RR
+	seen := map[netip.Addr]bool{}
+	for _, in := range list {
+		if !in.healthy || seen[in.ip] || (in.ip.Is4() && !v4) || (!in.ip.Is4() && !v6) {
+			continue
+		}
+		seen[in.ip] = true
+		rr := addrRR(in)
+		rr.Header().Name = qname
+		out = append(out, rr)
+	}
+	return out
 }
 
 // addrRR is the A or AAAA record of an instance's target.

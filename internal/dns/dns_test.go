@@ -181,6 +181,13 @@ func TestServer(t *testing.T) {
 		if a.A.String() != "127.0.0.1" || a.Hdr.Ttl != 1 || a.Hdr.Name != "CATALOG-1.shop.test." {
 			t.Errorf("A = %v", a)
 		}
+		// The service's name: the distinct addresses of its healthy
+		// instances (both are on 127.0.0.1).
+		r = query(t, addr, "catalog.shop.test.", mdns.TypeA, "udp")
+		if len(r.Answer) != 1 || r.Answer[0].(*mdns.A).A.String() != "127.0.0.1" || r.Answer[0].Header().Name != "catalog.shop.test." {
+			t.Errorf("catalog.shop.test A = %v", r.Answer)
+		}
+		wantNegative(t, query(t, addr, "cart.shop.test.", mdns.TypeA, "udp"), mdns.RcodeSuccess)
 		// A known name of another type: NOERROR, no answer, the SOA.
 		r = query(t, addr, "catalog-1.shop.test.", mdns.TypeAAAA, "udp")
 		wantNegative(t, r, mdns.RcodeSuccess)
@@ -342,6 +349,9 @@ func TestConfigErrors(t *testing.T) {
 		{"scheme", dns.Config{Zone: "shop.test", Addr: ":0", Instances: map[string][]string{"cart": {"127.0.0.1:8080"}}}, `instance "127.0.0.1:8080" of cart`},
 		{"path", dns.Config{Zone: "shop.test", Addr: ":0", Instances: map[string][]string{"cart": {"http://127.0.0.1:8080/x"}}}, "no path"},
 		{"port", dns.Config{Zone: "shop.test", Addr: ":0", Instances: map[string][]string{"cart": {"http://127.0.0.1:99999"}}}, `bad port "99999"`},
+		{"name clash", dns.Config{Zone: "shop.test", Addr: ":0", Instances: map[string][]string{"a": {"http://127.0.0.1:1"}, "a-0": {"http://127.0.0.1:2"}}}, "name a-0.shop.test. of service a-0 is also an instance's name"},
+		{"health path", dns.Config{Zone: "shop.test", Addr: ":0", Instances: ok, HealthPaths: map[string]string{"catalog": "readyz"}}, `health path "readyz" of catalog`},
+		{"registry only", dns.Config{Zone: "shop.test", Addr: ":0", Registries: []dns.Registry{mustEdgeRegistry(t, "http://127.0.0.1:1")}}, ""},
 		{"two instances", dns.Config{Zone: "shop.test", Addr: ":0", Instances: map[string][]string{"a": {"http://127.0.0.1:1", "http://127.0.0.1:2"}}}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -361,6 +371,15 @@ func TestConfigErrors(t *testing.T) {
 	if _, err := dns.New(dns.Config{Zone: "shop.test", Addr: "localhost:0", Instances: map[string][]string{"cart": {"http://localhost:8080"}}}); err != nil {
 		t.Errorf("localhost: %v", err)
 	}
+}
+
+func mustEdgeRegistry(t *testing.T, u string) *dns.EdgeRegistry {
+	t.Helper()
+	r, err := dns.NewEdgeRegistry(u, "", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 func TestRunListenError(t *testing.T) {

@@ -150,6 +150,7 @@ func (e *Edge) adminHandler() http.Handler {
 	mux.Handle("PUT /_edge/v1/pools/{pool}/instances", httpx.Handler(e.register))
 	mux.Handle("DELETE /_edge/v1/pools/{pool}/instances", httpx.Handler(e.deregister))
 	mux.Handle("GET /_edge/v1/pools/{pool}/instances", httpx.Handler(e.instances))
+	mux.Handle("GET /_edge/v1/pools", httpx.Handler(e.listPools))
 	mux.HandleFunc("/", e.notFound)
 	if e.cfg.Token != "" {
 		return httpx.RequireToken(e.cfg.Token, mux)
