@@ -35,8 +35,10 @@ import (
 // (Deps.CatalogStaleness) and what the page tells shared caches
 // (catalogCacheControl).
 const (
-	// pageCacheTTL is how long a rendered anonymous page is served.
-	pageCacheTTL = 2 * time.Second
+	// pageCacheTTL is how long a rendered anonymous page is served: a
+	// catalog change (whose cache entries the catalog deletes at once)
+	// shows within it.
+	pageCacheTTL = time.Second
 	// pageCacheMax bounds the pages kept (distinct paths and queries): past
 	// it, new pages are rendered for each request until entries expire.
 	pageCacheMax = 1024
