@@ -158,8 +158,9 @@ const (
 	tShop     = "storefront"
 	tHAProxy  = "HAProxy + storefront"
 	tEdge     = "edge + storefront"
+	tEdgeCDN  = "edge with CDN + storefront"
 	tShopR    = "storefront (Redis)"
-	tEdgeR    = "edge + storefront (Redis)"
+	tEdgeR    = "edge with CDN + storefront (Redis)"
 	pHome     = "home /"
 	pPage     = "product page"
 	pJSON     = "product JSON"
@@ -238,11 +239,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("through HAProxy: %w\n%s", err, hp.Log())
 	}
 
-	// 4. globomantics edge.
-	edgeBase, edgePID, edgeSkip := startEdge(ctx, &procs, bin, shopBase)
+	// 4. globomantics edge: as a proxy only (its CDN cache off), the
+	// like of HAProxy; and as deployed, with the CDN cache answering
+	// anonymous catalog pages within their s-maxage.
+	edgeBase, edgePID, edgeSkip := startEdge(ctx, &procs, bin, shopBase, "--cdn-bytes", "0")
 	if edgeSkip != "" {
 		fmt.Fprintln(stderr, "edge: skipped:", edgeSkip)
 	}
+	edgeCDNBase, edgeCDNPID, edgeCDNSkip := startEdge(ctx, &procs, bin, shopBase)
 
 	gen := newGenerator(c, root)
 	var results []result
@@ -279,10 +283,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			for _, t := range []struct {
 				name, base       string
 				server, proxyPID int
-			}{{tRaw, rawBase, os.Getpid(), 0}, {tShop, shopBase, shopPID, 0}, {tHAProxy, hpBase, shopPID, hp.PID()}, {tEdge, edgeBase, shopPID, edgePID}} {
-				if t.name == tEdge && edgeSkip != "" {
+			}{{tRaw, rawBase, os.Getpid(), 0}, {tShop, shopBase, shopPID, 0}, {tHAProxy, hpBase, shopPID, hp.PID()},
+				{tEdge, edgeBase, shopPID, edgePID}, {tEdgeCDN, edgeCDNBase, shopPID, edgeCDNPID}} {
+				skip := map[string]string{tEdge: edgeSkip, tEdgeCDN: edgeCDNSkip}[t.name]
+				if skip != "" {
 					if round == 0 {
-						results = append(results, result{Target: t.name, Path: p, Skipped: edgeSkip})
+						results = append(results, result{Target: t.name, Path: p, Skipped: skip})
 					}
 					continue
 				}
@@ -416,9 +422,9 @@ func startShop(ctx context.Context, procs *procList, bin, dataDir string, env []
 // startEdge starts globomantics edge in front of backend and waits until a
 // GET of / through it answers 200. It returns the edge's base URL, or why
 // it is skipped (the binary has no edge command, or it did not start).
-func startEdge(ctx context.Context, procs *procList, bin, backend string) (base string, pid int, skip string) {
+func startEdge(ctx context.Context, procs *procList, bin, backend string, extra ...string) (base string, pid int, skip string) {
 	addr := loopbackAddr()
-	p, err := procs.start("edge", bin, []string{"edge", "--listen", addr, "--backend", "storefront=" + backend}, []string{"GLOBO_LOG_LEVEL=warn"})
+	p, err := procs.start("edge", bin, append([]string{"edge", "--listen", addr, "--backend", "storefront=" + backend}, extra...), []string{"GLOBO_LOG_LEVEL=warn"})
 	if err != nil {
 		return "", 0, err.Error()
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 
 	"github.com/globomantics/globomantics/internal/edge"
@@ -38,6 +39,7 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	fs.Usage = func() { fmt.Fprint(stdout, edgeUsage); fs.PrintDefaults() }
 	cfg := edge.Config{Backends: map[string][]string{}, Log: log}
 	var policy string
+	debugAddr := fs.String("debug-addr", "", "`host:port` for the profiler (/debug/pprof/); off when empty")
 	cdnBytes := fs.Int64("cdn-bytes", edge.DefaultCDNBytes, "bytes of the CDN cache of /static/ and /media/ (0 disables)")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8000", "public `host:port`")
 	fs.StringVar(&cfg.InternalListen, "internal-listen", "", "internal `host:port` for /svc/, the registry API and status (none when empty)")
@@ -93,6 +95,13 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	e, err := edge.New(cfg)
 	if err != nil {
 		return err
+	}
+	if *debugAddr != "" {
+		dbg, err := startDebug(*debugAddr, log, http.NotFoundHandler())
+		if err != nil {
+			return err
+		}
+		defer dbg.Close()
 	}
 	return e.Run(ctx)
 }

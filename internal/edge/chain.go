@@ -8,47 +8,53 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/compress"
 )
 
-// content is the public listener's path to the storefront pool:
-// compression, then the CDN cache for GET and HEAD of /static/ and
-// /media/ (when cfg.CDNBytes > 0), then the proxy.
+// content is the public listener's path to the storefront pool. GET and
+// HEAD requests that could be shared go through the CDN cache (when
+// cfg.CDNBytes > 0): every request for /static/ and /media/, and any other
+// from a client with no cookie and no Authorization (an anonymous visitor,
+// whose catalog pages the storefront marks public with s-maxage); the
+// cache stores only what the answer's Cache-Control allows, compressed
+// variants included (compression runs behind it). Everything else goes
+// to the proxy, compressed for clients that accept an encoding.
 type content struct {
 	proxy    http.Handler
-	cached   http.Handler // cache in front of proxy; nil without a cache
+	compress http.Handler // compress.Handler(proxy)
+	cached   http.Handler // cache in front of compress; nil without a cache
 	cache    *cdn.Cache
-	inner    http.Handler // cached-or-proxy chooser
-	compress http.Handler // compress.Handler(inner)
 }
 
 func newContent(cfg Config, proxy http.Handler) *content {
-	c := &content{proxy: proxy}
+	c := &content{proxy: proxy, compress: compress.Handler(proxy)}
 	if cfg.CDNBytes > 0 {
 		c.cache = cdn.New(cdn.Config{MaxBytes: cfg.CDNBytes, Clock: cfg.Clock})
-		c.cached = c.cache.Wrap(proxy)
+		c.cached = c.cache.Wrap(c.compress)
 	}
-	c.inner = http.HandlerFunc(c.route)
-	c.compress = compress.Handler(c.inner)
 	return c
 }
 
-// route sends cacheable paths through the cache.
-func (c *content) route(w http.ResponseWriter, r *http.Request) {
-	if c.cached != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
-		(strings.HasPrefix(r.URL.Path, "/static/") || strings.HasPrefix(r.URL.Path, "/media/")) {
-		c.cached.ServeHTTP(w, r)
-		return
+// shareable reports whether r may be answered from, or fill, the cache.
+func shareable(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
 	}
-	c.proxy.ServeHTTP(w, r)
+	p := r.URL.Path
+	if strings.HasPrefix(p, "/static/") || strings.HasPrefix(p, "/media/") {
+		return true
+	}
+	return len(r.Header["Cookie"]) == 0 && len(r.Header["Authorization"]) == 0
 }
 
-// ServeHTTP compresses only for clients that accept an encoding: without
-// Accept-Encoding the answer is identity, and the compressor's writer is
-// skipped.
+// ServeHTTP routes r: the cache for shareable requests, else the proxy,
+// through the compressor only for clients that accept an encoding.
 func (c *content) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if len(r.Header["Accept-Encoding"]) == 0 {
-		c.inner.ServeHTTP(w, r)
-		return
+	switch {
+	case c.cached != nil && shareable(r):
+		c.cached.ServeHTTP(w, r)
+	case len(r.Header["Accept-Encoding"]) == 0:
+		c.proxy.ServeHTTP(w, r)
+	default:
+		c.compress.ServeHTTP(w, r)
 	}
-	c.compress.ServeHTTP(w, r)
 }
 
 // cdnStats is the cache's counters, or nil without a cache.

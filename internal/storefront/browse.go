@@ -28,9 +28,11 @@ const (
 	categoriesTTL      = 60 * time.Second
 	categoriesStaleTTL = 24 * time.Hour
 
-	// catalogCacheControl lets browsers and shared caches keep catalog
-	// responses for a short while.
-	catalogCacheControl = "public, max-age=30"
+	// catalogCacheControl lets browsers keep catalog responses for a
+	// short while, and shared caches (the edge's CDN, a point of
+	// presence) for a second: a change shows there as fast as on the
+	// storefront's own shared answers (pageCacheTTL).
+	catalogCacheControl = "public, max-age=30, s-maxage=1"
 	// privateCacheControl marks anything about one visitor.
 	privateCacheControl = "private, no-store"
 )

@@ -104,7 +104,7 @@ func TestSharedHomePageEndToEnd(t *testing.T) {
 		if c := r.Header.Values("Set-Cookie"); len(c) > 0 {
 			t.Fatalf("an anonymous visitor got cookies %q", c)
 		}
-		if cc := r.Header.Get("Cache-Control"); cc != "public, max-age=30" {
+		if cc := r.Header.Get("Cache-Control"); cc != "public, max-age=30, s-maxage=1" {
 			t.Fatalf("anonymous Cache-Control %q", cc)
 		}
 	}
