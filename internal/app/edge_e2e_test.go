@@ -37,16 +37,19 @@ type frontShop struct {
 	fronts   []*osProc
 	edgeURL  string // the edge's public listener
 	registry string // the edge's internal listener: registry and status
+	redis    *testenv.SentinelGroup
 }
 
 func newFrontShop(t *testing.T) *frontShop {
 	t.Helper()
 	bin := binary(t)
 	root := t.TempDir()
-	redisURL := testenv.Redis(t)
+	// Redis under Sentinel: a master, a replica and three sentinels.
+	sentinel := testenv.StartSentinel(t)
+	redisURL := sentinel.URL()
 	env := []string{"GLOBO_SERVICE_TOKEN=" + serviceToken, "GLOBO_REDIS_URL=" + redisURL, "GLOBO_EDGE_TOKEN=" + edgeToken,
 		"GLOBO_RATE_LIMITS=false", "GLOBO_LOG_LEVEL=info"}
-	f := &frontShop{t: t, bin: bin}
+	f := &frontShop{t: t, bin: bin, redis: sentinel}
 	backAddr := testenv.FreeAddr(t)
 	f.back = &osProc{name: "back", bin: bin, addr: backAddr, env: env,
 		args: []string{"--data-dir", filepath.Join(root, "back"), "--services", "account,catalog,search,cart,payment,shipping,order,checkout,mail"}}
@@ -274,6 +277,58 @@ func TestFrontEnd(t *testing.T) {
 			if st := me(p); st != http.StatusUnauthorized {
 				t.Errorf("after logout, GET /api/v1/me on %s: %d, want 401", p.name, st)
 			}
+		}
+	})
+
+	t.Run("RedisMasterKilled", func(t *testing.T) {
+		// A customer logged in, with a cart; then the Redis master dies.
+		jar, _ := cookiejar.New(nil)
+		hc := &http.Client{Jar: jar, Timeout: 5 * time.Second}
+		do := func(method, path, body string) (int, string) {
+			req, _ := http.NewRequest(method, f.edgeURL+path, strings.NewReader(body))
+			if body != "" {
+				req.Header.Set("Content-Type", "application/json")
+			}
+			resp, err := hc.Do(req)
+			if err != nil {
+				return 0, err.Error()
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return resp.StatusCode, string(b)
+		}
+		if st, b := do("POST", "/api/v1/accounts", `{"email":"sentinel@example.com","password":"correct horse battery","name":"Sentinel"}`); st != http.StatusCreated {
+			t.Fatalf("register: %d %s", st, b)
+		}
+		if st, b := do("POST", "/api/v1/sessions", `{"email":"sentinel@example.com","password":"correct horse battery"}`); st/100 != 2 {
+			t.Fatalf("login: %d %s", st, b)
+		}
+		if st, b := do("POST", "/api/v1/cart/items", `{"product_id":"`+product+`","quantity":2}`); st != http.StatusOK {
+			t.Fatalf("add to cart: %d %s", st, b)
+		}
+		old := f.redis.KillMaster(t)
+		killed := time.Now()
+		// Until Sentinel promotes the replica the session cannot be
+		// checked: the storefronts answer 503, never 401 (logged out).
+		var loggedOut []string
+		testenv.CheckFor(t, 30*time.Second, func() error {
+			st, b := do("GET", "/api/v1/me", "")
+			if st == http.StatusUnauthorized {
+				loggedOut = append(loggedOut, b)
+			}
+			if st != http.StatusOK {
+				return fmt.Errorf("GET /api/v1/me: %d", st)
+			}
+			return nil
+		})
+		back := time.Since(killed)
+		newMaster := f.redis.WaitNewMaster(t, old, 10*time.Second)
+		t.Logf("Redis master %s killed; %s promoted; the customer was recognised again %v after the kill", old, newMaster, back.Round(time.Millisecond))
+		if len(loggedOut) > 0 {
+			t.Errorf("the customer was logged out %d times during the failover: %s", len(loggedOut), loggedOut[0])
+		}
+		if st, b := do("GET", "/api/v1/cart", ""); st != http.StatusOK || !strings.Contains(b, product) || !strings.Contains(b, `"quantity":2`) {
+			t.Errorf("the cart after the failover: %d %s", st, b)
 		}
 	})
 
