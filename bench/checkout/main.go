@@ -66,14 +66,12 @@ import (
 	"image/color"
 	"image/png"
 	"io"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -88,7 +86,6 @@ import (
 
 	"github.com/globomantics/globomantics/bench/internal/measure"
 	"github.com/globomantics/globomantics/internal/app"
-	"github.com/globomantics/globomantics/internal/platform/freeport"
 	"github.com/globomantics/globomantics/internal/platform/pgnode"
 	"github.com/globomantics/globomantics/internal/platform/proctree"
 	"github.com/globomantics/globomantics/internal/platform/sqldb"
@@ -224,7 +221,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return err
 	}
 	res := result{Backend: c.backend, C: c.conc, StartedAt: time.Now().UTC().Format("2006-01-02 15:04 UTC"),
-		Machine: machine(), LoadAvg: measure.LoadAvg()}
+		Machine: measure.Machine(), LoadAvg: measure.LoadAvg()}
 
 	root, err := os.MkdirTemp("", "globo-benchcheckout-")
 	if err != nil {
@@ -274,12 +271,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 
 	// The shop, in this process.
-	shopLog := &tailBuffer{max: 64 << 10}
+	shopLog := &measure.TailBuffer{Max: 64 << 10}
 	var shopOut io.Writer = shopLog
 	if c.verbose {
 		shopOut = io.MultiWriter(shopLog, stderr)
 	}
-	httpAddr, debugAddr, internalAddr := loopbackAddr(), loopbackAddr(), loopbackAddr()
+	httpAddr, debugAddr, internalAddr := measure.LoopbackAddr(), measure.LoopbackAddr(), measure.LoopbackAddr()
 	if httpAddr == "" || debugAddr == "" || internalAddr == "" {
 		return errors.New("no free port")
 	}
@@ -1114,29 +1111,6 @@ func printTable(w io.Writer, r result) {
 
 // --- small helpers ------------------------------------------------------------
 
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	b   []byte
-	max int
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.b = append(t.b, p...)
-	if len(t.b) > t.max {
-		t.b = t.b[len(t.b)-t.max:]
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.b)
-}
-
 func fetchProfile(ctx context.Context, debugAddr string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+debugAddr+"/debug/pprof/profile?seconds=5", nil)
 	if err != nil {
@@ -1154,14 +1128,6 @@ func fetchProfile(ctx context.Context, debugAddr string) ([]byte, error) {
 	return b, err
 }
 
-func loopbackAddr() string {
-	p, err := freeport.Get()
-	if err != nil {
-		return ""
-	}
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
-}
-
 func token() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
@@ -1174,19 +1140,6 @@ func mustJSON(v any) []byte {
 		panic(err)
 	}
 	return b
-}
-
-func machine() string {
-	model := "?"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "model name"); ok {
-				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
-				break
-			}
-		}
-	}
-	return fmt.Sprintf("%d CPUs (%s), %s, GOMAXPROCS %d", runtime.NumCPU(), model, runtime.Version(), runtime.GOMAXPROCS(0))
 }
 
 func tailOf(b []byte) string {

@@ -50,7 +50,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -60,8 +59,6 @@ import (
 
 	"github.com/globomantics/globomantics/bench/internal/measure"
 	"github.com/globomantics/globomantics/internal/edge/haproxy"
-	"github.com/globomantics/globomantics/internal/platform/freeport"
-	"github.com/globomantics/globomantics/internal/platform/proctree"
 	"github.com/globomantics/globomantics/internal/platform/testenv"
 )
 
@@ -221,7 +218,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer stopRaw()
 
 	// 3. HAProxy.
-	hpAddr := loopbackAddr()
+	hpAddr := measure.LoopbackAddr()
 	hpCfg, err := haproxy.Render(haproxy.Config{Listen: hpAddr,
 		Pools: []haproxy.Pool{{Name: "storefront", Servers: []string{shopBase}}}})
 	if err != nil {
@@ -259,8 +256,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "%-28s %-13s %d connections, %s + %s ...\n", target, path, c.conc, c.warmup, c.dur)
 		var s0, p0, s1, p1 float64
 		r, err := gen.run(ctx, base, paths[path],
-			func() { s0, p0 = cpuSeconds(serverPID), cpuSeconds(proxyPID) },
-			func() { s1, p1 = cpuSeconds(serverPID), cpuSeconds(proxyPID) })
+			func() { s0, p0 = measure.ProcCPU(serverPID), measure.ProcCPU(proxyPID) },
+			func() { s1, p1 = measure.ProcCPU(serverPID), measure.ProcCPU(proxyPID) })
 		if err != nil {
 			return fmt.Errorf("%s, %s: %w", target, path, err)
 		}
@@ -342,7 +339,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 type proc struct {
 	name   string
 	cmd    *exec.Cmd
-	out    *tailBuffer
+	out    *measure.TailBuffer
 	exited chan struct{}
 	once   sync.Once
 }
@@ -350,7 +347,7 @@ type proc struct {
 type procList struct{ list []*proc }
 
 func (l *procList) start(name, bin string, args, env []string) (*proc, error) {
-	p := &proc{name: name, out: &tailBuffer{max: 64 << 10}, exited: make(chan struct{})}
+	p := &proc{name: name, out: &measure.TailBuffer{Max: 64 << 10}, exited: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
@@ -405,7 +402,7 @@ func build(ctx context.Context, bin string) error {
 // startShop starts a storefront with every service on a free port and waits
 // until /readyz answers 200.
 func startShop(ctx context.Context, procs *procList, bin, dataDir string, env []string) (*proc, string, error) {
-	addr, debug := loopbackAddr(), loopbackAddr()
+	addr, debug := measure.LoopbackAddr(), measure.LoopbackAddr()
 	p, err := procs.start("storefront "+filepath.Base(dataDir), bin,
 		[]string{"serve", "--http-addr", addr, "--debug-addr", debug, "--data-dir", dataDir, "--rate-limits=false"},
 		append([]string{"GLOBO_LOG_LEVEL=warn", "GLOBO_SEED=true"}, env...))
@@ -423,7 +420,7 @@ func startShop(ctx context.Context, procs *procList, bin, dataDir string, env []
 // GET of / through it answers 200. It returns the edge's base URL, or why
 // it is skipped (the binary has no edge command, or it did not start).
 func startEdge(ctx context.Context, procs *procList, bin, backend string, extra ...string) (base string, pid int, skip string) {
-	addr := loopbackAddr()
+	addr := measure.LoopbackAddr()
 	p, err := procs.start("edge", bin, append([]string{"edge", "--listen", addr, "--backend", "storefront=" + backend}, extra...), []string{"GLOBO_LOG_LEVEL=warn"})
 	if err != nil {
 		return "", 0, err.Error()
@@ -451,7 +448,7 @@ func startRedis(ctx context.Context, procs *procList, dir string) (string, error
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	addr := loopbackAddr()
+	addr := measure.LoopbackAddr()
 	_, port, _ := net.SplitHostPort(addr)
 	p, err := procs.start("redis", bin, []string{"--port", port, "--bind", "127.0.0.1", "--dir", dir,
 		"--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"}, nil)
@@ -569,7 +566,7 @@ func startRaw(ctx context.Context, shopBase, id string) (string, func(), error) 
 			_, _ = w.Write(body)
 		})
 	}
-	ln, err := net.Listen("tcp", loopbackAddr())
+	ln, err := net.Listen("tcp", measure.LoopbackAddr())
 	if err != nil {
 		return "", nil, err
 	}
@@ -795,7 +792,7 @@ func printTable(w io.Writer, c config, started time.Time, loadBefore, loadAfter 
 		gen = "Go client"
 	}
 	fmt.Fprintf(w, "\nRun %s on %s; %d keep-alive connections (%s), %s warm-up + %s per target and path, medians of %d round(s); load average before %s, after %s.\n",
-		started.Format("2006-01-02 15:04 UTC"), machine(), c.conc, gen, c.warmup, c.dur, c.rounds, loadBefore, loadAfter)
+		started.Format("2006-01-02 15:04 UTC"), measure.Machine(), c.conc, gen, c.warmup, c.dur, c.rounds, loadBefore, loadAfter)
 	fmt.Fprintln(w, "The load generator shares the machine's cores with the servers: compare only ratios within this run. CPU per request (from /proc, the server's and the proxy's processes in the window) depends least on what else runs.")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| path | target | req/s | × raw | p50 ms | p99 ms | p99 × raw | errors | server CPU µs/req | proxy CPU µs/req |")
@@ -858,62 +855,3 @@ func printTable(w io.Writer, c config, started time.Time, loadBefore, loadAfter 
 }
 
 // --- small helpers ------------------------------------------------------------
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	b   []byte
-	max int
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.b = append(t.b, p...)
-	if len(t.b) > t.max {
-		t.b = t.b[len(t.b)-t.max:]
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.b)
-}
-
-// cpuSeconds is the user+system CPU time of process pid (all its threads)
-// so far; 0 for pid 0 or a process gone.
-func cpuSeconds(pid int) float64 {
-	if pid <= 0 {
-		return 0
-	}
-	f, ok := proctree.StatFields("/proc/" + strconv.Itoa(pid) + "/stat")
-	if !ok || len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseUint(f[11], 10, 64)
-	st, _ := strconv.ParseUint(f[12], 10, 64)
-	return float64(u+st) / 100 // USER_HZ
-}
-
-func loopbackAddr() string {
-	p, err := freeport.Get()
-	if err != nil {
-		return "127.0.0.1:0"
-	}
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
-}
-
-func machine() string {
-	model := "?"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "model name"); ok {
-				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
-				break
-			}
-		}
-	}
-	return fmt.Sprintf("%d CPUs (%s), %s", runtime.NumCPU(), model, runtime.Version())
-}

@@ -41,22 +41,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/globomantics/globomantics/bench/internal/measure"
-	"github.com/globomantics/globomantics/internal/platform/freeport"
 )
 
 func main() {
@@ -165,15 +160,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	} else if bin, err = filepath.Abs(bin); err != nil {
 		return err
 	}
-	res := result{StartedAt: time.Now().UTC().Format("2006-01-02 15:04 UTC"), Machine: machine(), Binary: bin,
+	res := result{StartedAt: time.Now().UTC().Format("2006-01-02 15:04 UTC"), Machine: measure.Machine(), Binary: bin,
 		C: c.conc, Window: fmt.Sprintf("%s + %s warm-up", c.dur, c.warmup), LoadAvg: measure.LoadAvg()}
 
 	// The shop.
-	shopAddr, debugAddr, baseAddr := loopbackAddr(), loopbackAddr(), loopbackAddr()
+	shopAddr, debugAddr, baseAddr := measure.LoopbackAddr(), measure.LoopbackAddr(), measure.LoopbackAddr()
 	if shopAddr == "" || debugAddr == "" || baseAddr == "" {
 		return errors.New("no free port")
 	}
-	shopLog := &tailBuffer{max: 64 << 10}
+	shopLog := &measure.TailBuffer{Max: 64 << 10}
 	var logOut io.Writer = shopLog
 	if c.verbose {
 		logOut = io.MultiWriter(shopLog, stderr)
@@ -219,7 +214,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer stopBase()
-	if err := waitOK(ctx, "http://"+baseAddr+"/", base, &tailBuffer{}); err != nil {
+	if err := waitOK(ctx, "http://"+baseAddr+"/", base, &measure.TailBuffer{}); err != nil {
 		return err
 	}
 
@@ -316,14 +311,14 @@ func load(ctx context.Context, hc *http.Client, c config, t *target, pid int, pr
 		if !measure.SleepUntil(ctx, t0) {
 			return
 		}
-		cpu0 = procCPU(pid)
+		cpu0 = measure.ProcCPU(pid)
 		if profile != nil && c.dur >= 6*time.Second {
 			if measure.SleepUntil(ctx, time.Now().Add((c.dur-5*time.Second)/2)) {
 				profile()
 			}
 		}
 		if measure.SleepUntil(ctx, t1) {
-			cpu1 = procCPU(pid)
+			cpu1 = measure.ProcCPU(pid)
 		}
 	}()
 	wg.Wait()
@@ -495,27 +490,6 @@ func saveProfile(ctx context.Context, debugAddr, file string) error {
 	return os.WriteFile(file, b, 0o644)
 }
 
-// procCPU is a process's user+system CPU seconds so far (0 when unknown).
-func procCPU(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// The fields after the command name, which is in parentheses.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (u + st) / 100
-}
-
 func printTable(w io.Writer, r result) {
 	fmt.Fprintf(w, "Run %s on %s; %d connections, %s per target, load generator on the same machine; load average before %s; home page %d bytes.\n\n",
 		r.StartedAt, r.Machine, r.C, r.Window, r.LoadAvg, r.BodyBytes)
@@ -534,48 +508,4 @@ func printTable(w io.Writer, r result) {
 			fmt.Fprintf(w, "\nfirst error of %s: %s\n", t.Label, t.FirstErr)
 		}
 	}
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	b   []byte
-	max int
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.b = append(t.b, p...)
-	if t.max > 0 && len(t.b) > t.max {
-		t.b = t.b[len(t.b)-t.max:]
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.b)
-}
-
-func loopbackAddr() string {
-	p, err := freeport.Get()
-	if err != nil {
-		return ""
-	}
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
-}
-
-func machine() string {
-	model := "?"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "model name"); ok {
-				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
-				break
-			}
-		}
-	}
-	return fmt.Sprintf("%d CPUs (%s), %s", runtime.NumCPU(), model, runtime.Version())
 }
