@@ -37,12 +37,16 @@ const SubjectPrefix = "globo."
 // MaxDeliver is how many times a message is offered before it is given up.
 const MaxDeliver = 30
 
-// Event is the envelope of every message.
+// Event is the envelope of every message. Time is when the change it
+// records happened (for events from an outbox, the time given to outbox.Add),
+// or when it was published for events published directly.
 type Event struct {
 	ID   string          `json:"id"`
 	Type string          `json:"type"` // the subject
 	Time time.Time       `json:"time"`
 	Data json.RawMessage `json:"data"`
+	// Traceparent is the W3C trace context of the change, when known.
+	Traceparent string `json:"traceparent,omitempty"`
 }
 
 // Decode unmarshals the event's data into v.
@@ -128,6 +132,12 @@ func Open(ctx context.Context, o Options) (*Bus, error) {
 		b.Close()
 		return nil, err
 	}
+	if b.ns == nil {
+		checkExternalSync(ctx, b.nc, b.log)
+	} else if err := b.answerSyncQueries(); err != nil {
+		b.Close()
+		return nil, err
+	}
 	return b, nil
 }
 
@@ -147,17 +157,12 @@ func (b *Bus) connect(ctx context.Context, url string, copts []nats.Option) erro
 	}
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err = js.CreateOrUpdateStream(sctx, jetstream.StreamConfig{
-		Name:       StreamName,
-		Subjects:   []string{SubjectPrefix + ">"},
-		Storage:    jetstream.FileStorage,
-		Retention:  jetstream.LimitsPolicy,
-		MaxAge:     7 * 24 * time.Hour,
-		Duplicates: 10 * time.Minute,
-	})
-	if err != nil {
-		nc.Close()
-		return fmt.Errorf("bus: create stream: %w", err)
+	// Each stream's durability is decided in durability.go.
+	for _, s := range Streams() {
+		if _, err := js.CreateOrUpdateStream(sctx, streamConfig(s)); err != nil {
+			nc.Close()
+			return fmt.Errorf("bus: create stream %s: %w", s.Name, err)
+		}
 	}
 	b.nc, b.js = nc, js
 	return nil
@@ -172,6 +177,7 @@ func startEmbedded(o Options) (*server.Server, error) {
 		NoLog:      true,
 		MaxPayload: 8 << 20,
 	}
+	durableServer(opts) // fsync before ack: see durability.go
 	if o.ListenAddr != "" {
 		host, port, err := splitHostPort(o.ListenAddr)
 		if err != nil {
