@@ -286,7 +286,7 @@ func (a *app) close() error {
 
 // relay starts an outbox relay for db and returns its kick function.
 func (a *app) relay(db *sqldb.DB, name string) func() {
-	r := outbox.NewRelay(db, a.bus, a.log.With("outbox", name))
+	r := outbox.NewRelay(db, a.bus, a.log.With("outbox", name), outbox.WithClock(a.clock))
 	a.bg = append(a.bg, r.Run)
 	return r.Kick
 }

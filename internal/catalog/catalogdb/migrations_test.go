@@ -24,6 +24,18 @@ func TestOutboxMigrationIsACopy(t *testing.T) {
 	}
 }
 
+// TestOutboxMigrationV2IsACopy: the store's second outbox migration is
+// outbox.MigrationV2, applied after its copy of outbox.Migration.
+func TestOutboxMigrationV2IsACopy(t *testing.T) {
+	b, err := os.ReadFile("migrations/00005_outbox_v2.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != outbox.MigrationV2 {
+		t.Fatalf("migrations/00005_outbox_v2.sql differs from outbox.MigrationV2:\n%s", b)
+	}
+}
+
 // TestOpenLegacyDatabase: a database migrated by the code before goose (its
 // tables and the table schema_migrations) opens without re-applying a
 // migration, and the store works on it.

@@ -1,17 +1,28 @@
 // Package outbox makes "change the database and publish an event" atomic: the
 // event is written to an outbox table in the same transaction as the change,
 // and a relay publishes it afterwards, retrying until the broker accepts it.
-// Each message keeps its id, so the broker's de-duplication turns the relay's
-// at-least-once into exactly-once delivery into the stream.
+// Each message keeps its id (Nats-Msg-Id), so the broker's de-duplication
+// turns the relay's at-least-once into exactly-once delivery into the stream.
+//
+// Rows are published in the order the database assigned them (a sequence on
+// PostgreSQL, the rowid on SQLite), in batches: on PostgreSQL each batch is
+// claimed with SELECT ... FOR UPDATE SKIP LOCKED inside a transaction, so
+// every instance of a service may run a relay on the shared database and
+// each row is published by one of them. A batch is published asynchronously
+// and its rows deleted in one statement once the broker has acknowledged
+// them. A row the broker refuses is retried on later passes without holding
+// back the rows behind it, and set aside (parked) after MaxAttempts failures
+// or at once when it can never be published; Parked lists what was set
+// aside and Unpark puts a row back.
 package outbox
 
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"time"
 
 	"github.com/globomantics/globomantics/internal/platform/bus"
+	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/sqldb"
 )
 
@@ -28,103 +39,128 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 `
 
+// MigrationV2 is the goose migration, applied after Migration, that the
+// relay of this package needs: the publishing order, the trace context, the
+// failure count and the table of parked rows. A store keeps a byte-for-byte
+// copy of it after its copy of Migration, as for Migration. Rows already in
+// the outbox keep their place: they are numbered by created_at, before any
+// row written afterwards.
+//
+// The SQL is the same on SQLite and PostgreSQL. seq is a BIGSERIAL that
+// PostgreSQL fills from a sequence. SQLite has no sequences and keeps it
+// NULL: there the relay orders by the rowid, which its single writer assigns
+// in commit order. ALTER TABLE ... ADD COLUMN has no IF NOT EXISTS on SQLite,
+// so unlike Migration this one fails on a database where another store
+// already applied it: two stores with an outbox cannot share a database.
+const MigrationV2 = `-- +goose Up
+-- Outbox v2 (outbox.MigrationV2): rows published in the order the database
+-- assigned (seq on PostgreSQL, the rowid on SQLite), the W3C trace context of
+-- the change, failed attempts, and rows set aside after too many failures.
+-- created_at stays the time of the change (the event's occurred time).
+ALTER TABLE outbox ADD COLUMN seq BIGSERIAL;
+ALTER TABLE outbox ADD COLUMN traceparent TEXT NOT NULL DEFAULT '';
+ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE outbox ADD COLUMN last_error TEXT NOT NULL DEFAULT '';
+UPDATE outbox SET seq = r.n
+	FROM (SELECT seq_id, ROW_NUMBER() OVER (ORDER BY created_at, seq_id) AS n FROM outbox) AS r
+	WHERE outbox.seq_id = r.seq_id;
+CREATE UNIQUE INDEX IF NOT EXISTS outbox_by_seq ON outbox (seq);
+CREATE TABLE IF NOT EXISTS outbox_parked (
+	seq_id TEXT PRIMARY KEY,
+	subject TEXT NOT NULL,
+	payload TEXT NOT NULL,
+	created_at BIGINT NOT NULL,
+	traceparent TEXT NOT NULL,
+	attempts INTEGER NOT NULL,
+	last_error TEXT NOT NULL,
+	parked_at BIGINT NOT NULL
+);
+`
+
 // Add records an event to publish once tx commits. id is the event's unique
-// id (its de-duplication key).
+// id (its de-duplication key); now is when the change happened, the event's
+// time as consumers see it. The W3C traceparent in ctx (bus.WithTraceparent),
+// if any, travels with the event. It fails if data cannot be marshalled to
+// JSON.
 func Add(ctx context.Context, tx *sqldb.Tx, subject, id string, data any, now time.Time) error {
 	b, err := json.Marshal(data)
 	if err != nil {
-		return err
+		return errs.E("outbox.Add", errs.Invalid, err)
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO outbox (seq_id, subject, payload, created_at) VALUES (?, ?, ?, ?)`,
-		id, subject, string(b), sqldb.Millis(now))
+	_, err = tx.ExecContext(ctx, `INSERT INTO outbox (seq_id, subject, payload, created_at, traceparent) VALUES (?, ?, ?, ?, ?)`,
+		id, subject, string(b), sqldb.Millis(now), bus.TraceparentFrom(ctx))
 	return err
 }
 
-// Relay publishes outbox rows of one database and deletes them once the broker
-// has accepted them.
-type Relay struct {
-	DB        *sqldb.DB
-	Publisher bus.Publisher
-	Log       *slog.Logger
-	kick      chan struct{}
+// ParkedEvent is an event the relay set aside.
+type ParkedEvent struct {
+	ID          string
+	Subject     string
+	Payload     json.RawMessage
+	OccurredAt  time.Time
+	Traceparent string
+	Attempts    int       // publishes that failed
+	LastError   string    // the last failure
+	ParkedAt    time.Time // when it was set aside
 }
 
-// NewRelay returns a relay for db.
-func NewRelay(db *sqldb.DB, pub bus.Publisher, log *slog.Logger) *Relay {
-	return &Relay{DB: db, Publisher: pub, Log: log, kick: make(chan struct{}, 1)}
-}
-
-// Kick wakes the relay to publish now rather than at its next poll.
-func (r *Relay) Kick() {
-	select {
-	case r.kick <- struct{}{}:
-	default:
+// Parked lists up to limit events set aside in db's outbox, oldest parked
+// first (all when limit <= 0).
+func Parked(ctx context.Context, db *sqldb.DB, limit int) ([]ParkedEvent, error) {
+	const op = "outbox.Parked"
+	q := `SELECT seq_id, subject, payload, created_at, traceparent, attempts, last_error, parked_at
+		FROM outbox_parked ORDER BY parked_at, seq_id`
+	var args []any
+	if limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, limit)
 	}
-}
-
-// Run publishes pending rows until ctx ends, polling every second and
-// whenever kicked.
-func (r *Relay) Run(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		if _, err := r.Flush(ctx); err != nil && ctx.Err() == nil {
-			r.Log.Warn("outbox relay", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-r.kick:
-		}
-	}
-}
-
-// batchSize is how many rows Flush reads at a time.
-const batchSize = 100
-
-// Flush publishes every pending row once, oldest first, and reports how many
-// it published. It stops at the first publish error.
-func (r *Relay) Flush(ctx context.Context) (int, error) {
-	total := 0
-	for {
-		n, full, err := r.flushBatch(ctx)
-		total += n
-		if err != nil || !full {
-			return total, err
-		}
-	}
-}
-
-// flushBatch publishes up to batchSize rows; full reports whether it read a
-// whole batch, so that more rows may be pending.
-func (r *Relay) flushBatch(ctx context.Context) (n int, full bool, err error) {
-	type row struct{ id, subject, payload string }
-	rows, err := r.DB.QueryContext(ctx, `SELECT seq_id, subject, payload FROM outbox ORDER BY created_at, seq_id LIMIT ?`, batchSize)
+	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
-		return 0, false, err
+		return nil, errs.E(op, err)
 	}
-	var pending []row
+	defer rows.Close()
+	var out []ParkedEvent
 	for rows.Next() {
-		var x row
-		if err := rows.Scan(&x.id, &x.subject, &x.payload); err != nil {
-			rows.Close()
-			return 0, false, err
+		var (
+			p              ParkedEvent
+			payload        string
+			created, parkd int64
+		)
+		if err := rows.Scan(&p.ID, &p.Subject, &payload, &created, &p.Traceparent, &p.Attempts, &p.LastError, &parkd); err != nil {
+			return nil, errs.E(op, err)
 		}
-		pending = append(pending, x)
+		p.Payload = json.RawMessage(payload)
+		p.OccurredAt, p.ParkedAt = sqldb.FromMillis(created), sqldb.FromMillis(parkd)
+		out = append(out, p)
 	}
-	rows.Close()
 	if err := rows.Err(); err != nil {
-		return 0, false, err
+		return nil, errs.E(op, err)
 	}
-	for _, x := range pending {
-		if err := r.Publisher.Publish(ctx, x.subject, x.id, json.RawMessage(x.payload)); err != nil {
-			return n, false, err
+	return out, nil
+}
+
+// Unpark puts the parked event id back into the outbox with no failures
+// counted, behind every row pending, for the relay to publish again (after
+// the cause was fixed). errs.NotFound if no such event is parked.
+func Unpark(ctx context.Context, db *sqldb.DB, id string) error {
+	const op = "outbox.Unpark"
+	err := db.InTx(ctx, func(tx *sqldb.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO outbox (seq_id, subject, payload, created_at, traceparent)
+			SELECT seq_id, subject, payload, created_at, traceparent FROM outbox_parked WHERE seq_id = ?`, id)
+		if err != nil {
+			return err
 		}
-		if _, err := r.DB.ExecContext(ctx, `DELETE FROM outbox WHERE seq_id = ?`, x.id); err != nil {
-			return n, false, err
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return errs.E(op, errs.NotFound, errs.Msg("no parked event %q", id))
 		}
-		n++
+		_, err = tx.ExecContext(ctx, `DELETE FROM outbox_parked WHERE seq_id = ?`, id)
+		return err
+	})
+	if err != nil && !errs.Is(errs.NotFound, err) {
+		return errs.E(op, err)
 	}
-	return n, len(pending) == batchSize, nil
+	return err
 }

@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/globomantics/globomantics/internal/platform/bus"
 	"github.com/globomantics/globomantics/internal/platform/sqldb"
 )
 
@@ -18,7 +17,7 @@ import (
 // until its outbox is empty.
 type Relays struct {
 	nodes func() map[string]*sqldb.DB
-	pub   bus.Publisher
+	pub   Publisher
 	log   *slog.Logger
 
 	mu sync.Mutex
@@ -39,7 +38,7 @@ const syncEvery = time.Second
 // name, as sqldb.Sharded.All returns them), asked again while Run runs.
 // Logs name a node by the order it was found in, never by its name, which
 // may be a DSN with a password.
-func NewRelays(nodes func() map[string]*sqldb.DB, pub bus.Publisher, log *slog.Logger) *Relays {
+func NewRelays(nodes func() map[string]*sqldb.DB, pub Publisher, log *slog.Logger) *Relays {
 	r := &Relays{nodes: nodes, pub: pub, log: log, rs: map[*sqldb.DB]*relayEntry{}}
 	r.sync()
 	return r
