@@ -65,6 +65,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runEdge(ctx, rest, getenv, stdout, slog.New(slog.NewTextHandler(stderr, nil)))
 	case "credentials":
 		return credentialsMain(rest, stdout, stderr)
+	case "dlq":
+		return dlqMain(ctx, rest, getenv, stdout, stderr)
 	case "dev":
 		if len(rest) > 0 && rest[0] == "postgres" {
 			return devpg.Main(ctx, rest[1:], stdout, stderr)
@@ -104,6 +106,8 @@ Usage:
   globomantics credentials init --dir D
                                  a credential per service (and the operator) for
                                  --credentials: each service accepts only its callers
+  globomantics dlq list|show ID|replay ID|replay --all [--subject S] [--nats-url URL]
+                                 list, inspect and replay the messages consumers gave up on
   globomantics help              print this help
 
 Run "globomantics serve -h" for the flags. Every flag also has a GLOBO_* environment variable.

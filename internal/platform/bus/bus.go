@@ -6,8 +6,11 @@
 // Every message lands in one stream (persistence). A subscription is a durable
 // consumer: instances that subscribe with the same name share the work (a work
 // queue), subscriptions with different names each get every message (events).
-// A handler's error makes the message be redelivered with back-off; a message
-// is given up after MaxDeliver attempts.
+// A handler's error makes the message be redelivered with back-off; after the
+// subscription's allowed deliveries (MaxDeliver unless MaxDeliveries says
+// otherwise), or at once for a Permanent error, the message is moved to the
+// dead-letter stream (dlq.go), where an operator lists, inspects and replays
+// it.
 package bus
 
 import (
@@ -24,6 +27,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/globomantics/globomantics/internal/platform/clock"
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/retry"
 )
@@ -34,7 +38,8 @@ const StreamName = "GLOBO"
 // SubjectPrefix prefixes every subject in the stream.
 const SubjectPrefix = "globo."
 
-// MaxDeliver is how many times a message is offered before it is given up.
+// MaxDeliver is how many times a message is offered, by default, before it
+// is moved to the dead letters.
 const MaxDeliver = 30
 
 // Event is the envelope of every message. Time is when the change it
@@ -57,8 +62,10 @@ type Publisher interface {
 	Publish(ctx context.Context, subject, id string, data any) error
 }
 
-// Handler handles one event. Returning an error asks for redelivery; return
-// nil for a message that can never succeed, after logging it.
+// Handler handles one event. Returning an error asks for redelivery (until
+// the subscription's deliveries run out, then the message becomes a dead
+// letter); return Permanent(err), or an error of kind errs.Invalid, for a
+// message that can never succeed, to make it a dead letter at once.
 type Handler func(ctx context.Context, ev Event) error
 
 // Options configure a Bus.
@@ -77,14 +84,18 @@ type Options struct {
 	// ConnectTimeout bounds how long Open keeps trying to reach an external
 	// broker; 0 means 30 s.
 	ConnectTimeout time.Duration
+	// Clock stamps dead letters with their time of failure; nil is the
+	// wall clock.
+	Clock clock.Clock
 }
 
 // Bus is a connection to the broker.
 type Bus struct {
-	log *slog.Logger
-	ns  *server.Server // nil when external
-	nc  *nats.Conn
-	js  jetstream.JetStream
+	log   *slog.Logger
+	clock clock.Clock
+	ns    *server.Server // nil when external
+	nc    *nats.Conn
+	js    jetstream.JetStream
 
 	mu   sync.Mutex
 	subs []jetstream.ConsumeContext
@@ -94,9 +105,12 @@ var _ Publisher = (*Bus)(nil)
 
 // Open starts or connects to the broker and makes sure the stream exists.
 func Open(ctx context.Context, o Options) (*Bus, error) {
-	b := &Bus{log: o.Log}
+	b := &Bus{log: o.Log, clock: o.Clock}
 	if b.log == nil {
 		b.log = slog.Default()
+	}
+	if b.clock == nil {
+		b.clock = clock.Real{}
 	}
 	copts := []nats.Option{nats.Name(o.Name), nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond)}
 	url := o.URL
@@ -229,23 +243,28 @@ func (b *Bus) Publish(ctx context.Context, subject, id string, data any) error {
 
 // Subscribe delivers every message on the subjects to h through the durable
 // consumer name, until Close. Instances using the same name share the
-// messages between them.
+// messages between them. The consumer also receives the dead letters an
+// operator replays to it (RedeliverySubject), with their original subject.
 func (b *Bus) Subscribe(ctx context.Context, name string, subjects []string, h Handler, opts ...SubOption) error {
-	so := subOptions{ackWait: defaultAckWait}
+	so := subOptions{ackWait: defaultAckWait, maxDeliver: MaxDeliver}
 	for _, o := range opts {
 		o(&so)
 	}
 	cons, err := b.js.CreateOrUpdateConsumer(ctx, StreamName, jetstream.ConsumerConfig{
 		InactiveThreshold: so.inactive,
 		Durable:           name,
-		FilterSubjects:    subjects,
+		FilterSubjects:    withRedelivery(name, subjects),
 		AckPolicy:         jetstream.AckExplicitPolicy,
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		// No BackOff here: the server would take its first step as the
 		// AckWait and redeliver a message whose handler is still running.
 		// Failed messages are delayed with NakWithDelay instead.
-		AckWait:       so.ackWait,
-		MaxDeliver:    MaxDeliver,
+		AckWait: so.ackWait,
+		// The broker never gives a message up: the handler's side counts
+		// the deliveries and moves the message to the dead letters once
+		// the dead letter is safely stored (a broker-side limit would drop
+		// a message whose dead-lettering failed).
+		MaxDeliver:    -1,
 		MaxAckPending: 256,
 	})
 	if err != nil {
@@ -253,26 +272,30 @@ func (b *Bus) Subscribe(ctx context.Context, name string, subjects []string, h H
 	}
 	log := b.log.With("consumer", name)
 	handle := func(m jetstream.Msg) {
+		subject, ours := originalSubject(name, m.Subject())
+		if !ours { // another consumer's replayed dead letter
+			_ = m.Ack()
+			return
+		}
+		md, _ := m.Metadata()
+		attempt := uint64(0)
+		if md != nil {
+			attempt = md.NumDelivered
+		}
 		var ev Event
 		if err := json.Unmarshal(m.Data(), &ev); err != nil {
-			log.Error("undecodable message dropped", "subject", m.Subject(), "err", err)
-			_ = m.Term()
+			b.deadLetter(log, m, name, subject, attempt, Permanent(fmt.Errorf("undecodable message: %w", err)))
 			return
 		}
 		hctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 		err := safeHandle(hctx, h, ev)
 		cancel()
 		if err != nil {
-			md, _ := m.Metadata()
-			attempt := uint64(0)
-			if md != nil {
-				attempt = md.NumDelivered
+			if IsPermanent(err) || attempt >= uint64(so.maxDeliver) {
+				b.deadLetter(log, m, name, subject, attempt, err)
+				return
 			}
-			if attempt >= MaxDeliver {
-				log.Error("handler failed for the last time; message given up", "subject", ev.Type, "id", ev.ID, "attempt", attempt, "err", err)
-			} else {
-				log.Warn("handler failed, will retry", "subject", ev.Type, "id", ev.ID, "attempt", attempt, "err", err)
-			}
+			log.Warn("handler failed, will retry", "subject", ev.Type, "id", ev.ID, "attempt", attempt, "err", err)
 			_ = m.NakWithDelay(retryDelay(attempt))
 			return
 		}
@@ -322,8 +345,9 @@ func retryDelay(attempt uint64) time.Duration {
 type SubOption func(*subOptions)
 
 type subOptions struct {
-	inactive time.Duration
-	ackWait  time.Duration // the consumer's AckWait
+	inactive   time.Duration
+	ackWait    time.Duration // the consumer's AckWait
+	maxDeliver int           // deliveries before the dead letters
 }
 
 // defaultAckWait is how long the broker waits for a message's ack before it

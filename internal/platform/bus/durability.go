@@ -45,6 +45,8 @@ type StreamSpec struct {
 	Name        string
 	Subjects    []string
 	Persistence Persistence
+	// MaxAge is how long the stream keeps a message; 0 means 7 days.
+	MaxAge time.Duration
 }
 
 // Streams are the streams Open creates. GLOBO carries orders, payments and
@@ -52,6 +54,12 @@ type StreamSpec struct {
 func Streams() []StreamSpec {
 	return []StreamSpec{
 		{Name: StreamName, Subjects: []string{SubjectPrefix + ">"}, Persistence: Synced},
+		// GLOBO_DLQ holds the messages consumers gave up on (see dlq.go):
+		// the consumer acks the original once the dead letter is
+		// acknowledged, so a dead letter lost before its fsync would be an
+		// order event gone for good: Synced. Kept 30 days for an operator
+		// to inspect and replay.
+		{Name: DLQStreamName, Subjects: []string{DLQSubjectPrefix + ">"}, Persistence: Synced, MaxAge: DLQMaxAge},
 	}
 }
 
@@ -64,6 +72,9 @@ func streamConfig(s StreamSpec) jetstream.StreamConfig {
 		Retention:  jetstream.LimitsPolicy,
 		MaxAge:     7 * 24 * time.Hour,
 		Duplicates: 10 * time.Minute,
+	}
+	if s.MaxAge > 0 {
+		cfg.MaxAge = s.MaxAge
 	}
 	if s.Persistence == Buffered {
 		// Opts this stream out of the server's sync_interval: always.
