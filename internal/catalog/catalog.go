@@ -19,7 +19,7 @@ type Category struct {
 
 // Product is an item for sale. ImageURL and Thumbnails are URLs under /media/
 // (the CDN path of the front end); Thumbnails is empty until the thumbnail
-// worker has made them ("small", "medium"). Version counts the changes made
+// worker has made them ("small", "medium", "large"). Version counts the changes made
 // by UpdateProduct (1 when listed): it is the product's ETag ("v<version>")
 // for If-Match; stock taken or put back by reservations does not change it.
 type Product struct {
@@ -148,6 +148,12 @@ type ProductChanged struct {
 //     product is at another version. Every instance's product cache drops
 //     the old copy: this one at once, the others when the event reaches them.
 //   - SetThumbnails: records thumbnail blob keys by size name; errs.NotFound.
+//   - SetThumbnailsFailed: marks the product's thumbnails as failed for
+//     good, with the reason (the original is not an image, or too large);
+//     errs.Invalid for an empty reason, errs.NotFound.
+//   - ThumbnailFailure: the failure recorded by SetThumbnailsFailed, or a
+//     zero ThumbnailFailure when there is none (or thumbnails were made
+//     since); errs.NotFound.
 //   - ReserveStock: takes the quantities out of stock, all or nothing, once
 //     per reservation id (a repeat with the same id is a no-op, whatever
 //     became of the reservation); stock never goes negative, however many
@@ -179,6 +185,8 @@ type API interface {
 	ListItem(ctx context.Context, item NewItem) (Product, error)
 	UpdateProduct(ctx context.Context, id string, ch ProductChange) (Product, error)
 	SetThumbnails(ctx context.Context, id string, keys map[string]string) error
+	SetThumbnailsFailed(ctx context.Context, id, reason string) error
+	ThumbnailFailure(ctx context.Context, id string) (ThumbnailFailure, error)
 	ReserveStock(ctx context.Context, reservationID string, lines []Line, hold time.Duration) error
 	CommitStock(ctx context.Context, reservationID string) error
 	ReleaseStock(ctx context.Context, reservationID string) error

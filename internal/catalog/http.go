@@ -53,6 +53,8 @@ type StockLevelList struct {
 //	PATCH  products/{id}              ProductChange (If-Match optional) -> Product, with its ETag
 //	POST   products                   NewItem -> 201 Product
 //	PUT    products/{id}/thumbnails   ThumbnailsBody -> 204
+//	PUT    products/{id}/thumbnails/failure  ThumbnailFailure (reason) -> 204
+//	GET    products/{id}/thumbnails/failure  -> ThumbnailFailure
 //	PUT    reservations/{id}          ReservationBody -> 204 (idempotent)
 //	POST   reservations/{id}/commit   -> 204 (idempotent)
 //	DELETE reservations/{id}          -> 204 (idempotent)
@@ -66,6 +68,8 @@ func NewHandler(api API) http.Handler {
 	mux.Handle("PATCH "+PathPrefix+"products/{id}", httpx.Handler(h.updateProduct))
 	mux.Handle("POST "+PathPrefix+"products", httpx.Handler(h.listItem))
 	mux.Handle("PUT "+PathPrefix+"products/{id}/thumbnails", httpx.Handler(h.setThumbnails))
+	mux.Handle("PUT "+PathPrefix+"products/{id}/thumbnails/failure", httpx.Handler(h.setThumbnailsFailed))
+	mux.Handle("GET "+PathPrefix+"products/{id}/thumbnails/failure", httpx.Handler(h.thumbnailFailure))
 	mux.Handle("PUT "+PathPrefix+"reservations/{id}", httpx.Handler(h.reserve))
 	mux.Handle("POST "+PathPrefix+"reservations/{id}/commit", httpx.Handler(h.commit))
 	mux.Handle("DELETE "+PathPrefix+"reservations/{id}", httpx.Handler(h.release))

@@ -80,6 +80,13 @@ type Store interface {
 	CreateProduct(ctx context.Context, r Record) error
 	// SetThumbnails replaces the product's thumbnail keys; errs.NotFound.
 	SetThumbnails(ctx context.Context, id string, keys map[string]string) error
+	// SetThumbnailsFailed records that the product's thumbnails cannot be
+	// made, with the reason, at now; errs.NotFound.
+	SetThumbnailsFailed(ctx context.Context, id, reason string, now time.Time) error
+	// ThumbnailFailure returns the failure SetThumbnailsFailed recorded, a
+	// zero one when there is none or the product has thumbnails;
+	// errs.NotFound.
+	ThumbnailFailure(ctx context.Context, id string) (ThumbnailFailure, error)
 	// UpdateProduct applies the non-nil fields of ch (validated already) to
 	// the product in one transaction on the primary: when a field actually
 	// changes, the version goes up by one, updated_at becomes now, and a

@@ -6,6 +6,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -45,6 +46,7 @@ func (s *Server) parseTemplates() map[string]*template.Template {
 		"static":      s.static.url,
 		"money":       func(m money.Money) string { return m.String() },
 		"image":       productImage,
+		"srcset":      productSrcset,
 		"date":        func(t time.Time) string { return t.UTC().Format("2 Jan 2006, 15:04 UTC") },
 		"title":       capitalize,
 		"orderStatus": orderStatus,
@@ -94,6 +96,31 @@ func productImage(p catalog.Product, size string) string {
 		}
 	}
 	return p.ImageURL
+}
+
+// productSrcset is the srcset of p's thumbnails, smallest first ("<url>
+// 160w, <url> 480w, <url> 1024w"), or "" when p has none (the img then shows
+// its src, the original or the one thumbnail there is). The widths are those
+// of the thumbnail worker's sizes (thumbnail.Sizes): each thumbnail is that
+// wide unless the original is narrower (thumbnails are never enlarged), in
+// which case it is announced wider than it is and shown no worse than the
+// original.
+func productSrcset(p catalog.Product) string {
+	var b strings.Builder
+	for _, sz := range []struct {
+		name  string
+		width int
+	}{{"small", 160}, {"medium", 480}, {"large", 1024}} {
+		u := p.Thumbnails[sz.name]
+		if u == "" {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(u + " " + strconv.Itoa(sz.width) + "w")
+	}
+	return b.String()
 }
 
 // render writes the page called name with the layout around it. The page is

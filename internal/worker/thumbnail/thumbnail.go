@@ -1,6 +1,10 @@
 // Package thumbnail is the worker that makes product thumbnails. It consumes
-// catalog ItemListed events, reads the original image from the blob store,
-// writes JPEG thumbnails next to it and records their keys in the catalog.
+// catalog ItemListed events, reads the original image (JPEG, PNG or WebP)
+// from the blob store, writes JPEG thumbnails next to it and records their
+// keys in the catalog. An original it can never make thumbnails of (not an
+// image, too large, missing) is recorded in the catalog as the product's
+// failed thumbnails, with the reason, and the job is acknowledged: it is
+// never retried and never holds up the queue.
 //
 // A thumbnail's key carries the hash of its bytes (see Key), so that its URL
 // may be cached forever: thumbnails rendered otherwise (other sizes, another
@@ -11,6 +15,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"image"
 	"image/color"
 	"image/jpeg"
@@ -20,6 +25,7 @@ import (
 	"slices"
 
 	"golang.org/x/image/draw"
+	_ "golang.org/x/image/webp" // registers WebP with image.Decode
 
 	"github.com/globomantics/globomantics/internal/catalog"
 	"github.com/globomantics/globomantics/internal/platform/blob"
@@ -33,25 +39,32 @@ const ConsumerName = "thumbnail"
 // Subjects are the event subjects the worker handles.
 var Subjects = []string{catalog.SubjectItemListed}
 
-// Size is a thumbnail size: the image is fitted into a Max x Max box.
+// Size is a thumbnail size: the image is scaled to Max pixels wide, its
+// height in proportion, and never enlarged (an original narrower than Max
+// keeps its size). Max is the width the storefront announces in srcset.
 type Size struct {
 	Name string
 	Max  int
 }
 
 // Sizes are the thumbnails made for every product, smallest first.
-var Sizes = []Size{{"small", 160}, {"medium", 480}}
+var Sizes = []Size{{"small", 160}, {"medium", 480}, {"large", 1024}}
 
 // Quality is the JPEG quality of thumbnails unless WithQuality says otherwise.
 const Quality = 85
 
-// MaxSourcePixels bounds the originals the worker decodes (the catalog
-// accepts at most 4000x4000); anything larger is rejected without decoding.
-const MaxSourcePixels = 4000 * 4000
+// Limits on the originals the worker decodes, checked from the image's
+// header before any pixel is decoded (a decompression bomb, a small file
+// claiming a huge image, is refused without allocating its pixels).
+const (
+	MaxSourcePixels = 40_000_000 // 40 megapixels
+	MaxSourceSide   = 10_000     // pixels, either side
+)
 
 // Catalog is what the worker needs of the catalog service.
 type Catalog interface {
 	SetThumbnails(ctx context.Context, id string, keys map[string]string) error
+	SetThumbnailsFailed(ctx context.Context, id, reason string) error
 }
 
 // Worker makes thumbnails.
@@ -105,26 +118,35 @@ func Key(productID, size string, data []byte) string {
 }
 
 // Handle makes the thumbnails of the product in a catalog ItemListed event
-// and records them. It is idempotent. An event it can never handle (bad
-// payload, missing original, undecodable image, product gone) is logged and
-// acknowledged (nil); a failure that may pass (blob store or catalog
-// unavailable) is returned, so that the event is redelivered.
+// and records them. It is idempotent. An original that can never make
+// thumbnails (not an image, too large, missing, a bad key) marks the
+// product's thumbnails as failed in the catalog with the reason, and the
+// event is acknowledged (nil). An event naming no usable product (bad
+// payload, bad id) or a product gone is logged and acknowledged. A failure
+// that may pass (blob store or catalog unavailable) is returned, so that the
+// event is redelivered.
 func (w *Worker) Handle(ctx context.Context, ev bus.Event) error {
 	var it catalog.ItemListed
 	if err := ev.Decode(&it); err != nil {
-		w.log.Error("thumbnail: undecodable event dropped", "event", ev.ID, "err", err)
-		return nil
+		// It can never succeed: to the dead letters with the reason.
+		return bus.Permanent(fmt.Errorf("thumbnail: undecodable event: %w", err))
 	}
 	log := w.log.With("event", ev.ID, "product", it.ProductID, "image", it.ImageKey)
-	if it.ProductID == "" || !blob.ValidKey(it.ImageKey) || !blob.ValidKey(Key(it.ProductID, "x", nil)) {
-		log.Error("thumbnail: event without a usable product id or image key dropped")
+	if it.ProductID == "" || !blob.ValidKey(Key(it.ProductID, "x", nil)) {
+		log.Error("thumbnail: event without a usable product id dropped")
 		return nil
+	}
+	if !blob.ValidKey(it.ImageKey) {
+		return w.fail(ctx, log, it.ProductID, "the original image has an invalid key")
 	}
 	src, err := w.load(ctx, it.ImageKey)
 	if err != nil {
-		if permanent(err) {
-			log.Error("thumbnail: original image unusable, no thumbnails made", "err", err)
-			return nil
+		var u *unusableError
+		if errors.As(err, &u) {
+			return w.fail(ctx, log, it.ProductID, u.reason)
+		}
+		if errs.Is(errs.NotFound, err) {
+			return w.fail(ctx, log, it.ProductID, "the original image is missing")
 		}
 		return err
 	}
@@ -135,7 +157,7 @@ func (w *Worker) Handle(ctx context.Context, ev bus.Event) error {
 	// cheaper than from a big original), to the size fitted to the original.
 	for i := len(w.sizes) - 1; i >= 0; i-- {
 		sz := w.sizes[i]
-		tw, th := Fit(sb.Dx(), sb.Dy(), sz.Max, sz.Max)
+		tw, th := Fit(sb.Dx(), sb.Dy(), sz.Max, sb.Dy())
 		thumb := scale(prev, tw, th)
 		var buf bytes.Buffer
 		if err := jpeg.Encode(&buf, thumb, &jpeg.Options{Quality: w.quality}); err != nil {
@@ -159,6 +181,21 @@ func (w *Worker) Handle(ctx context.Context, ev bus.Event) error {
 	return nil
 }
 
+// fail records in the catalog that the product's thumbnails cannot be made.
+// Only a failure to record it that may pass is returned (the event is then
+// redelivered, and the next attempt records it).
+func (w *Worker) fail(ctx context.Context, log *slog.Logger, productID, reason string) error {
+	log.Warn("thumbnail: no thumbnails can be made", "reason", reason)
+	if err := w.cat.SetThumbnailsFailed(ctx, productID, reason); err != nil {
+		if errs.Is(errs.NotFound, err) || errs.Is(errs.Invalid, err) {
+			log.Error("thumbnail: catalog refused the failure", "err", err)
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
 // putOnce stores data under its content-versioned key unless a blob of that
 // size is already there: the key names the bytes, so a redelivered job leaves
 // the stored thumbnail (and its Last-Modified and ETag) as it was. The blob
@@ -170,14 +207,50 @@ func (w *Worker) putOnce(ctx context.Context, key string, data []byte) error {
 	return w.blobs.Put(ctx, key, bytes.NewReader(data))
 }
 
-// errUnusable marks an original that will never make a thumbnail.
-var errUnusable = errors.New("unusable image")
-
-func permanent(err error) bool {
-	return errors.Is(err, errUnusable) || errs.Is(errs.NotFound, err) || errs.Is(errs.BadRequest, err)
+// unusableError is an original that will never make a thumbnail; reason is
+// recorded in the catalog.
+type unusableError struct {
+	reason string
+	err    error // the decoder's error, if any
 }
 
-// load reads and decodes an original image.
+func (e *unusableError) Error() string {
+	if e.err != nil {
+		return e.reason + ": " + e.err.Error()
+	}
+	return e.reason
+}
+
+func (e *unusableError) Unwrap() error { return e.err }
+
+// Check reads an image's header from r and reports, as an error whose text
+// is the reason, why the worker would refuse it: not a JPEG, PNG or WebP
+// image, or larger than MaxSourceSide a side or MaxSourcePixels in all. It
+// decodes no pixels. It returns the image's format ("jpeg", "png", "webp"),
+// or "" when it is not one of them or its header is damaged.
+func Check(r io.Reader) (string, error) {
+	cfg, format, err := image.DecodeConfig(r)
+	if errors.Is(err, image.ErrFormat) {
+		return "", &unusableError{reason: "not a JPEG, PNG or WebP image"}
+	}
+	if err != nil { // a known format's signature, then something wrong
+		return "", &unusableError{reason: "the image is damaged", err: err}
+	}
+	switch {
+	case cfg.Width < 1 || cfg.Height < 1:
+		return format, &unusableError{reason: fmt.Sprintf("the %s image has no pixels (%dx%d)", format, cfg.Width, cfg.Height)}
+	case cfg.Width > MaxSourceSide || cfg.Height > MaxSourceSide:
+		return format, &unusableError{reason: fmt.Sprintf("the %s image is %dx%d pixels; at most %d a side are accepted",
+			format, cfg.Width, cfg.Height, MaxSourceSide)}
+	case int64(cfg.Width)*int64(cfg.Height) > MaxSourcePixels:
+		return format, &unusableError{reason: fmt.Sprintf("the %s image is %dx%d pixels (%.1f megapixels); at most %d megapixels are accepted",
+			format, cfg.Width, cfg.Height, float64(cfg.Width)*float64(cfg.Height)/1e6, MaxSourcePixels/1_000_000)}
+	}
+	return format, nil
+}
+
+// load reads and decodes an original image, after checking its header (see
+// Check). An original that will never decode is an *unusableError.
 func (w *Worker) load(ctx context.Context, key string) (image.Image, error) {
 	const op = "thumbnail.load"
 	obj, _, err := w.blobs.Get(ctx, key)
@@ -190,18 +263,15 @@ func (w *Worker) load(ctx context.Context, key string) (image.Image, error) {
 		return nil, errs.E(op, errs.Unavailable, err)
 	}
 	if len(b) > catalog.MaxImageBytes {
-		return nil, errs.E(op, errUnusable)
+		return nil, &unusableError{reason: fmt.Sprintf("the original image is larger than %d MB", catalog.MaxImageBytes>>20)}
 	}
-	cfg, _, err := image.DecodeConfig(bytes.NewReader(b))
+	format, err := Check(bytes.NewReader(b))
 	if err != nil {
-		return nil, errs.E(op, errors.Join(errUnusable, err))
-	}
-	if cfg.Width < 1 || cfg.Height < 1 || cfg.Width*cfg.Height > MaxSourcePixels {
-		return nil, errs.E(op, errUnusable)
+		return nil, err
 	}
 	img, _, err := image.Decode(bytes.NewReader(b))
 	if err != nil {
-		return nil, errs.E(op, errors.Join(errUnusable, err))
+		return nil, &unusableError{reason: "the " + format + " image is damaged", err: err}
 	}
 	return img, nil
 }

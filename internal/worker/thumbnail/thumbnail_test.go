@@ -30,11 +30,26 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// fakeCatalog records SetThumbnails calls and fails with err when set.
+// fakeCatalog records SetThumbnails and SetThumbnailsFailed calls and fails
+// with err when set.
 type fakeCatalog struct {
-	mu    sync.Mutex
-	calls []map[string]string
-	err   error
+	mu     sync.Mutex
+	calls  []map[string]string
+	failed map[string]string // product id -> reason
+	err    error
+}
+
+func (f *fakeCatalog) SetThumbnailsFailed(ctx context.Context, id, reason string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	if f.failed == nil {
+		f.failed = map[string]string{}
+	}
+	f.failed[id] = reason
+	return nil
 }
 
 func (f *fakeCatalog) SetThumbnails(ctx context.Context, id string, keys map[string]string) error {
@@ -170,16 +185,18 @@ func TestHandle(t *testing.T) {
 	w := thumbnail.New(blobs, cat, testenv.Logger(t))
 
 	for _, tc := range []struct {
-		name          string
-		id            string
-		original      []byte
-		ext           string
-		small, medium image.Point
+		name                 string
+		id                   string
+		original             []byte
+		ext                  string
+		small, medium, large image.Point
 	}{
-		{"landscape png", "prd_land", encodePNG(t, twoTone(800, 600)), "png", image.Pt(160, 120), image.Pt(480, 360)},
-		{"portrait jpeg", "prd_port", encodeJPEG(t, twoTone(300, 900)), "jpg", image.Pt(53, 160), image.Pt(160, 480)},
-		{"small png", "prd_tiny", encodePNG(t, twoTone(100, 50)), "png", image.Pt(100, 50), image.Pt(100, 50)},
-		{"between sizes", "prd_mid", encodeJPEG(t, twoTone(400, 200)), "jpg", image.Pt(160, 80), image.Pt(400, 200)},
+		// Scaled to 160, 480 and 1024 wide, never enlarged.
+		{"landscape png", "prd_land", encodePNG(t, twoTone(800, 600)), "png", image.Pt(160, 120), image.Pt(480, 360), image.Pt(800, 600)},
+		{"big jpeg", "prd_big", encodeJPEG(t, twoTone(2000, 1000)), "jpg", image.Pt(160, 80), image.Pt(480, 240), image.Pt(1024, 512)},
+		{"portrait jpeg", "prd_port", encodeJPEG(t, twoTone(300, 900)), "jpg", image.Pt(160, 480), image.Pt(300, 900), image.Pt(300, 900)},
+		{"small png", "prd_tiny", encodePNG(t, twoTone(100, 50)), "png", image.Pt(100, 50), image.Pt(100, 50), image.Pt(100, 50)},
+		{"between sizes", "prd_mid", encodeJPEG(t, twoTone(400, 200)), "jpg", image.Pt(160, 80), image.Pt(400, 200), image.Pt(400, 200)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cat.calls = nil
@@ -194,13 +211,13 @@ func TestHandle(t *testing.T) {
 				t.Fatalf("SetThumbnails calls %v, want twice the same keys", cat.calls)
 			}
 			want := cat.calls[0]
-			if len(want) != 2 {
-				t.Fatalf("thumbnails %v, want small and medium", want)
+			if len(want) != 3 {
+				t.Fatalf("thumbnails %v, want small, medium and large", want)
 			}
 			for size, key := range want {
 				wantVersionedKey(t, blobs, tc.id, size, key)
 			}
-			for size, wantSize := range map[string]image.Point{"small": tc.small, "medium": tc.medium} {
+			for size, wantSize := range map[string]image.Point{"small": tc.small, "medium": tc.medium, "large": tc.large} {
 				img := decodeBlob(t, blobs, want[size])
 				if img.Bounds().Size() != wantSize {
 					t.Errorf("%s: %v, want %v", size, img.Bounds().Size(), wantSize)
@@ -226,11 +243,17 @@ func TestHandlePermanentFailures(t *testing.T) {
 	put(t, blobs, "products/prd_bad/original.png", []byte("\x89PNG\r\n\x1a\n but not really"))
 	put(t, blobs, "products/prd_trunc/original.jpg", encodeJPEG(t, twoTone(200, 200))[:300])
 
+	put(t, blobs, "products/prd_text/original.png", []byte("hello, I am a text file"))
+	put(t, blobs, "products/prd_huge/original.png", bombPNG(t, 100_000, 100_000))
+	put(t, blobs, "products/prd_wide/original.png", bombPNG(t, 10_001, 1))
+
 	for name, ev := range map[string]bus.Event{
 		"missing original": event(t, "prd_gone", "products/prd_gone/original.png"),
 		"not an image":     event(t, "prd_bad", "products/prd_bad/original.png"),
+		"text":             event(t, "prd_text", "products/prd_text/original.png"),
+		"too large":        event(t, "prd_huge", "products/prd_huge/original.png"),
+		"too wide":         event(t, "prd_wide", "products/prd_wide/original.png"),
 		"truncated jpeg":   event(t, "prd_trunc", "products/prd_trunc/original.jpg"),
-		"bad payload":      {ID: "x", Type: catalog.SubjectItemListed, Data: json.RawMessage(`"nope"`)},
 		"no product id":    event(t, "", "products/x/original.png"),
 		"bad image key":    event(t, "prd_x", "../../etc/passwd"),
 		"bad product id":   event(t, "../x", "products/x/original.png"),
@@ -239,8 +262,32 @@ func TestHandlePermanentFailures(t *testing.T) {
 			t.Errorf("%s: Handle = %v, want nil (acknowledged, not retried)", name, err)
 		}
 	}
+	// An event that cannot be decoded can never succeed: a permanent
+	// error sends it to the dead letters with the reason.
+	bad := bus.Event{ID: "x", Type: catalog.SubjectItemListed, Data: json.RawMessage(`"nope"`)}
+	if err := w.Handle(ctx, bad); !bus.IsPermanent(err) {
+		t.Errorf("bad payload: Handle = %v, want a permanent error", err)
+	}
 	if len(cat.calls) != 0 {
 		t.Fatalf("SetThumbnails called for unusable events: %v", cat.calls)
+	}
+	// Every product named by a usable event is marked failed, with a reason
+	// that says what is wrong; events naming no product mark nothing.
+	for id, want := range map[string]string{
+		"prd_gone":  "the original image is missing",
+		"prd_bad":   "the image is damaged",
+		"prd_text":  "not a JPEG, PNG or WebP image",
+		"prd_huge":  "the png image is 100000x100000 pixels; at most 10000 a side are accepted",
+		"prd_wide":  "the png image is 10001x1 pixels; at most 10000 a side are accepted",
+		"prd_trunc": "the image is damaged",
+		"prd_x":     "the original image has an invalid key",
+	} {
+		if got := cat.failed[id]; got != want {
+			t.Errorf("%s: failure reason %q, want %q", id, got, want)
+		}
+	}
+	if len(cat.failed) != 7 {
+		t.Errorf("failures recorded: %v, want the 7 products above", cat.failed)
 	}
 	for _, f := range blobFiles(t, dir) {
 		if strings.Contains(f, "/thumb-") {
@@ -327,7 +374,7 @@ func TestThroughBus(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if len(got.Thumbnails) != 2 {
+		if len(got.Thumbnails) != 3 {
 			return errors.New("no thumbnails yet")
 		}
 		p = got
