@@ -21,6 +21,7 @@ import (
 	"github.com/globomantics/globomantics/internal/checkout"
 	"github.com/globomantics/globomantics/internal/checkout/checkoutdb"
 	"github.com/globomantics/globomantics/internal/config"
+	"github.com/globomantics/globomantics/internal/contracts"
 	"github.com/globomantics/globomantics/internal/order"
 	"github.com/globomantics/globomantics/internal/order/orderdb"
 	"github.com/globomantics/globomantics/internal/payment"
@@ -84,12 +85,18 @@ func (a *app) build(ctx context.Context) error {
 	}
 
 	if a.plan.bus {
+		reg, err := contracts.New()
+		if err != nil {
+			return fmt.Errorf("message contracts: %w", err)
+		}
+		a.contracts = reg
 		b, err := bus.Open(ctx, bus.Options{
 			URL:        cfg.NATSURL,
 			StoreDir:   filepath.Join(cfg.DataDir, "nats"),
 			ListenAddr: cfg.NATSListen,
 			Name:       "globomantics " + cfg.HTTPAddr,
 			Log:        a.log,
+			Clock:      a.clock,
 		})
 		if err != nil {
 			return err
@@ -381,7 +388,7 @@ func (a *app) buildOrder(ctx context.Context, s *services, sdb *serviceDB) (http
 	}
 	// Each node has its own outbox table, so each gets its own relay,
 	// also a node that joins when shards move to it.
-	relays := outbox.NewRelays(store.Outboxes, a.bus, a.log.With("outbox", config.Order))
+	relays := outbox.NewRelays(store.Outboxes, a.contracts.Publisher(a.bus), a.log.With("outbox", config.Order))
 	a.bg = append(a.bg, relays.Run)
 	svc := order.NewService(store, relays.Kick, a.clock)
 	s.order = svc

@@ -21,6 +21,7 @@ import (
 
 	"github.com/globomantics/globomantics/internal/catalog"
 	"github.com/globomantics/globomantics/internal/config"
+	"github.com/globomantics/globomantics/internal/contracts"
 	"github.com/globomantics/globomantics/internal/edge"
 	"github.com/globomantics/globomantics/internal/platform/blob"
 	"github.com/globomantics/globomantics/internal/platform/bus"
@@ -53,6 +54,9 @@ type app struct {
 	addrs map[string]string
 	// keys holds this process's service credentials and checks callers'.
 	keys *svcauth.Keyring
+	// contracts checks every message published through an outbox and
+	// every message before its handler (docs/EVENTS.md).
+	contracts *contracts.Registry
 	// leaveEdge deregisters this process from the edge's registry (set
 	// once ready, when --edge-registry is given).
 	leaveEdge func()
@@ -132,7 +136,7 @@ func serve(ctx context.Context, cfg config.Config, p plan, log *slog.Logger) (er
 		go func() { defer wg.Done(); fn(bgCtx) }()
 	}
 	for _, s := range a.subs {
-		if err := a.bus.Subscribe(ctx, s.name, s.subjects, s.handler, s.opts...); err != nil {
+		if err := a.bus.Subscribe(ctx, s.name, s.subjects, a.contracts.Handler(s.handler), s.opts...); err != nil {
 			// A failed start leaves nothing running: no listener, no
 			// handlers or relays using the stores about to be closed.
 			ls.Close()
@@ -286,7 +290,7 @@ func (a *app) close() error {
 
 // relay starts an outbox relay for db and returns its kick function.
 func (a *app) relay(db *sqldb.DB, name string) func() {
-	r := outbox.NewRelay(db, a.bus, a.log.With("outbox", name), outbox.WithClock(a.clock))
+	r := outbox.NewRelay(db, a.contracts.Publisher(a.bus), a.log.With("outbox", name), outbox.WithClock(a.clock))
 	a.bg = append(a.bg, r.Run)
 	return r.Kick
 }
