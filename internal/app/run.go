@@ -67,6 +67,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return credentialsMain(rest, stdout, stderr)
 	case "dlq":
 		return dlqMain(ctx, rest, getenv, stdout, stderr)
+	case "nats":
+		return natsMain(ctx, rest, stdout, stderr)
 	case "dev":
 		if len(rest) > 0 && rest[0] == "postgres" {
 			return devpg.Main(ctx, rest[1:], stdout, stderr)
@@ -108,6 +110,9 @@ Usage:
                                  --credentials: each service accepts only its callers
   globomantics dlq list|show ID|replay ID|replay --all [--subject S] [--nats-url URL]
                                  list, inspect and replay the messages consumers gave up on
+  globomantics nats serve --name N --listen H:P --cluster H:P --routes nats://H:P,... --store-dir D
+                                 one node of a NATS JetStream cluster (the shop's own engine,
+                                 fsync before ack); three nodes give the shop R3 streams
   globomantics help              print this help
 
 Run "globomantics serve -h" for the flags. Every flag also has a GLOBO_* environment variable.

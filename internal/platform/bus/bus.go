@@ -70,7 +70,8 @@ type Handler func(ctx context.Context, ev Event) error
 
 // Options configure a Bus.
 type Options struct {
-	// URL of an external NATS server. Empty runs an embedded server.
+	// URL of an external NATS server, or a comma-separated list of the
+	// URLs of a cluster's nodes. Empty runs an embedded server.
 	URL string
 	// StoreDir is where the embedded server keeps JetStream data.
 	StoreDir string
@@ -172,10 +173,11 @@ func (b *Bus) connect(ctx context.Context, url string, copts []nats.Option) erro
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	// Each stream's durability is decided in durability.go.
+	// Its replicas (R3 on a cluster of three or more) in cluster.go.
 	for _, s := range Streams() {
-		if _, err := js.CreateOrUpdateStream(sctx, streamConfig(s)); err != nil {
+		if err := b.ensureStream(sctx, nc, js, s); err != nil {
 			nc.Close()
-			return fmt.Errorf("bus: create stream %s: %w", s.Name, err)
+			return err
 		}
 	}
 	b.nc, b.js = nc, js
@@ -183,15 +185,7 @@ func (b *Bus) connect(ctx context.Context, url string, copts []nats.Option) erro
 }
 
 func startEmbedded(o Options) (*server.Server, error) {
-	opts := &server.Options{
-		ServerName: "globomantics",
-		JetStream:  true,
-		StoreDir:   o.StoreDir,
-		NoSigs:     true,
-		NoLog:      true,
-		MaxPayload: 8 << 20,
-	}
-	durableServer(opts) // fsync before ack: see durability.go
+	opts := serverOptions("globomantics", o.StoreDir) // shared with cluster nodes (cluster.go)
 	if o.ListenAddr != "" {
 		host, port, err := splitHostPort(o.ListenAddr)
 		if err != nil {
@@ -305,10 +299,11 @@ func (b *Bus) Subscribe(ctx context.Context, name string, subjects []string, h H
 	// message's ack wait would run out while it waits behind others, and the
 	// broker would offer it again. This also leaves the backlog to the other
 	// instances sharing the consumer.
-	// Pull requests expire after 5 s (heartbeats every 2.5 s) rather than
+	// Pull requests expire after 5 s (heartbeats every second) rather than
 	// the client's 30 s: a pull lost while the process was starved of CPU
-	// is noticed and sent again within seconds, not half a minute.
-	cc, err := cons.Consume(handle, jetstream.PullMaxMessages(1), jetstream.PullExpiry(5*time.Second))
+	// is noticed and sent again within seconds, not half a minute, and one
+	// lost in a cluster's leader election as soon as its heartbeats stop.
+	cc, err := cons.Consume(handle, jetstream.PullMaxMessages(1), jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second))
 	if err != nil {
 		return fmt.Errorf("bus: consume %s: %w", name, err)
 	}
