@@ -14,6 +14,7 @@ import (
 	"github.com/globomantics/globomantics/internal/account"
 	"github.com/globomantics/globomantics/internal/account/accountdb"
 	"github.com/globomantics/globomantics/internal/account/accountredis"
+	"github.com/globomantics/globomantics/internal/analytics"
 	"github.com/globomantics/globomantics/internal/cart"
 	"github.com/globomantics/globomantics/internal/cart/cartdb"
 	"github.com/globomantics/globomantics/internal/catalog"
@@ -60,6 +61,9 @@ type services struct {
 	shipping shipping.API
 	order    order.API
 	checkout checkout.API
+	// analytics is nil when it is neither run here nor given as a peer
+	// (the storefront does without it).
+	analytics analytics.API
 }
 
 // build opens every resource and wires every service this process runs,
@@ -189,6 +193,7 @@ func (a *app) buildStorefront(_ context.Context, s *services, _ *serviceDB) (htt
 		a.log.Warn("rate limits are off: login, registration and checkout may be tried without limit")
 		limits = storefront.NoLimits
 	}
+	events, popular := a.storefrontAnalytics(s) // buildanalytics.go
 	a.mux.Handle("/", storefront.New(storefront.Deps{
 		Accounts:      s.account,
 		Catalog:       s.catalog,
@@ -207,6 +212,8 @@ func (a *app) buildStorefront(_ context.Context, s *services, _ *serviceDB) (htt
 		TrustedProxies: a.cfg.TrustedProxies,
 		Limits:         limits,
 		RateLimiter:    limiter,
+		Analytics:      events,
+		Popular:        popular,
 	}).Handler())
 	return nil, nil
 }

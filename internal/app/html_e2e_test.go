@@ -705,13 +705,20 @@ func htmlShopSuite(t *testing.T, tp *topology) {
 	if !strings.Contains(html.UnescapeString(mailRow[1]), email) || !strings.Contains(html.UnescapeString(mailRow[3]), orderID) {
 		t.Errorf("mailbox row = to %q, subject %q", mailRow[1], mailRow[3])
 	}
+	// The message decoded for reading, and its source.
 	msg := b.navigate("/dev/mail/" + orderID)
 	expectStatus(t, msg, 200)
-	if ct := msg.header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
-		t.Errorf("mail message content type %q, want text/plain", ct)
+	body := html.UnescapeString(msg.body)
+	if ct := msg.header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
+		t.Errorf("mail message content type %q, want text/html (decoded view)", ct)
 	}
-	if !msg.has("To: ") || !msg.has(email) || !msg.has(orderID) || !msg.has("confirmed") {
-		t.Errorf("mail message does not name the customer and the order:\n%s", msg.body)
+	if !strings.Contains(body, email) || !strings.Contains(body, orderID) || !strings.Contains(body, "confirmed") || strings.Contains(body, "=C3=") {
+		t.Errorf("mail message is not decoded or does not name the customer and the order:\n%s", msg.body)
+	}
+	raw := b.navigate("/dev/mail/" + orderID + "?raw=1")
+	expectStatus(t, raw, 200)
+	if ct := raw.header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") || !raw.has("To: ") {
+		t.Errorf("raw mail: %q\n%s", ct, raw.body)
 	}
 
 	// A form posted from another site is refused and changes nothing: not

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/globomantics/globomantics/internal/account"
+	"github.com/globomantics/globomantics/internal/analytics"
 	"github.com/globomantics/globomantics/internal/cart"
 	"github.com/globomantics/globomantics/internal/catalog"
 	"github.com/globomantics/globomantics/internal/checkout"
@@ -30,9 +31,13 @@ import (
 type component struct {
 	name  string
 	needs []string // components it calls: run in this process or reached through --peer
-	bus   bool     // publishes or subscribes on the broker
-	blobs bool     // reads or writes the blob store
-	db    bool     // keeps its data in a database of its own (config.DatabaseFor)
+	// uses are components it calls when they are there (run here or given
+	// with --peer) and does without otherwise: they are not required, and
+	// not built before it, but it may call their internal APIs.
+	uses  []string
+	bus   bool // publishes or subscribes on the broker
+	blobs bool // reads or writes the blob store
+	db    bool // keeps its data in a database of its own (config.DatabaseFor)
 	// available marks a service that chose availability over consistency
 	// (AP): with no primary it keeps serving reads from replicas and
 	// caches, so its readiness needs any node of its database, not the
@@ -80,7 +85,17 @@ func components() []component {
 			build: (*app).buildThumbnails},
 		{name: config.Mail, bus: true,
 			build: (*app).buildMail},
-		{name: config.Storefront, needs: []string{config.Account, config.Catalog, config.Search, config.Cart, config.Checkout, config.Order}, blobs: true,
+		// Page views and searches, published fire-and-forget by the
+		// storefront, summarised ("Popular now", the operator's report).
+		{name: config.Analytics, db: true, bus: true,
+			remote: func(s *services, c *httpx.Client) { s.analytics = analytics.NewClient(c) },
+			build:  (*app).buildAnalytics},
+		// The storefront shows "Popular now" when analytics is there, and
+		// publishes analytics events when the process has a broker (one
+		// of its other components needs it, or --nats-url names one): a
+		// storefront alone does not start a broker of its own for them.
+		{name: config.Storefront, needs: []string{config.Account, config.Catalog, config.Search, config.Cart, config.Checkout, config.Order},
+			uses: []string{config.Analytics}, blobs: true,
 			build: (*app).buildStorefront},
 	}
 }
@@ -177,7 +192,7 @@ func planFrom(registry []component, cfg config.Config) (plan, error) {
 			continue
 		}
 		p.local = append(p.local, c)
-		p.bus = p.bus || c.bus
+		p.bus = p.bus || c.bus || (c.name == config.Storefront && cfg.NATSURL != "")
 		p.blobs = p.blobs || c.blobs
 		for _, n := range c.needs {
 			switch {
@@ -206,7 +221,7 @@ func planFrom(registry []component, cfg config.Config) (plan, error) {
 func callersOf(s string) []string {
 	var out []string
 	for _, c := range components() {
-		if slices.Contains(c.needs, s) {
+		if slices.Contains(c.needs, s) || slices.Contains(c.uses, s) {
 			out = append(out, c.name)
 		}
 	}
@@ -217,7 +232,7 @@ func callersOf(s string) []string {
 // of its components, in build order, that calls s.
 func (a *app) callerOf(s string) string {
 	for _, c := range a.plan.local {
-		if slices.Contains(c.needs, s) {
+		if slices.Contains(c.needs, s) || slices.Contains(c.uses, s) {
 			return c.name
 		}
 	}

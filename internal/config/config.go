@@ -38,12 +38,13 @@ const (
 	Storefront = "storefront"
 	Thumbnails = "thumbnails" // the thumbnail worker
 	Mail       = "mail"       // the order e-mail worker
+	Analytics  = "analytics"  // page views and searches, summarised
 )
 
 // AllServices lists every service, worker and server by name, the default
 // set a process runs. The order is for display only: which service needs
 // which, and so the build order, is the registry's in package app.
-var AllServices = []string{Account, Catalog, Search, Cart, Payment, Shipping, Order, Checkout, Thumbnails, Mail, Storefront}
+var AllServices = []string{Account, Catalog, Search, Cart, Payment, Shipping, Order, Checkout, Thumbnails, Mail, Analytics, Storefront}
 
 // Config is the whole configuration of one process.
 type Config struct {

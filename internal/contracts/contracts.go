@@ -42,6 +42,11 @@ const (
 	SubjectItemListed     = "globo.catalog.item_listed"
 	SubjectProductChanged = "globo.catalog.product_changed"
 	SubjectOrderPlaced    = "globo.order.placed"
+	SubjectOrderCancelled = "globo.order.cancelled"
+	// The analytics events travel on the buffered GLOBO_ANALYTICS stream,
+	// hence their own prefix.
+	SubjectPageViewed = "globo_analytics.page_viewed"
+	SubjectSearchMade = "globo_analytics.search_made"
 )
 
 // Consumer is a handler of a subject and the fields of the payload it
@@ -100,7 +105,36 @@ func Contracts() []Contract {
 				}},
 			},
 		},
+		{
+			Subject: SubjectOrderCancelled, Name: "OrderCancelled", Version: 1, File: "order.cancelled.v1.json",
+			Producer: "order (order.Service.Cancel via orderdb's Update, through the outbox)",
+			Consumers: []Consumer{
+				{Name: "mail worker (mail.Worker.Handle)", Needs: []string{
+					"order.id", "order.email", "order.items[].name", "order.items[].quantity",
+					"order.items[].line_total.amount", "order.items[].line_total.currency",
+					"order.total.amount", "order.total.currency",
+					"order.shipping_address.name", "order.payment.status", "order.cancel_reason",
+					"order.created_at", "order.updated_at",
+				}},
+			},
+		},
 	}
+	cs = append(cs,
+		Contract{
+			Subject: SubjectPageViewed, Name: "PageViewed", Version: 1, File: "globo_analytics.page_viewed.v1.json",
+			Producer: "storefront (analytics.Emitter, fire-and-forget, when it serves a product page)",
+			Consumers: []Consumer{
+				{Name: "analytics consumer (analytics.Service.Handle)", Needs: []string{"product_id", "viewed_at"}},
+			},
+		},
+		Contract{
+			Subject: SubjectSearchMade, Name: "SearchMade", Version: 1, File: "globo_analytics.search_made.v1.json",
+			Producer: "storefront (analytics.Emitter, fire-and-forget, when it answers a search)",
+			Consumers: []Consumer{
+				{Name: "analytics consumer (analytics.Service.Handle)", Needs: []string{"query", "results", "searched_at"}},
+			},
+		},
+	)
 	slices.SortFunc(cs, func(a, b Contract) int { return strings.Compare(a.Subject, b.Subject) })
 	return cs
 }

@@ -40,6 +40,7 @@ func TestSubjectsMatchProducers(t *testing.T) {
 		{contracts.SubjectItemListed, catalog.SubjectItemListed},
 		{contracts.SubjectProductChanged, catalog.SubjectProductChanged},
 		{contracts.SubjectOrderPlaced, order.SubjectOrderPlaced},
+		{contracts.SubjectOrderCancelled, order.SubjectOrderCancelled},
 	}
 	for _, p := range pairs {
 		if p[0] != p[1] {
@@ -182,6 +183,12 @@ func producedPayloads(t *testing.T, b testenv.Backend) map[string][][]byte {
 		{ID: "ord_2", UserID: "usr_2", Email: "bob@example.com",
 			Items: []order.Item{{ProductID: "prd_1", Name: "Desk lamp", Quantity: 1, UnitPrice: money.USD(999)},
 				{ProductID: "prd_2", Name: "Bulb ünicode", Quantity: 3, UnitPrice: money.USD(150)}}},
+		{ID: "ord_3", UserID: "usr_3", Email: "cy@example.com",
+			Items: []order.Item{{ProductID: "prd_1", Name: "Desk lamp", Quantity: 1, UnitPrice: money.USD(999)}},
+			ShippingAddress: shipping.Address{Name: "Cy Young", Line1: "3 Elm St", City: "Springfield",
+				PostalCode: "12345", Country: "US"}},
+		{ID: "ord_4", UserID: "usr_4", Email: "di@example.com",
+			Items: []order.Item{{ProductID: "prd_2", Name: "Bulb", Quantity: 2, UnitPrice: money.USD(150)}}},
 	} {
 		if _, err := svc.CreateOrder(ctx, n); err != nil {
 			t.Fatal(err)
@@ -194,9 +201,18 @@ func producedPayloads(t *testing.T, b testenv.Backend) map[string][][]byte {
 	if _, err := svc.Confirm(ctx, "ord_2", order.PaymentInfo{Status: "captured"}, order.ShipmentInfo{ID: "shp_2"}); err != nil {
 		t.Fatal(err)
 	}
+	// Cancelled as the checkout saga cancels: after a declined card (no
+	// payment taken) and after a voided authorization.
+	if _, err := svc.Cancel(ctx, "ord_3", "the card was declined", order.PaymentInfo{ID: "pay_3", Status: "declined"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Cancel(ctx, "ord_4", "checkout failed", order.PaymentInfo{}); err != nil {
+		t.Fatal(err)
+	}
 	for _, r := range outboxRows(t, ordDB) {
 		out[r.subject] = append(out[r.subject], r.payload)
 	}
+	analyticsPayloads(t, out) // analytics_test.go
 	return out
 }
 
@@ -248,6 +264,15 @@ func TestProducersConform(t *testing.T) {
 					t.Errorf("the mail worker cannot compose from a produced OrderPlaced: %v", err)
 				}
 			}
+			for _, p := range produced[contracts.SubjectOrderCancelled] {
+				var cancelled order.OrderCancelled
+				if err := json.Unmarshal(p, &cancelled); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := mailworker.ComposeCancellation(from, cancelled.Order); err != nil {
+					t.Errorf("the mail worker cannot compose from a produced OrderCancelled: %v", err)
+				}
+			}
 		})
 	}
 }
@@ -272,6 +297,9 @@ var decoders = map[string][]decoder{
 	},
 	contracts.SubjectOrderPlaced: {
 		{"mail worker (mail.Worker.Handle)", reflect.TypeFor[order.OrderPlaced]()},
+	},
+	contracts.SubjectOrderCancelled: {
+		{"mail worker (mail.Worker.Handle)", reflect.TypeFor[order.OrderCancelled]()},
 	},
 }
 

@@ -376,8 +376,9 @@ func testConfirm(t *testing.T, e env) {
 	if got, _ := e.api.GetOrder(ctx, "ord_2"); got.Status != order.StatusCancelled {
 		t.Errorf("a rejected Confirm changed the status to %q", got.Status)
 	}
-	if rows := outboxRows(t, e.db); len(rows) != 1 {
-		t.Errorf("outbox = %v, want only ord_1's event", rows)
+	want := []string{order.SubjectOrderPlaced + " ord_1", order.SubjectOrderCancelled + " " + order.CancelledEventID("ord_2")}
+	if rows := outboxRows(t, e.db); !reflect.DeepEqual(rows, want) {
+		t.Errorf("outbox = %v, want %v (ord_1 placed, ord_2 cancelled, nothing for the refused Confirm)", rows, want)
 	}
 }
 
@@ -432,8 +433,24 @@ func testCancel(t *testing.T, e env) {
 	}
 	_, err = e.api.Cancel(ctx, "ord_nope", "reason", p)
 	wantKind(t, err, errs.NotFound)
-	if e.kicks.Load() != 0 || len(outboxRows(t, e.db)) != 0 {
-		t.Errorf("Cancel wrote to the outbox")
+	// One OrderCancelled for the one cancellation: not for the repeat, nor
+	// for the id with no order, nor for the refused empty reason.
+	if rows, want := outboxRows(t, e.db), []string{order.SubjectOrderCancelled + " " + order.CancelledEventID("ord_1")}; !reflect.DeepEqual(rows, want) {
+		t.Errorf("outbox = %v, want %v", rows, want)
+	}
+	if n := e.kicks.Load(); n != 1 {
+		t.Errorf("kicked %d times, want 1", n)
+	}
+	var payload string
+	if err := e.db.QueryRowContext(ctx, `SELECT payload FROM outbox`).Scan(&payload); err != nil {
+		t.Fatal(err)
+	}
+	var ev order.OrderCancelled
+	if err := json.Unmarshal([]byte(payload), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(ev.Order, o) {
+		t.Errorf("OrderCancelled carries %+v\nwant the order as cancelled %+v", ev.Order, o)
 	}
 }
 
@@ -606,5 +623,63 @@ func TestConfirmPublishesOrderPlaced(t *testing.T) {
 	}
 	if rows := outboxRows(t, e.db); len(rows) != 0 {
 		t.Errorf("outbox still holds %v after the relay published", rows)
+	}
+}
+
+// TestCancelPublishesOrderCancelled runs the outbox relay against a real
+// broker: a cancelled order is delivered once as OrderCancelled, with its
+// reason and the payment's final status, and a second Cancel publishes
+// nothing more.
+func TestCancelPublishesOrderCancelled(t *testing.T) {
+	b := testenv.Bus(t)
+	svc, e := newService(t)
+	relay := outbox.NewRelay(e.db, b, testenv.Logger(t))
+	var (
+		mu  sync.Mutex
+		got []bus.Event
+	)
+	err := b.Subscribe(context.Background(), "order-cancel-test", []string{order.SubjectOrderCancelled}, func(ctx context.Context, ev bus.Event) error {
+		mu.Lock()
+		got = append(got, ev)
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	mustCreate(t, e, newOrder("ord_1", "usr_1"))
+	e.clk.Advance(time.Minute)
+	cancelled, err := svc.Cancel(ctx, "ord_1", "payment declined", order.PaymentInfo{ID: "pay_1", Status: "voided"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Cancel(ctx, "ord_1", "again", order.PaymentInfo{}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := relay.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.CheckFor(t, 10*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(got) != 1 {
+			return fmt.Errorf("%d events delivered", len(got))
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	var ev order.OrderCancelled
+	if err := got[0].Decode(&ev); err != nil {
+		t.Fatal(err)
+	}
+	if got[0].ID != order.CancelledEventID("ord_1") || !got[0].Time.Equal(cancelled.UpdatedAt) {
+		t.Errorf("event id %q time %v, want %q at %v", got[0].ID, got[0].Time, order.CancelledEventID("ord_1"), cancelled.UpdatedAt)
+	}
+	if !reflect.DeepEqual(ev.Order, cancelled) || ev.Order.CancelReason != "payment declined" || ev.Order.Payment.Status != "voided" {
+		t.Errorf("event order = %+v\nwant %+v", ev.Order, cancelled)
 	}
 }

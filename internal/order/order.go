@@ -1,5 +1,6 @@
 // Package order is the order service: orders and order history. It owns the
-// orders tables and publishes OrderPlaced when an order is confirmed.
+// orders tables and publishes OrderPlaced when an order is confirmed and
+// OrderCancelled when one is cancelled.
 package order
 
 import (
@@ -83,6 +84,22 @@ type OrderPlaced struct {
 	Order Order `json:"order"`
 }
 
+// SubjectOrderCancelled is the subject of OrderCancelled events.
+const SubjectOrderCancelled = "globo.order.cancelled"
+
+// OrderCancelled is published once when an existing order is cancelled, with
+// the order as cancelled: its CancelReason and the payment's status then
+// (voided, declined or none: the customer was not charged; refunded: the
+// money went back). An id cancelled before any order was created with it
+// publishes nothing: there is no order, and no customer to tell.
+type OrderCancelled struct {
+	Order Order `json:"order"`
+}
+
+// CancelledEventID is the event id (the outbox's de-duplication key) of the
+// OrderCancelled of order id: distinct from OrderPlaced's, which is the id.
+func CancelledEventID(id string) string { return id + "/cancelled" }
+
 // API is the order service's contract, met by *Service and *Client.
 //
 //   - CreateOrder: a pending order with Subtotal and Total computed from the
@@ -101,7 +118,9 @@ type OrderPlaced struct {
 //     it); confirming a confirmed order is a no-op; errs.Conflict for a
 //     cancelled one.
 //   - Cancel: pending → cancelled with a reason and the payment's status;
-//     cancelling a cancelled order is a no-op; errs.Conflict for a confirmed one.
+//     publishes OrderCancelled (exactly once per order, through the outbox in
+//     the same transaction); cancelling a cancelled order is a no-op;
+//     errs.Conflict for a confirmed one.
 //     errs.NotFound for an id with no order, which is then recorded as
 //     cancelled-before-created (a tombstone on the id's shard, never listed):
 //     a later or concurrent CreateOrder with that id fails with errs.Conflict

@@ -429,7 +429,8 @@ func (s *Service) Confirm(ctx context.Context, id string, p PaymentInfo, sh Ship
 }
 
 // Cancel moves a pending order to cancelled with a reason and, when given,
-// the payment's status. Cancelling a cancelled order is a no-op;
+// the payment's status, and writes OrderCancelled to the outbox in the same
+// transaction. Cancelling a cancelled order is a no-op (and writes nothing);
 // errs.Conflict for a confirmed one; errs.Invalid for an empty reason.
 //
 // An order that does not exist (yet) is errs.NotFound, as before, but its id
@@ -454,7 +455,9 @@ func (s *Service) Cancel(ctx context.Context, id, reason string, p PaymentInfo) 
 	}
 	now := s.now()
 	for attempt := 0; ; attempt++ {
+		wrote := false
 		o, err := s.store.Update(ctx, id, func(o *Order) (*Event, error) {
+			wrote = false
 			switch o.Status {
 			case StatusCancelled:
 				return nil, ErrNoChange
@@ -467,9 +470,13 @@ func (s *Service) Cancel(ctx context.Context, id, reason string, p PaymentInfo) 
 				o.Payment = p
 			}
 			o.UpdatedAt = now
-			return nil, nil
+			wrote = true
+			return &Event{Subject: SubjectOrderCancelled, ID: CancelledEventID(o.ID), Data: OrderCancelled{Order: *o}}, nil
 		})
 		if err == nil {
+			if wrote {
+				s.kick()
+			}
 			return o, nil
 		}
 		if !errs.Is(errs.NotFound, err) {

@@ -69,6 +69,7 @@ func badPageLink(err error) error {
 
 type homeData struct {
 	Products []catalog.Product
+	Popular  []catalog.Product // "Popular now" (analytics.go); none when analytics is not there
 }
 
 // homePage is shared by anonymous visitors (see sharedPage).
@@ -82,7 +83,7 @@ func (s *Server) renderHome(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.publicPage(w, r)
-	return s.render(w, r, http.StatusOK, "home", "", homeData{Products: products})
+	return s.render(w, r, http.StatusOK, "home", "", homeData{Products: products, Popular: s.popularNow(r.Context())})
 }
 
 type categoryData struct {
@@ -135,7 +136,11 @@ func (s *Server) productView(r *http.Request, p catalog.Product, msg string) pro
 
 // productPage is shared by anonymous visitors (see sharedPage).
 func (s *Server) productPage(w http.ResponseWriter, r *http.Request) error {
-	return s.sharedPage(w, r, s.renderProduct)
+	err := s.sharedPage(w, r, s.renderProduct)
+	if err == nil { // every view counts, also those served from the page cache
+		s.pageViewed(r, r.PathValue("id"))
+	}
+	return err
 }
 
 func (s *Server) renderProduct(w http.ResponseWriter, r *http.Request) error {
@@ -175,6 +180,9 @@ func (s *Server) searchPage(w http.ResponseWriter, r *http.Request) error {
 	}
 	if err != nil {
 		return err
+	}
+	if p.Token == "" { // a search, not a further page of it
+		s.searchMade(q, len(products))
 	}
 	s.publicPage(w, r)
 	return s.render(w, r, http.StatusOK, "search", "Search: "+q, searchData{
@@ -674,8 +682,11 @@ func (s *Server) ordersPage(w http.ResponseWriter, r *http.Request) error {
 	return s.render(w, r, http.StatusOK, "orders", "Your orders", d)
 }
 
+// mailData is the development mailbox page: the list of messages, or one
+// message decoded for reading.
 type mailData struct {
 	Messages []MailSummary
+	Message  *mailView
 }
 
 func (s *Server) mailListPage(w http.ResponseWriter, r *http.Request) error {
@@ -689,7 +700,9 @@ func (s *Server) mailListPage(w http.ResponseWriter, r *http.Request) error {
 	return s.render(w, r, http.StatusOK, "mail", "Development mailbox", mailData{Messages: msgs})
 }
 
-// mailMessage shows one raw message as plain text, never as HTML.
+// mailMessage shows one message decoded for reading (headers and text
+// parts, escaped: an HTML body shows as its source), or, with ?raw=1, its
+// raw source as plain text, never as HTML.
 func (s *Server) mailMessage(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
 	if s.d.Mail == nil || id == "" || strings.ContainsAny(id, "/\\") || strings.Contains(id, "..") {
@@ -698,6 +711,14 @@ func (s *Server) mailMessage(w http.ResponseWriter, r *http.Request) error {
 	b, err := s.d.Mail.Read(r.Context(), id)
 	if err != nil {
 		return err
+	}
+	if r.URL.Query().Get("raw") != "1" {
+		v := decodeMail(id, b)
+		title := v.Subject
+		if title == "" {
+			title = "Message " + id
+		}
+		return s.render(w, r, http.StatusOK, "mail", title, mailData{Message: &v})
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusOK)

@@ -90,11 +90,18 @@ func TestPublicPagesRender(t *testing.T) {
 	if strings.Index(r.body, "Floor Lamp") > strings.Index(r.body, "Desk Lamp") {
 		t.Error("search results not in hit order")
 	}
-	// The raw mail is plain text, never HTML.
+	// A message reads decoded, its HTML shown as text, never rendered; the
+	// raw source is plain text, never HTML.
 	r = b.do("GET", "/dev/mail/m1", nil)
 	wantStatus(t, r, http.StatusOK)
+	wantContains(t, r.body, "<h1>Your order</h1>", "&lt;b&gt;Thanks&lt;/b&gt; for your order.", `href="/dev/mail/m1?raw=1"`)
+	if strings.Contains(r.body, "<b>Thanks</b>") {
+		t.Errorf("the message's HTML reached the page unescaped")
+	}
+	r = b.do("GET", "/dev/mail/m1?raw=1", nil)
+	wantStatus(t, r, http.StatusOK)
 	if r.Header.Get("Content-Type") != "text/plain; charset=utf-8" || !strings.Contains(r.body, "<b>Thanks</b>") {
-		t.Fatalf("mail message: %q %s", r.Header.Get("Content-Type"), r.body)
+		t.Fatalf("raw mail message: %q %s", r.Header.Get("Content-Type"), r.body)
 	}
 	wantStatus(t, b.do("GET", "/dev/mail/nope", nil), http.StatusNotFound)
 	wantStatus(t, b.do("GET", "/dev/mail/..%2fsecret", nil), http.StatusNotFound)

@@ -134,6 +134,12 @@ type Deps struct {
 	// Limits are the abuse limits on logins, registrations and checkouts;
 	// zero fields get DefaultLimits.
 	Limits Limits
+	// Analytics, when set, receives a PageViewed for each product page and
+	// a SearchMade for each search, fire-and-forget (analytics.go).
+	Analytics AnalyticsEvents
+	// Popular, when set, gives the home page its "Popular now" strip; the
+	// page goes without it when Popular fails or is slow (analytics.go).
+	Popular PopularProducts
 	// TrustedProxies are the reverse proxies whose X-Forwarded-For is
 	// believed when they are the connection's peer (see clientAddr). Empty
 	// means none: the client is always the connection's peer.

@@ -244,7 +244,7 @@ func (b *Bus) Subscribe(ctx context.Context, name string, subjects []string, h H
 	for _, o := range opts {
 		o(&so)
 	}
-	cons, err := b.js.CreateOrUpdateConsumer(ctx, StreamName, jetstream.ConsumerConfig{
+	cons, err := b.js.CreateOrUpdateConsumer(ctx, streamOf(subjects), jetstream.ConsumerConfig{
 		InactiveThreshold: so.inactive,
 		Durable:           name,
 		FilterSubjects:    withRedelivery(name, subjects),
@@ -446,4 +446,20 @@ func splitHostPort(addr string) (string, int, error) {
 		host = "0.0.0.0"
 	}
 	return host, port, nil
+}
+
+// streamOf is the stream (of Streams) that holds subjects: the first whose
+// subjects cover subjects[0]; StreamName when none does. A subscription's
+// subjects must all be in one stream.
+func streamOf(subjects []string) string {
+	if len(subjects) > 0 {
+		for _, s := range Streams() {
+			for _, f := range s.Subjects {
+				if subjectCovers(f, subjects[0]) {
+					return s.Name
+				}
+			}
+		}
+	}
+	return StreamName
 }

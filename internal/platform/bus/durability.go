@@ -60,6 +60,13 @@ func Streams() []StreamSpec {
 		// order event gone for good: Synced. Kept 30 days for an operator
 		// to inspect and replay.
 		{Name: DLQStreamName, Subjects: []string{DLQSubjectPrefix + ">"}, Persistence: Synced, MaxAge: DLQMaxAge},
+		// GLOBO_ANALYTICS carries the storefront's fire-and-forget page
+		// views and searches (analytics.Subjects): many small publishes
+		// whose loss in a power failure costs a few counts, never money or
+		// an order, and whose publisher already drops events under load.
+		// So Buffered: the broker does not fsync each one. One replica
+		// (a buffered stream must stay R1), kept a week.
+		{Name: "GLOBO_ANALYTICS", Subjects: []string{"globo_analytics.>"}, Persistence: Buffered, MaxAge: 7 * 24 * time.Hour},
 	}
 }
 

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/globomantics/globomantics/internal/order"
 	"github.com/globomantics/globomantics/internal/platform/errs"
 )
 
@@ -43,7 +42,7 @@ func ListMessages(dir string) ([]Summary, error) {
 	out := []Summary{}
 	for _, e := range entries {
 		id, ok := strings.CutSuffix(e.Name(), ext)
-		if !ok || !e.Type().IsRegular() || !order.ValidID(id) {
+		if !ok || !e.Type().IsRegular() || !ValidMessageID(id) {
 			continue
 		}
 		info, err := e.Info()
@@ -95,7 +94,7 @@ func readSummary(path string, s *Summary) {
 // dir is ever read), errs.NotFound when there is none.
 func ReadMessage(dir, id string) ([]byte, error) {
 	const op = "mail.ReadMessage"
-	if !order.ValidID(id) {
+	if !ValidMessageID(id) {
 		return nil, errs.E(op, errs.BadRequest, errs.Msg("invalid message id"))
 	}
 	b, err := os.ReadFile(filepath.Join(dir, id+ext))

@@ -1,13 +1,18 @@
 // Package mail is the order e-mail worker: it turns every OrderPlaced event
-// into an order confirmation, an RFC 5322 message sent through a Sender. The
-// development Sender writes each message to a file (<dir>/<order id>.eml),
+// into an order confirmation and every OrderCancelled event into a
+// cancellation notice, RFC 5322 messages sent through a Sender. The
+// development Sender writes each message to a file (<dir>/<message id>.eml),
 // which the storefront's development page lists; the production one speaks
 // SMTP.
 //
-// Delivery is at least once: a message whose send fails is retried by the
-// bus. The message for an order is the same bytes every time (its Date is the
-// order's confirmation time and its Message-ID derives from the order id), so
-// a repeat overwrites the same file, and an SMTP receiver can recognise it.
+// Delivery is at least once: a message whose send fails for now (a refused
+// connection, an SMTP 4xx reply) is retried by the bus; one that can never be
+// sent (an SMTP 5xx reply to the message, no valid recipient) is a dead
+// letter at once (bus.Permanent), for an operator to inspect and replay. The
+// message of an order and kind is the same bytes every time (its Date is the
+// time of the change and its Message-ID derives from the order id and the
+// kind), so a repeat overwrites the same file, and an SMTP receiver can
+// recognise it.
 package mail
 
 import (
@@ -24,6 +29,7 @@ import (
 	"unicode"
 
 	"github.com/globomantics/globomantics/internal/order"
+	"github.com/globomantics/globomantics/internal/payment"
 	"github.com/globomantics/globomantics/internal/platform/bus"
 )
 
@@ -31,11 +37,42 @@ import (
 const ConsumerName = "mail-worker"
 
 // Subjects are the bus subjects the worker handles.
-var Subjects = []string{order.SubjectOrderPlaced}
+var Subjects = []string{order.SubjectOrderPlaced, order.SubjectOrderCancelled}
+
+// Kind is what a message tells the customer.
+type Kind string
+
+// The kinds of message the worker sends.
+const (
+	KindConfirmation Kind = "confirmation" // the order is confirmed
+	KindCancellation Kind = "cancellation" // the order was cancelled
+)
+
+// cancelledSuffix ends the id of a cancellation: "<order id>.cancelled".
+// Order ids never hold a '.', so no order's confirmation can share it.
+const cancelledSuffix = ".cancelled"
+
+// MessageID is the id that names the message of kind about order orderID:
+// the order id for a confirmation, "<order id>.cancelled" for a
+// cancellation. It names the development file and is part of the
+// Message-ID header.
+func MessageID(orderID string, k Kind) string {
+	if k == KindCancellation {
+		return orderID + cancelledSuffix
+	}
+	return orderID
+}
+
+// ValidMessageID reports whether id is one MessageID returns for a valid
+// order id: safe in a file name and a URL.
+func ValidMessageID(id string) bool {
+	return order.ValidID(strings.TrimSuffix(id, cancelledSuffix))
+}
 
 // Message is one e-mail, ready to send.
 type Message struct {
-	ID      string // the order id; names the message
+	ID      string // names the message: MessageID(order id, kind)
+	Kind    Kind
 	From    string // envelope sender, a bare address
 	To      string // envelope recipient, a bare address
 	Subject string // the subject, unencoded
@@ -74,7 +111,7 @@ func IsPermanent(err error) bool {
 // sent for: no valid recipient address or an id that cannot name a message.
 var ErrUndeliverable = errors.New("mail: order cannot be mailed")
 
-// Worker sends order confirmations.
+// Worker sends order confirmations and cancellation notices.
 type Worker struct {
 	sender Sender
 	from   *mail.Address
@@ -96,45 +133,77 @@ func New(sender Sender, from string, log *slog.Logger) *Worker {
 	return &Worker{sender: sender, from: a, log: log}
 }
 
-// Handle is the bus handler for OrderPlaced: it composes and sends the
-// order's confirmation. A send that may succeed later returns its error so
-// that the bus redelivers the event; an event that can never be mailed is
-// logged and dropped (nil).
+// Handle is the bus handler for OrderPlaced and OrderCancelled: it composes
+// and sends the order's confirmation or cancellation notice. A send that may
+// succeed later returns its error, so that the bus redelivers the event
+// with backoff; an event that can never be mailed (undecodable, no valid
+// recipient, refused by the SMTP server with a 5xx reply) returns a
+// bus.Permanent error, so that it goes to the dead letters at once with the
+// reason. Events of other subjects are ignored (nil).
 func (w *Worker) Handle(ctx context.Context, ev bus.Event) error {
-	if ev.Type != order.SubjectOrderPlaced {
+	var (
+		o       order.Order
+		kind    Kind
+		compose func(*mail.Address, order.Order) (Message, error)
+	)
+	switch ev.Type {
+	case order.SubjectOrderPlaced:
+		var placed order.OrderPlaced
+		if err := ev.Decode(&placed); err != nil {
+			return bus.Permanent(fmt.Errorf("undecodable OrderPlaced %s: %w", ev.ID, err))
+		}
+		o, kind, compose = placed.Order, KindConfirmation, Compose
+	case order.SubjectOrderCancelled:
+		var cancelled order.OrderCancelled
+		if err := ev.Decode(&cancelled); err != nil {
+			return bus.Permanent(fmt.Errorf("undecodable OrderCancelled %s: %w", ev.ID, err))
+		}
+		o, kind, compose = cancelled.Order, KindCancellation, ComposeCancellation
+	default:
 		w.log.Debug("mail worker ignores event", "subject", ev.Type, "id", ev.ID)
 		return nil
 	}
-	var placed order.OrderPlaced
-	if err := ev.Decode(&placed); err != nil {
-		w.log.Error("undecodable OrderPlaced dropped", "id", ev.ID, "err", err)
-		return nil
-	}
-	o := placed.Order
 	if o.UpdatedAt.IsZero() {
 		o.UpdatedAt = ev.Time
 	}
-	msg, err := Compose(w.from, o)
+	msg, err := compose(w.from, o)
 	if err != nil {
-		w.log.Error("order confirmation dropped", "order_id", o.ID, "err", err)
-		return nil
+		w.log.Error("order e-mail cannot be composed", "kind", kind, "order_id", o.ID, "err", err)
+		return bus.Permanent(fmt.Errorf("order %s %s: %w", o.ID, kind, err))
 	}
 	if err := w.sender.Send(ctx, msg); err != nil {
 		if IsPermanent(err) {
-			w.log.Error("order confirmation refused, dropped", "order_id", o.ID, "to", msg.To, "err", err)
-			return nil
+			w.log.Error("order e-mail refused for good", "kind", kind, "order_id", o.ID, "to", msg.To, "err", err)
+			return bus.Permanent(fmt.Errorf("sending %s of %s: %w", kind, o.ID, err))
 		}
-		return fmt.Errorf("sending confirmation of %s: %w", o.ID, err)
+		return fmt.Errorf("sending %s of %s: %w", kind, o.ID, err)
 	}
-	w.log.Info("order confirmation sent", "order_id", o.ID, "to", msg.To)
+	w.log.Info("order e-mail sent", "kind", kind, "order_id", o.ID, "to", msg.To)
 	return nil
 }
 
 // Compose builds the confirmation of o from from: a text/plain UTF-8
 // message in quoted-printable with the items, the totals, the shipping
 // address and the tracking number. The Date is o.UpdatedAt (the time it was
-// confirmed). ErrUndeliverable when o has no valid recipient or id.
+// confirmed); the Message-ID is <order-ID@domain of from>.
+// ErrUndeliverable when o has no valid recipient or id.
 func Compose(from *mail.Address, o order.Order) (Message, error) {
+	return compose(from, o, KindConfirmation, "Your Globomantics order "+o.ID, confirmationBody(o))
+}
+
+// ComposeCancellation builds the notice that o was cancelled, from from: a
+// text/plain UTF-8 message in quoted-printable with the reason, what
+// happened to the payment (not charged, or refunded), the items and the
+// total. The Date is o.UpdatedAt (the time it was cancelled); the
+// Message-ID is <order-ID.cancelled@domain of from>. ErrUndeliverable when
+// o has no valid recipient or id.
+func ComposeCancellation(from *mail.Address, o order.Order) (Message, error) {
+	return compose(from, o, KindCancellation, "Your Globomantics order "+o.ID+" was cancelled", cancellationBody(o))
+}
+
+// compose builds the message of kind about o with subject and text (with
+// \n line ends).
+func compose(from *mail.Address, o order.Order, kind Kind, subject, text string) (Message, error) {
 	if !order.ValidID(o.ID) {
 		return Message{}, fmt.Errorf("%w: invalid order id %q", ErrUndeliverable, o.ID)
 	}
@@ -151,20 +220,20 @@ func Compose(from *mail.Address, o order.Order) (Message, error) {
 	if at := strings.LastIndexByte(from.Address, '@'); at >= 0 && at < len(from.Address)-1 {
 		domain = from.Address[at+1:]
 	}
-	subject := "Your Globomantics order " + o.ID
+	id := MessageID(o.ID, kind)
 
 	var b bytes.Buffer
 	header(&b, "Date", date.Format(time.RFC1123Z))
 	header(&b, "From", from.String())
 	header(&b, "To", to.String())
 	header(&b, "Subject", mime.QEncoding.Encode("utf-8", subject))
-	header(&b, "Message-ID", "<order-"+o.ID+"@"+domain+">")
+	header(&b, "Message-ID", "<order-"+id+"@"+domain+">")
 	header(&b, "MIME-Version", "1.0")
 	header(&b, "Content-Type", "text/plain; charset=utf-8")
 	header(&b, "Content-Transfer-Encoding", "quoted-printable")
 	b.WriteString("\r\n")
 	qp := quotedprintable.NewWriter(&b)
-	if _, err := qp.Write([]byte(body(o))); err != nil {
+	if _, err := qp.Write([]byte(text)); err != nil {
 		return Message{}, err
 	}
 	if err := qp.Close(); err != nil {
@@ -173,7 +242,7 @@ func Compose(from *mail.Address, o order.Order) (Message, error) {
 	if !bytes.HasSuffix(b.Bytes(), []byte("\r\n")) {
 		b.WriteString("\r\n")
 	}
-	return Message{ID: o.ID, From: from.Address, To: to.Address, Subject: subject, Data: b.Bytes()}, nil
+	return Message{ID: id, Kind: kind, From: from.Address, To: to.Address, Subject: subject, Data: b.Bytes()}, nil
 }
 
 // header writes "name: value", folding the value at spaces so that lines
@@ -204,15 +273,20 @@ func clean(s string) string {
 	}, strings.TrimSpace(s))
 }
 
-// body is the message text, with \n line ends (the quoted-printable writer
-// turns them into CRLF).
-func body(o order.Order) string {
-	var b strings.Builder
+// greeting is the first line of every message.
+func greeting(o order.Order) string {
 	name := clean(o.ShippingAddress.Name)
 	if name == "" {
 		name = "customer"
 	}
-	fmt.Fprintf(&b, "Hello %s,\n\n", name)
+	return fmt.Sprintf("Hello %s,\n\n", name)
+}
+
+// confirmationBody is the confirmation's text, with \n line ends (the
+// quoted-printable writer turns them into CRLF).
+func confirmationBody(o order.Order) string {
+	var b strings.Builder
+	b.WriteString(greeting(o))
 	fmt.Fprintf(&b, "thank you for shopping at Globomantics. Your order %s is confirmed.\n\n", o.ID)
 	b.WriteString("Items:\n")
 	for _, it := range o.Items {
@@ -236,5 +310,39 @@ func body(o order.Order) string {
 		b.WriteString("You will receive a tracking number when your parcel ships.\n\n")
 	}
 	b.WriteString("Thank you,\nGlobomantics\n")
+	return b.String()
+}
+
+// cancellationBody is the cancellation notice's text, with \n line ends.
+// What it says of the money follows the payment's status when the order was
+// cancelled: refunded, to be refunded (captured), or not charged (no
+// payment, a declined card, a voided or still pending authorization).
+func cancellationBody(o order.Order) string {
+	var b strings.Builder
+	b.WriteString(greeting(o))
+	fmt.Fprintf(&b, "your Globomantics order %s", o.ID)
+	if !o.CreatedAt.IsZero() {
+		fmt.Fprintf(&b, " of %s", o.CreatedAt.UTC().Format("2 January 2006"))
+	}
+	b.WriteString(" was cancelled.\n\n")
+	if r := clean(o.CancelReason); r != "" {
+		fmt.Fprintf(&b, "Reason: %s\n\n", r)
+	}
+	switch o.Payment.Status {
+	case payment.StatusRefunded:
+		fmt.Fprintf(&b, "Your payment of %s has been refunded. It may take a few days to appear on your statement.\n\n", o.Total.String())
+	case payment.StatusCaptured:
+		fmt.Fprintf(&b, "Your payment of %s will be refunded to the card you paid with.\n\n", o.Total.String())
+	case payment.StatusVoided, payment.StatusAuthorized:
+		b.WriteString("You were not charged: the hold on your card has been released.\n\n")
+	default:
+		b.WriteString("You were not charged.\n\n")
+	}
+	b.WriteString("The order held:\n")
+	for _, it := range o.Items {
+		fmt.Fprintf(&b, "  %d × %s: %s\n", it.Quantity, clean(it.Name), it.LineTotal.String())
+	}
+	fmt.Fprintf(&b, "Total: %s\n\n", o.Total.String())
+	b.WriteString("You are welcome to place the order again at any time.\n\nGlobomantics\n")
 	return b.String()
 }

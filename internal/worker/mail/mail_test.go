@@ -3,13 +3,11 @@ package mail_test
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"mime/quotedprintable"
-	"net"
 	"net/mail"
 	"net/textproto"
 	"os"
@@ -56,6 +54,28 @@ func event(t *testing.T, o order.Order) bus.Event {
 		t.Fatal(err)
 	}
 	return bus.Event{ID: o.ID, Type: order.SubjectOrderPlaced, Time: confirmedAt, Data: data}
+}
+
+var cancelledAt = confirmedAt.Add(2 * time.Minute)
+
+// cancelledOrder is o as the order service cancels it: reason and payment
+// status set, UpdatedAt the time of the cancellation.
+func cancelledOrder(o order.Order, reason, paymentStatus string) order.Order {
+	o.Status = order.StatusCancelled
+	o.CancelReason = reason
+	o.Payment = order.PaymentInfo{ID: "pay_1", Status: paymentStatus}
+	o.Shipment = order.ShipmentInfo{}
+	o.UpdatedAt = cancelledAt
+	return o
+}
+
+func cancelEvent(t *testing.T, o order.Order) bus.Event {
+	t.Helper()
+	data, err := json.Marshal(order.OrderCancelled{Order: o})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bus.Event{ID: order.CancelledEventID(o.ID), Type: order.SubjectOrderCancelled, Time: cancelledAt, Data: data}
 }
 
 type logBuffer struct {
@@ -180,7 +200,11 @@ func TestHandleIsIdempotent(t *testing.T) {
 	}
 }
 
-func TestUndeliverableIsDropped(t *testing.T) {
+// TestUndeliverableIsPermanent: an event that can never be mailed (no
+// recipient, an id that cannot name a message, undecodable) is a permanent
+// failure, which the bus sets aside as a dead letter at once; an event of
+// another subject is ignored.
+func TestUndeliverableIsPermanent(t *testing.T) {
 	dir := t.TempDir()
 	w, logs := newWorker(t, mailworker.NewFileSender(dir))
 	noEmail := sampleOrder("ord_1")
@@ -188,13 +212,17 @@ func TestUndeliverableIsDropped(t *testing.T) {
 	badID := sampleOrder("../../etc/passwd")
 	for _, ev := range []bus.Event{
 		event(t, noEmail),
+		cancelEvent(t, noEmail),
 		event(t, badID),
 		{ID: "x", Type: order.SubjectOrderPlaced, Data: json.RawMessage(`{"order": 42}`)},
-		{ID: "y", Type: "globo.catalog.item_listed", Data: json.RawMessage(`{}`)},
+		{ID: "x2", Type: order.SubjectOrderCancelled, Data: json.RawMessage(`{"order": "no"}`)},
 	} {
-		if err := w.Handle(context.Background(), ev); err != nil {
-			t.Errorf("event %s: %v, want nil (dropped)", ev.ID, err)
+		if err := w.Handle(context.Background(), ev); !bus.IsPermanent(err) {
+			t.Errorf("event %s: %v, want a permanent error (dead letter)", ev.ID, err)
 		}
+	}
+	if err := w.Handle(context.Background(), bus.Event{ID: "y", Type: "globo.catalog.item_listed", Data: json.RawMessage(`{}`)}); err != nil {
+		t.Errorf("an event of another subject: %v, want nil (ignored)", err)
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("undeliverable events wrote %d files", len(entries))
@@ -211,12 +239,12 @@ func (f failingSender) Send(context.Context, mailworker.Message) error { return 
 func TestSendFailures(t *testing.T) {
 	ev := event(t, sampleOrder("ord_1"))
 	w, _ := newWorker(t, failingSender{errors.New("connection refused")})
-	if err := w.Handle(context.Background(), ev); err == nil {
-		t.Error("a transient send failure was not returned for redelivery")
+	if err := w.Handle(context.Background(), ev); err == nil || bus.IsPermanent(err) {
+		t.Errorf("a transient send failure = %v, want an error the bus retries", err)
 	}
 	w, _ = newWorker(t, failingSender{&textproto.Error{Code: 550, Msg: "no such user"}})
-	if err := w.Handle(context.Background(), ev); err != nil {
-		t.Errorf("a permanent refusal was returned for redelivery: %v", err)
+	if err := w.Handle(context.Background(), ev); !bus.IsPermanent(err) {
+		t.Errorf("a permanent refusal = %v, want bus.Permanent (dead letter)", err)
 	}
 }
 
@@ -286,162 +314,6 @@ func TestEndToEndThroughBus(t *testing.T) {
 	checkMessage(t, raw, o)
 }
 
-// smtpServer is a minimal SMTP server: enough of RFC 5321 for one client
-// (EHLO, AUTH PLAIN, MAIL, RCPT, DATA, QUIT), recording what it receives.
-type smtpServer struct {
-	addr     string
-	rejectTo string // a recipient answered with 550
-	authFail bool   // AUTH answered with 535 (wrong credentials)
-
-	mu       sync.Mutex
-	auth     string // decoded "identity\x00user\x00pass"
-	mailFrom string
-	rcptTo   string
-	data     []byte
-}
-
-func startSMTP(t *testing.T) *smtpServer {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	s := &smtpServer{addr: l.Addr().String()}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go s.serve(c)
-		}
-	}()
-	return s
-}
-
-func (s *smtpServer) serve(nc net.Conn) {
-	defer nc.Close()
-	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-	c := textproto.NewConn(nc)
-	reply := func(format string, args ...any) { _ = c.PrintfLine(format, args...) }
-	reply("220 127.0.0.1 ESMTP test")
-	for {
-		line, err := c.ReadLine()
-		if err != nil {
-			return
-		}
-		verb, arg, _ := strings.Cut(line, " ")
-		switch strings.ToUpper(verb) {
-		case "EHLO":
-			reply("250-127.0.0.1 hello %s", arg)
-			reply("250-AUTH PLAIN")
-			reply("250 8BITMIME")
-		case "AUTH":
-			mech, b64, _ := strings.Cut(arg, " ")
-			dec, err := base64.StdEncoding.DecodeString(b64)
-			if mech != "PLAIN" || err != nil {
-				reply("504 unsupported")
-				continue
-			}
-			if s.authFail {
-				reply("535 5.7.8 authentication credentials invalid")
-				continue
-			}
-			s.mu.Lock()
-			s.auth = string(dec)
-			s.mu.Unlock()
-			reply("235 2.7.0 authenticated")
-		case "MAIL":
-			s.mu.Lock()
-			s.mailFrom = arg
-			s.mu.Unlock()
-			reply("250 2.1.0 ok")
-		case "RCPT":
-			if s.rejectTo != "" && strings.Contains(arg, s.rejectTo) {
-				reply("550 5.1.1 no such user")
-				continue
-			}
-			s.mu.Lock()
-			s.rcptTo = arg
-			s.mu.Unlock()
-			reply("250 2.1.5 ok")
-		case "DATA":
-			reply("354 end with <CRLF>.<CRLF>")
-			data, err := io.ReadAll(c.DotReader())
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			s.data = data
-			s.mu.Unlock()
-			reply("250 2.0.0 queued")
-		case "QUIT":
-			reply("221 2.0.0 bye")
-			return
-		case "RSET", "NOOP":
-			reply("250 ok")
-		default:
-			reply("502 5.5.2 unknown command")
-		}
-	}
-}
-
-func TestSMTPSender(t *testing.T) {
-	srv := startSMTP(t)
-	o := sampleOrder("ord_smtp")
-	// A body line starting with a dot must survive dot-stuffing.
-	o.Items[0].Name = ".dotted"
-	w, _ := newWorker(t, mailworker.NewSMTPSender(srv.addr, "mailer", "s3cret"))
-	if err := w.Handle(context.Background(), event(t, o)); err != nil {
-		t.Fatal(err)
-	}
-	fromAddr, _ := mail.ParseAddress(from)
-	want, err := mailworker.Compose(fromAddr, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	if srv.auth != "\x00mailer\x00s3cret" {
-		t.Errorf("AUTH PLAIN = %q", srv.auth)
-	}
-	if !strings.HasPrefix(srv.mailFrom, "FROM:<orders@globomantics.example>") || !strings.HasPrefix(srv.rcptTo, "TO:<zoe@example.com>") {
-		t.Errorf("envelope %q -> %q", srv.mailFrom, srv.rcptTo)
-	}
-	// DotReader turns CRLF into LF; compare on that footing.
-	if got, wantData := string(srv.data), strings.ReplaceAll(string(want.Data), "\r\n", "\n"); got != wantData {
-		t.Errorf("DATA differs:\n got %q\nwant %q", got, wantData)
-	}
-}
-
-func TestSMTPSenderPermanentRefusal(t *testing.T) {
-	srv := startSMTP(t)
-	srv.rejectTo = "zoe@example.com"
-	s := mailworker.NewSMTPSender(srv.addr, "", "")
-	fromAddr, _ := mail.ParseAddress(from)
-	msg, err := mailworker.Compose(fromAddr, sampleOrder("ord_1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = s.Send(context.Background(), msg)
-	if err == nil || !mailworker.IsPermanent(err) {
-		t.Errorf("Send to a refused recipient = %v, want a permanent error", err)
-	}
-	w, _ := newWorker(t, s)
-	if err := w.Handle(context.Background(), event(t, sampleOrder("ord_1"))); err != nil {
-		t.Errorf("a refused recipient was returned for redelivery: %v", err)
-	}
-	// Nothing listens: a transient error.
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := l.Addr().String()
-	l.Close()
-	err = mailworker.NewSMTPSender(addr, "", "").Send(context.Background(), msg)
-	if err == nil || mailworker.IsPermanent(err) {
-		t.Errorf("Send to a closed port = %v, want a transient error", err)
-	}
-}
-
 func TestComposeRejects(t *testing.T) {
 	fromAddr, _ := mail.ParseAddress(from)
 	for name, o := range map[string]order.Order{
@@ -469,29 +341,5 @@ func TestComposeRejects(t *testing.T) {
 	}
 	if to, err := m.Header.AddressList("To"); err != nil || len(to) != 1 || to[0].Address != "zoe@example.com" {
 		t.Errorf("To = %q (%v), want one recipient", m.Header.Get("To"), err)
-	}
-}
-
-// TestSMTPSenderSetupFailureIsTransient: a 5xx reply while setting up the
-// session (here wrong credentials) says nothing about the message: every
-// order's confirmation would be refused the same way until an operator fixes
-// the server or the configuration. Such failures must be retried, not
-// dropped as if the recipient had been refused.
-func TestSMTPSenderSetupFailureIsTransient(t *testing.T) {
-	srv := startSMTP(t)
-	srv.authFail = true
-	s := mailworker.NewSMTPSender(srv.addr, "mailer", "wrong")
-	fromAddr, _ := mail.ParseAddress(from)
-	msg, err := mailworker.Compose(fromAddr, sampleOrder("ord_1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = s.Send(context.Background(), msg)
-	if err == nil || mailworker.IsPermanent(err) {
-		t.Errorf("Send with rejected credentials = %v, want a transient error", err)
-	}
-	w, _ := newWorker(t, s)
-	if err := w.Handle(context.Background(), event(t, sampleOrder("ord_1"))); err == nil {
-		t.Error("a confirmation refused for wrong credentials was dropped, not returned for redelivery")
 	}
 }

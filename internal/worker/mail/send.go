@@ -11,14 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-
-	"github.com/globomantics/globomantics/internal/order"
 )
 
-// FileSender "sends" each message by writing it to <Dir>/<id>.eml, for
+// FileSender "sends" each message by writing it to <Dir>/<msg.ID>.eml, for
 // development. Writes are atomic (a temporary file renamed into place), so a
 // reader never sees half a message, and sending the same id again replaces
-// the file: one file per order.
+// the file: one file per order and kind.
 type FileSender struct {
 	Dir string
 }
@@ -32,7 +30,7 @@ func NewFileSender(dir string) *FileSender { return &FileSender{Dir: dir} }
 // Send writes msg to <Dir>/<msg.ID>.eml. An id that cannot name a file is a
 // PermanentError.
 func (f *FileSender) Send(ctx context.Context, msg Message) error {
-	if !order.ValidID(msg.ID) {
+	if !ValidMessageID(msg.ID) {
 		return &PermanentError{Err: fmt.Errorf("invalid message id %q", msg.ID)}
 	}
 	if err := ctx.Err(); err != nil {

@@ -1,0 +1,139 @@
+// Package analytics summarises what visitors do: the storefront publishes a
+// PageViewed for every product page it serves and a SearchMade for every
+// search, fire-and-forget (Emitter), on the buffered analytics stream; the
+// analytics service consumes them (Service.Handle), idempotently, into hourly
+// counts (views per product, searches and searches with no result per
+// normalised query), and answers what is popular now and what people search
+// for (the API, over HTTP with NewHandler and Client).
+//
+// These events may be lost (a full queue, a broker down, a power failure
+// before the stream's fsync): the counts are a guide, never a ledger.
+package analytics
+
+import (
+	"context"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Subjects of the analytics events, on the GLOBO_ANALYTICS stream (see
+// bus.Streams), not the synced GLOBO stream: their contracts are in
+// internal/contracts.
+const (
+	SubjectPageViewed = "globo_analytics.page_viewed"
+	SubjectSearchMade = "globo_analytics.search_made"
+)
+
+// Subjects are the subjects the analytics consumer subscribes to.
+var Subjects = []string{SubjectPageViewed, SubjectSearchMade}
+
+// ConsumerName is the durable consumer every analytics instance shares: the
+// instances share one database, so each event is counted by one of them.
+const ConsumerName = "analytics"
+
+// PageViewed is the payload of SubjectPageViewed: a product page was served.
+type PageViewed struct {
+	ProductID string    `json:"product_id"`
+	ViewedAt  time.Time `json:"viewed_at"`
+}
+
+// SearchMade is the payload of SubjectSearchMade: a search was answered.
+// Query is normalised (NormalizeQuery); Results is how many products the
+// first page showed (0: a search with no result).
+type SearchMade struct {
+	Query      string    `json:"query"`
+	Results    int       `json:"results"`
+	SearchedAt time.Time `json:"searched_at"`
+}
+
+// MaxQueryLen is the longest normalised query kept, in runes.
+const MaxQueryLen = 100
+
+// NormalizeQuery folds a search query to the form it is counted under:
+// lower case, every run of white space one space, no leading or trailing
+// space, at most MaxQueryLen runes, invalid UTF-8 dropped.
+func NormalizeQuery(q string) string {
+	q = strings.ToValidUTF8(q, "")
+	var b strings.Builder
+	n := 0
+	space := false
+	for _, r := range strings.TrimSpace(q) {
+		if unicode.IsSpace(r) || unicode.IsControl(r) {
+			space = true
+			continue
+		}
+		if space && b.Len() > 0 {
+			if n++; n > MaxQueryLen {
+				break
+			}
+			b.WriteByte(' ')
+		}
+		space = false
+		if n++; n > MaxQueryLen {
+			break
+		}
+		b.WriteRune(unicode.ToLower(r))
+	}
+	out := strings.TrimSpace(b.String())
+	if !utf8.ValidString(out) {
+		return ""
+	}
+	return out
+}
+
+// ProductViews is how often a product's page was seen in a window.
+type ProductViews struct {
+	ProductID string `json:"product_id"`
+	Views     int64  `json:"views"`
+}
+
+// QueryCount is how often a normalised query was searched in a window.
+type QueryCount struct {
+	Query    string `json:"query"`
+	Searches int64  `json:"searches"`
+}
+
+// SearchReport is the searches of a window: the most frequent, and the most
+// frequent that found nothing.
+type SearchReport struct {
+	Window   string       `json:"window"`
+	Top      []QueryCount `json:"top"`
+	NoResult []QueryCount `json:"no_result"`
+}
+
+// API is the analytics service's read side, in process (Service) or over
+// HTTP (Client).
+type API interface {
+	// Popular lists the most viewed products of the last window (rounded
+	// out to whole hours), most viewed first, at most limit.
+	Popular(ctx context.Context, window time.Duration, limit int) ([]ProductViews, error)
+	// Searches reports the top searches and top searches with no result of
+	// the last window, at most limit of each.
+	Searches(ctx context.Context, window time.Duration, limit int) (SearchReport, error)
+	// PopularProductIDs is Popular's product ids alone.
+	PopularProductIDs(ctx context.Context, window time.Duration, limit int) ([]string, error)
+}
+
+// Store keeps the hourly counts; analyticsdb.Store is the SQL one. Each
+// Apply records msgID in the inbox in the transaction that counts the
+// event, and returns fresh = false (counting nothing) for an id already
+// applied.
+type Store interface {
+	ApplyPageView(ctx context.Context, msgID string, ev PageViewed, now time.Time) (fresh bool, err error)
+	ApplySearch(ctx context.Context, msgID string, ev SearchMade, now time.Time) (fresh bool, err error)
+	// The reads count the hours that start at or after since.
+	Popular(ctx context.Context, since time.Time, limit int) ([]ProductViews, error)
+	TopSearches(ctx context.Context, since time.Time, limit int, noResultOnly bool) ([]QueryCount, error)
+	// Forget deletes counts of hours before countsBefore and inbox records
+	// older than inboxBefore.
+	Forget(ctx context.Context, countsBefore, inboxBefore time.Time) error
+}
+
+// Limits on the reads.
+const (
+	MaxWindow     = 30 * 24 * time.Hour
+	DefaultWindow = 24 * time.Hour
+	MaxLimit      = 100
+)
