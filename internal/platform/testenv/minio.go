@@ -309,25 +309,11 @@ func launchMinIOOnce(bin, dir string, try int) (srv *MinIOServer, portInUse bool
 		return nil, false, err
 	}
 	hc := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := s.ready(hc)
-		if err == nil {
-			return s, false, nil
-		}
-		select {
-		case <-s.exited:
-			b, _ := os.ReadFile(logPath)
-			return nil, strings.Contains(string(b), "in use"), fmt.Errorf("minio exited: %s", b)
-		default:
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(logPath)
-			s.Stop()
-			return nil, false, fmt.Errorf("minio did not start: %v: %s", err, b)
-		}
-		time.Sleep(50 * time.Millisecond)
+	inUse, err := waitStarted("minio", logPath, s.exited, 30*time.Second, 50*time.Millisecond, func() error { return s.ready(hc) }, s.Stop)
+	if err != nil {
+		return nil, inUse, err
 	}
+	return s, false, nil
 }
 
 // ready checks that the server is live and answers an authenticated S3

@@ -204,25 +204,11 @@ func launchRedisOnce(bin, dir string, databases int) (srv *RedisServer, portInUs
 	s := &RedisServer{Addr: "127.0.0.1:" + strconv.Itoa(port), cmd: cmd, exited: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(s.exited) }()
 
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		err := pingRedis(s.Addr)
-		if err == nil {
-			return s, false, nil
-		}
-		select {
-		case <-s.exited:
-			b, _ := os.ReadFile(logPath)
-			return nil, strings.Contains(string(b), "in use"), fmt.Errorf("redis-server exited: %s", b)
-		default:
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(logPath)
-			s.Stop()
-			return nil, false, fmt.Errorf("redis-server did not start: %v: %s", err, b)
-		}
-		time.Sleep(20 * time.Millisecond)
+	inUse, err := waitStarted("redis-server", logPath, s.exited, 20*time.Second, 20*time.Millisecond, func() error { return pingRedis(s.Addr) }, s.Stop)
+	if err != nil {
+		return nil, inUse, err
 	}
+	return s, false, nil
 }
 
 // pingRedis sends PING to the server at addr and expects PONG.
