@@ -148,8 +148,10 @@ func TestEmitterNeverBlocks(t *testing.T) {
 	if s.Sent != 0 {
 		t.Errorf("%d events sent with the broker down", s.Sent)
 	}
-	// The queue holds queue events, the publisher holds at most one more.
-	if s.Queued < queue || s.Queued > queue+1 || s.Queued+s.Dropped != n || s.Waiting != queue {
-		t.Errorf("stats %+v: want %d or %d queued, the rest of %d dropped, %d waiting", s, queue, queue+1, n, queue)
+	// The queue holds queue events; the publisher holds at most one batch
+	// more (256 events: it drains the queue while it refills).
+	const batch = 256
+	if s.Queued < queue || s.Queued > queue+batch || s.Queued+s.Dropped != n || s.Waiting != queue {
+		t.Errorf("stats %+v: want %d to %d queued, the rest of %d dropped, %d waiting", s, queue, queue+batch, n, queue)
 	}
 }

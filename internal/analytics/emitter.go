@@ -2,6 +2,7 @@ package analytics
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -87,26 +88,83 @@ func (e *Emitter) offer(m emitted) {
 	}
 }
 
-// Run publishes queued events one at a time until ctx ends; the events
-// still queued then are not published.
+// batchPublisher publishes many messages at once, waiting for all their
+// acknowledgements together (bus.Bus's PublishBatch).
+type batchPublisher interface {
+	PublishBatch(ctx context.Context, msgs []bus.Message) []error
+}
+
+// emitBatch is the most events Run publishes in one batch.
+const emitBatch = 256
+
+// Run publishes queued events until ctx ends; the events still queued then
+// are not published. With a publisher that takes batches, every event
+// waiting in the queue goes out in one batch (up to emitBatch), whose
+// acknowledgements are awaited together: under load one wait serves many
+// events instead of one each.
 func (e *Emitter) Run(ctx context.Context) {
+	bp, batches := e.pub.(batchPublisher)
+	batch := make([]emitted, 0, emitBatch)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case m := <-e.queue:
-			pctx, cancel := context.WithTimeout(ctx, e.timeout)
-			err := e.pub.Publish(pctx, m.subject, m.id, m.data)
-			cancel()
-			if err != nil {
-				if n := e.failed.Add(1); n == 1 || n%1000 == 0 {
-					e.log.Warn("analytics event not published: dropped", "subject", m.subject, "failed", n, "err", err)
+			batch = append(batch[:0], m)
+		drain:
+			for len(batch) < emitBatch {
+				select {
+				case m := <-e.queue:
+					batch = append(batch, m)
+				default:
+					break drain
 				}
-				continue
 			}
-			e.sent.Add(1)
+			pctx, cancel := context.WithTimeout(ctx, e.timeout)
+			if batches && len(batch) > 1 {
+				e.publishBatch(pctx, bp, batch)
+			} else {
+				for _, m := range batch {
+					e.done(m, e.pub.Publish(pctx, m.subject, m.id, m.data))
+				}
+			}
+			cancel()
 		}
 	}
+}
+
+// publishBatch publishes batch through bp, counting each event's outcome.
+func (e *Emitter) publishBatch(ctx context.Context, bp batchPublisher, batch []emitted) {
+	msgs := make([]bus.Message, 0, len(batch))
+	kept := make([]emitted, 0, len(batch))
+	for _, m := range batch {
+		b, err := json.Marshal(m.data)
+		if err != nil {
+			e.done(m, err)
+			continue
+		}
+		msgs = append(msgs, bus.Message{Subject: m.subject, ID: m.id, Data: b})
+		kept = append(kept, m)
+	}
+	errs := bp.PublishBatch(ctx, msgs)
+	for i, m := range kept {
+		var err error
+		if i < len(errs) {
+			err = errs[i]
+		}
+		e.done(m, err)
+	}
+}
+
+// done counts one event's publish outcome.
+func (e *Emitter) done(m emitted, err error) {
+	if err != nil {
+		if n := e.failed.Add(1); n == 1 || n%1000 == 0 {
+			e.log.Warn("analytics event not published: dropped", "subject", m.subject, "failed", n, "err", err)
+		}
+		return
+	}
+	e.sent.Add(1)
 }
 
 // EmitterStats counts an emitter's events since it was made.
