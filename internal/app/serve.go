@@ -314,14 +314,7 @@ func (a *app) resolver(s string) httpx.Resolver {
 	if len(peers) == 1 && strings.HasPrefix(peers[0], "edge+") {
 		// The instances the edge's registry knows healthy, asked now and
 		// then every second.
-		reg := edge.NewRegistryResolver(strings.TrimPrefix(peers[0], "edge+"), a.cfg.EdgeToken, s, nil, a.log.With("peer", s))
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		if err := reg.Refresh(ctx); err != nil {
-			a.log.Warn("service discovery: the edge's registry did not answer; retrying every second", "peer", s, "err", err)
-		}
-		cancel()
-		a.bg = append(a.bg, func(ctx context.Context) { reg.Run(ctx, time.Second) })
-		r = reg
+		r = a.follow(s, edge.NewRegistryResolver(strings.TrimPrefix(peers[0], "edge+"), a.cfg.EdgeToken, s, nil, a.log.With("peer", s)))
 	}
 	if len(peers) == 1 && strings.HasPrefix(peers[0], "srv+") {
 		u, _ := url.Parse(peers[0]) // validated with the configuration
@@ -333,19 +326,32 @@ func (a *app) resolver(s string) httpx.Resolver {
 				return d.DialContext(ctx, network, server)
 			}}
 		}
-		srv := httpx.NewSRV(u.Host, strings.TrimPrefix(u.Scheme, "srv+"), nr, a.log.With("peer", s))
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		if err := srv.Refresh(ctx); err != nil {
-			a.log.Warn("service discovery: first lookup failed; retrying every second", "peer", s, "err", err)
-		}
-		cancel()
-		a.bg = append(a.bg, func(ctx context.Context) { srv.Run(ctx, time.Second) })
-		r = srv
+		r = a.follow(s, httpx.NewSRV(u.Host, strings.TrimPrefix(u.Scheme, "srv+"), nr, a.log.With("peer", s)))
 	}
 	if a.resolvers == nil {
 		a.resolvers = map[string]httpx.Resolver{}
 	}
 	a.resolvers[s] = r
+	return r
+}
+
+// followedResolver is a resolver whose answer is looked up, and then
+// refreshed while the process runs (DNS SRV, the edge's registry).
+type followedResolver interface {
+	httpx.Resolver
+	Refresh(ctx context.Context) error
+	Run(ctx context.Context, every time.Duration)
+}
+
+// follow looks peer s's instances up in r now (within 2 s; a failure is
+// logged, not fatal) and then every second while the process runs.
+func (a *app) follow(s string, r followedResolver) httpx.Resolver {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	if err := r.Refresh(ctx); err != nil {
+		a.log.Warn("service discovery: first lookup failed; retrying every second", "peer", s, "err", err)
+	}
+	cancel()
+	a.bg = append(a.bg, func(ctx context.Context) { r.Run(ctx, time.Second) })
 	return r
 }
 

@@ -242,16 +242,7 @@ func launchMinIO(dir string) (*MinIOServer, error) {
 	if bin == "" {
 		return nil, errNoMinIO
 	}
-	var err error
-	for try := range 3 {
-		var srv *MinIOServer
-		var inUse bool
-		srv, inUse, err = launchMinIOOnce(bin, dir, try)
-		if err == nil || !inUse {
-			return srv, err
-		}
-	}
-	return nil, err
+	return launchRetrying(func(try int) (*MinIOServer, bool, error) { return launchMinIOOnce(bin, dir, try) })
 }
 
 func launchMinIOOnce(bin, dir string, try int) (srv *MinIOServer, portInUse bool, err error) {

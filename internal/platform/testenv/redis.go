@@ -160,16 +160,7 @@ func launchRedis(dir string, databases int) (*RedisServer, error) {
 	if bin == "" {
 		return nil, errNoRedis
 	}
-	var err error
-	for range 3 {
-		var srv *RedisServer
-		var inUse bool
-		srv, inUse, err = launchRedisOnce(bin, dir, databases)
-		if err == nil || !inUse {
-			return srv, err
-		}
-	}
-	return nil, err
+	return launchRetrying(func(int) (*RedisServer, bool, error) { return launchRedisOnce(bin, dir, databases) })
 }
 
 func launchRedisOnce(bin, dir string, databases int) (srv *RedisServer, portInUse bool, err error) {

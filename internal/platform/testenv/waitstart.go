@@ -32,3 +32,19 @@ func waitStarted(name, logPath string, exited <-chan struct{}, timeout, interval
 		time.Sleep(interval)
 	}
 }
+
+// launchRetrying calls launch until it succeeds, fails for another reason
+// than a port taken between choosing it and binding it, or has tried three
+// times.
+func launchRetrying[T any](launch func(try int) (T, bool, error)) (T, error) {
+	var srv T
+	var err error
+	for try := range 3 {
+		var inUse bool
+		srv, inUse, err = launch(try)
+		if err == nil || !inUse {
+			return srv, err
+		}
+	}
+	return srv, err
+}
