@@ -71,7 +71,7 @@ type Edge struct {
 	cfg       Config
 	clock     clock.Clock
 	log       *slog.Logger
-	transport *http.Transport
+	transport *h1Transport
 	buffers   *bufferPool
 	budget    *retryBudget
 	health    *http.Client
@@ -151,7 +151,7 @@ func New(cfg Config) (*Edge, error) {
 		cfg:       cfg,
 		clock:     cfg.Clock,
 		log:       cfg.Log,
-		transport: newTransport(cfg.BackendTimeout),
+		transport: newH1Transport(cfg.BackendTimeout),
 		buffers:   newBufferPool(),
 		budget:    newRetryBudget(cfg.Clock, cfg.RetryPercent, cfg.RetryMinPerSec),
 		health: &http.Client{

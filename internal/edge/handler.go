@@ -267,10 +267,13 @@ func (e *Edge) check(parent context.Context, p *pool, b *Backend) {
 	}
 }
 
-// reapLoop removes registered instances whose heartbeat lapsed.
+// reapLoop removes registered instances whose heartbeat lapsed, and every
+// 10 s closes the backend connections idle for longer than the transport's
+// idle timeout.
 func (e *Edge) reapLoop(ctx context.Context) {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
+	var lastSweep time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -278,6 +281,10 @@ func (e *Edge) reapLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		now := e.clock.Now()
+		if now.Sub(lastSweep) >= 10*time.Second {
+			lastSweep = now
+			e.transport.closeIdleOlder(time.Now().Add(-e.transport.idleTimeout))
+		}
 		e.mu.RLock()
 		pools := make([]*pool, 0, len(e.pools))
 		for _, p := range e.pools {
