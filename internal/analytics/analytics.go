@@ -1,17 +1,22 @@
-// Package analytics summarises what visitors do: the storefront publishes a
-// PageViewed for every product page it serves and a SearchMade for every
-// search, fire-and-forget (Emitter), on the buffered analytics stream; the
-// analytics service consumes them (Service.Handle), idempotently, into hourly
-// counts (views per product, searches and searches with no result per
-// normalised query), and answers what is popular now and what people search
-// for (the API, over HTTP with NewHandler and Client).
+// Package analytics summarises what visitors do: the storefront counts the
+// product pages it serves and the searches it answers in memory (Emitter)
+// and publishes, once a second, one summary of each (PageViewsCounted,
+// SearchesCounted) on the buffered analytics stream; the analytics service
+// consumes them (Service.Handle), idempotently, into hourly counts (views
+// per product, searches and searches with no result per normalised query),
+// and answers what is popular now and what people search for (the API, over
+// HTTP with NewHandler and Client). It still accepts the per-event messages
+// (PageViewed, SearchMade) that storefronts before the summaries published,
+// for one version, so that a rolling upgrade loses nothing.
 //
-// These events may be lost (a full queue, a broker down, a power failure
-// before the stream's fsync): the counts are a guide, never a ledger.
+// These counts may be lost (a crash loses the window being counted, a
+// broker down loses the summaries it refuses, a power failure before the
+// stream's fsync): the counts are a guide, never a ledger.
 package analytics
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -21,25 +26,83 @@ import (
 // Subjects of the analytics events, on the GLOBO_ANALYTICS stream (see
 // bus.Streams), not the synced GLOBO stream: their contracts are in
 // internal/contracts.
+//
+// The summaries are new subjects rather than v2 of the per-event ones: a
+// summary is another fact (what one storefront counted in a window), not a
+// page view with a new shape, and a consumer of page views could not read
+// it as one. The per-event subjects are deprecated: no storefront of this
+// version publishes them, the consumer still counts them for one version.
 const (
+	SubjectPageViewsCounted = "globo_analytics.page_views_counted"
+	SubjectSearchesCounted  = "globo_analytics.searches_counted"
+	// The per-event subjects, published by storefronts before the
+	// summaries: no longer produced, still counted until the next version
+	// (not marked Deprecated: the consumer and its tests must name them).
 	SubjectPageViewed = "globo_analytics.page_viewed"
 	SubjectSearchMade = "globo_analytics.search_made"
 )
 
 // Subjects are the subjects the analytics consumer subscribes to.
-var Subjects = []string{SubjectPageViewed, SubjectSearchMade}
+var Subjects = []string{SubjectPageViewsCounted, SubjectSearchesCounted, SubjectPageViewed, SubjectSearchMade}
 
 // ConsumerName is the durable consumer every analytics instance shares: the
 // instances share one database, so each event is counted by one of them.
 const ConsumerName = "analytics"
 
-// PageViewed is the payload of SubjectPageViewed: a product page was served.
+// PageViewsCounted is the payload of SubjectPageViewsCounted: the product
+// pages storefront instance Instance served from WindowStart (inclusive) to
+// WindowEnd (exclusive), counted per product. The message id is made of the
+// instance and the window (SummaryID), so a summary is counted once however
+// often it is delivered. A window's counts may be split over several
+// messages (Part) to keep each small. Dropped is how many views were not
+// counted because the window already had MaxKeys distinct products (the
+// first part carries it).
+type PageViewsCounted struct {
+	Instance    string         `json:"instance"`
+	WindowStart time.Time      `json:"window_start"`
+	WindowEnd   time.Time      `json:"window_end"`
+	Part        int            `json:"part,omitempty"`
+	Counts      []ProductViews `json:"counts"`
+	Dropped     int64          `json:"dropped,omitempty"`
+}
+
+// SearchCount is how often a normalised query was searched in a window, and
+// how many of those searches found nothing.
+type SearchCount struct {
+	Query    string `json:"query"`
+	Searches int64  `json:"searches"`
+	NoResult int64  `json:"no_result"`
+}
+
+// SearchesCounted is the payload of SubjectSearchesCounted: the searches a
+// storefront instance answered in a window, per normalised query, as
+// PageViewsCounted.
+type SearchesCounted struct {
+	Instance    string        `json:"instance"`
+	WindowStart time.Time     `json:"window_start"`
+	WindowEnd   time.Time     `json:"window_end"`
+	Part        int           `json:"part,omitempty"`
+	Counts      []SearchCount `json:"counts"`
+	Dropped     int64         `json:"dropped,omitempty"`
+}
+
+// SummaryID is the message id of part part of the summary of kind ("pv" or
+// "sq") that instance counted in the window starting at start: the same
+// window always gets the same id, which is what makes applying it
+// idempotent (the bus's de-duplication and the consumer's inbox).
+func SummaryID(kind, instance string, start time.Time, part int) string {
+	return kind + "_" + instance + "_" + strconv.FormatInt(start.UnixNano(), 36) + "_" + strconv.Itoa(part)
+}
+
+// PageViewed is the payload of SubjectPageViewed (deprecated): a product
+// page was served.
 type PageViewed struct {
 	ProductID string    `json:"product_id"`
 	ViewedAt  time.Time `json:"viewed_at"`
 }
 
-// SearchMade is the payload of SubjectSearchMade: a search was answered.
+// SearchMade is the payload of SubjectSearchMade (deprecated): a search was
+// answered.
 // Query is normalised (NormalizeQuery); Results is how many products the
 // first page showed (0: a search with no result).
 type SearchMade struct {
@@ -123,6 +186,10 @@ type API interface {
 type Store interface {
 	ApplyPageView(ctx context.Context, msgID string, ev PageViewed, now time.Time) (fresh bool, err error)
 	ApplySearch(ctx context.Context, msgID string, ev SearchMade, now time.Time) (fresh bool, err error)
+	// ApplyPageViews and ApplySearches add a summary's counts to the hour
+	// of its WindowStart, as the per-event Applies.
+	ApplyPageViews(ctx context.Context, msgID string, s PageViewsCounted, now time.Time) (fresh bool, err error)
+	ApplySearches(ctx context.Context, msgID string, s SearchesCounted, now time.Time) (fresh bool, err error)
 	// The reads count the hours that start at or after since.
 	Popular(ctx context.Context, since time.Time, limit int) ([]ProductViews, error)
 	TopSearches(ctx context.Context, since time.Time, limit int, noResultOnly bool) ([]QueryCount, error)

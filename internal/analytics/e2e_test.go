@@ -15,10 +15,11 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/testenv"
 )
 
-// TestEndToEnd publishes page views and searches fire-and-forget through a
-// real embedded broker (onto the buffered GLOBO_ANALYTICS stream) and
-// checks that the analytics consumer, subscribed as the app subscribes it
-// (contract-checked), counts each once.
+// TestEndToEnd counts page views and searches in a storefront's emitter,
+// publishes its summaries through a real embedded broker (onto the buffered
+// GLOBO_ANALYTICS stream) and checks that the analytics consumer,
+// subscribed as the app subscribes it (contract-checked), counts each view
+// and search once.
 func TestEndToEnd(t *testing.T) {
 	ctx := context.Background()
 	b := testenv.Bus(t)
@@ -35,7 +36,7 @@ func TestEndToEnd(t *testing.T) {
 	if err := b.Subscribe(ctx, analytics.ConsumerName, analytics.Subjects, reg.Handler(svc.Handle)); err != nil {
 		t.Fatal(err)
 	}
-	em := analytics.NewEmitter(b, clk, testenv.Logger(t), analytics.EmitterOptions{})
+	em := analytics.NewEmitter(b, clk, testenv.Logger(t), analytics.EmitterOptions{Interval: 50 * time.Millisecond})
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { em.Run(rctx); close(done) }()
@@ -48,7 +49,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	em.SearchMade("Desk Lamp", 3)
 	em.SearchMade("unicorn", 0)
-	enqueue := time.Since(start)
+	counted := time.Since(start)
 	var pop []analytics.ProductViews
 	testenv.CheckFor(t, 10*time.Second, func() error {
 		pop, err = svc.Popular(ctx, time.Hour, 8)
@@ -61,14 +62,14 @@ func TestEndToEnd(t *testing.T) {
 		}
 		if n != views {
 			hint := ""
-			if n == 0 && em.Stats().Sent == views+2 {
-				hint = "; all were published: does bus.Subscribe consume from the stream that holds the subjects (GLOBO_ANALYTICS), not always from GLOBO?"
+			if n == 0 && em.Stats().Sent > 0 {
+				hint = "; summaries were published: does bus.Subscribe consume from the stream that holds the subjects (GLOBO_ANALYTICS), not always from GLOBO?"
 			}
 			return fmt.Errorf("%d views counted of %d (emitter %+v)%s", n, views, em.Stats(), hint)
 		}
 		return nil
 	})
-	t.Logf("%d events enqueued in %v; all counted %v after the first (emitter %+v)", views+2, enqueue, time.Since(start), em.Stats())
+	t.Logf("%d events counted in %v; all applied %v after the first (emitter %+v)", views+2, counted, time.Since(start), em.Stats())
 	want := []analytics.ProductViews{{ProductID: "prd_0", Views: 50}, {ProductID: "prd_1", Views: 50}, {ProductID: "prd_2", Views: 50}, {ProductID: "prd_3", Views: 50}}
 	if !reflect.DeepEqual(pop, want) {
 		t.Errorf("Popular = %v, want %v", pop, want)
@@ -83,10 +84,11 @@ func TestEndToEnd(t *testing.T) {
 		}
 		return nil
 	})
-	if s := em.Stats(); s.Dropped != 0 || s.Failed != 0 || s.Sent != views+2 {
-		t.Errorf("emitter stats %+v, want %d sent and nothing lost", s, views+2)
+	// A few summaries carried all of it, not one message per event.
+	if s := em.Stats(); s.Dropped != 0 || s.Failed != 0 || s.Counted != views+2 || s.Sent < 2 || s.Sent > 10 {
+		t.Errorf("emitter stats %+v, want %d counted in 2 to 10 summaries and nothing lost", s, views+2)
 	}
-	// The events went to the buffered analytics stream, not to GLOBO.
+	// The summaries went to the buffered analytics stream, not to GLOBO.
 	for _, s := range bus.Streams() {
 		if s.Name == "GLOBO_ANALYTICS" && s.Persistence != bus.Buffered {
 			t.Errorf("GLOBO_ANALYTICS is %v, want buffered", s.Persistence)
@@ -95,9 +97,8 @@ func TestEndToEnd(t *testing.T) {
 }
 
 // TestEmitterNeverBlocks checks that with the broker down the emitter's
-// calls return at once: its one publisher goroutine is stuck waiting for an
-// acknowledgement that never comes, the queue fills, and every further event
-// is dropped and counted.
+// calls return at once: its publishing goroutine is stuck waiting for an
+// acknowledgement that never comes, and counting goes on regardless.
 func TestEmitterNeverBlocks(t *testing.T) {
 	ctx := context.Background()
 	// A broker other processes reach over TCP, and a shop connected to it
@@ -121,10 +122,7 @@ func TestEmitterNeverBlocks(t *testing.T) {
 		return nil
 	})
 
-	const queue = 64
-	// The publish timeout outlasts the test: a call that waited for the
-	// publisher would hang the test.
-	em := analytics.NewEmitter(shop, clock.Real{}, testenv.Logger(t), analytics.EmitterOptions{Queue: queue, PublishTimeout: 10 * time.Minute})
+	em := analytics.NewEmitter(shop, clock.Real{}, testenv.Logger(t), analytics.EmitterOptions{Interval: 10 * time.Millisecond, PublishTimeout: time.Second})
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { em.Run(rctx); close(done) }()
@@ -144,14 +142,11 @@ func TestEmitterNeverBlocks(t *testing.T) {
 	}
 	took := time.Since(start)
 	s := em.Stats()
-	t.Logf("broker down: %d events offered in %v (%.0f ns each, slowest %v); %+v", n, took, float64(took.Nanoseconds())/n, slowest, s)
+	t.Logf("broker down: %d events counted in %v (%.0f ns each, slowest %v); %+v", n, took, float64(took.Nanoseconds())/n, slowest, s)
 	if s.Sent != 0 {
-		t.Errorf("%d events sent with the broker down", s.Sent)
+		t.Errorf("%d summaries sent with the broker down", s.Sent)
 	}
-	// The queue holds queue events; the publisher holds at most one batch
-	// more (256 events: it drains the queue while it refills).
-	const batch = 256
-	if s.Queued < queue || s.Queued > queue+batch || s.Queued+s.Dropped != n || s.Waiting != queue {
-		t.Errorf("stats %+v: want %d to %d queued, the rest of %d dropped, %d waiting", s, queue, queue+batch, n, queue)
+	if s.Counted != n || s.Dropped != 0 {
+		t.Errorf("stats %+v: want all %d counted", s, n)
 	}
 }

@@ -2,6 +2,7 @@ package analytics
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -36,9 +37,10 @@ func NewService(store Store, clk clock.Clock, log *slog.Logger) *Service {
 	return &Service{store: store, clock: clk, log: log}
 }
 
-// Handle is the bus handler of Subjects: it counts the event once, however
-// often it is delivered (the event id is recorded in the store's inbox in
-// the same transaction). An event it cannot decode, or of another subject,
+// Handle is the bus handler of Subjects: it counts the summary (or, from an
+// older storefront, the single event) once, however often it is delivered
+// (the message id is recorded in the store's inbox in the same transaction
+// as the counts). An event it cannot decode, or of another subject,
 // is a permanent failure (a dead letter); a store error asks for redelivery.
 func (s *Service) Handle(ctx context.Context, ev bus.Event) error {
 	_, err := s.apply(ctx, ev)
@@ -49,6 +51,36 @@ func (s *Service) apply(ctx context.Context, ev bus.Event) (bool, error) {
 	const op = "analytics.Handle"
 	now := s.clock.Now()
 	switch ev.Type {
+	case SubjectPageViewsCounted:
+		var sum PageViewsCounted
+		if err := ev.Decode(&sum); err != nil {
+			return false, bus.Permanent(errs.E(op, errs.Invalid, errs.Msg("undecodable %s %s: %v", ev.Type, ev.ID, err)))
+		}
+		if err := checkSummary(sum.Instance, sum.WindowStart, sum.WindowEnd, len(sum.Counts), func(i int) bool {
+			return sum.Counts[i].ProductID != "" && sum.Counts[i].Views > 0
+		}); err != nil {
+			return false, bus.Permanent(errs.E(op, errs.Invalid, errs.Msg("invalid %s %s: %v", ev.Type, ev.ID, err)))
+		}
+		if sum.Dropped > 0 {
+			s.log.Warn("a storefront dropped page views past its key bound", "instance", sum.Instance, "window_start", sum.WindowStart, "dropped", sum.Dropped)
+		}
+		return s.store.ApplyPageViews(ctx, ev.ID, sum, now)
+	case SubjectSearchesCounted:
+		var sum SearchesCounted
+		if err := ev.Decode(&sum); err != nil {
+			return false, bus.Permanent(errs.E(op, errs.Invalid, errs.Msg("undecodable %s %s: %v", ev.Type, ev.ID, err)))
+		}
+		if err := checkSummary(sum.Instance, sum.WindowStart, sum.WindowEnd, len(sum.Counts), func(i int) bool {
+			c := &sum.Counts[i]
+			c.Query = NormalizeQuery(c.Query)
+			return c.Query != "" && c.Searches > 0 && c.NoResult >= 0 && c.NoResult <= c.Searches
+		}); err != nil {
+			return false, bus.Permanent(errs.E(op, errs.Invalid, errs.Msg("invalid %s %s: %v", ev.Type, ev.ID, err)))
+		}
+		if sum.Dropped > 0 {
+			s.log.Warn("a storefront dropped searches past its key bound", "instance", sum.Instance, "window_start", sum.WindowStart, "dropped", sum.Dropped)
+		}
+		return s.store.ApplySearches(ctx, ev.ID, mergeQueries(sum), now)
 	case SubjectPageViewed:
 		var pv PageViewed
 		if err := ev.Decode(&pv); err != nil || pv.ProductID == "" || pv.ViewedAt.IsZero() {
@@ -67,6 +99,43 @@ func (s *Service) apply(ctx context.Context, ev bus.Event) (bool, error) {
 		return s.store.ApplySearch(ctx, ev.ID, sm, now)
 	}
 	return false, bus.Permanent(errs.E(op, errs.Invalid, errs.Msg("analytics does not handle %q", ev.Type)))
+}
+
+// checkSummary checks a summary's header and, with ok, each of its n
+// counts.
+func checkSummary(instance string, start, end time.Time, n int, ok func(int) bool) error {
+	if instance == "" || start.IsZero() || end.Before(start) {
+		return fmt.Errorf("instance %q, window %v to %v", instance, start, end)
+	}
+	if n > MaxSummaryCounts {
+		return fmt.Errorf("%d counts, more than %d", n, MaxSummaryCounts)
+	}
+	for i := range n {
+		if !ok(i) {
+			return fmt.Errorf("count %d is empty or out of range", i)
+		}
+	}
+	return nil
+}
+
+// mergeQueries adds up the counts of queries that the consumer's
+// normalisation made equal (a producer that normalised differently), so
+// that one transaction never updates one row twice from the same summary
+// with two conflicting results.
+func mergeQueries(sum SearchesCounted) SearchesCounted {
+	at := make(map[string]int, len(sum.Counts))
+	out := sum.Counts[:0]
+	for _, c := range sum.Counts {
+		if i, ok := at[c.Query]; ok {
+			out[i].Searches += c.Searches
+			out[i].NoResult += c.NoResult
+			continue
+		}
+		at[c.Query] = len(out)
+		out = append(out, c)
+	}
+	sum.Counts = out
+	return sum
 }
 
 // Apply is Handle that also reports whether the event was counted now

@@ -83,6 +83,59 @@ func TestConsumerIdempotent(t *testing.T) {
 	}
 }
 
+// TestConsumerSummaries applies storefront summaries on SQLite and
+// PostgreSQL: a redelivered summary (the same instance and window) counts
+// once, summaries of two instances for one window both count, and a page
+// view from an older storefront (the per-event subject, during a rolling
+// upgrade) adds to the same counts.
+func TestConsumerSummaries(t *testing.T) {
+	for _, b := range testenv.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			ctx := context.Background()
+			svc, _ := newService(t, b)
+			start := now0.Add(-time.Second)
+			pvs := func(instance string) analytics.PageViewsCounted {
+				return analytics.PageViewsCounted{Instance: instance, WindowStart: start, WindowEnd: now0,
+					Counts: []analytics.ProductViews{{ProductID: "prd_a", Views: 5}, {ProductID: "prd_b", Views: 2}}}
+			}
+			sqs := analytics.SearchesCounted{Instance: "sf1", WindowStart: start, WindowEnd: now0,
+				Counts: []analytics.SearchCount{{Query: "desk lamp", Searches: 4, NoResult: 0}, {Query: "Unicorn", Searches: 2, NoResult: 2}, {Query: "unicorn", Searches: 1, NoResult: 1}}}
+			id1 := analytics.SummaryID("pv", "sf1", start, 0)
+			for i, want := range []bool{true, false} {
+				if fresh, err := svc.Apply(ctx, event(t, analytics.SubjectPageViewsCounted, id1, pvs("sf1"))); err != nil || fresh != want {
+					t.Fatalf("summary delivery %d: fresh %v, %v; want %v", i+1, fresh, err, want)
+				}
+				if err := svc.Handle(ctx, event(t, analytics.SubjectSearchesCounted, analytics.SummaryID("sq", "sf1", start, 0), sqs)); err != nil {
+					t.Fatalf("searches delivery %d: %v", i+1, err)
+				}
+			}
+			if err := svc.Handle(ctx, event(t, analytics.SubjectPageViewsCounted, analytics.SummaryID("pv", "sf2", start, 0), pvs("sf2"))); err != nil {
+				t.Fatal(err)
+			}
+			if err := svc.Handle(ctx, event(t, analytics.SubjectPageViewed, "pv_old", analytics.PageViewed{ProductID: "prd_b", ViewedAt: now0})); err != nil {
+				t.Fatal(err)
+			}
+			pop, err := svc.Popular(ctx, time.Hour, 8)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := []analytics.ProductViews{{ProductID: "prd_a", Views: 10}, {ProductID: "prd_b", Views: 5}}; !reflect.DeepEqual(pop, want) {
+				t.Errorf("Popular = %v, want %v", pop, want)
+			}
+			rep, err := svc.Searches(ctx, time.Hour, 8)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := []analytics.QueryCount{{Query: "desk lamp", Searches: 4}, {Query: "unicorn", Searches: 3}}; !reflect.DeepEqual(rep.Top, want) {
+				t.Errorf("top = %v, want %v", rep.Top, want)
+			}
+			if want := []analytics.QueryCount{{Query: "unicorn", Searches: 3}}; !reflect.DeepEqual(rep.NoResult, want) {
+				t.Errorf("no result = %v, want %v", rep.NoResult, want)
+			}
+		})
+	}
+}
+
 // TestConsumerRefusesBadEvents checks that an event that cannot be counted
 // is a permanent failure (a dead letter at once), never a retry loop.
 func TestConsumerRefusesBadEvents(t *testing.T) {
@@ -94,6 +147,14 @@ func TestConsumerRefusesBadEvents(t *testing.T) {
 		"no product":      event(t, analytics.SubjectPageViewed, "x3", analytics.PageViewed{ViewedAt: now0}),
 		"no time":         event(t, analytics.SubjectSearchMade, "x4", analytics.SearchMade{Query: "q"}),
 		"negative result": event(t, analytics.SubjectSearchMade, "x5", analytics.SearchMade{Query: "q", Results: -1, SearchedAt: now0}),
+		"summary without instance": event(t, analytics.SubjectPageViewsCounted, "x6", analytics.PageViewsCounted{WindowStart: now0, WindowEnd: now0,
+			Counts: []analytics.ProductViews{{ProductID: "prd_1", Views: 1}}}),
+		"summary window backwards": event(t, analytics.SubjectPageViewsCounted, "x7", analytics.PageViewsCounted{Instance: "sf1", WindowStart: now0, WindowEnd: now0.Add(-time.Second)}),
+		"summary zero views": event(t, analytics.SubjectPageViewsCounted, "x8", analytics.PageViewsCounted{Instance: "sf1", WindowStart: now0, WindowEnd: now0,
+			Counts: []analytics.ProductViews{{ProductID: "prd_1", Views: 0}}}),
+		"summary more no-result than searches": event(t, analytics.SubjectSearchesCounted, "x9", analytics.SearchesCounted{Instance: "sf1", WindowStart: now0, WindowEnd: now0,
+			Counts: []analytics.SearchCount{{Query: "q", Searches: 1, NoResult: 2}}}),
+		"summary not an object": {ID: "x10", Type: analytics.SubjectSearchesCounted, Data: json.RawMessage(`"x"`)},
 	} {
 		if err := svc.Handle(ctx, ev); !bus.IsPermanent(err) {
 			t.Errorf("%s: Handle = %v, want a permanent error", name, err)

@@ -11,7 +11,8 @@ import (
 
 // AnalyticsEvents receives the storefront's analytics events, fire-and-
 // forget: the calls must return at once whatever the broker does
-// (analytics.Emitter queues and drops, never blocks).
+// (analytics.Emitter counts in memory and publishes a summary per second,
+// never blocks on the broker).
 type AnalyticsEvents interface {
 	PageViewed(productID string)
 	SearchMade(query string, results int)

@@ -1,6 +1,6 @@
 // Package analyticsdb is the SQL store of the analytics service: hourly
 // counts of product views and of searches per normalised query, and the
-// inbox of applied event ids (internal/platform/inbox) that makes counting
+// inbox of applied message ids (summaries, and the older single events) (internal/platform/inbox) that makes counting
 // idempotent. SQLite and PostgreSQL.
 package analyticsdb
 
@@ -68,6 +68,40 @@ func (s *Store) ApplySearch(ctx context.Context, msgID string, ev analytics.Sear
 			ON CONFLICT (query, hour) DO UPDATE SET searches = search_counts.searches + 1, no_result = search_counts.no_result + ?`,
 			ev.Query, hourOf(ev.SearchedAt), none, none)
 		return err
+	})
+}
+
+// ApplyPageViews adds the summary's counts to the hour of its window's
+// start unless msgID was applied before, in one transaction with the inbox
+// record.
+func (s *Store) ApplyPageViews(ctx context.Context, msgID string, sum analytics.PageViewsCounted, now time.Time) (bool, error) {
+	hour := hourOf(sum.WindowStart)
+	return s.apply(ctx, "analyticsdb.ApplyPageViews", msgID, now, func(tx *sqldb.Tx) error {
+		for _, c := range sum.Counts {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO product_views (product_id, hour, views) VALUES (?, ?, ?)
+				ON CONFLICT (product_id, hour) DO UPDATE SET views = product_views.views + ?`, c.ProductID, hour, c.Views, c.Views); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ApplySearches adds the summary's counts (searches, and searches with no
+// result) to the hour of its window's start unless msgID was applied
+// before, in one transaction with the inbox record. The queries must be
+// normalised and distinct.
+func (s *Store) ApplySearches(ctx context.Context, msgID string, sum analytics.SearchesCounted, now time.Time) (bool, error) {
+	hour := hourOf(sum.WindowStart)
+	return s.apply(ctx, "analyticsdb.ApplySearches", msgID, now, func(tx *sqldb.Tx) error {
+		for _, c := range sum.Counts {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO search_counts (query, hour, searches, no_result) VALUES (?, ?, ?, ?)
+				ON CONFLICT (query, hour) DO UPDATE SET searches = search_counts.searches + ?, no_result = search_counts.no_result + ?`,
+				c.Query, hour, c.Searches, c.NoResult, c.Searches, c.NoResult); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 

@@ -50,8 +50,9 @@ CREATE TABLE IF NOT EXISTS outbox (
 // PostgreSQL fills from a sequence. SQLite has no sequences and keeps it
 // NULL: there the relay orders by the rowid, which its single writer assigns
 // in commit order. ALTER TABLE ... ADD COLUMN has no IF NOT EXISTS on SQLite,
-// so unlike Migration this one fails on a database where another store
-// already applied it: two stores with an outbox cannot share a database.
+// so this text fails on a database where another store already applied it:
+// a store opens its migrations through SharedMigrations, which serves in its
+// place what that database needs, so two stores with an outbox can share one.
 const MigrationV2 = `-- +goose Up
 -- Outbox v2 (outbox.MigrationV2): rows published in the order the database
 -- assigned (seq on PostgreSQL, the rowid on SQLite), the W3C trace context of
