@@ -223,7 +223,11 @@ func printDeadLetter(w io.Writer, d bus.DeadLetter) {
 	fmt.Fprintf(w, "Consumer:    %s\n", d.Consumer)
 	fmt.Fprintf(w, "Subject:     %s\n", d.Subject)
 	fmt.Fprintf(w, "Message id:  %s\n", d.MsgID)
-	fmt.Fprintf(w, "Stream seq:  %d (in %s)\n", d.StreamSeq, bus.StreamName)
+	stream := d.Stream
+	if stream == "" { // a dead letter without its original subject
+		stream = bus.StreamName
+	}
+	fmt.Fprintf(w, "Stream seq:  %d (in %s)\n", d.StreamSeq, stream)
 	fmt.Fprintf(w, "Deliveries:  %d\n", d.Deliveries)
 	fmt.Fprintf(w, "Permanent:   %s\n", permanent)
 	fmt.Fprintf(w, "Failed at:   %s\n", d.FailedAt.UTC().Format(time.RFC3339Nano))

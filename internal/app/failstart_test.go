@@ -26,8 +26,8 @@ func TestFailedStartStopsServing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	// A consumer of the mail worker's name whose ack policy cannot be
-	// changed: the worker's Subscribe fails.
+	// Another consumer of the mail worker's jobs: on the work-queue stream
+	// the broker refuses the worker's own, whose filter overlaps it.
 	nc, err := nats.Connect("nats://" + natsAddr)
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +37,8 @@ func TestFailedStartStopsServing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.CreateConsumer(ctx, bus.StreamName, jetstream.ConsumerConfig{Durable: mail.ConsumerName, AckPolicy: jetstream.AckNonePolicy}); err != nil {
+	if _, err := js.CreateConsumer(ctx, bus.JobsStreamName, jetstream.ConsumerConfig{Durable: "not-" + mail.ConsumerName,
+		FilterSubjects: mail.Subjects, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -216,8 +216,8 @@ func TestSeedConcurrent(t *testing.T) {
 			if err := dbs[0].QueryRowContext(ctx, `SELECT COUNT(*) FROM outbox`).Scan(&events); err != nil {
 				t.Fatal(err)
 			}
-			if events != len(products) {
-				t.Fatalf("%d events for %d products", events, len(products))
+			if events != 2*len(products) { // ItemListed and the thumbnail job of each
+				t.Fatalf("%d events and jobs for %d products, want two each", events, len(products))
 			}
 		})
 	}

@@ -221,6 +221,22 @@ func TestDrainDelay(t *testing.T) {
 	}
 }
 
+func TestAckWait(t *testing.T) {
+	c, err := Load([]string{"--ack-wait", "5s"}, env(nil), io.Discard)
+	if err != nil || c.AckWait != 5*time.Second {
+		t.Fatalf("--ack-wait 5s: %v (%v)", c.AckWait, err)
+	}
+	c, err = Load(nil, env(map[string]string{"GLOBO_ACK_WAIT": "2m"}), io.Discard)
+	if err != nil || c.AckWait != 2*time.Minute {
+		t.Fatalf("GLOBO_ACK_WAIT=2m: %v (%v)", c.AckWait, err)
+	}
+	for _, v := range []string{"1s", "11m", "-5s"} {
+		if _, err := Load([]string{"--ack-wait", v}, env(nil), io.Discard); err == nil || !strings.Contains(err.Error(), "ack wait") {
+			t.Errorf("--ack-wait %s: err = %v, want it refused", v, err)
+		}
+	}
+}
+
 func TestTrustedProxies(t *testing.T) {
 	c, err := Load(nil, env(nil), io.Discard)
 	if err != nil || c.TrustedProxies != nil {

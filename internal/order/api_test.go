@@ -356,8 +356,9 @@ func testConfirm(t *testing.T, e env) {
 	if !reflect.DeepEqual(again, o) {
 		t.Errorf("second Confirm changed the order: %+v", again)
 	}
-	if rows := outboxRows(t, e.db); !reflect.DeepEqual(rows, []string{order.SubjectOrderPlaced + " ord_1"}) {
-		t.Errorf("outbox = %v, want one OrderPlaced", rows)
+	if rows := outboxRows(t, e.db); !reflect.DeepEqual(rows, []string{order.SubjectOrderPlaced + " ord_1",
+		order.SubjectEmailRequested + " " + order.EmailJobID("ord_1", order.EmailOrderConfirmation)}) {
+		t.Errorf("outbox = %v, want one OrderPlaced and its confirmation e-mail job", rows)
 	}
 	if n := e.kicks.Load(); n != 1 {
 		t.Errorf("kicked %d times, want 1", n)
@@ -376,7 +377,8 @@ func testConfirm(t *testing.T, e env) {
 	if got, _ := e.api.GetOrder(ctx, "ord_2"); got.Status != order.StatusCancelled {
 		t.Errorf("a rejected Confirm changed the status to %q", got.Status)
 	}
-	want := []string{order.SubjectOrderPlaced + " ord_1", order.SubjectOrderCancelled + " " + order.CancelledEventID("ord_2")}
+	want := []string{order.SubjectOrderPlaced + " ord_1", order.SubjectEmailRequested + " " + order.EmailJobID("ord_1", order.EmailOrderConfirmation),
+		order.SubjectOrderCancelled + " " + order.CancelledEventID("ord_2"), order.SubjectEmailRequested + " " + order.EmailJobID("ord_2", order.EmailOrderCancellation)}
 	if rows := outboxRows(t, e.db); !reflect.DeepEqual(rows, want) {
 		t.Errorf("outbox = %v, want %v (ord_1 placed, ord_2 cancelled, nothing for the refused Confirm)", rows, want)
 	}
@@ -433,16 +435,18 @@ func testCancel(t *testing.T, e env) {
 	}
 	_, err = e.api.Cancel(ctx, "ord_nope", "reason", p)
 	wantKind(t, err, errs.NotFound)
-	// One OrderCancelled for the one cancellation: not for the repeat, nor
-	// for the id with no order, nor for the refused empty reason.
-	if rows, want := outboxRows(t, e.db), []string{order.SubjectOrderCancelled + " " + order.CancelledEventID("ord_1")}; !reflect.DeepEqual(rows, want) {
+	// One OrderCancelled (and its e-mail job) for the one cancellation: not
+	// for the repeat, nor for the id with no order, nor for the refused
+	// empty reason.
+	if rows, want := outboxRows(t, e.db), []string{order.SubjectOrderCancelled + " " + order.CancelledEventID("ord_1"),
+		order.SubjectEmailRequested + " " + order.EmailJobID("ord_1", order.EmailOrderCancellation)}; !reflect.DeepEqual(rows, want) {
 		t.Errorf("outbox = %v, want %v", rows, want)
 	}
 	if n := e.kicks.Load(); n != 1 {
 		t.Errorf("kicked %d times, want 1", n)
 	}
-	var payload string
-	if err := e.db.QueryRowContext(ctx, `SELECT payload FROM outbox`).Scan(&payload); err != nil {
+	var payload, jobPayload string
+	if err := e.db.QueryRowContext(ctx, `SELECT payload FROM outbox WHERE subject = ?`, order.SubjectOrderCancelled).Scan(&payload); err != nil {
 		t.Fatal(err)
 	}
 	var ev order.OrderCancelled
@@ -451,6 +455,17 @@ func testCancel(t *testing.T, e env) {
 	}
 	if !reflect.DeepEqual(ev.Order, o) {
 		t.Errorf("OrderCancelled carries %+v\nwant the order as cancelled %+v", ev.Order, o)
+	}
+	// The e-mail job carries what the mail worker renders: the same order.
+	if err := e.db.QueryRowContext(ctx, `SELECT payload FROM outbox WHERE subject = ?`, order.SubjectEmailRequested).Scan(&jobPayload); err != nil {
+		t.Fatal(err)
+	}
+	var job order.EmailRequested
+	if err := json.Unmarshal([]byte(jobPayload), &job); err != nil {
+		t.Fatal(err)
+	}
+	if job.Kind != order.EmailOrderCancellation || job.OrderID != "ord_1" || job.To != o.Email || !reflect.DeepEqual(job.Order, o) || !job.RequestedAt.Equal(o.UpdatedAt) {
+		t.Errorf("EmailRequested = %+v\nwant a cancellation to %s carrying %+v", job, o.Email, o)
 	}
 }
 
@@ -566,8 +581,8 @@ func TestConcurrentConfirmWritesOneEvent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if rows := outboxRows(t, e.db); len(rows) != 1 {
-		t.Errorf("outbox = %v, want one row", rows)
+	if rows := outboxRows(t, e.db); len(rows) != 2 {
+		t.Errorf("outbox = %v, want one OrderPlaced and its e-mail job", rows)
 	}
 	if n := e.kicks.Load(); n != 1 {
 		t.Errorf("kicked %d times, want 1", n)

@@ -96,6 +96,37 @@ type OrderCancelled struct {
 	Order Order `json:"order"`
 }
 
+// SubjectEmailRequested is the subject of EmailRequested jobs, on the
+// work-queue stream GLOBO_JOBS (bus.JobSubjectPrefix): each job goes to one
+// mail worker.
+const SubjectEmailRequested = "globo_jobs.email"
+
+// EmailKind is which e-mail an EmailRequested asks for.
+type EmailKind string
+
+// The e-mails the order service asks for.
+const (
+	EmailOrderConfirmation EmailKind = "order_confirmation" // with OrderPlaced
+	EmailOrderCancellation EmailKind = "order_cancellation" // with OrderCancelled
+)
+
+// EmailRequested is the job of sending the customer an e-mail about an
+// order, enqueued (through the outbox) in the transaction that confirms or
+// cancels it, next to OrderPlaced or OrderCancelled. It carries the order as
+// it was then, which the mail worker renders: the worker needs nothing
+// else. To is the recipient (the order's e-mail). Its job id is EmailJobID.
+type EmailRequested struct {
+	Kind        EmailKind `json:"kind"`
+	OrderID     string    `json:"order_id"`
+	To          string    `json:"to"`
+	Order       Order     `json:"order"`
+	RequestedAt time.Time `json:"requested_at"`
+}
+
+// EmailJobID is the job id of the EmailRequested of kind about order id:
+// "<order id>/email/<kind>", one per order and kind.
+func EmailJobID(id string, kind EmailKind) string { return id + "/email/" + string(kind) }
+
 // CancelledEventID is the event id (the outbox's de-duplication key) of the
 // OrderCancelled of order id: distinct from OrderPlaced's, which is the id.
 func CancelledEventID(id string) string { return id + "/cancelled" }

@@ -27,11 +27,13 @@ const (
 )
 
 // Event is an event that Store.Update writes to the outbox in the same
-// transaction as the change; ID is its de-duplication key.
+// transaction as the change; ID is its de-duplication key. Jobs are written
+// after it in the same transaction (the EmailRequested of the change).
 type Event struct {
 	Subject string
 	ID      string
 	Data    any
+	Jobs    []Event
 }
 
 // ErrNoChange may be returned by the function given to Store.Update to leave
@@ -64,7 +66,7 @@ type Store interface {
 	// Update loads the order in a transaction, calls fn with it and, if fn
 	// returns nil, saves its mutable fields (Status, Payment, Shipment,
 	// CancelReason, UpdatedAt) and, when fn returned an event, writes the
-	// event to the outbox before committing. fn may run more than once if the
+	// event and then its Jobs to the outbox before committing. fn may run more than once if the
 	// transaction is retried. fn returning ErrNoChange writes nothing; any
 	// other error is returned and writes nothing. errs.NotFound for an
 	// unknown id.
@@ -417,7 +419,8 @@ func (s *Service) Confirm(ctx context.Context, id string, p PaymentInfo, sh Ship
 		o.Shipment = sh
 		o.UpdatedAt = now
 		wrote = true
-		return &Event{Subject: SubjectOrderPlaced, ID: o.ID, Data: OrderPlaced{Order: *o}}, nil
+		return &Event{Subject: SubjectOrderPlaced, ID: o.ID, Data: OrderPlaced{Order: *o},
+			Jobs: []Event{emailJob(EmailOrderConfirmation, *o)}}, nil
 	})
 	if err != nil {
 		return Order{}, errs.E(op, err)
@@ -471,7 +474,8 @@ func (s *Service) Cancel(ctx context.Context, id, reason string, p PaymentInfo) 
 			}
 			o.UpdatedAt = now
 			wrote = true
-			return &Event{Subject: SubjectOrderCancelled, ID: CancelledEventID(o.ID), Data: OrderCancelled{Order: *o}}, nil
+			return &Event{Subject: SubjectOrderCancelled, ID: CancelledEventID(o.ID), Data: OrderCancelled{Order: *o},
+				Jobs: []Event{emailJob(EmailOrderCancellation, *o)}}, nil
 		})
 		if err == nil {
 			if wrote {
@@ -493,4 +497,11 @@ func (s *Service) Cancel(ctx context.Context, id, reason string, p PaymentInfo) 
 		}
 		return Order{}, errs.E(op, terr)
 	}
+}
+
+// emailJob is the EmailRequested job of kind about order o as it is after
+// the change, to be written with the change's event.
+func emailJob(kind EmailKind, o Order) Event {
+	return Event{Subject: SubjectEmailRequested, ID: EmailJobID(o.ID, kind),
+		Data: EmailRequested{Kind: kind, OrderID: o.ID, To: o.Email, Order: o, RequestedAt: o.UpdatedAt.UTC()}}
 }

@@ -119,9 +119,9 @@ func testUpdateProduct(t *testing.T, s *catalogdb.Store, db *sqldb.DB) {
 	if rows := changedRows(t, db); len(rows) != 2 {
 		t.Fatalf("a no-op change wrote an event: %d rows", len(rows))
 	}
-	// The ItemListed row is still the only other one.
-	if n := len(outboxRows(t, db)); n != 3 {
-		t.Fatalf("outbox has %d rows, want 3", n)
+	// The ItemListed row and the thumbnail job are still the only others.
+	if n := len(outboxRows(t, db)); n != 4 {
+		t.Fatalf("outbox has %d rows, want 4", n)
 	}
 }
 

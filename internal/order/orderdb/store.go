@@ -65,7 +65,14 @@ func OpenSharded(ctx context.Context, sh *sqldb.Sharded) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := sh.Migrate(ctx, "order", dir); err != nil {
+	// Each node's outbox may share its database with another store's.
+	if err := sh.Each(ctx, func(ctx context.Context, _ string, db *sqldb.DB) error {
+		fsys, err := outbox.SharedMigrations(ctx, db, dir, "00005_outbox_v2.sql")
+		if err != nil {
+			return err
+		}
+		return db.Migrate(ctx, "order", fsys)
+	}); err != nil {
 		return nil, err
 	}
 	err = sh.Each(ctx, func(ctx context.Context, _ string, db *sqldb.DB) error {
@@ -405,7 +412,7 @@ func fillItems(ctx context.Context, db sqldb.Querier, list []order.Order, ids []
 }
 
 // Update changes the order's mutable fields through fn and writes fn's
-// event, if any, to the outbox in the same transaction.
+// event, if any, and then its jobs to the outbox in the same transaction.
 func (s *Store) Update(ctx context.Context, id string, fn func(o *order.Order) (*order.Event, error)) (order.Order, error) {
 	const op = "orderdb.Update"
 	var result order.Order
@@ -436,8 +443,10 @@ func (s *Store) Update(ctx context.Context, id string, fn func(o *order.Order) (
 			return err
 		}
 		if ev != nil {
-			if err := outbox.Add(ctx, tx, ev.Subject, ev.ID, ev.Data, o.UpdatedAt); err != nil {
-				return err
+			for _, e := range append([]order.Event{*ev}, ev.Jobs...) {
+				if err := outbox.Add(ctx, tx, e.Subject, e.ID, e.Data, o.UpdatedAt); err != nil {
+					return err
+				}
 			}
 		}
 		// Only the mutable fields were saved: answer with exactly what is stored.

@@ -311,8 +311,9 @@ func testConfirmOneOutboxRow(t *testing.T, db *sqldb.DB, s *orderdb.Store) {
 		}
 	}
 	rows := outboxRows(t, db)
-	if len(rows) != 1 || rows[0].ID != "ord_1" || rows[0].Subject != order.SubjectOrderPlaced {
-		t.Errorf("outbox = %+v, want exactly one OrderPlaced", rows)
+	if len(rows) != 2 || rows[0].ID != "ord_1" || rows[0].Subject != order.SubjectOrderPlaced ||
+		rows[1].ID != order.EmailJobID("ord_1", order.EmailOrderConfirmation) || rows[1].Subject != order.SubjectEmailRequested {
+		t.Errorf("outbox = %+v, want exactly one OrderPlaced and its e-mail job, in the same transaction", rows)
 	}
 	if kicks != 1 {
 		t.Errorf("kicked %d times, want 1", kicks)

@@ -3,9 +3,13 @@
 // process, storing messages under the data directory; the same code connects
 // to an external NATS cluster by URL.
 //
-// Every message lands in one stream (persistence). A subscription is a durable
-// consumer: instances that subscribe with the same name share the work (a work
-// queue), subscriptions with different names each get every message (events).
+// Every message lands in one stream (persistence), chosen by its subject
+// (Streams): events on GLOBO, jobs on the work-queue stream GLOBO_JOBS (each
+// job goes to the one consumer of its subject and is deleted once acked),
+// page views and searches on GLOBO_ANALYTICS. A subscription is a durable
+// consumer: instances that subscribe with the same name share the work,
+// subscriptions with different names each get every event. Workers pull
+// (Subscribe); services reacting to events are pushed to (React, react.go).
 // A handler's error makes the message be redelivered with back-off; after the
 // subscription's allowed deliveries (MaxDeliver unless MaxDeliveries says
 // otherwise), or at once for a Permanent error, the message is moved to the
@@ -37,6 +41,18 @@ const StreamName = "GLOBO"
 
 // SubjectPrefix prefixes every subject in the stream.
 const SubjectPrefix = "globo."
+
+// AnalyticsStreamName is the buffered stream of the storefront's page views
+// and searches (subjects globo_analytics.>).
+const AnalyticsStreamName = "GLOBO_ANALYTICS"
+
+// JobsStreamName is the work-queue stream of the jobs services hand to
+// workers: each job goes to one worker and is deleted once acked.
+const JobsStreamName = "GLOBO_JOBS"
+
+// JobSubjectPrefix prefixes every job's subject (globo_jobs.thumbnail,
+// globo_jobs.email, ...). One consumer takes each job subject.
+const JobSubjectPrefix = "globo_jobs."
 
 // MaxDeliver is how many times a message is offered, by default, before it
 // is moved to the dead letters.
@@ -88,6 +104,10 @@ type Options struct {
 	// Clock stamps dead letters with their time of failure; nil is the
 	// wall clock.
 	Clock clock.Clock
+	// AckWait is how long the broker waits for a consumer's ack before it
+	// offers the message again (to another instance, when the one that had
+	// it died); 0 means DefaultAckWait. A handler gets five sixths of it.
+	AckWait time.Duration
 }
 
 // Bus is a connection to the broker.
@@ -98,6 +118,8 @@ type Bus struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
 
+	ackWait time.Duration // Options.AckWait or DefaultAckWait
+
 	mu   sync.Mutex
 	subs []jetstream.ConsumeContext
 }
@@ -106,7 +128,10 @@ var _ Publisher = (*Bus)(nil)
 
 // Open starts or connects to the broker and makes sure the stream exists.
 func Open(ctx context.Context, o Options) (*Bus, error) {
-	b := &Bus{log: o.Log, clock: o.Clock}
+	b := &Bus{log: o.Log, clock: o.Clock, ackWait: o.AckWait}
+	if b.ackWait <= 0 {
+		b.ackWait = DefaultAckWait
+	}
 	if b.log == nil {
 		b.log = slog.Default()
 	}
@@ -239,17 +264,28 @@ func (b *Bus) Publish(ctx context.Context, subject, id string, data any) error {
 // consumer name, until Close. Instances using the same name share the
 // messages between them. The consumer also receives the dead letters an
 // operator replays to it (RedeliverySubject), with their original subject.
+// On the work-queue stream (job subjects, JobSubjectPrefix) a job subject has
+// one consumer: a consumer whose subjects overlap another's is refused with
+// errs.Conflict.
 func (b *Bus) Subscribe(ctx context.Context, name string, subjects []string, h Handler, opts ...SubOption) error {
-	so := subOptions{ackWait: defaultAckWait, maxDeliver: MaxDeliver}
-	for _, o := range opts {
-		o(&so)
+	so := b.newSubOptions(opts)
+	spec := streamSpecOf(subjects)
+	redeliver := redeliveryPrefix(spec)
+	if so.retire {
+		// Finishing an old consumer's backlog: never create it.
+		switch _, err := b.js.Consumer(ctx, spec.Name, name); {
+		case errors.Is(err, jetstream.ErrConsumerNotFound):
+			return nil
+		case err != nil:
+			return fmt.Errorf("bus: consumer %s: %w", name, err)
+		}
 	}
-	cons, err := b.js.CreateOrUpdateConsumer(ctx, streamOf(subjects), jetstream.ConsumerConfig{
+	cons, err := b.js.CreateOrUpdateConsumer(ctx, spec.Name, jetstream.ConsumerConfig{
 		InactiveThreshold: so.inactive,
 		Durable:           name,
-		FilterSubjects:    withRedelivery(name, subjects),
+		FilterSubjects:    withRedelivery(redeliver, name, subjects),
 		AckPolicy:         jetstream.AckExplicitPolicy,
-		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		DeliverPolicy:     so.deliver,
 		// No BackOff here: the server would take its first step as the
 		// AckWait and redeliver a message whose handler is still running.
 		// Failed messages are delayed with NakWithDelay instead.
@@ -262,39 +298,10 @@ func (b *Bus) Subscribe(ctx context.Context, name string, subjects []string, h H
 		MaxAckPending: 256,
 	})
 	if err != nil {
-		return fmt.Errorf("bus: consumer %s: %w", name, err)
+		return consumerError(spec, name, subjects, err)
 	}
 	log := b.log.With("consumer", name)
-	handle := func(m jetstream.Msg) {
-		subject, ours := originalSubject(name, m.Subject())
-		if !ours { // another consumer's replayed dead letter
-			_ = m.Ack()
-			return
-		}
-		md, _ := m.Metadata()
-		attempt := uint64(0)
-		if md != nil {
-			attempt = md.NumDelivered
-		}
-		var ev Event
-		if err := json.Unmarshal(m.Data(), &ev); err != nil {
-			b.deadLetter(log, m, name, subject, attempt, Permanent(fmt.Errorf("undecodable message: %w", err)))
-			return
-		}
-		hctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
-		err := safeHandle(hctx, h, ev)
-		cancel()
-		if err != nil {
-			if IsPermanent(err) || attempt >= uint64(so.maxDeliver) {
-				b.deadLetter(log, m, name, subject, attempt, err)
-				return
-			}
-			log.Warn("handler failed, will retry", "subject", ev.Type, "id", ev.ID, "attempt", attempt, "err", err)
-			_ = m.NakWithDelay(retryDelay(attempt))
-			return
-		}
-		_ = m.Ack()
-	}
+	handle := b.handler(log, name, redeliver, so, h)
 	// One message at a time: handlers run one after another, so a buffered
 	// message's ack wait would run out while it waits behind others, and the
 	// broker would offer it again. This also leaves the backlog to the other
@@ -310,7 +317,52 @@ func (b *Bus) Subscribe(ctx context.Context, name string, subjects []string, h H
 	b.mu.Lock()
 	b.subs = append(b.subs, cc)
 	b.mu.Unlock()
+	if so.retire {
+		go b.retireWhenDone(log, spec.Name, name, cons, cc, so.retireCheck)
+	}
 	return nil
+}
+
+// handler is the message handler of consumer name (on a stream whose
+// redelivery prefix is redeliver): it decodes the envelope, runs h, and
+// acks, delays the redelivery of, or dead-letters the message.
+func (b *Bus) handler(log *slog.Logger, name, redeliver string, so subOptions, h Handler) func(jetstream.Msg) {
+	return func(m jetstream.Msg) {
+		subject, ours := originalSubject(redeliver, name, m.Subject())
+		if !ours { // another consumer's replayed dead letter
+			_ = m.Ack()
+			return
+		}
+		md, _ := m.Metadata()
+		attempt := uint64(0)
+		if md != nil {
+			attempt = md.NumDelivered
+		}
+		var ev Event
+		if err := json.Unmarshal(m.Data(), &ev); err != nil {
+			b.deadLetter(log, m, name, subject, attempt, Permanent(fmt.Errorf("undecodable message: %w", err)))
+			return
+		}
+		if so.retire && !ev.Time.Before(so.before) {
+			// A newer version made it, with a job that does its work.
+			_ = m.Ack()
+			return
+		}
+		// The handler must end before the broker offers the message again.
+		hctx, cancel := context.WithTimeout(context.Background(), so.ackWait*5/6)
+		err := safeHandle(hctx, h, ev)
+		cancel()
+		if err != nil {
+			if IsPermanent(err) || attempt >= uint64(so.maxDeliver) {
+				b.deadLetter(log, m, name, subject, attempt, err)
+				return
+			}
+			log.Warn("handler failed, will retry", "subject", ev.Type, "id", ev.ID, "attempt", attempt, "err", err)
+			_ = m.NakWithDelay(retryDelay(attempt))
+			return
+		}
+		_ = m.Ack()
+	}
 }
 
 // safeHandle runs h, turning a panic into an error: a poison message must not
@@ -340,14 +392,26 @@ func retryDelay(attempt uint64) time.Duration {
 type SubOption func(*subOptions)
 
 type subOptions struct {
-	inactive   time.Duration
-	ackWait    time.Duration // the consumer's AckWait
-	maxDeliver int           // deliveries before the dead letters
+	inactive    time.Duration
+	ackWait     time.Duration // the consumer's AckWait
+	maxDeliver  int           // deliveries before the dead letters
+	deliver     jetstream.DeliverPolicy
+	retire      bool          // Retire: finish an old consumer's backlog
+	before      time.Time     // Retire: messages of changes before this only
+	retireCheck time.Duration // Retire: how often to look for the end of the backlog
 }
 
-// defaultAckWait is how long the broker waits for a message's ack before it
+func (b *Bus) newSubOptions(opts []SubOption) subOptions {
+	so := subOptions{ackWait: b.ackWait, maxDeliver: MaxDeliver, deliver: jetstream.DeliverAllPolicy, retireCheck: retireCheckEvery}
+	for _, o := range opts {
+		o(&so)
+	}
+	return so
+}
+
+// DefaultAckWait is how long the broker waits for a message's ack before it
 // offers the message again; longer than a handler may run.
-const defaultAckWait = 60 * time.Second
+const DefaultAckWait = 60 * time.Second
 
 // ForgetAfter makes the broker delete the durable consumer once nobody has
 // consumed from it for d: for consumers named per instance (each search
@@ -448,18 +512,43 @@ func splitHostPort(addr string) (string, int, error) {
 	return host, port, nil
 }
 
-// streamOf is the stream (of Streams) that holds subjects: the first whose
-// subjects cover subjects[0]; StreamName when none does. A subscription's
+// streamSpecOf is the stream (of Streams) that holds subjects: the first
+// whose subjects cover subjects[0]; GLOBO when none does. A subscription's
 // subjects must all be in one stream.
-func streamOf(subjects []string) string {
+func streamSpecOf(subjects []string) StreamSpec {
+	all := Streams()
 	if len(subjects) > 0 {
-		for _, s := range Streams() {
+		for _, s := range all {
 			for _, f := range s.Subjects {
 				if subjectCovers(f, subjects[0]) {
-					return s.Name
+					return s
 				}
 			}
 		}
 	}
-	return StreamName
+	return all[0]
+}
+
+// streamOf is the name of streamSpecOf(subjects).
+func streamOf(subjects []string) string { return streamSpecOf(subjects).Name }
+
+// StreamOf is the name of the stream that holds messages published on
+// subject (StreamName when no stream's subjects cover it).
+func StreamOf(subject string) string { return streamOf([]string{subject}) }
+
+// jsErrWQConsumerNotUnique is the broker's error code for a consumer whose
+// filter overlaps another consumer's on a work-queue stream.
+const jsErrWQConsumerNotUnique jetstream.ErrorCode = 10100
+
+// consumerError explains the broker's refusal of consumer name. On a work
+// queue the usual cause is a second consumer of the same job subjects: each
+// job subject has exactly one consumer (whose instances share its jobs), so
+// that is a conflict, not a broker failure.
+func consumerError(spec StreamSpec, name string, subjects []string, err error) error {
+	var apiErr *jetstream.APIError
+	if spec.WorkQueue && errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrWQConsumerNotUnique {
+		return errs.E("bus.Subscribe", errs.Conflict,
+			errs.Msg("consumer %s: another consumer of work-queue stream %s already takes some of %v; each job subject has exactly one consumer (subscribe with its name to share its jobs)", name, spec.Name, subjects), err)
+	}
+	return fmt.Errorf("bus: consumer %s: %w", name, err)
 }

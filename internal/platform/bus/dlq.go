@@ -21,9 +21,14 @@ import (
 // then acked, so it is neither lost nor offered again. An operator lists,
 // inspects and replays dead letters (globomantics dlq). A replay goes to the
 // one consumer that gave up, on its redelivery subject
-// globo._redeliver.<consumer>.<original subject>, which every subscription
-// also consumes; the other consumers of the original subject do not see it
-// again.
+// <stream root>._redeliver.<consumer>.<original subject> (globo._redeliver.
+// for GLOBO, globo_analytics._redeliver. for GLOBO_ANALYTICS: inside the
+// consumer's own stream, so that the replay lands where it reads), which
+// every subscription also consumes; the other consumers of the original
+// subject do not see it again. On the work-queue stream GLOBO_JOBS exactly
+// one consumer takes each job subject, and consumers there must not have
+// overlapping filters, so a job's consumer has no redelivery subject: a
+// replayed job goes back to its own subject.
 
 // DLQStreamName is the stream that keeps the dead letters.
 const DLQStreamName = "GLOBO_DLQ"
@@ -35,10 +40,15 @@ const DLQSubjectPrefix = "globo_dlq."
 // DLQMaxAge is how long a dead letter is kept before the broker deletes it.
 const DLQMaxAge = 30 * 24 * time.Hour
 
-// RedeliveryPrefix prefixes the subjects on which a replayed dead letter is
-// offered to the one consumer that gave it up:
-// globo._redeliver.<consumer>.<original subject>.
+// RedeliveryPrefix prefixes the subjects on which a replayed dead letter of
+// GLOBO is offered to the one consumer that gave it up:
+// globo._redeliver.<consumer>.<original subject>. Other streams have their
+// own (see RedeliverySubject).
 const RedeliveryPrefix = SubjectPrefix + "_redeliver."
+
+// redeliveryToken follows a stream's root subject token in the redelivery
+// subjects of its consumers.
+const redeliveryToken = "_redeliver."
 
 // Headers of a dead letter, besides the original message's own headers.
 const (
@@ -48,7 +58,7 @@ const (
 	HeaderDLQDeliveries = "Globo-Dlq-Deliveries" // deliveries to that consumer
 	HeaderDLQError      = "Globo-Dlq-Error"      // the last error, on one line
 	HeaderDLQFailedAt   = "Globo-Dlq-Failed-At"  // RFC 3339, UTC
-	HeaderDLQStreamSeq  = "Globo-Dlq-Stream-Seq" // the original's sequence in GLOBO
+	HeaderDLQStreamSeq  = "Globo-Dlq-Stream-Seq" // the original's sequence in its stream
 	HeaderDLQPermanent  = "Globo-Dlq-Permanent"  // "true" when not retried at all
 )
 
@@ -92,15 +102,37 @@ func IsPermanent(err error) bool {
 }
 
 // RedeliverySubject is the subject on which a replayed dead letter of
-// subject reaches only the consumer named consumer.
+// subject reaches only the consumer named consumer: in the stream of
+// subject, and subject itself for a job (the one consumer of a job subject
+// on the work-queue stream takes it).
 func RedeliverySubject(consumer, subject string) string {
-	return RedeliveryPrefix + consumer + "." + subject
+	p := redeliveryPrefix(streamSpecOf([]string{subject}))
+	if p == "" {
+		return subject
+	}
+	return p + consumer + "." + subject
 }
 
-// withRedelivery adds the consumer's redelivery subjects to its filter,
-// unless a filter already covers them (a consumer of "globo.>").
-func withRedelivery(name string, subjects []string) []string {
-	r := RedeliveryPrefix + name + ".>"
+// redeliveryPrefix prefixes the redelivery subjects of the consumers of
+// stream s: its root subject token and "_redeliver." (RedeliveryPrefix for
+// GLOBO), or "" for a work queue, whose consumers take replays on the job
+// subjects themselves.
+func redeliveryPrefix(s StreamSpec) string {
+	if s.WorkQueue || len(s.Subjects) == 0 {
+		return ""
+	}
+	root, _, _ := strings.Cut(s.Subjects[0], ".")
+	return root + "." + redeliveryToken
+}
+
+// withRedelivery adds the consumer's redelivery subjects (prefix, of its
+// stream) to its filter, unless a filter already covers them (a consumer of
+// "globo.>") or the stream has none.
+func withRedelivery(prefix, name string, subjects []string) []string {
+	if prefix == "" {
+		return subjects
+	}
+	r := prefix + name + ".>"
 	for _, s := range subjects {
 		if subjectCovers(s, r) {
 			return subjects
@@ -127,9 +159,13 @@ func subjectCovers(filter, sub string) bool {
 // originalSubject is the subject a message delivered to consumer name on
 // subject was first published on, and whether the message is for this
 // consumer at all (a replay to another consumer is not, when a wildcard
-// filter lets it through).
-func originalSubject(name, subject string) (string, bool) {
-	rest, ok := strings.CutPrefix(subject, RedeliveryPrefix)
+// filter lets it through); prefix is the redelivery prefix of the
+// consumer's stream.
+func originalSubject(prefix, name, subject string) (string, bool) {
+	if prefix == "" {
+		return subject, true
+	}
+	rest, ok := strings.CutPrefix(subject, prefix)
 	if !ok {
 		return subject, true
 	}
@@ -195,12 +231,13 @@ type DeadLetter struct {
 	ID         uint64 // its sequence in GLOBO_DLQ, the operator's handle
 	Consumer   string
 	Subject    string // the original subject
+	Stream     string // the stream of the original subject (GLOBO, GLOBO_JOBS, ...)
 	MsgID      string // the original Nats-Msg-Id
 	Deliveries int
 	Error      string
 	Permanent  bool
 	FailedAt   time.Time
-	StreamSeq  uint64      // the original's sequence in GLOBO
+	StreamSeq  uint64      // the original's sequence in Stream
 	Header     nats.Header // every header, the Globo-Dlq-* ones included
 	Data       []byte      // the original message, unchanged
 }
@@ -219,6 +256,9 @@ func deadLetterOf(m *jetstream.RawStreamMsg) DeadLetter {
 		Permanent: h.Get(HeaderDLQPermanent) == "true",
 		Header:    h,
 		Data:      m.Data,
+	}
+	if d.Subject != "" {
+		d.Stream = StreamOf(d.Subject)
 	}
 	d.Deliveries, _ = strconv.Atoi(h.Get(HeaderDLQDeliveries))
 	d.StreamSeq, _ = strconv.ParseUint(h.Get(HeaderDLQStreamSeq), 10, 64)
@@ -329,7 +369,7 @@ func (b *Bus) Replay(ctx context.Context, id uint64, o ReplayOptions) (Replayed,
 	target := d.Subject
 	if !o.ToOriginal {
 		target = RedeliverySubject(d.Consumer, d.Subject)
-		if err := b.checkTakesReplays(ctx, d.Consumer, target); err != nil {
+		if err := b.checkTakesReplays(ctx, StreamOf(d.Subject), d.Consumer, target); err != nil {
 			return Replayed{}, errs.E(op, err)
 		}
 	}
@@ -361,17 +401,17 @@ func (b *Bus) Replay(ctx context.Context, id uint64, o ReplayOptions) (Replayed,
 	return Replayed{ID: id, Subject: target, MsgID: newID}, nil
 }
 
-// checkTakesReplays makes sure the durable consumer exists and consumes its
-// redelivery subject.
-func (b *Bus) checkTakesReplays(ctx context.Context, consumer, subject string) error {
-	c, err := b.js.Consumer(ctx, StreamName, consumer)
+// checkTakesReplays makes sure the durable consumer exists on stream (the
+// stream of the dead letter's original subject, where the consumer read it)
+// and consumes its redelivery subject.
+func (b *Bus) checkTakesReplays(ctx context.Context, stream, consumer, subject string) error {
+	cfg, err := b.consumerConfig(ctx, stream, consumer)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return errs.E(errs.NotFound, errs.Msg("consumer %s no longer exists: replay to the original subject for every consumer instead (--original)", consumer), err)
 	}
 	if err != nil {
 		return errs.E(errs.Unavailable, err)
 	}
-	cfg := c.CachedInfo().Config
 	filters := append([]string{cfg.FilterSubject}, cfg.FilterSubjects...)
 	for _, f := range filters {
 		if f != "" && subjectCovers(f, subject) {
@@ -379,4 +419,21 @@ func (b *Bus) checkTakesReplays(ctx context.Context, consumer, subject string) e
 		}
 	}
 	return errs.E(errs.Conflict, errs.Msg("consumer %s does not take replays (its processes run an older version): upgrade them, or replay to the original subject (--original)", consumer))
+}
+
+// consumerConfig is the configuration of the durable consumer name on
+// stream, a pull consumer (Subscribe) or a push one (React).
+func (b *Bus) consumerConfig(ctx context.Context, stream, name string) (jetstream.ConsumerConfig, error) {
+	c, err := b.js.Consumer(ctx, stream, name)
+	if err == nil {
+		return c.CachedInfo().Config, nil
+	}
+	if !errors.Is(err, jetstream.ErrNotPullConsumer) {
+		return jetstream.ConsumerConfig{}, err
+	}
+	p, err := b.js.PushConsumer(ctx, stream, name)
+	if err != nil {
+		return jetstream.ConsumerConfig{}, err
+	}
+	return p.CachedInfo().Config, nil
 }

@@ -47,6 +47,11 @@ type StreamSpec struct {
 	Persistence Persistence
 	// MaxAge is how long the stream keeps a message; 0 means 7 days.
 	MaxAge time.Duration
+	// WorkQueue makes the stream a work queue (jetstream.WorkQueuePolicy):
+	// each message goes to the one consumer whose filter takes its subject
+	// and is deleted once that consumer acks it. The broker refuses a
+	// second consumer whose filter overlaps another's.
+	WorkQueue bool
 }
 
 // Streams are the streams Open creates. GLOBO carries orders, payments and
@@ -66,7 +71,14 @@ func Streams() []StreamSpec {
 		// an order, and whose publisher already drops events under load.
 		// So Buffered: the broker does not fsync each one. One replica
 		// (a buffered stream must stay R1), kept a week.
-		{Name: "GLOBO_ANALYTICS", Subjects: []string{"globo_analytics.>"}, Persistence: Buffered, MaxAge: 7 * 24 * time.Hour},
+		{Name: AnalyticsStreamName, Subjects: []string{"globo_analytics.>"}, Persistence: Buffered, MaxAge: 7 * 24 * time.Hour},
+		// GLOBO_JOBS holds the jobs services hand to workers (a thumbnail
+		// to render, a mail to send): each goes to exactly one worker of
+		// the one consumer of its subject, and is gone once done. A job is
+		// written in the same transaction as the change that asks for it
+		// and relayed by the outbox, which forgets it once the broker
+		// acknowledges: Synced, like GLOBO. Kept 7 days when nobody takes it.
+		{Name: JobsStreamName, Subjects: []string{JobSubjectPrefix + ">"}, Persistence: Synced, WorkQueue: true},
 	}
 }
 
@@ -82,6 +94,9 @@ func streamConfig(s StreamSpec) jetstream.StreamConfig {
 	}
 	if s.MaxAge > 0 {
 		cfg.MaxAge = s.MaxAge
+	}
+	if s.WorkQueue {
+		cfg.Retention = jetstream.WorkQueuePolicy
 	}
 	if s.Persistence == Buffered {
 		// Opts this stream out of the server's sync_interval: always.

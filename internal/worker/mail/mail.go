@@ -1,6 +1,8 @@
-// Package mail is the order e-mail worker: it turns every OrderPlaced event
-// into an order confirmation and every OrderCancelled event into a
-// cancellation notice, RFC 5322 messages sent through a Sender. The
+// Package mail is the order e-mail worker: it takes the EmailRequested jobs
+// the order service enqueues with OrderPlaced and OrderCancelled (on the
+// work-queue stream: each job goes to one worker instance) and sends an
+// order confirmation or a cancellation notice, RFC 5322 messages sent
+// through a Sender. The
 // development Sender writes each message to a file (<dir>/<message id>.eml),
 // which the storefront's development page lists; the production one speaks
 // SMTP.
@@ -33,11 +35,24 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/bus"
 )
 
-// ConsumerName is the durable bus consumer the worker's instances share.
-const ConsumerName = "mail-worker"
+// ConsumerName is the durable bus consumer of the e-mail jobs, which the
+// worker's instances share: the one consumer of the job subject on the
+// work-queue stream.
+const ConsumerName = "mail-jobs"
 
-// Subjects are the bus subjects the worker handles.
-var Subjects = []string{order.SubjectOrderPlaced, order.SubjectOrderCancelled}
+// Subjects are the job subjects the worker handles.
+var Subjects = []string{order.SubjectEmailRequested}
+
+// LegacyConsumerName is the durable consumer of OrderPlaced and
+// OrderCancelled on the events stream through which versions before the
+// e-mail jobs sent mail. A deployment upgraded from one still has it, with
+// the orders changed before the upgrade whose mail was not sent yet: the
+// worker finishes those through it (bus.Retire), then it is deleted. Not to
+// be reused.
+const LegacyConsumerName = "mail-worker"
+
+// LegacySubjects are the subjects of LegacyConsumerName.
+var LegacySubjects = []string{order.SubjectOrderPlaced, order.SubjectOrderCancelled}
 
 // Kind is what a message tells the customer.
 type Kind string
@@ -133,8 +148,10 @@ func New(sender Sender, from string, log *slog.Logger) *Worker {
 	return &Worker{sender: sender, from: a, log: log}
 }
 
-// Handle is the bus handler for OrderPlaced and OrderCancelled: it composes
-// and sends the order's confirmation or cancellation notice. A send that may
+// Handle is the bus handler for EmailRequested jobs (and, from
+// LegacyConsumerName, OrderPlaced and OrderCancelled events): it composes
+// and sends the order's confirmation or cancellation notice, to the job's
+// recipient. A send that may
 // succeed later returns its error, so that the bus redelivers the event
 // with backoff; an event that can never be mailed (undecodable, no valid
 // recipient, refused by the SMTP server with a 5xx reply) returns a
@@ -147,6 +164,26 @@ func (w *Worker) Handle(ctx context.Context, ev bus.Event) error {
 		compose func(*mail.Address, order.Order) (Message, error)
 	)
 	switch ev.Type {
+	case order.SubjectEmailRequested:
+		var job order.EmailRequested
+		if err := ev.Decode(&job); err != nil {
+			return bus.Permanent(fmt.Errorf("undecodable EmailRequested %s: %w", ev.ID, err))
+		}
+		switch job.Kind {
+		case order.EmailOrderConfirmation:
+			kind, compose = KindConfirmation, Compose
+		case order.EmailOrderCancellation:
+			kind, compose = KindCancellation, ComposeCancellation
+		default:
+			return bus.Permanent(fmt.Errorf("EmailRequested %s: unknown kind %q", ev.ID, job.Kind))
+		}
+		if job.OrderID != job.Order.ID {
+			return bus.Permanent(fmt.Errorf("EmailRequested %s: order id %q but the order carried is %q", ev.ID, job.OrderID, job.Order.ID))
+		}
+		o = job.Order
+		if job.To != "" {
+			o.Email = job.To
+		}
 	case order.SubjectOrderPlaced:
 		var placed order.OrderPlaced
 		if err := ev.Decode(&placed); err != nil {

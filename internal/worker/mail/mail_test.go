@@ -291,8 +291,8 @@ func TestListAndReadMessages(t *testing.T) {
 	}
 }
 
-// TestEndToEndThroughBus publishes OrderPlaced on a real embedded broker and
-// waits for the worker's file.
+// TestEndToEndThroughBus enqueues a confirmation job on a real embedded
+// broker and waits for the worker's file.
 func TestEndToEndThroughBus(t *testing.T) {
 	b := testenv.Bus(t)
 	dir := t.TempDir()
@@ -302,7 +302,8 @@ func TestEndToEndThroughBus(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := sampleOrder("ord_bus")
-	if err := b.Publish(ctx, order.SubjectOrderPlaced, o.ID, order.OrderPlaced{Order: o}); err != nil {
+	job := order.EmailRequested{Kind: order.EmailOrderConfirmation, OrderID: o.ID, To: o.Email, Order: o, RequestedAt: o.UpdatedAt}
+	if err := b.Publish(ctx, order.SubjectEmailRequested, order.EmailJobID(o.ID, order.EmailOrderConfirmation), job); err != nil {
 		t.Fatal(err)
 	}
 	var raw []byte
@@ -342,4 +343,73 @@ func TestComposeRejects(t *testing.T) {
 	if to, err := m.Header.AddressList("To"); err != nil || len(to) != 1 || to[0].Address != "zoe@example.com" {
 		t.Errorf("To = %q (%v), want one recipient", m.Header.Get("To"), err)
 	}
+}
+
+func jobEvent(t *testing.T, kind order.EmailKind, o order.Order) bus.Event {
+	t.Helper()
+	data, err := json.Marshal(order.EmailRequested{Kind: kind, OrderID: o.ID, To: o.Email, Order: o, RequestedAt: o.UpdatedAt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bus.Event{ID: order.EmailJobID(o.ID, kind), Type: order.SubjectEmailRequested, Time: o.UpdatedAt, Data: data}
+}
+
+// TestJobsMailAsEventsDid: an EmailRequested job gives the same message as
+// the event the legacy consumer handles (same bytes, same file), sent to the
+// job's recipient; a job of an unknown kind, or whose order is another's,
+// is a dead letter at once.
+func TestJobsMailAsEventsDid(t *testing.T) {
+	ctx := context.Background()
+	fromEvents, fromJobs := t.TempDir(), t.TempDir()
+	we, _ := newWorker(t, mailworker.NewFileSender(fromEvents))
+	wj, _ := newWorker(t, mailworker.NewFileSender(fromJobs))
+	placed := sampleOrder("ord_1")
+	cancelled := cancelledOrder(sampleOrder("ord_2"), "payment declined", "declined")
+	for _, pair := range [][2]bus.Event{
+		{event(t, placed), jobEvent(t, order.EmailOrderConfirmation, placed)},
+		{cancelEvent(t, cancelled), jobEvent(t, order.EmailOrderCancellation, cancelled)},
+	} {
+		if err := we.Handle(ctx, pair[0]); err != nil {
+			t.Fatal(err)
+		}
+		if err := wj.Handle(ctx, pair[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"ord_1", mailworker.MessageID("ord_2", mailworker.KindCancellation)} {
+		a, errA := mailworker.ReadMessage(fromEvents, id)
+		b, errB := mailworker.ReadMessage(fromJobs, id)
+		if errA != nil || errB != nil || !bytes.Equal(a, b) {
+			t.Errorf("message %s: from the event %d bytes (%v), from the job %d bytes (%v); want the same bytes", id, len(a), errA, len(b), errB)
+		}
+	}
+	// The job's recipient is the one mailed.
+	sent := &recordingSender{}
+	w, _ := newWorker(t, sent)
+	ev := jobEvent(t, order.EmailOrderConfirmation, placed)
+	var job order.EmailRequested
+	if err := ev.Decode(&job); err != nil {
+		t.Fatal(err)
+	}
+	job.To = "other@example.com"
+	ev.Data, _ = json.Marshal(job)
+	if err := w.Handle(ctx, ev); err != nil || len(sent.msgs) != 1 || sent.msgs[0].To != "other@example.com" {
+		t.Errorf("Handle = %v, sent %+v; want one message to other@example.com", err, sent.msgs)
+	}
+
+	unknown := jobEvent(t, "order_shipped", placed)
+	mismatch := jobEvent(t, order.EmailOrderConfirmation, placed)
+	mismatch.Data = bytes.Replace(mismatch.Data, []byte(`"order_id":"ord_1"`), []byte(`"order_id":"ord_9"`), 1)
+	for _, ev := range []bus.Event{unknown, mismatch, {ID: "x", Type: order.SubjectEmailRequested, Data: json.RawMessage(`{"order": 1}`)}} {
+		if err := w.Handle(ctx, ev); !bus.IsPermanent(err) {
+			t.Errorf("job %s: %v, want a permanent error", ev.Data, err)
+		}
+	}
+}
+
+type recordingSender struct{ msgs []mailworker.Message }
+
+func (r *recordingSender) Send(_ context.Context, m mailworker.Message) error {
+	r.msgs = append(r.msgs, m)
+	return nil
 }

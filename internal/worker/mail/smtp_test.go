@@ -300,16 +300,24 @@ func smtpPipeline(t *testing.T) (*bus.Bus, *testenv.SMTPServer) {
 	return b, srv
 }
 
+// publishPlaced enqueues the confirmation job of o, as the order service
+// does with OrderPlaced.
 func publishPlaced(t *testing.T, b *bus.Bus, o order.Order) {
 	t.Helper()
-	if err := b.Publish(context.Background(), order.SubjectOrderPlaced, o.ID, order.OrderPlaced{Order: o}); err != nil {
-		t.Fatal(err)
-	}
+	publishJob(t, b, order.EmailOrderConfirmation, o)
 }
 
+// publishCancelled enqueues the cancellation job of o, as the order
+// service does with OrderCancelled.
 func publishCancelled(t *testing.T, b *bus.Bus, o order.Order) {
 	t.Helper()
-	if err := b.Publish(context.Background(), order.SubjectOrderCancelled, order.CancelledEventID(o.ID), order.OrderCancelled{Order: o}); err != nil {
+	publishJob(t, b, order.EmailOrderCancellation, o)
+}
+
+func publishJob(t *testing.T, b *bus.Bus, kind order.EmailKind, o order.Order) {
+	t.Helper()
+	job := order.EmailRequested{Kind: kind, OrderID: o.ID, To: o.Email, Order: o, RequestedAt: o.UpdatedAt}
+	if err := b.Publish(context.Background(), order.SubjectEmailRequested, order.EmailJobID(o.ID, kind), job); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -423,8 +431,8 @@ func TestSMTPPermanentFailureDeadLetters(t *testing.T) {
 		return nil
 	})
 	d := dl[0]
-	if !d.Permanent || d.Deliveries != 1 || d.Subject != order.SubjectOrderCancelled ||
-		d.MsgID != order.CancelledEventID("ord_x1") || !strings.Contains(d.Error, "550") {
+	if !d.Permanent || d.Deliveries != 1 || d.Subject != order.SubjectEmailRequested || d.Stream != bus.JobsStreamName ||
+		d.MsgID != order.EmailJobID("ord_x1", order.EmailOrderCancellation) || !strings.Contains(d.Error, "550") {
 		t.Errorf("dead letter = %+v", d)
 	}
 	// The next message goes through.

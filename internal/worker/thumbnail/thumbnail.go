@@ -1,5 +1,6 @@
-// Package thumbnail is the worker that makes product thumbnails. It consumes
-// catalog ItemListed events, reads the original image (JPEG, PNG or WebP)
+// Package thumbnail is the worker that makes product thumbnails. It takes
+// ThumbnailRequested jobs from the work-queue stream (each job goes to one
+// worker instance), reads the original image (JPEG, PNG or WebP)
 // from the blob store, writes JPEG thumbnails next to it and records their
 // keys in the catalog. An original it can never make thumbnails of (not an
 // image, too large, missing) is recorded in the catalog as the product's
@@ -33,11 +34,23 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/errs"
 )
 
-// ConsumerName is the durable bus consumer the worker's instances share.
-const ConsumerName = "thumbnail"
+// ConsumerName is the durable bus consumer of the thumbnail jobs, which the
+// worker's instances share: the one consumer of the job subject on the
+// work-queue stream.
+const ConsumerName = "thumbnail-jobs"
 
-// Subjects are the event subjects the worker handles.
-var Subjects = []string{catalog.SubjectItemListed}
+// Subjects are the job subjects the worker handles.
+var Subjects = []string{catalog.SubjectThumbnailRequested}
+
+// LegacyConsumerName is the durable consumer of ItemListed events on the
+// events stream through which versions before the thumbnail jobs made
+// thumbnails. A deployment upgraded from one still has it, with the items
+// listed before the upgrade that got no thumbnails yet: the worker finishes
+// those through it (bus.Retire), then it is deleted. Not to be reused.
+const LegacyConsumerName = "thumbnail"
+
+// LegacySubjects are the subjects of LegacyConsumerName.
+var LegacySubjects = []string{catalog.SubjectItemListed}
 
 // Size is a thumbnail size: the image is scaled to Max pixels wide, its
 // height in proportion, and never enlarged (an original narrower than Max
@@ -117,8 +130,9 @@ func Key(productID, size string, data []byte) string {
 	return "products/" + productID + "/thumb-" + size + "-" + catalog.ContentTag(data) + ".jpg"
 }
 
-// Handle makes the thumbnails of the product in a catalog ItemListed event
-// and records them. It is idempotent. An original that can never make
+// Handle makes the thumbnails of the product of a ThumbnailRequested job (or,
+// from LegacyConsumerName, of an ItemListed event) and records them. It is
+// idempotent. An original that can never make
 // thumbnails (not an image, too large, missing, a bad key) marks the
 // product's thumbnails as failed in the catalog with the reason, and the
 // event is acknowledged (nil). An event naming no usable product (bad
@@ -126,12 +140,28 @@ func Key(productID, size string, data []byte) string {
 // that may pass (blob store or catalog unavailable) is returned, so that the
 // event is redelivered.
 func (w *Worker) Handle(ctx context.Context, ev bus.Event) error {
-	var it catalog.ItemListed
-	if err := ev.Decode(&it); err != nil {
-		// It can never succeed: to the dead letters with the reason.
-		return bus.Permanent(fmt.Errorf("thumbnail: undecodable event: %w", err))
+	var it catalog.ThumbnailRequested
+	var err error
+	switch ev.Type {
+	case catalog.SubjectItemListed: // the legacy consumer's
+		var l catalog.ItemListed
+		err = ev.Decode(&l)
+		it = catalog.ThumbnailRequested{ProductID: l.ProductID, ImageKey: l.ImageKey}
+	default:
+		err = ev.Decode(&it)
 	}
+	if err != nil {
+		// It can never succeed: to the dead letters with the reason.
+		return bus.Permanent(fmt.Errorf("thumbnail: undecodable %s: %w", ev.Type, err))
+	}
+	sizes, unknown := w.wanted(it.Sizes)
 	log := w.log.With("event", ev.ID, "product", it.ProductID, "image", it.ImageKey)
+	if len(unknown) > 0 {
+		log.Warn("thumbnail: job asks for sizes the worker does not make; making the others", "unknown", unknown)
+	}
+	if len(sizes) == 0 {
+		return bus.Permanent(fmt.Errorf("thumbnail: job %s asks for no size the worker makes (%v)", ev.ID, it.Sizes))
+	}
 	if it.ProductID == "" || !blob.ValidKey(Key(it.ProductID, "x", nil)) {
 		log.Error("thumbnail: event without a usable product id dropped")
 		return nil
@@ -150,13 +180,13 @@ func (w *Worker) Handle(ctx context.Context, ev bus.Event) error {
 		}
 		return err
 	}
-	keys := make(map[string]string, len(w.sizes))
+	keys := make(map[string]string, len(sizes))
 	sb := src.Bounds()
 	prev := src
 	// Largest first, each smaller one scaled from the one before (much
 	// cheaper than from a big original), to the size fitted to the original.
-	for i := len(w.sizes) - 1; i >= 0; i-- {
-		sz := w.sizes[i]
+	for i := len(sizes) - 1; i >= 0; i-- {
+		sz := sizes[i]
 		tw, th := Fit(sb.Dx(), sb.Dy(), sz.Max, sb.Dy())
 		thumb := scale(prev, tw, th)
 		var buf bytes.Buffer
@@ -179,6 +209,25 @@ func (w *Worker) Handle(ctx context.Context, ev bus.Event) error {
 	}
 	log.Info("thumbnails made", "sizes", len(keys))
 	return nil
+}
+
+// wanted are the worker's sizes (smallest first) that a job's size names
+// ask for, all of them when it names none, and the names it does not know.
+func (w *Worker) wanted(names []string) (sizes []Size, unknown []string) {
+	if len(names) == 0 {
+		return w.sizes, nil
+	}
+	for _, sz := range w.sizes {
+		if slices.Contains(names, sz.Name) {
+			sizes = append(sizes, sz)
+		}
+	}
+	for _, n := range names {
+		if !slices.ContainsFunc(w.sizes, func(sz Size) bool { return sz.Name == n }) {
+			unknown = append(unknown, n)
+		}
+	}
+	return sizes, unknown
 }
 
 // fail records in the catalog that the product's thumbnails cannot be made.

@@ -95,13 +95,49 @@ func encodeJPEG(t testing.TB, img image.Image) []byte {
 	return buf.Bytes()
 }
 
-func event(t testing.TB, productID, imageKey string) bus.Event {
+// event is the ThumbnailRequested job of a product's image, as the catalog
+// enqueues it (every size).
+func event(t testing.TB, productID, imageKey string, sizes ...string) bus.Event {
+	t.Helper()
+	data, err := json.Marshal(catalog.ThumbnailRequested{ProductID: productID, ImageKey: imageKey, Sizes: sizes, RequestedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bus.Event{ID: catalog.ThumbnailJobID(productID, imageKey), Type: catalog.SubjectThumbnailRequested, Time: time.Now(), Data: data}
+}
+
+// listedEvent is the ItemListed event through which versions before the
+// jobs asked for thumbnails (the legacy consumer's).
+func listedEvent(t testing.TB, productID, imageKey string) bus.Event {
 	t.Helper()
 	data, err := json.Marshal(catalog.ItemListed{ProductID: productID, Name: "Thing", Category: "home", Price: money.USD(100), ImageKey: imageKey})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return bus.Event{ID: productID, Type: catalog.SubjectItemListed, Time: time.Now(), Data: data}
+}
+
+// TestHandleSizesAndLegacyEvents: a job naming sizes gets those only; one
+// naming no size the worker makes is a dead letter; an ItemListed event of
+// the legacy consumer makes every size, as a job does.
+func TestHandleSizesAndLegacyEvents(t *testing.T) {
+	ctx := context.Background()
+	blobs := newBlobs(t)
+	cat := &fakeCatalog{}
+	w := thumbnail.New(blobs, cat, testenv.Logger(t))
+	put(t, blobs, "products/prd_1/original.jpg", encodeJPEG(t, twoTone(1200, 900)))
+	if err := w.Handle(ctx, event(t, "prd_1", "products/prd_1/original.jpg", "small", "nope")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Handle(ctx, event(t, "prd_1", "products/prd_1/original.jpg", "nope")); !bus.IsPermanent(err) {
+		t.Errorf("a job for no known size: %v, want a permanent error", err)
+	}
+	if err := w.Handle(ctx, listedEvent(t, "prd_1", "products/prd_1/original.jpg")); err != nil {
+		t.Fatal(err)
+	}
+	if len(cat.calls) != 2 || len(cat.calls[0]) != 1 || cat.calls[0]["small"] == "" || len(cat.calls[1]) != len(thumbnail.Sizes) {
+		t.Fatalf("SetThumbnails calls %+v: want the small one, then every size", cat.calls)
+	}
 }
 
 func newBlobs(t testing.TB) *blob.FS {
