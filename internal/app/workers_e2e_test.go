@@ -30,7 +30,9 @@ func TestThumbnailWorkersShareAndSurviveAKill(t *testing.T) {
 	root := t.TempDir()
 	blobs := filepath.Join(root, "blobs")
 	nats := testenv.FreeAddr(t)
-	env := []string{"GLOBO_SERVICE_TOKEN=" + serviceToken, "GLOBO_LOG_LEVEL=info"}
+	env := []string{"GLOBO_SERVICE_TOKEN=" + serviceToken, "GLOBO_LOG_LEVEL=info",
+		// The job of a killed worker goes to another after 5 s, not the default 60 s.
+		"GLOBO_ACK_WAIT=5s"}
 	cat := &osProc{name: "catalog", bin: bin, addr: testenv.FreeAddr(t), env: env,
 		args: []string{"--data-dir", filepath.Join(root, "catalog"), "--services", "catalog", "--blob-dir", blobs,
 			"--nats-listen", nats}}

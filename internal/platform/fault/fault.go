@@ -13,6 +13,14 @@
 //	before:reserve_stock=hang        the step's call hangs until its deadline
 //	service:payment=250ms            every call to the payment service waits 250 ms first
 //	before:authorize_payment=fail*2  fail twice, then behave
+//	mid:outbox_batch=crash*1         die half-way through a step, once
+//
+// A point is named before:, after: or mid: (part-way through) its step.
+// Points outside checkout: the outbox relay's before:outbox_publish (rows
+// claimed, nothing published), mid:outbox_batch (half of a batch published)
+// and after:outbox_publish (a batch acknowledged by the broker, its rows not
+// yet deleted); a bus consumer's after:handle (the handler succeeded, the
+// message is not yet acknowledged).
 package fault
 
 import (
@@ -112,8 +120,8 @@ func parse(spec string) (map[string]*rule, map[string]time.Duration, error) {
 			lat[svc] = d
 			continue
 		}
-		if !strings.HasPrefix(point, "before:") && !strings.HasPrefix(point, "after:") {
-			return nil, nil, errs.E(errs.Invalid, errs.Msg("fault %q: the point must start with before: or after:", part))
+		if !strings.HasPrefix(point, "before:") && !strings.HasPrefix(point, "after:") && !strings.HasPrefix(point, "mid:") {
+			return nil, nil, errs.E(errs.Invalid, errs.Msg("fault %q: the point must start with before:, after: or mid:", part))
 		}
 		left := -1
 		if a, n, ok := strings.Cut(action, "*"); ok {

@@ -17,10 +17,10 @@ func TestRules(t *testing.T) {
 	if err := f.At(ctx, "before:x"); err != nil {
 		t.Fatalf("no rules: %v", err)
 	}
-	if err := f.Set("before:a=fail*2, after:b=refuse, before:c=crash, service:payment=20ms"); err != nil {
+	if err := f.Set("before:a=fail*2, after:b=refuse, before:c=crash, service:payment=20ms, mid:d=crash*1"); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := f.String(), "after:b=refuse,before:a=fail*2,before:c=crash,service:payment=20ms"; got != want {
+	if got, want := f.String(), "after:b=refuse,before:a=fail*2,before:c=crash,mid:d=crash*1,service:payment=20ms"; got != want {
 		t.Errorf("String() = %q, want %q", got, want)
 	}
 	for i := 0; i < 2; i++ {
@@ -36,6 +36,15 @@ func TestRules(t *testing.T) {
 	}
 	if err := f.At(ctx, "before:c"); !errors.Is(err, fault.ErrCrashed) || crashed != 1 {
 		t.Errorf("crash: %v, crashed %d", err, crashed)
+	}
+	// A crash counted once (a process restarted with the same rules
+	// would crash again; a test's crash func returns): the second time
+	// the point passes.
+	if err := f.At(ctx, "mid:d"); !errors.Is(err, fault.ErrCrashed) || crashed != 2 {
+		t.Errorf("mid crash: %v, crashed %d", err, crashed)
+	}
+	if err := f.At(ctx, "mid:d"); err != nil || crashed != 2 {
+		t.Errorf("mid crash after its count: %v, crashed %d", err, crashed)
 	}
 	start := time.Now()
 	if err := f.Delay(ctx, "payment"); err != nil || time.Since(start) < 20*time.Millisecond {

@@ -46,6 +46,7 @@ type Relay struct {
 	batchSize   int
 	maxAttempts int
 	poll        time.Duration
+	faults      Faults // nil: none
 
 	kick chan struct{}
 	mu   sync.Mutex // one pass at a time per relay
@@ -83,6 +84,38 @@ func WithPollInterval(d time.Duration) Option {
 
 // WithClock sets the clock that stamps parked rows.
 func WithClock(c clock.Clock) Option { return func(r *Relay) { r.clock = c } }
+
+// Faults injects failures at named points, for crash tests; *fault.Injector
+// is one. At returns nil to carry on; an error ends the pass as a failed
+// publish would (nothing recorded), and a crash never returns.
+type Faults interface {
+	At(ctx context.Context, point string) error
+}
+
+// Fault points of a relay, in the order a batch meets them.
+const (
+	// FaultBeforePublish: rows claimed (committed by their writers),
+	// nothing published.
+	FaultBeforePublish = "before:outbox_publish"
+	// FaultMidBatch: the first half of a batch published and acknowledged,
+	// the second half not sent. With faults set, a batch of two or more
+	// rows is published in two halves so that this point exists.
+	FaultMidBatch = "mid:outbox_batch"
+	// FaultAfterPublish: the whole batch acknowledged by the broker, its
+	// rows not yet deleted.
+	FaultAfterPublish = "after:outbox_publish"
+)
+
+// WithFaults makes the relay consult f at its fault points (nil: none).
+func WithFaults(f Faults) Option { return func(r *Relay) { r.faults = f } }
+
+// fault applies the rule of point, if faults are set.
+func (r *Relay) fault(ctx context.Context, point string) error {
+	if r.faults == nil {
+		return nil
+	}
+	return r.faults.At(ctx, point)
+}
 
 // NewRelay returns a relay for db that publishes through pub.
 func NewRelay(db *sqldb.DB, pub Publisher, log *slog.Logger, opts ...Option) *Relay {
@@ -279,7 +312,20 @@ func (r *Relay) publish(ctx context.Context, rows []row) (batchResult, *outcome,
 		msgs[i] = bus.Message{Subject: x.subject, ID: x.id, Data: []byte(x.payload),
 			OccurredAt: sqldb.FromMillis(x.createdAt), Traceparent: x.traceparent}
 	}
-	errList := r.pub.PublishBatch(ctx, msgs)
+	if err := r.fault(ctx, FaultBeforePublish); err != nil {
+		return res, nil, err
+	}
+	var errList []error
+	if h := len(msgs) / 2; r.faults != nil && h > 0 {
+		// Two halves, so that a crash test can stop the relay between them.
+		errList = r.pub.PublishBatch(ctx, msgs[:h])
+		if err := r.fault(ctx, FaultMidBatch); err != nil {
+			return res, nil, err
+		}
+		errList = append(errList, r.pub.PublishBatch(ctx, msgs[h:])...)
+	} else {
+		errList = r.pub.PublishBatch(ctx, msgs)
+	}
 	if len(errList) != len(msgs) {
 		return res, nil, errs.E("outbox.publish", fmt.Errorf("publisher answered %d results for %d messages", len(errList), len(msgs)))
 	}
@@ -296,6 +342,9 @@ func (r *Relay) publish(ctx context.Context, rows []row) (batchResult, *outcome,
 	}
 	if down {
 		return res, nil, errs.E("outbox.publish", errs.Unavailable, fmt.Errorf("%d events not published: %w", len(rows), firstErr))
+	}
+	if err := r.fault(ctx, FaultAfterPublish); err != nil {
+		return res, nil, err
 	}
 	for i, err := range errList {
 		x := rows[i]

@@ -19,6 +19,7 @@ type Relays struct {
 	nodes func() map[string]*sqldb.DB
 	pub   Publisher
 	log   *slog.Logger
+	opts  []Option // every relay's
 
 	mu sync.Mutex
 	rs map[*sqldb.DB]*relayEntry
@@ -37,9 +38,9 @@ const syncEvery = time.Second
 // NewRelays returns the relays of the nodes that nodes returns (by node
 // name, as sqldb.Sharded.All returns them), asked again while Run runs.
 // Logs name a node by the order it was found in, never by its name, which
-// may be a DSN with a password.
-func NewRelays(nodes func() map[string]*sqldb.DB, pub Publisher, log *slog.Logger) *Relays {
-	r := &Relays{nodes: nodes, pub: pub, log: log, rs: map[*sqldb.DB]*relayEntry{}}
+// may be a DSN with a password. opts apply to every node's relay.
+func NewRelays(nodes func() map[string]*sqldb.DB, pub Publisher, log *slog.Logger, opts ...Option) *Relays {
+	r := &Relays{nodes: nodes, pub: pub, log: log, opts: opts, rs: map[*sqldb.DB]*relayEntry{}}
 	r.sync()
 	return r
 }
@@ -66,7 +67,7 @@ func (r *Relays) sync() (gone []*relayEntry) {
 		if len(names) > 1 || r.n > 0 {
 			l = r.log.With("node", r.n)
 		}
-		r.rs[db] = &relayEntry{r: NewRelay(db, r.pub, l), idx: r.n}
+		r.rs[db] = &relayEntry{r: NewRelay(db, r.pub, l, r.opts...), idx: r.n}
 		r.n++
 	}
 	for db, e := range r.rs {
