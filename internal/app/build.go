@@ -25,6 +25,7 @@ import (
 	"github.com/globomantics/globomantics/internal/contracts"
 	"github.com/globomantics/globomantics/internal/order"
 	"github.com/globomantics/globomantics/internal/order/orderdb"
+	"github.com/globomantics/globomantics/internal/partner"
 	"github.com/globomantics/globomantics/internal/payment"
 	"github.com/globomantics/globomantics/internal/payment/paymentdb"
 	"github.com/globomantics/globomantics/internal/platform/blob"
@@ -64,6 +65,8 @@ type services struct {
 	// analytics is nil when it is neither run here nor given as a peer
 	// (the storefront does without it).
 	analytics analytics.API
+	// partner, likewise, when the partner service is not reached.
+	partner partner.API
 }
 
 // build opens every resource and wires every service this process runs,
@@ -75,6 +78,14 @@ func (a *app) build(ctx context.Context) error {
 		return fmt.Errorf("data directory: %w", err)
 	}
 	a.mountHealth()
+	if cfg.FaultInjection {
+		f := fault.New(nil)
+		if err := f.Set(cfg.Faults); err != nil { // validated with the configuration
+			return err
+		}
+		a.faults = f
+		a.log.Warn("fault injection is on: checkout steps, outbox relays and consumers may fail, hang or crash this process on purpose", "rules", f.String())
+	}
 	switch {
 	case cfg.CredentialsDir != "":
 		keys, err := svcauth.LoadDir(cfg.CredentialsDir, cfg.Services)
@@ -101,6 +112,7 @@ func (a *app) build(ctx context.Context) error {
 			Name:       "globomantics " + cfg.HTTPAddr,
 			Log:        a.log,
 			Clock:      a.clock,
+			AckWait:    cfg.AckWait,
 		})
 		if err != nil {
 			return err
@@ -214,6 +226,7 @@ func (a *app) buildStorefront(_ context.Context, s *services, _ *serviceDB) (htt
 		RateLimiter:    limiter,
 		Analytics:      events,
 		Popular:        popular,
+		Partners:       a.storefrontPartners(s), // buildpartner.go
 	}).Handler())
 	return nil, nil
 }
@@ -249,15 +262,18 @@ func (a *app) buildCatalog(ctx context.Context, s *services, sdb *serviceDB) (ht
 	s.catalog = svc
 	a.catalogSvc = svc
 	// Each instance caches products in its own memory (unless Redis is
-	// shared): each needs every ProductChanged event, by a consumer of its
-	// own, to forget a changed product within a second. The cache starts
-	// empty, so events missed while down lose nothing.
+	// shared): each needs every ProductChanged event, pushed to a consumer
+	// of its own (bus.React), to forget a changed product within a second.
+	// The cache starts empty, so events stored before the consumer was
+	// made are of no use (FromNow), and events missed while down lose
+	// nothing. The pull consumer "catalog-<id>" of earlier versions is
+	// deleted by the broker after an hour unused.
 	cid, err := a.instanceID("catalog-consumer", false)
 	if err != nil {
 		return nil, err
 	}
-	a.subs = append(a.subs, subscription{"catalog-" + cid, []string{catalog.SubjectProductChanged}, svc.HandleProductChanged,
-		[]bus.SubOption{bus.ForgetAfter(time.Hour)}})
+	a.reacts = append(a.reacts, subscription{"catalog-cache-" + cid, []string{catalog.SubjectProductChanged}, svc.HandleProductChanged,
+		[]bus.SubOption{bus.ForgetAfter(time.Hour), bus.FromNow()}})
 	// Reservations of checkouts that never finished go back to stock when
 	// they expire (the saga ends long before; this is the safety net).
 	a.bg = append(a.bg, func(ctx context.Context) { svc.RunSweeper(ctx, catalog.DefaultSweepEvery) })
@@ -395,7 +411,7 @@ func (a *app) buildOrder(ctx context.Context, s *services, sdb *serviceDB) (http
 	}
 	// Each node has its own outbox table, so each gets its own relay,
 	// also a node that joins when shards move to it.
-	relays := outbox.NewRelays(store.Outboxes, a.contracts.Publisher(a.bus), a.log.With("outbox", config.Order))
+	relays := outbox.NewRelays(store.Outboxes, a.contracts.Publisher(a.bus), a.log.With("outbox", config.Order), a.relayOptions()...)
 	a.bg = append(a.bg, relays.Run)
 	svc := order.NewService(store, relays.Kick, a.clock)
 	s.order = svc
@@ -412,13 +428,8 @@ func (a *app) buildCheckout(ctx context.Context, s *services, sdb *serviceDB) (h
 		checkout.WithBudget(a.cfg.CheckoutBudget),
 		checkout.WithCallbackSecret(callbackSecret(a.cfg.CallbackSecret, a.keys)),
 	}
-	if a.cfg.FaultInjection {
-		f := fault.New(nil)
-		if err := f.Set(a.cfg.Faults); err != nil { // validated with the configuration
-			return nil, err
-		}
-		a.log.Warn("fault injection is on: checkout steps may fail, hang or crash this process on purpose", "rules", f.String())
-		opts = append(opts, checkout.WithFaults(f))
+	if a.faults != nil { // one injector per process: see build
+		opts = append(opts, checkout.WithFaults(a.faults))
 	}
 	svc := checkout.NewService(store, s.cart, s.catalog, s.payment, s.shipping, s.order, a.clock, a.log.With("service", "checkout"), opts...)
 	s.checkout = svc
@@ -432,8 +443,15 @@ func (a *app) buildCheckout(ctx context.Context, s *services, sdb *serviceDB) (h
 
 func (a *app) buildThumbnails(_ context.Context, s *services, _ *serviceDB) (http.Handler, error) {
 	w := thumbnail.New(a.blobs, s.catalog, a.log.With("worker", "thumbnails"))
-	// One shared durable consumer: thumbnail workers share the work.
+	// One shared durable consumer of the thumbnail jobs (work-queue stream
+	// GLOBO_JOBS): thumbnail workers share the work, each job done once.
 	a.subs = append(a.subs, subscription{thumbnail.ConsumerName, thumbnail.Subjects, w.Handle, nil})
+	// Upgrade from versions that made thumbnails from ItemListed: their
+	// consumer ("thumbnail", on GLOBO) may hold items listed before the
+	// upgrade; they are finished through it, then it is deleted. Items
+	// listed since have jobs (bus.Retire). A new deployment has none.
+	a.subs = append(a.subs, subscription{thumbnail.LegacyConsumerName, thumbnail.LegacySubjects, w.Handle,
+		[]bus.SubOption{bus.Retire(a.clock.Now())}})
 	return nil, nil
 }
 
@@ -448,7 +466,14 @@ func (a *app) buildMail(_ context.Context, _ *services, _ *serviceDB) (http.Hand
 		sender = mail.NewFileSender(a.cfg.MailDir)
 	}
 	w := mail.New(sender, a.cfg.MailFrom, a.log.With("worker", "mail"))
+	// One shared durable consumer of the e-mail jobs (GLOBO_JOBS).
 	a.subs = append(a.subs, subscription{mail.ConsumerName, mail.Subjects, w.Handle, nil})
+	// Upgrade from versions that mailed from OrderPlaced and OrderCancelled:
+	// their consumer ("mail-worker", on GLOBO) may hold orders whose mail
+	// was not sent before the upgrade; they are sent through it, then it
+	// is deleted. Orders changed since have jobs (bus.Retire).
+	a.subs = append(a.subs, subscription{mail.LegacyConsumerName, mail.LegacySubjects, w.Handle,
+		[]bus.SubOption{bus.Retire(a.clock.Now())}})
 	return nil, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/globomantics/globomantics/internal/checkout"
 	"github.com/globomantics/globomantics/internal/config"
 	"github.com/globomantics/globomantics/internal/order"
+	"github.com/globomantics/globomantics/internal/partner"
 	"github.com/globomantics/globomantics/internal/payment"
 	"github.com/globomantics/globomantics/internal/platform/httpx"
 	"github.com/globomantics/globomantics/internal/platform/svcauth"
@@ -90,12 +91,19 @@ func components() []component {
 		{name: config.Analytics, db: true, bus: true,
 			remote: func(s *services, c *httpx.Client) { s.analytics = analytics.NewClient(c) },
 			build:  (*app).buildAnalytics},
+		// Partners' listings, sales and delivery log (buildpartner.go), and
+		// the worker that delivers their webhooks, as many as wanted.
+		{name: config.Partner, needs: []string{config.Catalog}, db: true, bus: true,
+			remote: func(s *services, c *httpx.Client) { s.partner = partner.NewClient(c) },
+			build:  (*app).buildPartner},
+		{name: config.Webhooks, needs: []string{config.Partner}, bus: true,
+			build: (*app).buildWebhooks},
 		// The storefront shows "Popular now" when analytics is there, and
 		// publishes analytics events when the process has a broker (one
 		// of its other components needs it, or --nats-url names one): a
 		// storefront alone does not start a broker of its own for them.
 		{name: config.Storefront, needs: []string{config.Account, config.Catalog, config.Search, config.Cart, config.Checkout, config.Order},
-			uses: []string{config.Analytics}, blobs: true,
+			uses: []string{config.Analytics, config.Partner}, blobs: true,
 			build: (*app).buildStorefront},
 	}
 }

@@ -67,6 +67,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return credentialsMain(rest, stdout, stderr)
 	case "dlq":
 		return dlqMain(ctx, rest, getenv, stdout, stderr)
+	case "partners":
+		return partnersMain(ctx, rest, getenv, stdout, stderr)
 	case "nats":
 		return natsMain(ctx, rest, stdout, stderr)
 	case "dev":
@@ -108,6 +110,9 @@ Usage:
   globomantics credentials init --dir D
                                  a credential per service (and the operator) for
                                  --credentials: each service accepts only its callers
+  globomantics partners create --name NAME [--webhook-url URL] | list  [--data-dir D | --dsn DSN]
+                                 partners of the partner API; create prints the new
+                                 API key alone on its last line (kept hashed)
   globomantics dlq list|show ID|replay ID|replay --all [--subject S] [--nats-url URL]
                                  list, inspect and replay the messages consumers gave up on
   globomantics nats serve --name N --listen H:P --cluster H:P --routes nats://H:P,... --store-dir D

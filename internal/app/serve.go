@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/cache"
 	"github.com/globomantics/globomantics/internal/platform/clock"
 	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/fault"
 	"github.com/globomantics/globomantics/internal/platform/httpx"
 	"github.com/globomantics/globomantics/internal/platform/ids"
 	"github.com/globomantics/globomantics/internal/platform/outbox"
@@ -63,7 +65,8 @@ type app struct {
 	checks    map[string]func(context.Context) error
 	closers   []func() error
 	bg        []func(ctx context.Context) // background loops (outbox relays)
-	subs      []subscription
+	subs      []subscription              // pull consumers: workers sharing a load (bus.Subscribe)
+	reacts    []subscription              // push consumers: each instance reacting to every event (bus.React)
 	ready     atomic.Bool
 	// draining is set at shutdown: responses ask to close their connection.
 	draining atomic.Bool
@@ -77,6 +80,10 @@ type app struct {
 	// resolvers holds where each remote service's instances are (see
 	// resolver), made once per service.
 	resolvers map[string]httpx.Resolver
+	// faults injects failures (--faults, the checkout admin endpoint) at
+	// checkout's steps, the outbox relays' points and after consumers'
+	// handlers; nil unless fault injection is on.
+	faults *fault.Injector
 }
 
 type subscription struct {
@@ -135,8 +142,12 @@ func serve(ctx context.Context, cfg config.Config, p plan, log *slog.Logger) (er
 		wg.Add(1)
 		go func() { defer wg.Done(); fn(bgCtx) }()
 	}
-	for _, s := range a.subs {
-		if err := a.bus.Subscribe(ctx, s.name, s.subjects, a.contracts.Handler(s.handler), s.opts...); err != nil {
+	for i, s := range slices.Concat(a.subs, a.reacts) {
+		subscribe := a.bus.Subscribe
+		if i >= len(a.subs) {
+			subscribe = a.bus.React
+		}
+		if err := subscribe(ctx, s.name, s.subjects, a.contracts.Handler(a.afterHandle(s.handler)), s.opts...); err != nil {
 			// A failed start leaves nothing running: no listener, no
 			// handlers or relays using the stores about to be closed.
 			ls.Close()
@@ -290,9 +301,38 @@ func (a *app) close() error {
 
 // relay starts an outbox relay for db and returns its kick function.
 func (a *app) relay(db *sqldb.DB, name string) func() {
-	r := outbox.NewRelay(db, a.contracts.Publisher(a.bus), a.log.With("outbox", name), outbox.WithClock(a.clock))
+	r := outbox.NewRelay(db, a.contracts.Publisher(a.bus), a.log.With("outbox", name), a.relayOptions()...)
 	a.bg = append(a.bg, r.Run)
 	return r.Kick
+}
+
+// relayOptions are the options of every outbox relay of this process.
+func (a *app) relayOptions() []outbox.Option {
+	opts := []outbox.Option{outbox.WithClock(a.clock)}
+	if a.faults != nil {
+		opts = append(opts, outbox.WithFaults(a.faults))
+	}
+	return opts
+}
+
+// faultAfterHandle is the fault point between a consumer's handler that
+// succeeded (its work done) and the broker's ack of the message: a crash
+// there makes the broker deliver the message again.
+const faultAfterHandle = "after:handle"
+
+// afterHandle puts the after:handle fault point behind h when fault
+// injection is on. The bus acks a message only once its handler returns,
+// so a crash here is a crash between the work and the ack.
+func (a *app) afterHandle(h bus.Handler) bus.Handler {
+	if a.faults == nil {
+		return h
+	}
+	return func(ctx context.Context, ev bus.Event) error {
+		if err := h(ctx, ev); err != nil {
+			return err
+		}
+		return a.faults.At(ctx, faultAfterHandle)
+	}
 }
 
 // client returns an HTTP client of service s's remote instances.

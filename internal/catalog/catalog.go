@@ -104,6 +104,29 @@ type ItemListed struct {
 	ImageKey    string      `json:"image_key"`
 }
 
+// SubjectThumbnailRequested is the subject of ThumbnailRequested jobs, on
+// the work-queue stream GLOBO_JOBS (bus.JobSubjectPrefix): each job goes to
+// one thumbnail worker.
+const SubjectThumbnailRequested = "globo_jobs.thumbnail"
+
+// ThumbnailRequested is the job of making a product's thumbnails from its
+// original image, enqueued (through the outbox) in the transaction that
+// lists the item. Sizes names the sizes wanted; empty means every size the
+// worker makes. Its job id is "<product id>/thumbnails/<image key>", so
+// that a job for the same image is enqueued once.
+type ThumbnailRequested struct {
+	ProductID   string    `json:"product_id"`
+	ImageKey    string    `json:"image_key"`
+	Sizes       []string  `json:"sizes,omitempty"`
+	RequestedAt time.Time `json:"requested_at"`
+}
+
+// ThumbnailJobID is the job id of the ThumbnailRequested of a product's
+// image.
+func ThumbnailJobID(productID, imageKey string) string {
+	return productID + "/thumbnails/" + imageKey
+}
+
 // SubjectProductChanged is the subject of ProductChanged events.
 const SubjectProductChanged = "globo.catalog.product_changed"
 
@@ -123,6 +146,19 @@ type ProductChanged struct {
 	Price       money.Money `json:"price"`
 	Stock       int         `json:"stock"`
 	ChangedAt   time.Time   `json:"changed_at"`
+}
+
+// SubjectThumbnailsReady is the subject of ThumbnailsReady events.
+const SubjectThumbnailsReady = "globo.catalog.thumbnails_ready"
+
+// ThumbnailsReady is published when SetThumbnails gave a product thumbnails
+// other than those it had (the item is ready to be shown): their blob keys
+// by size name, and when they were set. Its event id is
+// "<product id>/thumbnails/<ready_at in Unix milliseconds>".
+type ThumbnailsReady struct {
+	ProductID  string            `json:"product_id"`
+	Thumbnails map[string]string `json:"thumbnails"`
+	ReadyAt    time.Time         `json:"ready_at"`
 }
 
 // API is the catalog service's contract, met by *Service in process and by

@@ -75,11 +75,15 @@ type Store interface {
 	// GetProducts returns the products that exist among ids, in any order.
 	GetProducts(ctx context.Context, ids []string) ([]Record, error)
 	// CreateProduct inserts the product and, in the same transaction, writes
-	// its ItemListed event (id = product id) to the outbox. errs.Conflict if
+	// its ItemListed event (id = product id) and its ThumbnailRequested job
+	// (id ThumbnailJobID) to the outbox. errs.Conflict if
 	// the id is taken; errs.Invalid for an unknown category.
 	CreateProduct(ctx context.Context, r Record) error
-	// SetThumbnails replaces the product's thumbnail keys; errs.NotFound.
-	SetThumbnails(ctx context.Context, id string, keys map[string]string) error
+	// SetThumbnails replaces the product's thumbnail keys and, when they
+	// change, writes a ThumbnailsReady event (ready at now) to the outbox
+	// in the same transaction; keys equal to the stored ones change and
+	// write nothing. errs.NotFound.
+	SetThumbnails(ctx context.Context, id string, keys map[string]string, now time.Time) error
 	// SetThumbnailsFailed records that the product's thumbnails cannot be
 	// made, with the reason, at now; errs.NotFound.
 	SetThumbnailsFailed(ctx context.Context, id, reason string, now time.Time) error
@@ -583,8 +587,10 @@ func checkImage(b []byte) (string, error) {
 }
 
 // SetThumbnails records the thumbnail blob keys of a product by size name,
-// replacing earlier ones. errs.Invalid for an empty map, an empty size name or
-// an invalid key; errs.NotFound for an unknown product.
+// replacing earlier ones, and publishes ThumbnailsReady (through the outbox,
+// in the same transaction) when they changed: a repeat of the same keys, as
+// a redelivered job makes, publishes nothing. errs.Invalid for an empty map,
+// an empty size name or an invalid key; errs.NotFound for an unknown product.
 func (s *Service) SetThumbnails(ctx context.Context, id string, keys map[string]string) error {
 	const op = "catalog.SetThumbnails"
 	if strings.TrimSpace(id) == "" {
@@ -604,10 +610,11 @@ func (s *Service) SetThumbnails(ctx context.Context, id string, keys map[string]
 			return errs.E(op, errs.Invalid, errs.Msg("thumbnail %q has an invalid blob key", size))
 		}
 	}
-	if err := s.store.SetThumbnails(ctx, id, keys); err != nil {
+	if err := s.store.SetThumbnails(ctx, id, keys, s.clk.Now()); err != nil {
 		return errs.E(op, err)
 	}
 	s.forget(ctx, id)
+	s.kick() // the ThumbnailsReady event, when the keys changed
 	return nil
 }
 

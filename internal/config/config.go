@@ -39,12 +39,14 @@ const (
 	Thumbnails = "thumbnails" // the thumbnail worker
 	Mail       = "mail"       // the order e-mail worker
 	Analytics  = "analytics"  // page views and searches, summarised
+	Partner    = "partner"    // partners' listings, sales and webhook log
+	Webhooks   = "webhooks"   // the partner webhook delivery worker
 )
 
 // AllServices lists every service, worker and server by name, the default
 // set a process runs. The order is for display only: which service needs
 // which, and so the build order, is the registry's in package app.
-var AllServices = []string{Account, Catalog, Search, Cart, Payment, Shipping, Order, Checkout, Thumbnails, Mail, Analytics, Storefront}
+var AllServices = []string{Account, Catalog, Search, Cart, Payment, Shipping, Order, Checkout, Thumbnails, Mail, Analytics, Partner, Webhooks, Storefront}
 
 // Config is the whole configuration of one process.
 type Config struct {
@@ -73,6 +75,10 @@ type Config struct {
 
 	NATSURL    string // external broker; empty runs one embedded
 	NATSListen string // host:port where the embedded broker accepts other processes
+	// AckWait is how long the broker waits for a consumer's ack before it
+	// offers the message to another instance (a worker killed mid-job):
+	// longer than any handler runs (GLOBO_ACK_WAIT); 0 is the bus's 60 s.
+	AckWait time.Duration
 
 	BlobDir string // the blob store's directory
 	// BlobURL is the blob store: a directory or an S3 bucket,
@@ -267,6 +273,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		"GLOBO_CHECKOUT_BUDGET":  &c.CheckoutBudget,
 		"GLOBO_SHUTDOWN_TIMEOUT": &c.ShutdownTimeout,
 		"GLOBO_DRAIN_DELAY":      &c.DrainDelay,
+		"GLOBO_ACK_WAIT":         &c.AckWait,
 	} {
 		if v := env(k); v != "" {
 			d, err := time.ParseDuration(v)
@@ -293,6 +300,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	})
 	fs.StringVar(&c.NATSURL, "nats-url", c.NATSURL, "`URL` of an external NATS server; empty embeds one (GLOBO_NATS_URL)")
 	fs.StringVar(&c.NATSListen, "nats-listen", c.NATSListen, "`host:port` where the embedded NATS server accepts other processes (GLOBO_NATS_LISTEN)")
+	fs.DurationVar(&c.AckWait, "ack-wait", c.AckWait, "how long the broker waits for a consumer's ack before offering the message again, e.g. to another worker when one died mid-job; longer than any job runs; default 60s (GLOBO_ACK_WAIT)")
 	fs.StringVar(&c.BlobDir, "blob-dir", c.BlobDir, "`directory` of the blob store; default <data-dir>/blobs (GLOBO_BLOB_DIR)")
 	fs.StringVar(&c.MailDir, "mail-dir", c.MailDir, "`directory` where order e-mails are written; default <data-dir>/mail (GLOBO_MAIL_DIR)")
 	fs.StringVar(&c.SMTPAddr, "smtp-addr", c.SMTPAddr, "`host:port` of an SMTP server; when set, e-mail is sent there (GLOBO_SMTP_ADDR)")
@@ -547,6 +555,9 @@ func (c Config) validate(problems []string) error {
 	}
 	if c.CheckoutLease < 500*time.Millisecond || c.CheckoutLease > 10*time.Minute {
 		problems = append(problems, fmt.Sprintf("checkout lease %s: want 500ms to 10m", c.CheckoutLease))
+	}
+	if c.AckWait != 0 && (c.AckWait < 2*time.Second || c.AckWait > 10*time.Minute) {
+		problems = append(problems, fmt.Sprintf("ack wait %s: want 2s to 10m", c.AckWait))
 	}
 	if c.CheckoutBudget < 0 || c.CheckoutBudget > time.Minute {
 		problems = append(problems, fmt.Sprintf("checkout budget %s: want 0 to 1m", c.CheckoutBudget))

@@ -45,8 +45,16 @@ const (
 	SubjectOrderCancelled = "globo.order.cancelled"
 	// The analytics events travel on the buffered GLOBO_ANALYTICS stream,
 	// hence their own prefix.
-	SubjectPageViewed = "globo_analytics.page_viewed"
-	SubjectSearchMade = "globo_analytics.search_made"
+	// The per-event subjects are deprecated (storefronts before the
+	// summaries); the consumer accepts them for one more version.
+	SubjectPageViewed       = "globo_analytics.page_viewed"
+	SubjectSearchMade       = "globo_analytics.search_made"
+	SubjectPageViewsCounted = "globo_analytics.page_views_counted"
+	SubjectSearchesCounted  = "globo_analytics.searches_counted"
+	// The catalog's announcement that an item's thumbnails are made, and
+	// the partner service's webhook jobs (work-queue stream GLOBO_JOBS).
+	SubjectThumbnailsReady  = "globo.catalog.thumbnails_ready"
+	SubjectWebhookRequested = "globo_jobs.webhook"
 )
 
 // Consumer is a handler of a subject and the fields of the payload it
@@ -103,6 +111,7 @@ func Contracts() []Contract {
 					"order.shipping_address.postal_code", "order.shipping_address.country",
 					"order.created_at", "order.updated_at",
 				}},
+				partnerOrderPlaced, // partner.go
 			},
 		},
 		{
@@ -122,19 +131,37 @@ func Contracts() []Contract {
 	cs = append(cs,
 		Contract{
 			Subject: SubjectPageViewed, Name: "PageViewed", Version: 1, File: "globo_analytics.page_viewed.v1.json",
-			Producer: "storefront (analytics.Emitter, fire-and-forget, when it serves a product page)",
+			Producer: "deprecated: storefronts before the summaries (one message per product page); accepted for one more version",
 			Consumers: []Consumer{
 				{Name: "analytics consumer (analytics.Service.Handle)", Needs: []string{"product_id", "viewed_at"}},
 			},
 		},
 		Contract{
 			Subject: SubjectSearchMade, Name: "SearchMade", Version: 1, File: "globo_analytics.search_made.v1.json",
-			Producer: "storefront (analytics.Emitter, fire-and-forget, when it answers a search)",
+			Producer: "deprecated: storefronts before the summaries (one message per search); accepted for one more version",
 			Consumers: []Consumer{
 				{Name: "analytics consumer (analytics.Service.Handle)", Needs: []string{"query", "results", "searched_at"}},
 			},
 		},
+		Contract{
+			Subject: SubjectPageViewsCounted, Name: "PageViewsCounted", Version: 1, File: "globo_analytics.page_views_counted.v1.json",
+			Producer: "storefront (analytics.Emitter: views counted in memory, one summary per second and at a clean stop)",
+			Consumers: []Consumer{
+				{Name: "analytics consumer (analytics.Service.Handle)", Needs: []string{
+					"instance", "window_start", "window_end", "counts[].product_id", "counts[].views"}},
+			},
+		},
+		Contract{
+			Subject: SubjectSearchesCounted, Name: "SearchesCounted", Version: 1, File: "globo_analytics.searches_counted.v1.json",
+			Producer: "storefront (analytics.Emitter: searches counted in memory, one summary per second and at a clean stop)",
+			Consumers: []Consumer{
+				{Name: "analytics consumer (analytics.Service.Handle)", Needs: []string{
+					"instance", "window_start", "window_end", "counts[].query", "counts[].searches", "counts[].no_result"}},
+			},
+		},
 	)
+	cs = append(cs, partnerContracts()...)
+	cs = append(cs, jobContracts()...) // jobs.go
 	slices.SortFunc(cs, func(a, b Contract) int { return strings.Compare(a.Subject, b.Subject) })
 	return cs
 }

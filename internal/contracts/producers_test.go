@@ -10,6 +10,7 @@ import (
 	"net/mail"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -41,6 +42,8 @@ func TestSubjectsMatchProducers(t *testing.T) {
 		{contracts.SubjectProductChanged, catalog.SubjectProductChanged},
 		{contracts.SubjectOrderPlaced, order.SubjectOrderPlaced},
 		{contracts.SubjectOrderCancelled, order.SubjectOrderCancelled},
+		{contracts.SubjectThumbnailRequested, catalog.SubjectThumbnailRequested},
+		{contracts.SubjectEmailRequested, order.SubjectEmailRequested},
 	}
 	for _, p := range pairs {
 		if p[0] != p[1] {
@@ -48,7 +51,7 @@ func TestSubjectsMatchProducers(t *testing.T) {
 		}
 	}
 	r := registry(t)
-	for _, s := range append(append([]string(nil), thumbnail.Subjects...), mailworker.Subjects...) {
+	for _, s := range slices.Concat(thumbnail.Subjects, mailworker.Subjects, thumbnail.LegacySubjects, mailworker.LegacySubjects) {
 		if _, err := r.Schema(s); err != nil {
 			t.Errorf("a worker subscribes to %s: %v", s, err)
 		}
@@ -213,6 +216,8 @@ func producedPayloads(t *testing.T, b testenv.Backend) map[string][][]byte {
 		out[r.subject] = append(out[r.subject], r.payload)
 	}
 	analyticsPayloads(t, out) // analytics_test.go
+	// The partner integration's producers (partner_test.go).
+	partnerPayloads(t, b, out)
 	return out
 }
 
@@ -264,6 +269,21 @@ func TestProducersConform(t *testing.T) {
 					t.Errorf("the mail worker cannot compose from a produced OrderPlaced: %v", err)
 				}
 			}
+			for _, p := range produced[contracts.SubjectEmailRequested] {
+				var job order.EmailRequested
+				if err := json.Unmarshal(p, &job); err != nil {
+					t.Fatal(err)
+				}
+				compose := map[order.EmailKind]func(*mail.Address, order.Order) (mailworker.Message, error){
+					order.EmailOrderConfirmation: mailworker.Compose, order.EmailOrderCancellation: mailworker.ComposeCancellation}[job.Kind]
+				if compose == nil || job.OrderID != job.Order.ID || job.To != job.Order.Email {
+					t.Errorf("a produced EmailRequested is not what the mail worker takes: %s", p)
+					continue
+				}
+				if _, err := compose(from, job.Order); err != nil {
+					t.Errorf("the mail worker cannot compose from a produced EmailRequested: %v", err)
+				}
+			}
 			for _, p := range produced[contracts.SubjectOrderCancelled] {
 				var cancelled order.OrderCancelled
 				if err := json.Unmarshal(p, &cancelled); err != nil {
@@ -300,6 +320,12 @@ var decoders = map[string][]decoder{
 	},
 	contracts.SubjectOrderCancelled: {
 		{"mail worker (mail.Worker.Handle)", reflect.TypeFor[order.OrderCancelled]()},
+	},
+	contracts.SubjectThumbnailRequested: {
+		{"thumbnail worker (thumbnail.Worker.Handle)", reflect.TypeFor[catalog.ThumbnailRequested]()},
+	},
+	contracts.SubjectEmailRequested: {
+		{"mail worker (mail.Worker.Handle)", reflect.TypeFor[order.EmailRequested]()},
 	},
 }
 

@@ -15,7 +15,7 @@ func TestDependencies(t *testing.T) {
 	const mod = "github.com/globomantics/globomantics/internal/"
 	allowed := map[string]bool{
 		"account": true, "catalog": true, "search": true, "cart": true, "checkout": true,
-		"order": true, "payment": true, "shipping": true,
+		"order": true, "payment": true, "shipping": true, "partner": true,
 	}
 	files, err := filepath.Glob("*.go")
 	if err != nil {

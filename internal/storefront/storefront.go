@@ -140,6 +140,9 @@ type Deps struct {
 	// Popular, when set, gives the home page its "Popular now" strip; the
 	// page goes without it when Popular fails or is slow (analytics.go).
 	Popular PopularProducts
+	// Partners, when set, serves the partner API under /api/v1/partner/
+	// (partnerapi.go); without it those paths answer 404.
+	Partners Partners
 	// TrustedProxies are the reverse proxies whose X-Forwarded-For is
 	// believed when they are the connection's peer (see clientAddr). Empty
 	// means none: the client is always the connection's peer.
@@ -240,6 +243,7 @@ func (s *Server) routes() {
 	api.Handle("GET /api/v1/checkouts/{key}", s.apiHandler(s.apiGetCheckout))
 	api.Handle("GET /api/v1/orders", s.apiHandler(s.apiOrders))
 	api.Handle("GET /api/v1/orders/{id}", s.apiHandler(s.apiOrder))
+	s.partnerRoutes(api) // partnerapi.go
 
 	html := http.NewServeMux()
 	html.Handle("GET /{$}", s.pageHandler(s.homePage))

@@ -42,6 +42,10 @@ func Open(ctx context.Context, db *sqldb.DB) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Its outbox may share the database with another store's.
+	if dir, err = outbox.SharedMigrations(ctx, db, dir, "00005_outbox_v2.sql"); err != nil {
+		return nil, err
+	}
 	if err := db.Migrate(ctx, "catalog", dir); err != nil {
 		return nil, err
 	}
@@ -214,8 +218,8 @@ func (s *Store) GetProducts(ctx context.Context, ids []string) ([]catalog.Record
 	return out, nil
 }
 
-// CreateProduct inserts the product and its ItemListed outbox event in one
-// transaction. errs.Conflict for a taken id, errs.Invalid for an unknown
+// CreateProduct inserts the product, its ItemListed outbox event and its
+// ThumbnailRequested job in one transaction. errs.Conflict for a taken id, errs.Invalid for an unknown
 // category; in both cases nothing is written.
 func (s *Store) CreateProduct(ctx context.Context, r catalog.Record) error {
 	const op = "catalogdb.CreateProduct"
@@ -247,7 +251,13 @@ func (s *Store) CreateProduct(ctx context.Context, r catalog.Record) error {
 			Price:       money.Money{Amount: r.Price.Amount, Currency: currency(r.Price)},
 			ImageKey:    r.ImageKey,
 		}
-		return outbox.Add(ctx, tx, catalog.SubjectItemListed, r.ID, ev, r.CreatedAt)
+		if err := outbox.Add(ctx, tx, catalog.SubjectItemListed, r.ID, ev, r.CreatedAt); err != nil {
+			return err
+		}
+		// The thumbnails are a job for one worker (work-queue stream
+		// GLOBO_JOBS), enqueued with the listing: never one without the other.
+		job := catalog.ThumbnailRequested{ProductID: r.ID, ImageKey: r.ImageKey, RequestedAt: r.CreatedAt.UTC()}
+		return outbox.Add(ctx, tx, catalog.SubjectThumbnailRequested, catalog.ThumbnailJobID(r.ID, r.ImageKey), job, r.CreatedAt)
 	})
 	if err != nil {
 		return errs.E(op, sqldb.NodeError(err))
@@ -270,23 +280,41 @@ func marshalThumbs(keys map[string]string) (string, error) {
 	return string(b), err
 }
 
-// SetThumbnails replaces the product's thumbnail keys; errs.NotFound.
-func (s *Store) SetThumbnails(ctx context.Context, id string, keys map[string]string) error {
+// SetThumbnails replaces the product's thumbnail keys and, when they change,
+// writes the ThumbnailsReady event to the outbox in the same transaction (on
+// the primary, the row locked on PostgreSQL): keys equal to the stored ones
+// are a no-op that writes no event, so a redelivered thumbnail job announces
+// nothing twice. errs.NotFound.
+func (s *Store) SetThumbnails(ctx context.Context, id string, keys map[string]string, now time.Time) error {
 	const op = "catalogdb.SetThumbnails"
 	thumbs, err := marshalThumbs(keys)
 	if err != nil {
 		return errs.E(op, sqldb.NodeError(err))
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE products SET thumbnails = ? WHERE id = ?`, thumbs, id)
+	q := `SELECT thumbnails FROM products WHERE id = ?`
+	if s.db.Dialect == sqldb.Postgres {
+		q += ` FOR UPDATE`
+	}
+	err = s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		var old sql.NullString
+		err := tx.QueryRowContext(ctx, q, id).Scan(&old)
+		if errors.Is(err, sql.ErrNoRows) {
+			return errs.E(errs.NotFound, errs.Msg("no such product"), err)
+		}
+		if err != nil {
+			return err
+		}
+		if old.String == thumbs {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE products SET thumbnails = ? WHERE id = ?`, thumbs, id); err != nil {
+			return err
+		}
+		ev := catalog.ThumbnailsReady{ProductID: id, Thumbnails: keys, ReadyAt: now.UTC()}
+		return outbox.Add(ctx, tx, catalog.SubjectThumbnailsReady, id+"/thumbnails/"+strconv.FormatInt(sqldb.Millis(now), 10), ev, now)
+	})
 	if err != nil {
 		return errs.E(op, sqldb.NodeError(err))
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return errs.E(op, sqldb.NodeError(err))
-	}
-	if n == 0 {
-		return errs.E(op, errs.NotFound, errs.Msg("no such product"))
 	}
 	return nil
 }

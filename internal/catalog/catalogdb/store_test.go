@@ -182,10 +182,15 @@ func testCreateAndGet(t *testing.T, s *catalogdb.Store, db *sqldb.DB) {
 	if _, err := s.GetProduct(ctx, "prd_missing"); !errs.Is(errs.NotFound, err) {
 		t.Fatalf("GetProduct(missing) = %v, want NotFound", err)
 	}
-	// The ItemListed event was written with the product, keyed by its id.
+	// The ItemListed event was written with the product, keyed by its id,
+	// and the thumbnail job with them.
 	rows := outboxRows(t, db)
-	if len(rows) != 1 {
-		t.Fatalf("outbox has %d rows, want 1", len(rows))
+	if len(rows) != 2 {
+		t.Fatalf("outbox has %d rows, want 2", len(rows))
+	}
+	if j := rows[1]; j.id != catalog.ThumbnailJobID("prd_1", r.ImageKey) || j.subject != catalog.SubjectThumbnailRequested ||
+		j.ev.ProductID != "prd_1" || j.ev.ImageKey != r.ImageKey {
+		t.Fatalf("outbox row = %+v, want the thumbnail job of prd_1's image %s", j, r.ImageKey)
 	}
 	want := catalog.ItemListed{ProductID: "prd_1", Name: r.Name, Description: r.Description, Category: "home",
 		Price: money.USD(1250), ImageKey: r.ImageKey}
@@ -217,8 +222,8 @@ func testCreateRejects(t *testing.T, s *catalogdb.Store, db *sqldb.DB) {
 	if _, err := s.GetProduct(ctx, "prd_2"); !errs.Is(errs.NotFound, err) {
 		t.Fatalf("rejected product exists: %v", err)
 	}
-	if rows := outboxRows(t, db); len(rows) != 1 {
-		t.Fatalf("outbox has %d rows after rejected creates, want 1", len(rows))
+	if rows := outboxRows(t, db); len(rows) != 2 { // prd_1's ItemListed and thumbnail job
+		t.Fatalf("outbox has %d rows after rejected creates, want 2", len(rows))
 	}
 	if n, _ := s.CountProducts(ctx); n != 1 {
 		t.Fatalf("CountProducts = %d, want 1", n)
@@ -285,16 +290,21 @@ func testListAndBatch(t *testing.T, s *catalogdb.Store, _ *sqldb.DB) {
 	}
 }
 
-func testThumbnails(t *testing.T, s *catalogdb.Store, _ *sqldb.DB) {
+func testThumbnails(t *testing.T, s *catalogdb.Store, db *sqldb.DB) {
 	ctx := context.Background()
 	ensureCats(t, s)
 	create(t, s, rec("prd_1", "home", 1))
 	keys := map[string]string{"small": "products/prd_1/thumb-small.jpg", "medium": "products/prd_1/thumb-medium.jpg"}
-	if err := s.SetThumbnails(ctx, "prd_1", keys); err != nil {
+	if err := s.SetThumbnails(ctx, "prd_1", keys, t0); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetThumbnails(ctx, "prd_1", keys); err != nil { // idempotent
+	if err := s.SetThumbnails(ctx, "prd_1", keys, t0.Add(time.Second)); err != nil { // idempotent
 		t.Fatal(err)
+	}
+	// One ThumbnailsReady, written with the first change only.
+	var ready int
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM outbox WHERE subject = ?`, catalog.SubjectThumbnailsReady).Scan(&ready); err != nil || ready != 1 {
+		t.Fatalf("ThumbnailsReady events in the outbox = %d, %v; want 1", ready, err)
 	}
 	got, _ := s.GetProduct(ctx, "prd_1")
 	if fmt.Sprint(got.ThumbnailKeys) != fmt.Sprint(keys) {
@@ -304,7 +314,7 @@ func testThumbnails(t *testing.T, s *catalogdb.Store, _ *sqldb.DB) {
 	if len(list) != 1 || fmt.Sprint(list[0].ThumbnailKeys) != fmt.Sprint(keys) {
 		t.Fatalf("ListProducts thumbnails = %+v", list)
 	}
-	if err := s.SetThumbnails(ctx, "prd_missing", keys); !errs.Is(errs.NotFound, err) {
+	if err := s.SetThumbnails(ctx, "prd_missing", keys, t0); !errs.Is(errs.NotFound, err) {
 		t.Fatalf("SetThumbnails(missing) = %v, want NotFound", err)
 	}
 }

@@ -48,7 +48,7 @@ func TestThumbnailFailure(t *testing.T) {
 			if err != nil || r.Stock != 1 || r.Version != 1 || len(r.ThumbnailKeys) != 0 {
 				t.Fatalf("product: %+v, %v", r, err)
 			}
-			if err := s.SetThumbnails(ctx, "prd_1", map[string]string{"small": "products/prd_1/thumb-small.jpg"}); err != nil {
+			if err := s.SetThumbnails(ctx, "prd_1", map[string]string{"small": "products/prd_1/thumb-small.jpg"}, t0); err != nil {
 				t.Fatal(err)
 			}
 			if f, err := s.ThumbnailFailure(ctx, "prd_1"); err != nil || f.Reason != "" {
