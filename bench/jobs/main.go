@@ -95,6 +95,7 @@ type config struct {
 	writers int
 	size    int
 	subs    []int
+	conc    int
 	pg      string  // auto, true, false
 	rate    float64 // messages or jobs sent per second; 0: as fast as possible
 }
@@ -118,6 +119,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.writers, "w", 4, "goroutines writing jobs, one transaction per job")
 	fs.IntVar(&c.size, "size", 64, "bytes of payload per message or job")
 	subs := fs.String("subs", "1,4", "comma-separated numbers of consumer instances to measure end to end")
+	fs.IntVar(&c.conc, "conc", 8, "also measure one consumer instance handling this many jobs at once (bus.Concurrency); 1 to skip")
 	fs.StringVar(&c.pg, "pg", "auto", "measure PostgreSQL too: true, false, or auto (when its binaries are installed)")
 	fs.Float64Var(&c.rate, "rate", 0, "send at this many messages or jobs per second (an open load, for the lag below capacity); 0: as fast as possible (a burst, for the throughput)")
 	if err := fs.Parse(args); err != nil {
@@ -238,11 +240,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}},
 	}
 	for _, name := range backends {
+		db := dbs[name]
 		for _, k := range c.subs {
-			db := dbs[name]
 			targets = append(targets, &target{name: fmt.Sprintf("end to end, %s, %d consumer instance(s)", name, k),
 				measure: func(ctx context.Context, r int) (sample, error) {
-					return endToEnd(ctx, db, b, url, c, k, fmt.Sprintf("%s%dr%d", name[:2], k, r), quiet)
+					return endToEnd(ctx, db, b, url, c, k, 1, fmt.Sprintf("%s%dr%d", name[:2], k, r), quiet)
+				}})
+		}
+		if c.conc > 1 {
+			targets = append(targets, &target{name: fmt.Sprintf("end to end, %s, 1 consumer instance, %d at once", name, c.conc),
+				measure: func(ctx context.Context, r int) (sample, error) {
+					return endToEnd(ctx, db, b, url, c, 1, c.conc, fmt.Sprintf("%sc%dr%d", name[:2], c.conc, r), quiet)
 				}})
 		}
 	}
@@ -438,7 +446,7 @@ CREATE TABLE bench_effects (id TEXT PRIMARY KEY, done_ns BIGINT NOT NULL);
 // endToEnd writes c.n jobs into db's outbox from c.writers goroutines,
 // relays them with a real relay through pub, and has subs consumer
 // instances (each its own connection to url) record each job's effect.
-func endToEnd(ctx context.Context, db *sqldb.DB, pub *bus.Bus, url string, c config, subs int, tag string, log *slog.Logger) (sample, error) {
+func endToEnd(ctx context.Context, db *sqldb.DB, pub *bus.Bus, url string, c config, subs, conc int, tag string, log *slog.Logger) (sample, error) {
 	subject := "globo.bench.job_" + strings.ToLower(tag)
 	l := newLags(c.n)
 	var seen sync.Map // job ids whose effect was recorded, to catch doubles
@@ -480,7 +488,7 @@ func endToEnd(ctx context.Context, db *sqldb.DB, pub *bus.Bus, url string, c con
 			return sample{}, err
 		}
 		consumers = append(consumers, cb)
-		if err := cb.Subscribe(ctx, "bench-"+strings.ToLower(tag), []string{subject}, handle); err != nil {
+		if err := cb.Subscribe(ctx, "bench-"+strings.ToLower(tag), []string{subject}, handle, bus.Concurrency(conc)); err != nil {
 			return sample{}, err
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/globomantics/globomantics/internal/config"
 	"github.com/globomantics/globomantics/internal/partner"
 	"github.com/globomantics/globomantics/internal/partner/partnerdb"
+	"github.com/globomantics/globomantics/internal/platform/bus"
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/storefront"
 	"github.com/globomantics/globomantics/internal/worker/webhooks"
@@ -34,11 +35,17 @@ func (a *app) buildPartner(ctx context.Context, s *services, sdb *serviceDB) (ht
 	return partner.NewHandler(svc), nil
 }
 
+// webhookConcurrency is how many webhooks one worker delivers at once: a
+// delivery mostly waits on a partner's server (up to its 10 s timeout), so
+// one slow partner must not hold every other partner's webhooks back.
+const webhookConcurrency = 8
+
 // buildWebhooks builds the webhook delivery worker: one durable consumer of
 // the webhook jobs shared by every worker, wherever it runs.
 func (a *app) buildWebhooks(_ context.Context, s *services, _ *serviceDB) (http.Handler, error) {
 	w := webhooks.New(s.partner, a.clock, a.log.With("worker", config.Webhooks))
-	a.subs = append(a.subs, subscription{webhooks.ConsumerName, webhooks.Subjects, w.Handle, nil})
+	a.subs = append(a.subs, subscription{webhooks.ConsumerName, webhooks.Subjects, w.Handle,
+		[]bus.SubOption{bus.Concurrency(webhookConcurrency)}})
 	return nil, nil
 }
 

@@ -302,21 +302,32 @@ func (b *Bus) Subscribe(ctx context.Context, name string, subjects []string, h H
 	}
 	log := b.log.With("consumer", name)
 	handle := b.handler(log, name, redeliver, so, h)
-	// One message at a time: handlers run one after another, so a buffered
-	// message's ack wait would run out while it waits behind others, and the
-	// broker would offer it again. This also leaves the backlog to the other
-	// instances sharing the consumer.
+	// One message at a time per pull loop: a loop's handler calls run one
+	// after another, so a buffered message's ack wait would run out while it
+	// waits behind others, and the broker would offer it again. This also
+	// leaves the backlog to the other instances sharing the consumer.
+	// Concurrency(n) runs n such loops on the consumer, each with one
+	// message in flight, rather than buffering more in one.
 	// Pull requests expire after 5 s (heartbeats every second) rather than
 	// the client's 30 s: a pull lost while the process was starved of CPU
 	// is noticed and sent again within seconds, not half a minute, and one
 	// lost in a cluster's leader election as soon as its heartbeats stop.
-	cc, err := cons.Consume(handle, jetstream.PullMaxMessages(1), jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second))
-	if err != nil {
-		return fmt.Errorf("bus: consume %s: %w", name, err)
+	if so.retire {
+		so.concurrency = 1 // retireWhenDone stops the one loop
 	}
-	b.mu.Lock()
-	b.subs = append(b.subs, cc)
-	b.mu.Unlock()
+	var cc jetstream.ConsumeContext
+	for i := range so.concurrency {
+		c, err := cons.Consume(handle, jetstream.PullMaxMessages(1), jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second))
+		if err != nil {
+			return fmt.Errorf("bus: consume %s: %w", name, err)
+		}
+		if i == 0 {
+			cc = c
+		}
+		b.mu.Lock()
+		b.subs = append(b.subs, c)
+		b.mu.Unlock()
+	}
 	if so.retire {
 		go b.retireWhenDone(log, spec.Name, name, cons, cc, so.retireCheck)
 	}
@@ -399,10 +410,24 @@ type subOptions struct {
 	retire      bool          // Retire: finish an old consumer's backlog
 	before      time.Time     // Retire: messages of changes before this only
 	retireCheck time.Duration // Retire: how often to look for the end of the backlog
+	concurrency int           // Concurrency: pull loops, each one message at a time
+}
+
+// MaxConcurrency bounds Concurrency.
+const MaxConcurrency = 64
+
+// Concurrency lets one instance of a pulling subscription (Subscribe)
+// handle up to n messages at once, each on its own pull loop with one
+// message in flight: for handlers that mostly wait (an HTTP call, a
+// database commit), so that one slow message does not hold the others
+// back. n is clamped to 1..MaxConcurrency; a killed instance leaves up to n
+// messages to be redelivered. React ignores it.
+func Concurrency(n int) SubOption {
+	return func(o *subOptions) { o.concurrency = min(max(n, 1), MaxConcurrency) }
 }
 
 func (b *Bus) newSubOptions(opts []SubOption) subOptions {
-	so := subOptions{ackWait: b.ackWait, maxDeliver: MaxDeliver, deliver: jetstream.DeliverAllPolicy, retireCheck: retireCheckEvery}
+	so := subOptions{concurrency: 1, ackWait: b.ackWait, maxDeliver: MaxDeliver, deliver: jetstream.DeliverAllPolicy, retireCheck: retireCheckEvery}
 	for _, o := range opts {
 		o(&so)
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -189,5 +190,67 @@ func TestReplayReachesConsumersOfEveryStream(t *testing.T) {
 	})
 	if n := other.get("v-1"); n != 1 {
 		t.Errorf("the other analytics consumer handled v-1 %d times, want once", n)
+	}
+}
+
+// TestConcurrencyHandlesMessagesAtOnce: with Concurrency(4) one instance
+// has four messages in its handler at the same time (each blocks until the
+// fourth arrives), and still handles each message once.
+func TestConcurrencyHandlesMessagesAtOnce(t *testing.T) {
+	t.Parallel()
+	srv, _ := embedded(t, t.TempDir())
+	ctx := context.Background()
+	const subject = bus.JobSubjectPrefix + "concurrency_test"
+	const n = 12
+	var mu sync.Mutex
+	inFlight, most := 0, 0
+	seen := map[string]int{}
+	all := make(chan struct{})
+	err := srv.Subscribe(ctx, "concurrency-test", []string{subject}, func(ctx context.Context, ev bus.Event) error {
+		mu.Lock()
+		inFlight++
+		most = max(most, inFlight)
+		seen[ev.ID]++
+		if len(seen) == n {
+			close(all)
+		}
+		reached := most >= 4
+		mu.Unlock()
+		// Hold the message until three others are in handlers too (or give
+		// up after a while: the test then fails on most).
+		for deadline := time.Now().Add(5 * time.Second); !reached && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+			mu.Lock()
+			reached = most >= 4
+			mu.Unlock()
+		}
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+		return nil
+	}, bus.Concurrency(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if err := srv.Publish(ctx, subject, fmt.Sprintf("job-%d", i), map[string]int{"i": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-all:
+	case <-time.After(30 * time.Second):
+		t.Fatal("not every job was handled")
+	}
+	time.Sleep(200 * time.Millisecond) // a duplicate would arrive by now
+	mu.Lock()
+	defer mu.Unlock()
+	if most < 4 {
+		t.Errorf("at most %d messages in handlers at once, want 4", most)
+	}
+	for id, k := range seen {
+		if k != 1 {
+			t.Errorf("%s handled %d times", id, k)
+		}
 	}
 }
