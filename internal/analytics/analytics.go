@@ -12,6 +12,12 @@
 // These counts may be lost (a crash loses the window being counted, a
 // broker down loses the summaries it refuses, a power failure before the
 // stream's fsync): the counts are a guide, never a ledger.
+//
+// It also counts revenue: the payment service's PaymentCaptured events
+// (the synced GLOBO stream, published through its outbox, so none is lost)
+// are added, once each, to the captured amount and the number of payments
+// captured per hour (Revenue). Refunds are not subtracted: the payment
+// ledger's audit is the account of money kept.
 package analytics
 
 import (
@@ -21,6 +27,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/globomantics/globomantics/internal/platform/money"
 )
 
 // Subjects of the analytics events, on the GLOBO_ANALYTICS stream (see
@@ -48,6 +56,43 @@ var Subjects = []string{SubjectPageViewsCounted, SubjectSearchesCounted, Subject
 // ConsumerName is the durable consumer every analytics instance shares: the
 // instances share one database, so each event is counted by one of them.
 const ConsumerName = "analytics"
+
+// SubjectPaymentCaptured is the payment service's event of a capture, on
+// the GLOBO stream (contract in internal/contracts).
+const SubjectPaymentCaptured = "globo.payment.captured"
+
+// PaymentSubjects are the subjects of PaymentsConsumerName. They are on
+// another stream than Subjects, so they need a consumer of their own.
+var PaymentSubjects = []string{SubjectPaymentCaptured}
+
+// PaymentsConsumerName is the durable consumer of PaymentSubjects that
+// every analytics instance shares (and the inbox's name for what it
+// applied).
+const PaymentsConsumerName = "analytics-payments"
+
+// PaymentCaptured is what the analytics consumer reads of a
+// SubjectPaymentCaptured payload: the amount taken and when. The message
+// id (the payment service's "<order id>/captured") makes it count once.
+type PaymentCaptured struct {
+	OrderID    string      `json:"order_id"`
+	Amount     money.Money `json:"amount"`
+	CapturedAt time.Time   `json:"captured_at"`
+}
+
+// HourlyRevenue is what was captured in one hour, in one currency: the sum
+// of the amounts and how many payments.
+type HourlyRevenue struct {
+	Hour     time.Time   `json:"hour"`
+	Captured money.Money `json:"captured"`
+	Payments int64       `json:"payments"`
+}
+
+// RevenueReport is the revenue of a window, hour by hour, newest first;
+// hours with no capture are left out.
+type RevenueReport struct {
+	Window string          `json:"window"`
+	Hours  []HourlyRevenue `json:"hours"`
+}
 
 // PageViewsCounted is the payload of SubjectPageViewsCounted: the product
 // pages storefront instance Instance served from WindowStart (inclusive) to
@@ -177,6 +222,9 @@ type API interface {
 	Searches(ctx context.Context, window time.Duration, limit int) (SearchReport, error)
 	// PopularProductIDs is Popular's product ids alone.
 	PopularProductIDs(ctx context.Context, window time.Duration, limit int) ([]string, error)
+	// Revenue reports the payments captured in the last window (rounded
+	// out to whole hours), per hour.
+	Revenue(ctx context.Context, window time.Duration) (RevenueReport, error)
 }
 
 // Store keeps the hourly counts; analyticsdb.Store is the SQL one. Each
@@ -190,9 +238,14 @@ type Store interface {
 	// of its WindowStart, as the per-event Applies.
 	ApplyPageViews(ctx context.Context, msgID string, s PageViewsCounted, now time.Time) (fresh bool, err error)
 	ApplySearches(ctx context.Context, msgID string, s SearchesCounted, now time.Time) (fresh bool, err error)
+	// ApplyPaymentCaptured adds the capture to the revenue of the hour of
+	// its CapturedAt, recording msgID under PaymentsConsumerName.
+	ApplyPaymentCaptured(ctx context.Context, msgID string, p PaymentCaptured, now time.Time) (fresh bool, err error)
 	// The reads count the hours that start at or after since.
 	Popular(ctx context.Context, since time.Time, limit int) ([]ProductViews, error)
 	TopSearches(ctx context.Context, since time.Time, limit int, noResultOnly bool) ([]QueryCount, error)
+	// Revenue lists the hours' revenue, newest first (then by currency).
+	Revenue(ctx context.Context, since time.Time) ([]HourlyRevenue, error)
 	// Forget deletes counts of hours before countsBefore and inbox records
 	// older than inboxBefore.
 	Forget(ctx context.Context, countsBefore, inboxBefore time.Time) error

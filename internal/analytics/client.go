@@ -51,3 +51,14 @@ func (c *Client) Searches(ctx context.Context, window time.Duration, limit int) 
 	}
 	return out, nil
 }
+
+// Revenue calls GET /svc/analytics/v1/revenue.
+func (c *Client) Revenue(ctx context.Context, window time.Duration) (RevenueReport, error) {
+	var out RevenueReport
+	v := url.Values{}
+	v.Set("window", window.String())
+	if err := c.c.Call(ctx, http.MethodGet, Prefix+"revenue?"+v.Encode(), nil, &out, httpx.Retryable()); err != nil {
+		return RevenueReport{}, err
+	}
+	return out, nil
+}

@@ -23,6 +23,7 @@ type PopularResponse struct {
 //
 //	GET /svc/analytics/v1/popular?window=24h&limit=8    → PopularResponse
 //	GET /svc/analytics/v1/searches?window=24h&limit=10  → SearchReport
+//	GET /svc/analytics/v1/revenue?window=24h            → RevenueReport
 //	GET /svc/analytics/v1/report?window=24h             → the operator's HTML page
 //
 // window is a Go duration (1h to 720h, default 24h); limit 1 to 100.
@@ -53,6 +54,19 @@ func NewHandler(api API) http.Handler {
 		httpx.WriteJSON(w, http.StatusOK, rep)
 		return nil
 	}))
+	mux.Handle("GET "+Prefix+"revenue", httpx.Handler(func(w http.ResponseWriter, r *http.Request) error {
+		window, _, err := readParams(r, 1)
+		if err != nil {
+			return err
+		}
+		rep, err := api.Revenue(r.Context(), window)
+		if err != nil {
+			return err
+		}
+		rep.Hours = nonNil(rep.Hours)
+		httpx.WriteJSON(w, http.StatusOK, rep)
+		return nil
+	}))
 	mux.Handle("GET "+Prefix+"report", httpx.Handler(func(w http.ResponseWriter, r *http.Request) error {
 		window, limit, err := readParams(r, 20)
 		if err != nil {
@@ -66,9 +80,13 @@ func NewHandler(api API) http.Handler {
 		if err != nil {
 			return err
 		}
+		rev, err := api.Revenue(r.Context(), window)
+		if err != nil {
+			return err
+		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
-		return reportPage.Execute(w, reportData{Window: window.String(), Products: pv, Searches: rep})
+		return reportPage.Execute(w, reportData{Window: window.String(), Products: pv, Searches: rep, Revenue: rev.Hours})
 	}))
 	mux.HandleFunc("/", httpx.NotFound)
 	return mux
@@ -105,6 +123,7 @@ type reportData struct {
 	Window   string
 	Products []ProductViews
 	Searches SearchReport
+	Revenue  []HourlyRevenue
 }
 
 var reportPage = template.Must(template.New("report").Parse(`<!doctype html>
@@ -125,5 +144,10 @@ var reportPage = template.Must(template.New("report").Parse(`<!doctype html>
 {{if .Searches.NoResult}}<table><tr><th>query</th><th>searches</th></tr>
 {{range .Searches.NoResult}}<tr><td>{{.Query}}</td><td class="n">{{.Searches}}</td></tr>
 {{end}}</table>{{else}}<p>None.</p>{{end}}
+<h2>Revenue per hour</h2>
+<p>Payments captured (PaymentCaptured events, each counted once), before refunds.</p>
+{{if .Revenue}}<table><tr><th>hour (UTC)</th><th>payments captured</th><th>revenue</th></tr>
+{{range .Revenue}}<tr><td>{{.Hour.Format "2006-01-02 15:04"}}</td><td class="n">{{.Payments}}</td><td class="n">{{.Captured}} {{.Captured.Currency}}</td></tr>
+{{end}}</table>{{else}}<p>No payments captured.</p>{{end}}
 </body></html>
 `))

@@ -37,8 +37,9 @@ func NewService(store Store, clk clock.Clock, log *slog.Logger) *Service {
 	return &Service{store: store, clock: clk, log: log}
 }
 
-// Handle is the bus handler of Subjects: it counts the summary (or, from an
-// older storefront, the single event) once, however often it is delivered
+// Handle is the bus handler of Subjects and PaymentSubjects: it counts the
+// summary (or, from an older storefront, the single event, or a payment
+// captured) once, however often it is delivered
 // (the message id is recorded in the store's inbox in the same transaction
 // as the counts). An event it cannot decode, or of another subject,
 // is a permanent failure (a dead letter); a store error asks for redelivery.
@@ -97,8 +98,31 @@ func (s *Service) apply(ctx context.Context, ev bus.Event) (bool, error) {
 			return false, nil // nothing to count
 		}
 		return s.store.ApplySearch(ctx, ev.ID, sm, now)
+	case SubjectPaymentCaptured:
+		var pc PaymentCaptured
+		if err := ev.Decode(&pc); err != nil {
+			return false, bus.Permanent(errs.E(op, errs.Invalid, errs.Msg("undecodable %s %s: %v", ev.Type, ev.ID, err)))
+		}
+		if pc.Amount.Amount <= 0 || !isCurrency(pc.Amount.Currency) || pc.CapturedAt.IsZero() {
+			return false, bus.Permanent(errs.E(op, errs.Invalid, errs.Msg("invalid %s %s: amount %d %q at %v",
+				ev.Type, ev.ID, pc.Amount.Amount, pc.Amount.Currency, pc.CapturedAt)))
+		}
+		return s.store.ApplyPaymentCaptured(ctx, ev.ID, pc, now)
 	}
 	return false, bus.Permanent(errs.E(op, errs.Invalid, errs.Msg("analytics does not handle %q", ev.Type)))
+}
+
+// isCurrency reports whether c looks like an ISO 4217 code.
+func isCurrency(c string) bool {
+	if len(c) != 3 {
+		return false
+	}
+	for i := range 3 {
+		if c[i] < 'A' || c[i] > 'Z' {
+			return false
+		}
+	}
+	return true
 }
 
 // checkSummary checks a summary's header and, with ok, each of its n
@@ -206,6 +230,19 @@ func (s *Service) Searches(ctx context.Context, window time.Duration, limit int)
 		return SearchReport{}, errs.E(op, err)
 	}
 	return SearchReport{Window: window.String(), Top: top, NoResult: none}, nil
+}
+
+// Revenue implements API. errs.BadRequest for a window out of range.
+func (s *Service) Revenue(ctx context.Context, window time.Duration) (RevenueReport, error) {
+	const op = "analytics.Revenue"
+	if err := checkRead(op, window, 1); err != nil {
+		return RevenueReport{}, err
+	}
+	hours, err := s.store.Revenue(ctx, s.since(window))
+	if err != nil {
+		return RevenueReport{}, errs.E(op, err)
+	}
+	return RevenueReport{Window: window.String(), Hours: hours}, nil
 }
 
 // RunSweeper deletes expired counts and inbox records every interval until

@@ -16,7 +16,8 @@ import (
 // TestAnalyticsInTheShop runs the whole shop in one process: product pages
 // and searches served by the storefront reach the analytics service through
 // the broker, fire-and-forget; its internal API and operator report answer
-// on the internal listener only; and the home page shows "Popular now".
+// on the internal listener only; the home page shows "Popular now"; and a
+// checkout's payment shows in the revenue.
 func TestAnalyticsInTheShop(t *testing.T) {
 	tp := allInOne(t)
 	tp.start(t)
@@ -91,5 +92,29 @@ func TestAnalyticsInTheShop(t *testing.T) {
 	strip := body[strings.Index(body, "Popular now"):strings.Index(body, "Featured products")]
 	if i, j := strings.Index(strip, "/products/"+hot.ID), strings.Index(strip, "/products/"+warm.ID); i < 0 || j < 0 || i > j {
 		t.Errorf("strip does not list %s then %s:\n%s", hot.ID, warm.ID, strip)
+	}
+
+	// Revenue: a checkout's capture reaches analytics through the payment
+	// service's outbox and the broker (PaymentCaptured), counted once.
+	c := newClient(t, tp)
+	email := fmt.Sprintf("revenue-%d@example.com", time.Now().UnixNano())
+	c.must(201, "POST", "/api/v1/accounts", map[string]string{"email": email, "password": "correct horse", "name": "Ada"})
+	c.must(200, "POST", "/api/v1/sessions", map[string]string{"email": email, "password": "correct horse"})
+	c.must(200, "POST", "/api/v1/cart/items", map[string]any{"product_id": warm.ID, "quantity": 1})
+	var o order
+	c.must(201, "POST", "/api/v1/checkout", checkoutBody("4242424242424242"), "Idempotency-Key", "k-revenue").decode(t, &o)
+	testenv.CheckFor(t, 15*time.Second, func() error {
+		code, body := get(p.internalURL(), "/svc/analytics/v1/revenue?window=1h", true)
+		var rr analytics.RevenueReport
+		if code != 200 || json.Unmarshal([]byte(body), &rr) != nil {
+			return fmt.Errorf("revenue: %d %s", code, body)
+		}
+		if len(rr.Hours) != 1 || rr.Hours[0].Payments != 1 || rr.Hours[0].Captured.Amount != o.Total.Amount {
+			return fmt.Errorf("revenue %s, want one payment of %d", body, o.Total.Amount)
+		}
+		return nil
+	})
+	if code, body := get(p.internalURL(), "/svc/analytics/v1/report", true); code != 200 || !strings.Contains(body, "Revenue per hour") {
+		t.Errorf("report without revenue: %d\n%s", code, body)
 	}
 }

@@ -388,7 +388,10 @@ func (a *app) buildPayment(ctx context.Context, s *services, sdb *serviceDB) (ht
 	if err != nil {
 		return nil, err
 	}
-	svc := payment.NewService(store, a.clock)
+	// PaymentCaptured goes through each node's outbox, as order's events.
+	relays := outbox.NewRelays(store.Outboxes, a.contracts.Publisher(a.bus), a.log.With("outbox", config.Payment), a.relayOptions()...)
+	a.bg = append(a.bg, relays.Run)
+	svc := payment.NewService(store, a.clock, payment.WithKick(relays.Kick))
 	s.payment = svc
 	return payment.NewHandler(svc), nil
 }

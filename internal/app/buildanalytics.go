@@ -16,11 +16,11 @@ import (
 // records are deleted.
 const analyticsSweepEvery = time.Hour
 
-// buildAnalytics builds the analytics service: its store, the one durable
-// consumer every instance shares (the instances share the database, and the
+// buildAnalytics builds the analytics service: its store, the durable
+// consumers every instance shares (the instances share the database, and the
 // store's inbox makes a redelivery count nothing), the sweeper, and the
-// internal API (/svc/analytics/v1/popular, /searches, and the operator's
-// HTML /report).
+// internal API (/svc/analytics/v1/popular, /searches, /revenue, and the
+// operator's HTML /report).
 func (a *app) buildAnalytics(ctx context.Context, s *services, sdb *serviceDB) (http.Handler, error) {
 	store, err := analyticsdb.Open(ctx, sdb.db)
 	if err != nil {
@@ -29,6 +29,10 @@ func (a *app) buildAnalytics(ctx context.Context, s *services, sdb *serviceDB) (
 	svc := analytics.NewService(store, a.clock, a.log.With("service", config.Analytics))
 	s.analytics = svc
 	a.subs = append(a.subs, subscription{analytics.ConsumerName, analytics.Subjects, svc.Handle, nil})
+	// Revenue: the payment service's captures are on the GLOBO stream, not
+	// GLOBO_ANALYTICS, so they have a durable consumer of their own, shared
+	// by the instances as the first one is.
+	a.subs = append(a.subs, subscription{analytics.PaymentsConsumerName, analytics.PaymentSubjects, svc.Handle, nil})
 	a.bg = append(a.bg, func(ctx context.Context) { svc.RunSweeper(ctx, analyticsSweepEvery) })
 	return analytics.NewHandler(svc), nil
 }

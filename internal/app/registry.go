@@ -70,7 +70,7 @@ func components() []component {
 		{name: config.Cart, needs: []string{config.Catalog}, db: true,
 			remote: func(s *services, c *httpx.Client) { s.cart = cart.NewClient(c) },
 			build:  (*app).buildCart},
-		{name: config.Payment, db: true,
+		{name: config.Payment, db: true, bus: true,
 			remote: func(s *services, c *httpx.Client) { s.payment = payment.NewClient(c) },
 			build:  (*app).buildPayment},
 		{name: config.Shipping, db: true,

@@ -88,7 +88,7 @@ func TestPlanDerivesNeeds(t *testing.T) {
 	}{
 		{args: []string{"--services", "search,catalog"}, local: []string{"catalog", "search"}, bus: true, blobs: true},
 		{args: []string{"--services", "cart,catalog"}, local: []string{"catalog", "cart"}, bus: true, blobs: true},
-		{args: []string{"--services", "payment,shipping"}, local: []string{"payment", "shipping"}},
+		{args: []string{"--services", "payment,shipping"}, local: []string{"payment", "shipping"}, bus: true},
 		{args: []string{"--services", "mail"}, local: []string{"mail"}, bus: true},
 		{args: []string{"--services", "cart", "--peer", "catalog=http://c:1", "--peer", "order=http://o:1"},
 			local: []string{"cart"}, remote: []string{"catalog", "order"}},

@@ -162,6 +162,7 @@ func Contracts() []Contract {
 	)
 	cs = append(cs, partnerContracts()...)
 	cs = append(cs, jobContracts()...) // jobs.go
+	cs = append(cs, paymentContracts()...)
 	slices.SortFunc(cs, func(a, b Contract) int { return strings.Compare(a.Subject, b.Subject) })
 	return cs
 }

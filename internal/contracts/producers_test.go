@@ -218,6 +218,7 @@ func producedPayloads(t *testing.T, b testenv.Backend) map[string][][]byte {
 	analyticsPayloads(t, out) // analytics_test.go
 	// The partner integration's producers (partner_test.go).
 	partnerPayloads(t, b, out)
+	paymentPayloads(t, b, out) // payment_test.go
 	return out
 }
 

@@ -157,8 +157,10 @@ type AuthorizeRequest struct {
 //     VoidForOrder) it is errs.Conflict and holds no money.
 //   - Capture, Void, Refund and VoidForOrder each write their ledger entry
 //     in the same transaction as the change, and at most once per payment.
-//   - Capture: authorized → captured; capturing a captured payment is a no-op;
-//     errs.Conflict from any other status.
+//   - Capture: authorized → captured, publishing PaymentCaptured (through
+//     the store's outbox, with the ledger entry); capturing a captured
+//     payment is a no-op and publishes nothing; errs.Conflict from any
+//     other status.
 //   - Void: authorized → voided; voiding a voided or declined payment is a
 //     no-op; errs.Conflict for a captured one (refund it instead).
 //   - Refund: captured → refunded; refunding a refunded one is a no-op;

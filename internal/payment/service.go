@@ -47,8 +47,9 @@ type Store interface {
 	// nil, nothing is written (a no-op) and the payment is returned as
 	// loaded. An error from fn aborts the update, writing nothing, and keeps
 	// its kind; errs.NotFound for an unknown id; errs.Conflict if the
-	// payment already has an entry of that kind (nothing is written). It
-	// returns the saved payment.
+	// payment already has an entry of that kind (nothing is written). The
+	// entry's event (EventOf), if any, goes to the store's outbox in the
+	// same transaction. It returns the saved payment.
 	Update(ctx context.Context, id string, fn func(p *Payment) (*Entry, error)) (Payment, error)
 	// UpdateOrder is Update for the payment of an order, except that when
 	// the order has no payment it records ifNone instead (without a ledger
@@ -68,6 +69,21 @@ type Store interface {
 type Service struct {
 	store Store
 	clk   clock.Clock
+	kick  func() // wakes the outbox relay after a capture; never nil
+}
+
+// Option configures a Service.
+type Option func(*Service)
+
+// WithKick has the service call kick after each capture it records, so the
+// outbox relay publishes PaymentCaptured at once instead of at its next
+// poll. kick must not block.
+func WithKick(kick func()) Option {
+	return func(s *Service) {
+		if kick != nil {
+			s.kick = kick
+		}
+	}
 }
 
 var (
@@ -76,8 +92,12 @@ var (
 )
 
 // NewService returns the payment service over store, telling time by clk.
-func NewService(store Store, clk clock.Clock) *Service {
-	return &Service{store: store, clk: clk}
+func NewService(store Store, clk clock.Clock, opts ...Option) *Service {
+	s := &Service{store: store, clk: clk, kick: func() {}}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // now is the current time at the precision the store keeps.
@@ -171,16 +191,25 @@ func newEntry(p Payment, kind string, now time.Time) Entry {
 }
 
 // Capture takes an authorized payment; capturing a captured one is a no-op.
+// The store writes PaymentCaptured (EventOf) with the capture's ledger
+// entry, so a repeated capture publishes nothing.
 func (s *Service) Capture(ctx context.Context, id string) (Payment, error) {
-	return s.transition(ctx, "payment.Capture", id, func(p *Payment, now time.Time) (*Entry, error) {
+	captured := false
+	p, err := s.transition(ctx, "payment.Capture", id, func(p *Payment, now time.Time) (*Entry, error) {
+		captured = false // fn may run again when the store retries
 		switch p.Status {
 		case StatusCaptured:
 			return nil, nil
 		case StatusAuthorized:
+			captured = true
 			return change(p, StatusCaptured, KindCapture, now), nil
 		}
 		return nil, errs.E(errs.Conflict, errs.Msg("payment is %s and cannot be captured", p.Status))
 	})
+	if err == nil && captured {
+		s.kick()
+	}
+	return p, err
 }
 
 // Void releases an authorized payment; voiding a voided or declined one is a

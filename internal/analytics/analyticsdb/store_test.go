@@ -12,6 +12,7 @@ import (
 	"github.com/globomantics/globomantics/internal/analytics"
 	"github.com/globomantics/globomantics/internal/analytics/analyticsdb"
 	"github.com/globomantics/globomantics/internal/platform/inbox"
+	"github.com/globomantics/globomantics/internal/platform/money"
 	"github.com/globomantics/globomantics/internal/platform/testenv"
 )
 
@@ -37,6 +38,7 @@ func TestStore(t *testing.T) {
 			t.Run("searches and searches with no result", func(t *testing.T) { testSearches(t, open(t)) })
 			t.Run("concurrent deliveries of one event", func(t *testing.T) { testConcurrent(t, open(t)) })
 			t.Run("forget", func(t *testing.T) { testForget(t, open(t)) })
+			t.Run("revenue per hour, once per capture", func(t *testing.T) { testRevenue(t, open(t)) })
 			t.Run("migrations are idempotent", func(t *testing.T) {
 				db := b.Open(t)
 				for i := 0; i < 2; i++ {
@@ -207,5 +209,51 @@ func TestInboxMigration(t *testing.T) {
 	}
 	if string(b) != inbox.Migration {
 		t.Errorf("migrations/00002_inbox.sql differs from inbox.Migration:\n%s", b)
+	}
+}
+
+func testRevenue(t *testing.T, st *analyticsdb.Store) {
+	ctx := context.Background()
+	hour := t0.Truncate(time.Hour)
+	old := t0.Add(-40 * 24 * time.Hour)
+	for _, c := range []struct {
+		id   string
+		at   time.Time
+		cash money.Money
+		want bool
+	}{
+		{"ord_1/captured", t0, money.USD(1000), true},
+		{"ord_1/captured", t0, money.USD(1000), false}, // redelivered
+		{"ord_2/captured", t0.Add(time.Minute), money.USD(250), true},
+		{"ord_3/captured", t0.Add(-time.Hour), money.USD(99), true},
+		{"ord_4/captured", t0, money.Money{Amount: 700, Currency: "EUR"}, true},
+		{"ord_old/captured", old, money.USD(5), true},
+	} {
+		fresh, err := st.ApplyPaymentCaptured(ctx, c.id, analytics.PaymentCaptured{OrderID: c.id, Amount: c.cash, CapturedAt: c.at}, c.at)
+		if err != nil || fresh != c.want {
+			t.Fatalf("ApplyPaymentCaptured(%s) = %v, %v; want %v", c.id, fresh, err, c.want)
+		}
+	}
+	// A page view with the id of a capture is another consumer's: it counts.
+	if fresh, err := st.ApplyPageView(ctx, "ord_1/captured", analytics.PageViewed{ProductID: "prd_1", ViewedAt: t0}, t0); err != nil || !fresh {
+		t.Errorf("page view with a capture's id = %v, %v; want fresh (inboxes are per consumer)", fresh, err)
+	}
+	got, err := st.Revenue(ctx, hour.Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []analytics.HourlyRevenue{
+		{Hour: hour, Captured: money.Money{Amount: 700, Currency: "EUR"}, Payments: 1},
+		{Hour: hour, Captured: money.USD(1250), Payments: 2},
+		{Hour: hour.Add(-time.Hour), Captured: money.USD(99), Payments: 1},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Revenue = %+v, want %+v", got, want)
+	}
+	if err := st.Forget(ctx, t0.Add(-31*24*time.Hour), t0.Add(-8*24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := st.Revenue(ctx, old.Add(-time.Hour)); err != nil || len(got) != len(want) {
+		t.Errorf("after Forget Revenue = %+v, %v; want the %d recent hours only", got, err, len(want))
 	}
 }

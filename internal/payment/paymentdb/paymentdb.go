@@ -1,13 +1,17 @@
 // Package paymentdb is the SQL store of the payment service: the payments
 // table, which keeps only the last four digits of a card, and the
 // payment_ledger table, one row per money movement, each written in the
-// same transaction as the payments row's change it records.
+// same transaction as the payments row's change it records, and the outbox
+// (internal/platform/outbox) that carries the events of those movements
+// (PaymentCaptured), written in that transaction too.
 //
 // The store is sharded (see sqldb.Sharded): a payment lives on the node of
 // its order's shard (shard.OfIDOrKey of the order id: the shard the order's
 // id carries), recorded in its shard column, with its ledger rows; its id, made by the
 // payment service with ids.NewInShard, carries that shard too. A look-up by
 // a payment id made before sharding, which carries none, asks every node.
+// Each node has its own outbox table, drained by its own relay (see
+// Outboxes); a payment's events sit on its node.
 package paymentdb
 
 import (
@@ -20,11 +24,16 @@ import (
 	"github.com/globomantics/globomantics/internal/payment"
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/money"
+	"github.com/globomantics/globomantics/internal/platform/outbox"
 	"github.com/globomantics/globomantics/internal/platform/shard"
 	"github.com/globomantics/globomantics/internal/platform/sqldb"
 )
 
-// migrations (goose SQL files) are applied in order and never edited once released.
+// migrations (goose SQL files) are applied in order and never edited once
+// released. 00004 and 00005 are outbox.Migration and outbox.MigrationV2 (a
+// test keeps the copies equal); 00005 is served through
+// outbox.SharedMigrations, since a node may share its database with another
+// store's outbox (order's, on one PostgreSQL).
 //
 //go:embed migrations/*.sql
 var migrations embed.FS
@@ -50,7 +59,13 @@ func OpenSharded(ctx context.Context, sh *sqldb.Sharded) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := sh.Migrate(ctx, "payment", dir); err != nil {
+	if err := sh.Each(ctx, func(ctx context.Context, _ string, db *sqldb.DB) error {
+		fsys, err := outbox.SharedMigrations(ctx, db, dir, "00005_outbox_v2.sql")
+		if err != nil {
+			return err
+		}
+		return db.Migrate(ctx, "payment", fsys)
+	}); err != nil {
 		return nil, err
 	}
 	err = sh.Each(ctx, func(ctx context.Context, _ string, db *sqldb.DB) error {
@@ -69,6 +84,10 @@ func OpenSharded(ctx context.Context, sh *sqldb.Sharded) (*Store, error) {
 	}
 	return &Store{sh: sh}, nil
 }
+
+// Outboxes returns the database of every node, by node name: each holds an
+// outbox table of its own, which needs its own outbox.Relay.
+func (s *Store) Outboxes() map[string]*sqldb.DB { return s.sh.All() }
 
 // nodeOf returns the node of the payment with this id: the node of the
 // shard the id carries, or, for an id made before sharding, the node that
@@ -172,8 +191,9 @@ func (s *Store) GetByOrder(ctx context.Context, orderID string) (payment.Payment
 }
 
 // Update loads payment id with its row locked and applies fn; when fn
-// returns an entry it saves the payment's Status and UpdatedAt and the
-// entry in one transaction, and when it returns nil it writes nothing. An
+// returns an entry it saves the payment's Status and UpdatedAt, the entry
+// and the entry's event (payment.EventOf) in the outbox in one transaction,
+// and when it returns nil it writes nothing. An
 // error from fn aborts the update, writing nothing, and keeps its kind;
 // errs.NotFound for an unknown id; errs.Conflict when the payment already
 // has an entry of that kind.
@@ -259,7 +279,9 @@ func selectLocked(db *sqldb.DB, col string) string {
 }
 
 // apply runs fn on the locked payment p inside tx and, when it returns an
-// entry, saves the change and the entry.
+// entry, saves the change, the entry and the entry's event. The entry goes
+// first: its unique (payment, kind) is what refuses a second capture, so a
+// second PaymentCaptured is never written either.
 func apply(ctx context.Context, tx *sqldb.Tx, p payment.Payment, fn func(p *payment.Payment) (*payment.Entry, error)) (payment.Payment, error) {
 	loaded := p
 	e, err := fn(&p)
@@ -278,6 +300,11 @@ func apply(ctx context.Context, tx *sqldb.Tx, p payment.Payment, fn func(p *paym
 	}
 	if err := insertEntry(ctx, tx, *e, shard.OfIDOrKey(p.OrderID)); err != nil {
 		return payment.Payment{}, err
+	}
+	if ev := payment.EventOf(p, *e); ev != nil {
+		if err := outbox.Add(ctx, tx, ev.Subject, ev.ID, ev.Data, e.CreatedAt); err != nil {
+			return payment.Payment{}, err
+		}
 	}
 	p.UpdatedAt = sqldb.FromMillis(sqldb.Millis(p.UpdatedAt))
 	return p, nil
