@@ -208,6 +208,11 @@ type Monitor struct {
 	mu         sync.Mutex
 	formations []*Formation
 	saveMu     sync.Mutex // serialises writes of the state file
+	// regMu serialises the formations' registrations with the monitor
+	// (create formation, the first node's create): formations started at
+	// once (devpg starts its main and shard formations together) had the
+	// monitor refuse a node's registration now and then.
+	regMu sync.Mutex
 }
 
 // Node describes one PostgreSQL server run by a pg_autoctl process.
@@ -421,16 +426,20 @@ func (m *Monitor) StartFormation(ctx context.Context, o FormationOptions) (*Form
 		_ = m.save()
 		return nil, fmt.Errorf("pgauto: formation %s: %w", o.Name, err)
 	}
+	m.regMu.Lock()
 	if o.Name != "default" {
 		if _, err := m.r.run(ctx, "create", "formation", "--pgdata", m.node.pgdata(), "--formation", o.Name,
 			"--kind", "pgsql", "--dbname", "postgres"); err != nil {
+			m.regMu.Unlock()
 			return fail(err)
 		}
 	}
 	// The first node is created and configured before it runs, so that the
 	// standbys, cloned from it with pg_basebackup, inherit its settings.
 	first := f.nodes[0]
-	if err := f.createNode(ctx, first, false); err != nil {
+	err := f.createNode(ctx, first, false)
+	m.regMu.Unlock()
+	if err != nil {
 		return fail(err)
 	}
 	if err := appendSettings(first.pgdata(), m.settings); err != nil {
