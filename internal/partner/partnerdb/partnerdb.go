@@ -44,7 +44,13 @@ var _ partner.Store = (*Store)(nil)
 
 // Open returns the store over db after applying its migrations.
 func Open(ctx context.Context, db *sqldb.DB) (*Store, error) {
-	if err := db.Migrate(ctx, "partner", Migrations()); err != nil {
+	// Its outbox may share the database with another store's (catalog,
+	// order, payment): their copies of outbox.MigrationV2 must not clash.
+	dir, err := outbox.SharedMigrations(ctx, db, Migrations(), "00003_outbox_v2.sql")
+	if err != nil {
+		return nil, err
+	}
+	if err := db.Migrate(ctx, "partner", dir); err != nil {
 		return nil, err
 	}
 	return &Store{db: db}, nil

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/globomantics/globomantics/internal/partner"
@@ -351,5 +352,45 @@ func testDeliveries(t *testing.T, st *partnerdb.Store) {
 	}
 	if ds, _ := st.Deliveries(ctx, "ptn_other", 10); len(ds) != 0 {
 		t.Fatalf("another partner's log = %+v", ds)
+	}
+}
+
+// TestSharesADatabaseWithAnotherOutbox: the partner store opens on a
+// database where another store's outbox migrations ran (or run after it),
+// in either order, and again at a restart.
+func TestSharesADatabaseWithAnotherOutbox(t *testing.T) {
+	other := fstest.MapFS{
+		"00001_outbox.sql":    {Data: []byte(outbox.Migration)},
+		"00002_outbox_v2.sql": {Data: []byte(outbox.MigrationV2)},
+	}
+	migrateOther := func(t *testing.T, db *sqldb.DB) {
+		t.Helper()
+		fsys, err := outbox.SharedMigrations(context.Background(), db, other, "00002_outbox_v2.sql")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Migrate(context.Background(), "other", fsys); err != nil {
+			t.Fatalf("the other store's migrations: %v", err)
+		}
+	}
+	for _, b := range testenv.Backends() {
+		for _, otherFirst := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/other_first=%v", b.Name, otherFirst), func(t *testing.T) {
+				ctx := context.Background()
+				db := b.Open(t)
+				if otherFirst {
+					migrateOther(t, db)
+				}
+				if _, err := partnerdb.Open(ctx, db); err != nil {
+					t.Fatalf("Open on a shared database: %v", err)
+				}
+				if !otherFirst {
+					migrateOther(t, db)
+				}
+				if _, err := partnerdb.Open(ctx, db); err != nil {
+					t.Fatalf("reopened: %v", err)
+				}
+			})
+		}
 	}
 }
