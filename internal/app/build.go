@@ -105,7 +105,7 @@ func (a *app) build(ctx context.Context) error {
 			return fmt.Errorf("message contracts: %w", err)
 		}
 		a.contracts = reg
-		b, err := bus.Open(ctx, bus.Options{
+		b, err := bus.Open(ctx, a.observeBus(bus.Options{
 			URL:        cfg.NATSURL,
 			StoreDir:   filepath.Join(cfg.DataDir, "nats"),
 			ListenAddr: cfg.NATSListen,
@@ -113,7 +113,7 @@ func (a *app) build(ctx context.Context) error {
 			Log:        a.log,
 			Clock:      a.clock,
 			AckWait:    cfg.AckWait,
-		})
+		}))
 		if err != nil {
 			return err
 		}
@@ -154,6 +154,7 @@ func (a *app) build(ctx context.Context) error {
 		a.cache = cache.NewRedis(rc, "globo:cache:")
 		a.log.Info("cache, rate limits and sessions kept in Redis, shared by every instance", "redis", redisx.Redact(cfg.RedisURL))
 	}
+	a.cache = cache.Instrument(a.cache, "shop", a.obsRegisterer()) // cache_requests_total{cache="shop"}
 
 	var s services
 	// Services run elsewhere are reached over HTTP.
@@ -168,6 +169,7 @@ func (a *app) build(ctx context.Context) error {
 		return err
 	}
 	a.mountDataStatus()
+	a.mountObs() // obs.go
 	for _, c := range a.plan.local {
 		h, err := c.build(a, ctx, &s, dbs[c.name])
 		if err != nil {
@@ -430,6 +432,7 @@ func (a *app) buildCheckout(ctx context.Context, s *services, sdb *serviceDB) (h
 		checkout.WithLease(a.cfg.CheckoutLease),
 		checkout.WithBudget(a.cfg.CheckoutBudget),
 		checkout.WithCallbackSecret(callbackSecret(a.cfg.CallbackSecret, a.keys)),
+		checkout.WithRegisterer(a.obsRegisterer()), checkout.WithTracerProvider(a.obsTracerProvider()),
 	}
 	if a.faults != nil { // one injector per process: see build
 		opts = append(opts, checkout.WithFaults(a.faults))

@@ -27,7 +27,9 @@ themselves:
   DELETE /_edge/v1/pools/POOL/instances?url=http://IP:PORT
   GET    /_edge/v1/pools/POOL/instances
 The registry API and status need the bearer token of GLOBO_EDGE_TOKEN; without
-one they answer only when their listener is on loopback.
+one they answer only when their listener is on loopback. So do the edge's
+recent traces, GET /_edge/obs/v1/traces (?trace_id=ID for one); its Prometheus
+metrics are at GET /metrics on the internal listener, with no token.
 
 Flags:
 `
@@ -54,6 +56,8 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "key `file` of --tls-cert")
 	fs.BoolVar(&cfg.H2C, "h2c", false, "accept HTTP/2 without TLS (h2c, prior knowledge)")
 	fs.DurationVar(&cfg.DrainDelay, "drain-delay", 0, "at shutdown, time between /_edge/readyz answering 503 and closing the listeners")
+	otlp := fs.String("otlp-endpoint", edgeOTLPDefault(getenv), "OTLP/HTTP collector `URL` (or host:port) to export traces to; none when empty (GLOBO_OTLP_ENDPOINT, or OTEL_EXPORTER_OTLP_ENDPOINT)")
+	sample := fs.Float64("trace-sample", 1, "`fraction` of new traces recorded, 0 to 1 (requests arriving sampled are always recorded)")
 	seen := map[string]bool{}
 	fs.Func("backend", "`pool=URL[,URL...]`: a pool's backends (http://host:port, or one srv+http://NAME); repeat per pool", func(v string) error {
 		name, list, ok := strings.Cut(v, "=")
@@ -92,6 +96,13 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	cfg.CDNBytes = *cdnBytes
 	cfg.Token = strings.TrimSpace(getenv("GLOBO_EDGE_TOKEN")) // secrets only from the environment
+	// Traces and metrics of the edge (obs.go).
+	o, err := newEdgeObs(*otlp, *sample)
+	if err != nil {
+		return err
+	}
+	defer shutdownObs(o)
+	cfg.Obs = o
 	e, err := edge.New(cfg)
 	if err != nil {
 		return err

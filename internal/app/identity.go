@@ -91,7 +91,8 @@ func (a *app) openDatabases(ctx context.Context, local []component) (map[string]
 			continue
 		}
 		if spec := a.cfg.Shards[c.name]; spec != "" {
-			sh, err := sqldb.OpenSharded(ctx, spec, sqldb.Options{Log: a.log.With("db", c.name)})
+			sh, err := sqldb.OpenSharded(ctx, spec, sqldb.Options{Log: a.log.With("db", c.name),
+				DBName: c.name, Registerer: a.obsRegisterer(), TracerProvider: a.obsTracerProvider()})
 			if err != nil {
 				return nil, fmt.Errorf("%s shard nodes (GLOBO_SHARDS_%s): %w", c.name, strings.ToUpper(c.name), err)
 			}
@@ -132,7 +133,8 @@ func (a *app) openDatabases(ctx context.Context, local []component) (map[string]
 		// The service's name is its database's name in consistency
 		// tokens, unique across the shop.
 		dsn := a.cfg.DatabaseFor(c.name)
-		db, err := sqldb.OpenWith(ctx, dsn, sqldb.Options{Source: c.name, Log: a.log.With("db", c.name)})
+		db, err := sqldb.OpenWith(ctx, dsn, sqldb.Options{Source: c.name, Log: a.log.With("db", c.name),
+			Registerer: a.obsRegisterer(), TracerProvider: a.obsTracerProvider()})
 		if err != nil {
 			return nil, fmt.Errorf("%s database %s: %w", c.name, redactDSN(dsn), err)
 		}

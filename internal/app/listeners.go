@@ -80,7 +80,7 @@ func (a *app) listen() (*listeners, error) {
 // keep-alive clients reconnect (through their load balancer, to another
 // instance) instead of reusing one about to close.
 func (a *app) httpServer(mux http.Handler) *http.Server {
-	handler := httpx.Middleware(a.log, mux)
+	handler := httpx.MiddlewareWith(a.log, a.obs, mux)
 	return &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if a.draining.Load() {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/globomantics/globomantics/internal/config"
 	"github.com/globomantics/globomantics/internal/devpg"
+	"github.com/globomantics/globomantics/internal/platform/obs"
 	"github.com/globomantics/globomantics/internal/reshard"
 )
 
@@ -144,8 +145,10 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(cfg.LogLevel))
 	opts := &slog.HandlerOptions{Level: lvl}
+	// Every line logged with a request's context carries its request id
+	// and trace ids.
 	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(obs.NewLogHandler(slog.NewJSONHandler(w, opts)))
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(obs.NewLogHandler(slog.NewTextHandler(w, opts)))
 }

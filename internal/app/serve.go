@@ -32,6 +32,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/fault"
 	"github.com/globomantics/globomantics/internal/platform/httpx"
 	"github.com/globomantics/globomantics/internal/platform/ids"
+	"github.com/globomantics/globomantics/internal/platform/obs"
 	"github.com/globomantics/globomantics/internal/platform/outbox"
 	"github.com/globomantics/globomantics/internal/platform/sqldb"
 	"github.com/globomantics/globomantics/internal/platform/svcauth"
@@ -80,6 +81,9 @@ type app struct {
 	// resolvers holds where each remote service's instances are (see
 	// resolver), made once per service.
 	resolvers map[string]httpx.Resolver
+	// obs is the process's metrics registry and tracer provider (obs.go):
+	// pass obs.Registry() and obs.TracerProvider() to what instruments itself.
+	obs *obs.Obs
 	// faults injects failures (--faults, the checkout admin endpoint) at
 	// checkout's steps, the outbox relays' points and after consumers'
 	// handlers; nil unless fault injection is on.
@@ -112,6 +116,9 @@ func serve(ctx context.Context, cfg config.Config, p plan, log *slog.Logger) (er
 			err = cerr
 		}
 	}()
+	if err := a.startObs(); err != nil { // obs.go
+		return err
+	}
 	if err := a.build(ctx); err != nil {
 		if ctx.Err() != nil { // stopped by a signal while starting: not a failure
 			log.Info("stopped during start-up", "err", err)
@@ -308,7 +315,7 @@ func (a *app) relay(db *sqldb.DB, name string) func() {
 
 // relayOptions are the options of every outbox relay of this process.
 func (a *app) relayOptions() []outbox.Option {
-	opts := []outbox.Option{outbox.WithClock(a.clock)}
+	opts := append([]outbox.Option{outbox.WithClock(a.clock)}, a.relayObsOptions()...) // obsasync.go
 	if a.faults != nil {
 		opts = append(opts, outbox.WithFaults(a.faults))
 	}
@@ -320,14 +327,22 @@ func (a *app) relayOptions() []outbox.Option {
 // there makes the broker deliver the message again.
 const faultAfterHandle = "after:handle"
 
-// afterHandle puts the after:handle fault point behind h when fault
-// injection is on. The bus acks a message only once its handler returns,
-// so a crash here is a crash between the work and the ack.
+// faultBeforeHandle is the fault point before a consumer's handler: a delay
+// there (before:handle=20ms) makes the workers slow enough for a queue to
+// build, for the autoscaler's drills and tests.
+const faultBeforeHandle = "before:handle"
+
+// afterHandle puts the before:handle and after:handle fault points around
+// h when fault injection is on. The bus acks a message only once its
+// handler returns, so a crash after it is a crash between the work and the ack.
 func (a *app) afterHandle(h bus.Handler) bus.Handler {
 	if a.faults == nil {
 		return h
 	}
 	return func(ctx context.Context, ev bus.Event) error {
+		if err := a.faults.At(ctx, faultBeforeHandle); err != nil {
+			return err
+		}
 		if err := h(ctx, ev); err != nil {
 			return err
 		}
@@ -338,7 +353,7 @@ func (a *app) afterHandle(h bus.Handler) bus.Handler {
 // client returns an HTTP client of service s's remote instances.
 func (a *app) client(s string) *httpx.Client {
 	cred, _ := a.keys.Credential(a.callerOf(s))
-	return httpx.NewClientFor(s, a.resolver(s), a.peerHC, httpx.WithToken(cred))
+	return httpx.NewClientFor(s, a.resolver(s), a.peerHC, httpx.WithToken(cred), httpx.WithObs(a.obs))
 }
 
 // resolver returns where service s's remote instances are: the URLs given

@@ -39,6 +39,9 @@ var errFenced = errors.New("checkout: lease lost")
 // instance that accepted the checkout.
 func (s *Service) drive(ctx context.Context, g *Saga, card *payment.Card) {
 	log := s.log.With("order_id", g.ID, "user_id", g.UserID, "epoch", g.Epoch)
+	wasTerminal := g.Terminal()
+	ctx, span := s.startSaga(ctx, g, card != nil)
+	defer s.endSaga(span, g, wasTerminal)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	lost := make(chan struct{})
@@ -138,10 +141,12 @@ func (s *Service) heartbeat(ctx context.Context, cancel context.CancelFunc, id s
 
 // try runs one try of a step or compensation named name: injected faults
 // before and after, injected latency, and a timeout.
-func (s *Service) try(ctx context.Context, name, service string, fn func(context.Context) error) error {
-	cctx, cancel := context.WithTimeout(ctx, tryTimeout)
+func (s *Service) try(ctx context.Context, name, service string, fn func(context.Context) error) (err error) {
+	sctx, endStep := s.startStep(ctx, name, service)
+	defer func() { endStep(err) }()
+	cctx, cancel := context.WithTimeout(sctx, tryTimeout)
 	defer cancel()
-	err := s.faults.At(cctx, "before:"+name)
+	err = s.faults.At(cctx, "before:"+name)
 	if err == nil {
 		err = s.faults.Delay(cctx, service)
 	}

@@ -16,6 +16,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/globomantics/globomantics/internal/cart"
 	"github.com/globomantics/globomantics/internal/catalog"
 	"github.com/globomantics/globomantics/internal/order"
@@ -122,6 +124,9 @@ type Service struct {
 	wg     sync.WaitGroup
 	// sem bounds how many recovered sagas are driven at once.
 	sem chan struct{}
+
+	metrics *Metrics     // nil: none (observe.go)
+	tracer  trace.Tracer // nil: no spans
 }
 
 // Option adjusts a Service.
@@ -212,6 +217,7 @@ func (s *Service) PlaceOrder(ctx context.Context, c Customer, key string, r Requ
 		return Result{}, errs.E(op, err)
 	}
 	g := s.newSaga(c, key, RequestHash(r), r, now)
+	g.Data.Traceparent = traceparentOf(ctx)
 	stored, created, err := s.store.Create(ctx, g)
 	if err != nil {
 		return Result{}, errs.E(op, err)

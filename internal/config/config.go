@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -163,6 +164,12 @@ type Config struct {
 	SecureCookies bool // mark cookies Secure (behind HTTPS)
 	LogLevel      string
 	LogFormat     string // text or json
+	// OTLPEndpoint, when set, exports every span by OTLP/HTTP there (a URL
+	// or host:port); spans are kept in memory either way.
+	OTLPEndpoint string
+	// TraceSample is the fraction of new traces recorded, in [0, 1]; a
+	// request that arrives sampled is always recorded (parent-based).
+	TraceSample float64
 	// ShutdownTimeout bounds the whole graceful shutdown: drain delay, HTTP
 	// drain, then subscriptions, relays, broker and databases.
 	ShutdownTimeout time.Duration
@@ -193,6 +200,7 @@ func Default() Config {
 		DevPages:        true,
 		LogLevel:        "info",
 		LogFormat:       "text",
+		TraceSample:     1,
 		ShutdownTimeout: 9 * time.Second,
 		CheckoutLease:   10 * time.Second,
 		RateLimits:      true,
@@ -233,6 +241,15 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	setStr(&c.Faults, "GLOBO_FAULTS")
 	setStr(&c.LogLevel, "GLOBO_LOG_LEVEL")
 	setStr(&c.LogFormat, "GLOBO_LOG_FORMAT")
+	setStr(&c.OTLPEndpoint, "OTEL_EXPORTER_OTLP_ENDPOINT") // the standard variable, below ours
+	setStr(&c.OTLPEndpoint, "GLOBO_OTLP_ENDPOINT")
+	if v := env("GLOBO_TRACE_SAMPLE"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return c, fmt.Errorf("GLOBO_TRACE_SAMPLE: %w", err)
+		}
+		c.TraceSample = f
+	}
 	if v := env("GLOBO_SERVICES"); v != "" {
 		c.Services = splitList(v)
 	}
@@ -318,6 +335,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.StringVar(&trustedProxies, "trusted-proxies", trustedProxies, "comma-separated `CIDRs` (a bare IP is one address) of proxies whose forwarded client addresses are believed; empty trusts none (GLOBO_TRUSTED_PROXIES)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error (GLOBO_LOG_LEVEL)")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json (GLOBO_LOG_FORMAT)")
+	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", c.OTLPEndpoint, "OTLP/HTTP collector `URL` (or host:port) to export traces to; none when empty (GLOBO_OTLP_ENDPOINT, or OTEL_EXPORTER_OTLP_ENDPOINT)")
+	fs.Float64Var(&c.TraceSample, "trace-sample", c.TraceSample, "`fraction` of new traces recorded, 0 to 1; requests arriving sampled are always recorded (GLOBO_TRACE_SAMPLE)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -594,6 +613,12 @@ func (c Config) validate(problems []string) error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		problems = append(problems, fmt.Sprintf("log format %q: want text or json", c.LogFormat))
 	}
+	if !(c.TraceSample >= 0 && c.TraceSample <= 1) { // NaN too
+		problems = append(problems, fmt.Sprintf("trace sample %v: want a fraction from 0 to 1", c.TraceSample))
+	}
+	if ep := c.OTLPEndpoint; ep != "" && !validOTLPEndpoint(ep) {
+		problems = append(problems, fmt.Sprintf("OTLP endpoint %q: want http(s)://host:port[/path] or host:port", ep))
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -667,4 +692,15 @@ func envBool(v string, def bool) (bool, error) {
 		return false, nil
 	}
 	return def, fmt.Errorf("%q is not a boolean", v)
+}
+
+// validOTLPEndpoint reports whether ep is an http(s) URL with a host, or a
+// bare host:port.
+func validOTLPEndpoint(ep string) bool {
+	if !strings.Contains(ep, "://") {
+		_, _, err := net.SplitHostPort(ep)
+		return err == nil
+	}
+	u, err := url.Parse(ep)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }

@@ -53,6 +53,7 @@ type Backend struct {
 	inflight     atomic.Int64
 	requests     atomic.Int64
 	failures     atomic.Int64
+	codes        codeCounts // attempts by status answered (observe.go)
 
 	// guarded by pool.mu
 	sources Source

@@ -3,6 +3,7 @@ package edge
 import (
 	"net/http"
 	"strings"
+	"sync/atomic"
 
 	"github.com/globomantics/globomantics/internal/edge/cdn"
 	"github.com/globomantics/globomantics/internal/platform/compress"
@@ -21,6 +22,7 @@ type content struct {
 	compress http.Handler // compress.Handler(proxy)
 	cached   http.Handler // cache in front of compress; nil without a cache
 	cache    *cdn.Cache
+	bypassed atomic.Int64 // requests that could not use the cache
 }
 
 func newContent(cfg Config, proxy http.Handler) *content {
@@ -51,8 +53,10 @@ func (c *content) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case c.cached != nil && shareable(r):
 		c.cached.ServeHTTP(w, r)
 	case len(r.Header["Accept-Encoding"]) == 0:
+		c.bypassed.Add(1)
 		c.proxy.ServeHTTP(w, r)
 	default:
+		c.bypassed.Add(1)
 		c.compress.ServeHTTP(w, r)
 	}
 }

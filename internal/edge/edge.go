@@ -23,6 +23,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/clock"
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/httpx"
+	"github.com/globomantics/globomantics/internal/platform/obs"
 )
 
 // DefaultPool is the pool the public listener routes to.
@@ -63,6 +64,12 @@ type Config struct {
 	RetryMinPerSec int // retries per second allowed regardless of traffic (default 3)
 	Clock          clock.Clock
 	Log            *slog.Logger
+	// Obs, when set, traces every request (the proxied request carries
+	// the edge's span as traceparent), measures it, exports the edge's
+	// state (edge_backend_up, edge_backend_requests_total,
+	// edge_cdn_requests_total) in its registry, and serves /metrics on the
+	// internal listener and the span store at /_edge/obs/v1/traces (observe.go).
+	Obs *obs.Obs
 }
 
 // Edge is the load balancer. Create it with New, bind with Listen, run
@@ -202,6 +209,11 @@ func New(cfg Config) (*Edge, error) {
 	if len(problems) > 0 {
 		return nil, errs.E(op, errs.Invalid, errs.Msg("%v", errors.Join(problems...)))
 	}
+	if cfg.Obs != nil {
+		if err := cfg.Obs.Registry().Register(newCollector(e)); err != nil {
+			return nil, errs.E(op, err)
+		}
+	}
 	return e, nil
 }
 
@@ -304,7 +316,7 @@ func (e *Edge) Serve(ctx context.Context) error {
 	}
 	defer func() { stopBG(); wg.Wait() }()
 
-	e.pubSrv = e.newServer(e.publicHandler())
+	e.pubSrv = e.newServer(e.observe(e.publicHandler(), true))
 	errc := make(chan error, 2)
 	go func() {
 		var err error
@@ -316,7 +328,7 @@ func (e *Edge) Serve(ctx context.Context) error {
 		errc <- err
 	}()
 	if e.intLn != nil {
-		e.intSrv = e.newServer(e.internalHandler())
+		e.intSrv = e.newServer(e.observe(e.internalHandler(), false))
 		go func() { errc <- e.intSrv.Serve(e.intLn) }()
 	}
 	e.log.Info("edge listening", "addr", e.Addr(), "internal", e.InternalAddr(), "policy", e.cfg.Policy.String())

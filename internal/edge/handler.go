@@ -45,6 +45,8 @@ func (e *Edge) internalHandler() http.Handler {
 		switch {
 		case path == "/_edge/readyz":
 			e.readyz(w, r)
+		case path == "/metrics" && e.cfg.Obs != nil: // unauthenticated, like /readyz
+			e.cfg.Obs.Metrics().ServeHTTP(w, r)
 		case strings.HasPrefix(path, "/_edge/"):
 			admin.ServeHTTP(w, r)
 		case strings.HasPrefix(path, "/svc/"):
@@ -151,6 +153,10 @@ func (e *Edge) adminHandler() http.Handler {
 	mux.Handle("DELETE /_edge/v1/pools/{pool}/instances", httpx.Handler(e.deregister))
 	mux.Handle("GET /_edge/v1/pools/{pool}/instances", httpx.Handler(e.instances))
 	mux.Handle("GET /_edge/v1/pools", httpx.Handler(e.listPools))
+	if e.cfg.Obs != nil {
+		mux.Handle("GET /_edge/obs/v1/traces", e.cfg.Obs.Traces())
+		mux.Handle("GET /_edge/metrics", e.cfg.Obs.Metrics()) // when there is no internal listener
+	}
 	mux.HandleFunc("/", e.notFound)
 	if e.cfg.Token != "" {
 		return httpx.RequireToken(e.cfg.Token, mux)

@@ -132,6 +132,7 @@ func (pp *poolProxy) rewrite(pr *httputil.ProxyRequest) {
 		vals[2] = strings.Join(prior, ", ") + ", " + vals[2]
 	}
 	h["Forwarded"] = vals[2:3:3]
+	injectTrace(in, out) // observe.go
 }
 
 // clientIP is the host part of a RemoteAddr, without brackets.
@@ -221,6 +222,7 @@ func (pp *poolProxy) RoundTrip(req *http.Request) (*http.Response, error) {
 		b.requests.Add(1)
 		resp, err := e.transport.RoundTrip(req)
 		if err != nil {
+			b.codes.transport.Add(1)
 			b.inflight.Add(-1)
 			if req.Context().Err() != nil {
 				return nil, err // the client went away: not the backend's fault
@@ -250,6 +252,7 @@ func (pp *poolProxy) RoundTrip(req *http.Request) (*http.Response, error) {
 			b = next
 			continue
 		}
+		b.codes.answer(resp.StatusCode)
 		if resp.StatusCode >= 502 && resp.StatusCode <= 504 {
 			e.passiveFailure(pp.pool, b)
 		} else {

@@ -27,6 +27,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/blob"
 	"github.com/globomantics/globomantics/internal/platform/cache"
 	"github.com/globomantics/globomantics/internal/platform/clock"
+	"github.com/globomantics/globomantics/internal/platform/httpx"
 	"github.com/globomantics/globomantics/internal/platform/page"
 	"github.com/globomantics/globomantics/internal/platform/ratelimit"
 	"github.com/globomantics/globomantics/internal/search"
@@ -286,6 +287,7 @@ func (s *Server) dispatch(mux *http.ServeMux, noRoute func(w http.ResponseWriter
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, pattern := mux.Handler(r); pattern != "" {
 			mux.ServeHTTP(w, r)
+			httpx.NoteRoute(r) // the route of the metrics and spans
 			return
 		}
 		var allow []string

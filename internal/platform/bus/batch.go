@@ -55,29 +55,41 @@ func (b *Bus) PublishBatch(ctx context.Context, msgs []Message) []error {
 		defer cancel()
 	}
 	futures := make([]jetstream.PubAckFuture, len(msgs))
+	ends := make([]func(error), len(msgs))
 	for i, m := range msgs {
 		at := m.OccurredAt
 		if at.IsZero() {
 			at = time.Now()
 		}
 		at = at.UTC()
-		env, err := json.Marshal(Event{ID: m.ID, Type: m.Subject, Time: at, Data: m.Data, Traceparent: m.Traceparent})
+		nm := nats.NewMsg(m.Subject)
+		// The message's own trace context (the change's, from the outbox)
+		// is the parent of its publish; ctx's span when it has none.
+		parent := ctx
+		if m.Traceparent != "" {
+			parent = ContextWithTraceparent(ctx, m.Traceparent)
+		}
+		end := b.obs.startPublish(ctx, parent, m.Subject, m.ID, nm.Header)
+		tp := nm.Header.Get(HeaderTraceparent)
+		if tp == "" && m.Traceparent != "" {
+			tp = m.Traceparent
+			nm.Header.Set(HeaderTraceparent, tp)
+		}
+		env, err := json.Marshal(Event{ID: m.ID, Type: m.Subject, Time: at, Data: m.Data, Traceparent: tp})
 		if err != nil {
 			out[i] = errs.E(op, errs.Invalid, err)
+			end(out[i])
 			continue
 		}
-		nm := nats.NewMsg(m.Subject)
 		nm.Data = env
 		nm.Header.Set(HeaderOccurredAt, at.Format(time.RFC3339Nano))
-		if m.Traceparent != "" {
-			nm.Header.Set(HeaderTraceparent, m.Traceparent)
-		}
 		f, err := b.js.PublishMsgAsync(nm, jetstream.WithMsgID(m.ID))
 		if err != nil {
 			out[i] = publishErr(op, err)
+			end(out[i])
 			continue
 		}
-		futures[i] = f
+		futures[i], ends[i] = f, end
 	}
 	for i, f := range futures {
 		if f == nil {
@@ -90,6 +102,7 @@ func (b *Bus) PublishBatch(ctx context.Context, msgs []Message) []error {
 		case <-ctx.Done():
 			out[i] = errs.E(op, errs.Unavailable, ctx.Err())
 		}
+		ends[i](out[i])
 	}
 	return out
 }

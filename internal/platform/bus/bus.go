@@ -30,6 +30,9 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/globomantics/globomantics/internal/platform/clock"
 	"github.com/globomantics/globomantics/internal/platform/errs"
@@ -108,6 +111,20 @@ type Options struct {
 	// offers the message again (to another instance, when the one that had
 	// it died); 0 means DefaultAckWait. A handler gets five sixths of it.
 	AckWait time.Duration
+	// Registerer receives the bus's metrics (observe.go); nil: none.
+	Registerer prometheus.Registerer
+	// TracerProvider makes a producer span per publish and a consumer span
+	// per handled message; nil: no spans (trace context still travels).
+	TracerProvider trace.TracerProvider
+	// Propagator writes and reads the trace context in message headers;
+	// nil is W3C Trace Context.
+	Propagator propagation.TextMapPropagator
+	// RequestID, when set, is the request id of a publisher's context, sent
+	// as the X-Request-Id header.
+	RequestID func(context.Context) string
+	// WithRequestID, when set, puts a message's X-Request-Id into its
+	// handler's context.
+	WithRequestID func(ctx context.Context, id string) context.Context
 }
 
 // Bus is a connection to the broker.
@@ -119,6 +136,7 @@ type Bus struct {
 	js    jetstream.JetStream
 
 	ackWait time.Duration // Options.AckWait or DefaultAckWait
+	obs     *observer     // tracing and metrics (observe.go)
 
 	mu   sync.Mutex
 	subs []jetstream.ConsumeContext
@@ -128,7 +146,7 @@ var _ Publisher = (*Bus)(nil)
 
 // Open starts or connects to the broker and makes sure the stream exists.
 func Open(ctx context.Context, o Options) (*Bus, error) {
-	b := &Bus{log: o.Log, clock: o.Clock, ackWait: o.AckWait}
+	b := &Bus{log: o.Log, clock: o.Clock, ackWait: o.AckWait, obs: newObserver(o)}
 	if b.ackWait <= 0 {
 		b.ackWait = DefaultAckWait
 	}
@@ -177,6 +195,9 @@ func Open(ctx context.Context, o Options) (*Bus, error) {
 	} else if err := b.answerSyncQueries(); err != nil {
 		b.Close()
 		return nil, err
+	}
+	if b.obs.m != nil {
+		b.obs.m.add(b)
 	}
 	return b, nil
 }
@@ -250,11 +271,17 @@ func (b *Bus) Publish(ctx context.Context, subject, id string, data any) error {
 	if err != nil {
 		return errs.E(op, err)
 	}
-	env, err := json.Marshal(Event{ID: id, Type: subject, Time: time.Now().UTC(), Data: raw})
+	msg := nats.NewMsg(subject)
+	end := b.obs.startPublish(ctx, ctx, subject, id, msg.Header)
+	env, err := json.Marshal(Event{ID: id, Type: subject, Time: time.Now().UTC(), Data: raw, Traceparent: msg.Header.Get(HeaderTraceparent)})
 	if err != nil {
+		end(err)
 		return errs.E(op, err)
 	}
-	if _, err := b.js.Publish(ctx, subject, env, jetstream.WithMsgID(id)); err != nil {
+	msg.Data = env
+	_, err = b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id))
+	end(err)
+	if err != nil {
 		return errs.E(op, errs.Unavailable, err)
 	}
 	return nil
@@ -300,6 +327,7 @@ func (b *Bus) Subscribe(ctx context.Context, name string, subjects []string, h H
 	if err != nil {
 		return consumerError(spec, name, subjects, err)
 	}
+	b.obs.track(spec.Name, name, cons)
 	log := b.log.With("consumer", name)
 	handle := b.handler(log, name, redeliver, so, h)
 	// One message at a time per pull loop: a loop's handler calls run one
@@ -351,7 +379,10 @@ func (b *Bus) handler(log *slog.Logger, name, redeliver string, so subOptions, h
 		}
 		var ev Event
 		if err := json.Unmarshal(m.Data(), &ev); err != nil {
-			b.deadLetter(log, m, name, subject, attempt, Permanent(fmt.Errorf("undecodable message: %w", err)))
+			_, done := b.obs.startProcess(m, name, subject, ev, attempt)
+			err = Permanent(fmt.Errorf("undecodable message: %w", err))
+			done(OutcomeDeadLetter, err)
+			b.deadLetter(log, m, name, subject, attempt, err)
 			return
 		}
 		if so.retire && !ev.Time.Before(so.before) {
@@ -360,18 +391,22 @@ func (b *Bus) handler(log *slog.Logger, name, redeliver string, so subOptions, h
 			return
 		}
 		// The handler must end before the broker offers the message again.
-		hctx, cancel := context.WithTimeout(context.Background(), so.ackWait*5/6)
+		octx, done := b.obs.startProcess(m, name, subject, ev, attempt)
+		hctx, cancel := context.WithTimeout(octx, so.ackWait*5/6)
 		err := safeHandle(hctx, h, ev)
 		cancel()
 		if err != nil {
 			if IsPermanent(err) || attempt >= uint64(so.maxDeliver) {
+				done(OutcomeDeadLetter, err)
 				b.deadLetter(log, m, name, subject, attempt, err)
 				return
 			}
+			done(OutcomeRetry, err)
 			log.Warn("handler failed, will retry", "subject", ev.Type, "id", ev.ID, "attempt", attempt, "err", err)
 			_ = m.NakWithDelay(retryDelay(attempt))
 			return
 		}
+		done(OutcomeAck, nil)
 		_ = m.Ack()
 	}
 }
@@ -455,6 +490,9 @@ func (b *Bus) Ping(ctx context.Context) error {
 // Close stops the subscriptions (see Drain, with its default wait), closes
 // the connection and stops the embedded server.
 func (b *Bus) Close() error {
+	if b.obs.m != nil {
+		b.obs.m.remove(b)
+	}
 	b.Drain(context.Background())
 	if b.nc != nil {
 		b.nc.Close()

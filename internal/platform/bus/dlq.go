@@ -212,6 +212,7 @@ func (b *Bus) deadLetter(log *slog.Logger, m jetstream.Msg, name, subject string
 		_ = m.NakWithDelay(retryDelay(deliveries))
 		return
 	}
+	b.obs.deadLettered(name)
 	log.Error("message moved to the dead letters", "subject", subject, "msg_id", origID, "deliveries", deliveries,
 		"permanent", permanent, "dlq_id", ack.Sequence, "err", oneLine(cause.Error(), maxErrorInLog))
 	_ = m.Term()

@@ -75,6 +75,7 @@ func (b *Bus) React(ctx context.Context, name string, subjects []string, h Handl
 	if err != nil {
 		return fmt.Errorf("bus: push consumer %s: %w", name, err)
 	}
+	b.obs.track(spec.Name, name, cons)
 	log := b.log.With("consumer", name)
 	cc, err := cons.Consume(b.handler(log, name, redeliver, so, h), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		log.Warn("push consumer", "err", err)

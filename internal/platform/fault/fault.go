@@ -14,13 +14,15 @@
 //	service:payment=250ms            every call to the payment service waits 250 ms first
 //	before:authorize_payment=fail*2  fail twice, then behave
 //	mid:outbox_batch=crash*1         die half-way through a step, once
+//	before:handle=20ms               wait 20 ms at the point (at most 1m), then go on
 //
 // A point is named before:, after: or mid: (part-way through) its step.
 // Points outside checkout: the outbox relay's before:outbox_publish (rows
 // claimed, nothing published), mid:outbox_batch (half of a batch published)
 // and after:outbox_publish (a batch acknowledged by the broker, its rows not
-// yet deleted); a bus consumer's after:handle (the handler succeeded, the
-// message is not yet acknowledged).
+// yet deleted); a bus consumer's before:handle (a message received, its
+// handler not yet called: a delay there slows the consumer down) and
+// after:handle (the handler succeeded, the message is not yet acknowledged).
 package fault
 
 import (
@@ -44,11 +46,13 @@ const (
 	Refuse = "refuse" // return a permanent refusal (errs.Conflict): not retried
 	Hang   = "hang"   // block until the context ends, then fail
 	Crash  = "crash"  // kill the process with SIGKILL: no clean-up, no deferred code
+	delay  = "delay"  // a rule written with a duration: wait, then go on
 )
 
 type rule struct {
 	action string
-	left   int // how many more times it fires; -1 for always
+	left   int           // how many more times it fires; -1 for always
+	d      time.Duration // the wait of a delay
 }
 
 // Injector holds the rules of one process. The zero value is unusable; use
@@ -89,6 +93,9 @@ func (i *Injector) String() string {
 	var out []string
 	for p, r := range i.rules {
 		s := p + "=" + r.action
+		if r.action == delay {
+			s = p + "=" + r.d.String()
+		}
 		if r.left >= 0 {
 			s += "*" + strconv.Itoa(r.left)
 		}
@@ -131,12 +138,17 @@ func parse(spec string) (map[string]*rule, map[string]time.Duration, error) {
 			}
 			action, left = a, c
 		}
+		var d time.Duration
 		switch action {
 		case Fail, Refuse, Hang, Crash:
 		default:
-			return nil, nil, errs.E(errs.Invalid, errs.Msg("fault %q: the action must be fail, refuse, hang or crash", part))
+			var err error
+			if d, err = time.ParseDuration(action); err != nil || d < 0 || d > time.Minute {
+				return nil, nil, errs.E(errs.Invalid, errs.Msg("fault %q: the action must be fail, refuse, hang, crash or a delay up to 1m", part))
+			}
+			action = delay
 		}
-		rules[point] = &rule{action: action, left: left}
+		rules[point] = &rule{action: action, left: left, d: d}
 	}
 	return rules, lat, nil
 }
@@ -148,22 +160,31 @@ var ErrCrashed = errors.New("fault: crashed")
 
 // At applies the rule of point, if any: nil when there is none (or it has
 // fired its count), an errs.Unavailable error for Fail, the same after ctx
-// ends for Hang; Crash kills the process (or returns ErrCrashed).
+// ends for Hang; Crash kills the process (or returns ErrCrashed); a delay
+// waits, then returns nil (errs.Unavailable if ctx ends first).
 func (i *Injector) At(ctx context.Context, point string) error {
 	if i == nil {
 		return nil
 	}
 	i.mu.Lock()
 	r := i.rules[point]
-	action := ""
+	action, d := "", time.Duration(0)
 	if r != nil && r.left != 0 {
-		action = r.action
+		action, d = r.action, r.d
 		if r.left > 0 {
 			r.left--
 		}
 	}
 	i.mu.Unlock()
 	switch action {
+	case delay:
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return errs.E(errs.Unavailable, errs.Msg("%s: deadline during injected delay", point), ctx.Err())
+		}
 	case Fail:
 		return errs.E(errs.Unavailable, errs.Msg("injected fault at %s", point))
 	case Refuse:

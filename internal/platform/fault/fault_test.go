@@ -64,6 +64,35 @@ func TestRules(t *testing.T) {
 	}
 }
 
+func TestDelayRule(t *testing.T) {
+	f := fault.New(nil)
+	if err := f.Set("before:handle=30ms*1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.String(); got != "before:handle=30ms*1" {
+		t.Errorf("String = %q", got)
+	}
+	start := time.Now()
+	if err := f.At(context.Background(), "before:handle"); err != nil || time.Since(start) < 30*time.Millisecond {
+		t.Errorf("delay: %v after %s", err, time.Since(start))
+	}
+	start = time.Now()
+	if err := f.At(context.Background(), "before:handle"); err != nil || time.Since(start) >= 30*time.Millisecond {
+		t.Errorf("after its count: %v after %s", err, time.Since(start))
+	}
+	_ = f.Set("before:handle=1m")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := f.At(ctx, "before:handle"); !errs.Is(errs.Unavailable, err) {
+		t.Errorf("delay past the deadline: %v", err)
+	}
+	for _, spec := range []string{"before:a=-1s", "before:a=2m"} {
+		if err := f.Set(spec); !errs.Is(errs.Invalid, err) {
+			t.Errorf("Set(%q) = %v, want Invalid", spec, err)
+		}
+	}
+}
+
 func TestBadRules(t *testing.T) {
 	f := fault.New(nil)
 	_ = f.Set("before:a=fail")

@@ -49,6 +49,7 @@ type Client struct {
 	policy     retry.Policy
 	tryTimeout time.Duration
 	budget     *retry.Budget
+	ob         *clientObs // WithObs: spans and metrics of tries; nil without
 }
 
 // DefaultTryTimeout is how long one try of a call may take when the client
@@ -256,6 +257,7 @@ func (c *Client) Call(ctx context.Context, method, path string, in, out any, opt
 		if !c.budget.Withdraw() || !retry.Sleep(ctx, wait) {
 			return lastErr
 		}
+		c.ob.retried()
 		// Round robin on from the instance that failed, skipping those
 		// that refused the call when others are left.
 		failed := idx
@@ -289,7 +291,9 @@ func (c *Client) try(ctx context.Context, method, u string, hdr http.Header, bod
 		tctx, cancel = context.WithTimeout(ctx, c.tryTimeout)
 		defer cancel()
 	}
+	tctx, end := c.ob.startTry(tctx, method, u)
 	status, b, ra, err := c.do(tctx, method, u, hdr, body)
+	end(status, err)
 	if err != nil && ctx.Err() == nil && tctx.Err() != nil {
 		err = fmt.Errorf("no answer within the try timeout of %v: %w", c.tryTimeout, err)
 	}
@@ -314,6 +318,7 @@ func (c *Client) do(ctx context.Context, method, u string, hdr http.Header, body
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
+	injectHeaders(ctx, req.Header) // request id, traceparent (observe.go)
 	if dl, ok := ctx.Deadline(); ok {
 		req.Header.Set(DeadlineHeader, strconv.FormatInt(max(time.Until(dl).Milliseconds(), 1), 10))
 	}

@@ -81,6 +81,7 @@ type Handler func(w http.ResponseWriter, r *http.Request) error
 
 // ServeHTTP runs h and writes its error, if any, as a problem.
 func (h Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	NoteRoute(r) // the pattern that chose h, for Middleware's metrics
 	if err := h(w, r); err != nil {
 		LogError(r, err)
 		errs.WriteProblem(w, r, err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/globomantics/globomantics/internal/platform/consistency"
 	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/obs"
 )
 
 // emptyToken is what a client sends in the consistency.Header when it has
@@ -86,7 +87,12 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Middleware wraps h with panic recovery and one access log line per request
-// at debug level (errors at warn).
+// at info level (5xx at warn) with its request id, route, status, bytes and
+// duration. It is MiddlewareWith with no observability: no spans, no metrics.
+//
+// Every request gets an id (see RequestID): the caller's X-Request-Id when it
+// is 1 to 64 characters of [A-Za-z0-9._-], else a new one; the response
+// carries it, and Client forwards it on the calls made under the request.
 //
 // It also gives every request a consistency.Token in its context: the
 // positions a calling service sent in the consistency.Header, to which the
@@ -98,11 +104,18 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // When the request carries the DeadlineHeader (sent by Client), its
 // context ends when the caller stops waiting, at most MaxDeadline from
 // now, so that a callee never works for an answer nobody waits for.
-func Middleware(log *slog.Logger, h http.Handler) http.Handler {
+func Middleware(log *slog.Logger, h http.Handler) http.Handler { return MiddlewareWith(log, nil, h) }
+
+// MiddlewareWith is Middleware observed by o (nil: none): every request is
+// a server span, child of the caller's W3C traceparent, named "METHOD
+// route" after the mux pattern that served it (see NoteRoute), whose trace
+// id the response carries in TraceIDHeader; and it is counted in o's
+// http_server_request_duration_seconds and http_server_active_requests.
+func MiddlewareWith(log *slog.Logger, o *obs.Obs, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
-		ctx := context.WithValue(r.Context(), loggerKey, log)
+		ctx, ob := startServer(context.WithValue(r.Context(), loggerKey, log), o, w, r) // observe.go
 		if d, ok := callerDeadline(r.Header); ok {
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, d)
@@ -130,6 +143,7 @@ func Middleware(log *slog.Logger, h http.Handler) http.Handler {
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
+					ob.finish(sw.status, sw.bytes) // the span ends, the gauge comes down
 					panic(v)
 				}
 				log.Error("panic", "method", r.Method, "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
@@ -137,12 +151,11 @@ func Middleware(log *slog.Logger, h http.Handler) http.Handler {
 					errs.WriteProblem(sw, r, errs.E("panic", errs.Other))
 				}
 			}
-			lvl := slog.LevelDebug
-			if sw.status >= 500 {
-				lvl = slog.LevelWarn
-			}
-			log.Log(ctx, lvl, "http", "method", r.Method, "path", r.URL.Path, "status", sw.status, "bytes", sw.bytes, "dur", time.Since(start))
+			ob.finish(sw.status, sw.bytes)
+			lvl := accessLevel(sw.status, ob.routeOf()) // observe.go
+			log.Log(ctx, lvl, "http", "request_id", ob.id, "method", r.Method, "route", ob.routeOf(), "path", r.URL.Path, "status", sw.status, "bytes", sw.bytes, "dur", time.Since(start))
 		}()
-		h.ServeHTTP(sw, r.WithContext(ctx))
+		ob.req = r.WithContext(ctx)
+		h.ServeHTTP(sw, ob.req)
 	})
 }

@@ -80,16 +80,16 @@ CREATE TABLE IF NOT EXISTS outbox_parked (
 
 // Add records an event to publish once tx commits. id is the event's unique
 // id (its de-duplication key); now is when the change happened, the event's
-// time as consumers see it. The W3C traceparent in ctx (bus.WithTraceparent),
-// if any, travels with the event. It fails if data cannot be marshalled to
-// JSON.
+// time as consumers see it. The trace context of ctx (its OpenTelemetry
+// span, else bus.WithTraceparent's), if any, is stored with the row and
+// travels with the event. It fails if data cannot be marshalled to JSON.
 func Add(ctx context.Context, tx *sqldb.Tx, subject, id string, data any, now time.Time) error {
 	b, err := json.Marshal(data)
 	if err != nil {
 		return errs.E("outbox.Add", errs.Invalid, err)
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO outbox (seq_id, subject, payload, created_at, traceparent) VALUES (?, ?, ?, ?, ?)`,
-		id, subject, string(b), sqldb.Millis(now), bus.TraceparentFrom(ctx))
+		id, subject, string(b), sqldb.Millis(now), bus.TraceparentOf(ctx))
 	return err
 }
 

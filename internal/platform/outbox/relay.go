@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/globomantics/globomantics/internal/platform/bus"
 	"github.com/globomantics/globomantics/internal/platform/clock"
 	"github.com/globomantics/globomantics/internal/platform/errs"
@@ -47,6 +49,10 @@ type Relay struct {
 	maxAttempts int
 	poll        time.Duration
 	faults      Faults // nil: none
+
+	store   string       // names the store in metrics and spans (observe.go)
+	metrics *Metrics     // nil: none
+	tracer  trace.Tracer // nil: no spans
 
 	kick chan struct{}
 	mu   sync.Mutex // one pass at a time per relay
@@ -121,7 +127,7 @@ func (r *Relay) fault(ctx context.Context, point string) error {
 func NewRelay(db *sqldb.DB, pub Publisher, log *slog.Logger, opts ...Option) *Relay {
 	r := &Relay{db: db, pub: pub, log: log, clock: clock.Real{},
 		batchSize: DefaultBatchSize, maxAttempts: DefaultMaxAttempts, poll: DefaultPollInterval,
-		kick: make(chan struct{}, 1)}
+		kick: make(chan struct{}, 1), store: db.DBName()}
 	for _, o := range opts {
 		o(r)
 	}
@@ -142,6 +148,7 @@ func (r *Relay) Kick() {
 // Run publishes pending rows until ctx ends, polling every poll interval
 // and whenever kicked.
 func (r *Relay) Run(ctx context.Context) {
+	defer r.running()()
 	t := time.NewTicker(r.poll)
 	defer t.Stop()
 	for {
@@ -224,6 +231,17 @@ func (r *Relay) batch(ctx context.Context, after int64) (batchResult, error) {
 		res batchResult
 		out *outcome
 	)
+	start := time.Now()
+	recorded := false // the outcome is committed: its published rows count
+	defer func() {
+		if res.read > 0 {
+			published := 0
+			if recorded {
+				published = res.published
+			}
+			r.observeBatch(start, published)
+		}
+	}()
 	if r.db.Dialect == sqldb.Postgres {
 		err := r.db.InTx(ctx, func(tx *sqldb.Tx) error {
 			rows, err := r.claim(ctx, tx, after, `seq`, ` FOR UPDATE SKIP LOCKED`)
@@ -252,6 +270,7 @@ func (r *Relay) batch(ctx context.Context, after int64) (batchResult, error) {
 			}
 		}
 	}
+	recorded = true
 	if out != nil {
 		r.logOutcome(out)
 	}
@@ -312,10 +331,12 @@ func (r *Relay) publish(ctx context.Context, rows []row) (batchResult, *outcome,
 		msgs[i] = bus.Message{Subject: x.subject, ID: x.id, Data: []byte(x.payload),
 			OccurredAt: sqldb.FromMillis(x.createdAt), Traceparent: x.traceparent}
 	}
+	var errList []error
+	endSpans := r.startRelaySpans(ctx, msgs)
+	defer func() { endSpans(errList) }()
 	if err := r.fault(ctx, FaultBeforePublish); err != nil {
 		return res, nil, err
 	}
-	var errList []error
 	if h := len(msgs) / 2; r.faults != nil && h > 0 {
 		// Two halves, so that a crash test can stop the relay between them.
 		errList = r.pub.PublishBatch(ctx, msgs[:h])

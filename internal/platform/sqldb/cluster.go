@@ -21,6 +21,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/globomantics/globomantics/internal/platform/consistency"
 	"github.com/globomantics/globomantics/internal/platform/errs"
@@ -52,6 +54,14 @@ type Options struct {
 	Log *slog.Logger
 	// Now is the clock lag is measured with; nil is time.Now.
 	Now func() time.Time
+	// Registerer receives the database's metrics (observe.go); nil: none.
+	// Applies to SQLite too.
+	Registerer prometheus.Registerer
+	// TracerProvider makes a span per transaction; nil: none.
+	TracerProvider trace.TracerProvider
+	// DBName is the db_name label of the metrics (the service); default
+	// Source.
+	DBName string
 }
 
 func (o *Options) defaults() {
@@ -163,6 +173,7 @@ type cluster struct {
 	epoch        atomic.Pointer[epoch]
 	cancel       context.CancelFunc
 	wg           sync.WaitGroup
+	obs          *observer // nil: not observed (observe.go)
 
 	mu   sync.Mutex // guards the node fields marked so, hist, and view changes
 	hist []sample   // the primary's flush LSN, each the first time it was seen
@@ -291,7 +302,7 @@ func openCluster(ctx context.Context, dsn string, opts Options) (*DB, error) {
 		c.wg.Add(1)
 		go c.probeLoop(pctx, n, conns[i])
 	}
-	return &DB{DB: c.primaryPool, Dialect: Postgres, name: c.name, source: c.source, c: c}, nil
+	return (&DB{DB: c.primaryPool, Dialect: Postgres, name: c.name, source: c.source, c: c}).instrument(opts), nil
 }
 
 // splitHosts turns a config naming several hosts into one config per host
@@ -759,27 +770,35 @@ func (r *reader) count() {
 
 // ExecContext runs q on the reader's node; on a replica that fails (it is
 // read-only), so stores write through DB or Tx.
-func (r *reader) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+func (r *reader) ExecContext(ctx context.Context, q string, args ...any) (res sql.Result, err error) {
+	if r.c.obs != nil {
+		defer func(start time.Time) { r.c.obs.done(q, "", roleOf(r.n), start, err) }(time.Now())
+	}
 	if r.n == nil {
 		if err := r.c.writable("sqldb.Exec"); err != nil {
 			return nil, err
 		}
 	}
-	res, err := r.pool.ExecContext(ctx, rebind(Postgres, q), args...)
+	res, err = r.pool.ExecContext(ctx, rebind(Postgres, q), args...)
 	return res, r.c.fail("sqldb.Exec", err, r.n)
 }
 
 // QueryContext runs q on the reader's node. A replica that fails on a
 // connection error or a recovery conflict is ejected and the read is
 // retried once on the primary.
-func (r *reader) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+func (r *reader) QueryContext(ctx context.Context, q string, args ...any) (rows *sql.Rows, err error) {
+	if r.c.obs != nil {
+		// A replica's read retried on the primary is recorded twice: here
+		// (by its final outcome) and as the primary's read.
+		defer func(start time.Time) { r.c.obs.read(q, roleOf(r.n), start, err) }(time.Now())
+	}
 	if r.n == nil {
 		if err := r.c.writable("sqldb.Query"); err != nil {
 			return nil, err
 		}
 	}
 	q = rebind(Postgres, q)
-	rows, err := r.pool.QueryContext(ctx, q, args...)
+	rows, err = r.pool.QueryContext(ctx, q, args...)
 	if err != nil && r.n != nil && ctx.Err() == nil && retryOnPrimary(err) {
 		if isConnErr(err) {
 			r.c.eject(r.n, err)
@@ -802,7 +821,9 @@ func (r *reader) QueryRowContext(ctx context.Context, q string, args ...any) *sq
 		return r.pool.QueryRowContext(ctx, rebind(Postgres, q), args...)
 	}
 	q = rebind(Postgres, q)
+	start := time.Now()
 	row := r.pool.QueryRowContext(ctx, q, args...)
+	r.c.obs.read(q, roleOf(r.n), start, row.Err())
 	if err := row.Err(); err != nil && r.n != nil && ctx.Err() == nil && retryOnPrimary(err) {
 		if isConnErr(err) {
 			r.c.eject(r.n, err)

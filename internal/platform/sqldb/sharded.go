@@ -90,6 +90,9 @@ func OpenSharded(ctx context.Context, spec string, opts Options) (*Sharded, erro
 	s, err := NewSharded(m, func(node string) (*DB, error) {
 		o := opts
 		o.Replicas = nil
+		if o.DBName == "" {
+			o.DBName = opts.Source // metrics name the service, not the node
+		}
 		sum := sha256.Sum256([]byte(node))
 		if o.Source == "" {
 			o.Source = "shard"

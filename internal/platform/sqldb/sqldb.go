@@ -53,7 +53,8 @@ type DB struct {
 	Dialect Dialect
 	name    string
 	source  string
-	c       *cluster // nil on SQLite
+	c       *cluster  // nil on SQLite
+	obs     *observer // nil: not observed (observe.go)
 }
 
 // OpenSQLite opens (creating if needed) the SQLite database file at path in
@@ -103,11 +104,15 @@ func OpenWith(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	if err == nil && opts.Source != "" {
 		db.source = opts.Source
 	}
+	if err == nil {
+		db.instrument(opts)
+	}
 	return db, err
 }
 
 // Close stops probing and closes every pool of the database.
 func (db *DB) Close() error {
+	db.forget()
 	if db.c != nil {
 		return db.c.close()
 	}
@@ -173,7 +178,10 @@ func rebind(d Dialect, q string) string {
 // under Source. With no primary reachable it fails at once with
 // errs.Unavailable and a retry hint (errs.RetryAfterOf); timeouts and
 // connection failures are errs.Unavailable too.
-func (db *DB) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+func (db *DB) ExecContext(ctx context.Context, q string, args ...any) (res sql.Result, err error) {
+	if db.obs != nil {
+		defer func(start time.Time) { db.obs.done(q, "", string(RolePrimary), start, err) }(time.Now())
+	}
 	if db.c == nil {
 		return db.DB.ExecContext(ctx, db.Rebind(q), args...)
 	}
@@ -194,7 +202,7 @@ func (db *DB) ExecContext(ctx context.Context, q string, args ...any) (sql.Resul
 		return nil, db.c.failWrite(op, err, lost)
 	}
 	defer conn.Close()
-	res, err := conn.ExecContext(wctx, q, args...)
+	res, err = conn.ExecContext(wctx, q, args...)
 	if err != nil {
 		return nil, db.c.failWrite(op, err, lost)
 	}
@@ -207,7 +215,10 @@ func (db *DB) ExecContext(ctx context.Context, q string, args ...any) (sql.Resul
 // reads where Reader(ctx, level) says. Errors as for ExecContext.
 func (db *DB) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
 	if db.c == nil {
-		return db.DB.QueryContext(ctx, db.Rebind(q), args...)
+		start := time.Now()
+		rows, err := db.DB.QueryContext(ctx, db.Rebind(q), args...)
+		db.obs.read(q, string(RolePrimary), start, err)
+		return rows, err
 	}
 	l, _ := consistency.LevelFrom(ctx) // Primary when absent
 	return db.c.route(ctx, l).QueryContext(ctx, q, args...)
@@ -216,7 +227,10 @@ func (db *DB) QueryContext(ctx context.Context, q string, args ...any) (*sql.Row
 // QueryRowContext runs q with ? placeholders, routed as QueryContext is.
 func (db *DB) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
 	if db.c == nil {
-		return db.DB.QueryRowContext(ctx, db.Rebind(q), args...)
+		start := time.Now()
+		row := db.DB.QueryRowContext(ctx, db.Rebind(q), args...)
+		db.obs.read(q, string(RolePrimary), start, row.Err())
+		return row
 	}
 	l, _ := consistency.LevelFrom(ctx)
 	return db.c.route(ctx, l).QueryRowContext(ctx, q, args...)
@@ -265,7 +279,14 @@ var (
 // consistency.Token, the commit's WAL position is recorded in it. With no
 // primary reachable InTx fails at once with errs.Unavailable and a retry hint.
 func (db *DB) InTx(ctx context.Context, fn func(tx *Tx) error) error {
-	return retry.DoIf(ctx, txPolicy, isRetryable, func(ctx context.Context) error { return db.inTx(ctx, fn) })
+	if db.obs == nil {
+		return retry.DoIf(ctx, txPolicy, isRetryable, func(ctx context.Context) error { return db.inTx(ctx, fn) })
+	}
+	start := time.Now()
+	ctx, span := db.obs.startTx(ctx)
+	err := retry.DoIf(ctx, txPolicy, isRetryable, func(ctx context.Context) error { return db.inTx(ctx, fn) })
+	db.obs.endTx(span, start, err)
+	return err
 }
 
 // txPolicy is how InTx retries a transaction that lost a serialization
