@@ -2,6 +2,7 @@ package httpx_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/httpx"
 	"github.com/globomantics/globomantics/internal/platform/retry"
+	"github.com/globomantics/globomantics/internal/platform/testenv"
 )
 
 // fast is a policy whose waits do not slow the tests down.
@@ -77,10 +79,8 @@ func TestClientTryTimeout(t *testing.T) {
 	}
 
 	// A call that is not retryable fails after its try: it may have been
-	// applied.
-	if err := cl.Call(context.Background(), "GET", "/warm", nil, nil); err != nil { // to b; the next call starts on hung
-		t.Fatal(err)
-	}
+	// applied. (A new client: this one skips the hung instance for now.)
+	cl = httpx.NewClient("svc", []string{b.srv.URL, hung.srv.URL}, nil, httpx.WithTryTimeout(200*time.Millisecond)) // first call: index 1
 	bHits := b.hits.Load()
 	err := cl.Call(context.Background(), "POST", "/x", nil, nil)
 	if !errs.Is(errs.Unavailable, err) || b.hits.Load() != bHits {
@@ -225,4 +225,51 @@ func TestDeadlineEndsCalleeWork(t *testing.T) {
 	if d := <-ended; d > 2*time.Second {
 		t.Errorf("callee worked for %v, its caller waited 300ms", d)
 	}
+}
+
+// An instance that did not answer within the try timeout is skipped by the
+// calls that follow (while another is left), so they do not each wait for
+// it; after the ejection period it is tried again, and an answer brings it
+// back.
+func TestClientEjectsHungInstance(t *testing.T) {
+	var hang sync.Mutex
+	hanging := true
+	hung := newInstance(t, "hung", func(w http.ResponseWriter, r *http.Request) error {
+		hang.Lock()
+		h := hanging
+		hang.Unlock()
+		if h {
+			<-r.Context().Done()
+		}
+		return nil
+	})
+	b := newInstance(t, "b", nil)
+	cl := httpx.NewClient("svc", []string{b.srv.URL, hung.srv.URL}, nil, httpx.WithPolicy(fast), httpx.WithTryTimeout(100*time.Millisecond)) // first call: index 1
+	start := time.Now()
+	for i := 0; i < 20; i++ {
+		var out struct{ Instance string }
+		if err := cl.Call(context.Background(), "GET", "/x", nil, &out); err != nil || out.Instance != "b" {
+			t.Fatalf("call %d: %v, answered by %q", i, err, out.Instance)
+		}
+	}
+	if got := hung.hits.Load(); got != 1 {
+		t.Errorf("the hung instance got %d of 20 calls, want only the first (then skipped)", got)
+	}
+	if d := time.Since(start); d > 900*time.Millisecond {
+		t.Logf("20 calls took %v (the machine is slow?)", d)
+	}
+	hang.Lock()
+	hanging = false
+	hang.Unlock()
+	// Once the ejection ends it is tried again and, answering, back in the
+	// rotation.
+	testenv.CheckFor(t, 5*time.Second, func() error {
+		if err := cl.Call(context.Background(), "GET", "/x", nil, nil); err != nil {
+			return err
+		}
+		if hung.hits.Load() < 3 {
+			return fmt.Errorf("the recovered instance got %d calls", hung.hits.Load())
+		}
+		return nil
+	})
 }

@@ -37,9 +37,13 @@ import (
 //   - Retries are paid from the client's retry budget (WithRetryBudget):
 //     when it is spent the call fails with its last error instead, so that
 //     retries never multiply the load on a failing service.
-//   - A call whose connection was refused never left, so it is sent to the
-//     next instance at once, retryable or not, free of budget and waits;
-//     each instance refuses it at most once.
+//   - A call whose connection was refused (or not made within DialTimeout)
+//     never left, so it is sent to the next instance at once, retryable or
+//     not, free of budget and waits; each instance refuses it at most once.
+//   - An instance whose connection failed, or that did not answer within
+//     the try timeout, is skipped by later calls for a second, doubling
+//     with each failure in a row up to 30 s, while another instance is
+//     left; its next answer ends that.
 type Client struct {
 	service    string
 	res        Resolver
@@ -49,6 +53,7 @@ type Client struct {
 	policy     retry.Policy
 	tryTimeout time.Duration
 	budget     *retry.Budget
+	eject      ejector
 	ob         *clientObs // WithObs: spans and metrics of tries; nil without
 }
 
@@ -73,10 +78,7 @@ func NewClient(service string, bases []string, hc *http.Client, opts ...ClientOp
 // hc nil is a client with tuned keep-alives and a 15 s overall timeout.
 func NewClientFor(service string, res Resolver, hc *http.Client, opts ...ClientOption) *Client {
 	if hc == nil {
-		hc = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
-			MaxIdleConnsPerHost: 64,
-			IdleConnTimeout:     90 * time.Second,
-		}}
+		hc = &http.Client{Timeout: 15 * time.Second, Transport: NewTransport()}
 	}
 	c := &Client{service: service, res: res, hc: hc, policy: retry.Default, tryTimeout: DefaultTryTimeout}
 	for _, o := range opts {
@@ -203,7 +205,7 @@ func (c *Client) Call(ctx context.Context, method, path string, in, out any, opt
 	}
 	c.budget.Deposit()
 	n := uint64(len(bases))
-	idx := c.next.Add(1) % n
+	idx := c.eject.pick(bases, c.next.Add(1)%n, nil)
 	var refused []bool // instances that refused this call's connection
 	var lastErr error
 	for try := 1; ; try++ {
@@ -214,7 +216,11 @@ func (c *Client) Call(ctx context.Context, method, path string, in, out any, opt
 				return errs.E(op, errs.Unavailable, ctx.Err())
 			}
 			lastErr = errs.E(op, errs.Unavailable, errs.Msg("%s service is unavailable", c.service), err)
-			if isDialError(err) {
+			dial := isDialError(err)
+			if dial || errors.Is(err, errTryTimeout) {
+				c.eject.failed(bases[idx])
+			}
+			if dial {
 				// A refused connection never delivered the request, so even
 				// a non-retryable call is safe to send to the next instance,
 				// and doing so costs the peers nothing: no budget, no wait.
@@ -231,6 +237,7 @@ func (c *Client) Call(ctx context.Context, method, path string, in, out any, opt
 			}
 			again = true
 		} else {
+			c.eject.answered(bases[idx])
 			if status >= 200 && status < 300 {
 				if out != nil && len(respBody) > 0 {
 					if err := json.Unmarshal(respBody, out); err != nil {
@@ -261,10 +268,10 @@ func (c *Client) Call(ctx context.Context, method, path string, in, out any, opt
 		// Round robin on from the instance that failed, skipping those
 		// that refused the call when others are left.
 		failed := idx
-		idx = (failed + 1) % n
+		idx = c.eject.pick(bases, (failed+1)%n, func(j uint64) bool { return j == failed && n > 1 })
 		if refused != nil {
 			if j, ok := nextUnrefused(refused, failed); ok {
-				idx = j
+				idx = c.eject.pick(bases, j, func(j uint64) bool { return refused[j] || (j == failed && n > 1) })
 			}
 		}
 	}
@@ -295,7 +302,7 @@ func (c *Client) try(ctx context.Context, method, u string, hdr http.Header, bod
 	status, b, ra, err := c.do(tctx, method, u, hdr, body)
 	end(status, err)
 	if err != nil && ctx.Err() == nil && tctx.Err() != nil {
-		err = fmt.Errorf("no answer within the try timeout of %v: %w", c.tryTimeout, err)
+		err = fmt.Errorf("%w of %v: %w", errTryTimeout, c.tryTimeout, err)
 	}
 	return status, b, ra, err
 }
@@ -366,6 +373,9 @@ func Path(prefix string, segs ...string) string {
 	}
 	return b.String()
 }
+
+// errTryTimeout marks a try that got no answer within the try timeout.
+var errTryTimeout = errors.New("no answer within the try timeout")
 
 // isDialError reports whether err happened while connecting, before any of
 // the request was sent.
