@@ -496,6 +496,9 @@ func TestHeaderSurvivesAccountOutage(t *testing.T) {
 	wantStatus(t, b.do("GET", "/", nil), http.StatusOK)
 	wantStatus(t, b.do("GET", "/api/v1/products/prd_01", nil), http.StatusOK)
 	wantStatus(t, b.do("GET", "/api/v1/me", nil), http.StatusServiceUnavailable)
+	// Their cart is not shown as empty: it is unknown for now.
+	wantStatus(t, b.do("GET", "/api/v1/cart", nil), http.StatusServiceUnavailable)
+	wantStatus(t, b.do("GET", "/cart", nil), http.StatusServiceUnavailable)
 	r = b.do("POST", "/api/v1/cart/items", map[string]any{"product_id": "prd_01", "quantity": 1})
 	wantStatus(t, r, http.StatusServiceUnavailable)
 	for _, c := range r.Header.Values("Set-Cookie") {

@@ -291,7 +291,9 @@ func userOwner(id string) string { return "user:" + id }
 
 // cartOwner returns the owner of r's cart: the account's cart when logged
 // in, the anonymous cart of the cart cookie otherwise, or "" when the
-// visitor has no cart yet.
+// visitor has no cart yet. A customer whose session cannot be checked now
+// gets errs.Unavailable: their cart is not known, and showing them an
+// empty one (or a visitor's) would say it was.
 func (s *Server) cartOwner(r *http.Request) (string, error) {
 	a, err := s.account(r)
 	if err != nil {
@@ -299,6 +301,9 @@ func (s *Server) cartOwner(r *http.Request) (string, error) {
 	}
 	if a != nil {
 		return userOwner(a.ID), nil
+	}
+	if v, _ := r.Context().Value(visitorKey{}).(*visitor); v != nil && v.degraded {
+		return "", errs.E("storefront.cart", errs.Unavailable, errs.Msg("we can't check your session right now; please try again in a moment"))
 	}
 	if tok := s.cartToken(r); tok != "" {
 		return "anon:" + tok, nil
@@ -310,14 +315,11 @@ func (s *Server) cartOwner(r *http.Request) (string, error) {
 // cart gets a new anonymous token, returned as newToken so that the caller
 // sets the cookie once the change has succeeded.
 func (s *Server) cartOwnerForWrite(r *http.Request) (owner, newToken string, err error) {
+	// A customer whose session cannot be checked keeps their cart: cartOwner
+	// refuses, so nothing goes into a new visitor's cart in their place.
 	owner, err = s.cartOwner(r)
 	if err != nil || owner != "" {
 		return owner, "", err
-	}
-	if v, _ := r.Context().Value(visitorKey{}).(*visitor); v != nil && v.degraded {
-		// A customer whose session cannot be checked keeps their cart:
-		// nothing goes into a new visitor's cart in their place.
-		return "", "", errs.E("storefront.cart", errs.Unavailable, errs.Msg("we can't check your session right now; please try again in a moment"))
 	}
 	newToken = ids.Token()
 	return "anon:" + newToken, newToken, nil
