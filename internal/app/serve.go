@@ -109,7 +109,7 @@ func serve(ctx context.Context, cfg config.Config, p plan, log *slog.Logger) (er
 		checks: map[string]func(context.Context) error{},
 		dbs:    map[string]*sqldb.DB{},
 		dsns:   map[string]string{},
-		peerHC: &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}},
+		peerHC: &http.Client{Timeout: 15 * time.Second, Transport: httpx.NewTransport()},
 	}
 	defer func() {
 		if cerr := a.close(); err == nil {
