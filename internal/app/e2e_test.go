@@ -9,10 +9,12 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -66,6 +68,9 @@ type proc struct {
 	stop  context.CancelFunc
 	done  chan error
 	logs  *syncBuffer
+	// bin, when set, runs the process as a real process of that binary
+	// (stopped by SIGTERM) instead of app.Run in a goroutine of the test.
+	bin string
 }
 
 type syncBuffer struct {
@@ -107,8 +112,46 @@ func (p *proc) start(t *testing.T) {
 		}
 		args = append(args, "--internal-addr", p.iaddr)
 	}
+	if p.bin != "" {
+		p.startProcess(t, ctx, args[1:])
+		return
+	}
 	getenv := func(k string) string { return p.env[k] }
 	go func() { p.done <- app.Run(ctx, args, getenv, io.Discard, p.logs) }()
+	t.Cleanup(func() { p.shutdown(t) })
+}
+
+// startProcess runs p as a real process of p.bin with only p.env (and PATH
+// and HOME) in its environment. Cancelling ctx sends it SIGTERM, and
+// p.done gets its exit: nil for a clean one.
+func (p *proc) startProcess(t *testing.T, ctx context.Context, argv []string) {
+	t.Helper()
+	cmd := exec.Command(p.bin, argv...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for k, v := range p.env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Stdout, cmd.Stderr = io.Discard, p.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%s: %v", p.name, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	go func() {
+		select {
+		case err := <-exited:
+			p.done <- err
+		case <-ctx.Done():
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case err := <-exited:
+				p.done <- err
+			case <-time.After(20 * time.Second):
+				_ = cmd.Process.Kill()
+				p.done <- fmt.Errorf("no exit 20 s after SIGTERM (killed): %v", <-exited)
+			}
+		}
+	}()
 	t.Cleanup(func() { p.shutdown(t) })
 }
 
@@ -161,6 +204,9 @@ type topology struct {
 	storefronts []*proc
 	mailDir     string
 	blobDir     string
+	// restart, when set, restarts every process of the shop on its data
+	// (for shops whose processes the test did not start itself).
+	restart func(t *testing.T)
 	// cred returns a service's credential in this shop (nil: derived from
 	// serviceToken).
 	cred func(name string) string
@@ -276,9 +322,10 @@ func split(t *testing.T) *topology {
 }
 
 // eachTopology runs suite against every topology: the shop in one process;
-// split into processes talking HTTP; scaled out to two instances of every
-// service on shared PostgreSQL databases; and the same on replicated
-// databases under automatic failover. The same tests, every mode.
+// split into servers talking HTTP; scaled out to two instances of every
+// service on shared PostgreSQL databases, each a real process of the
+// binary; and the same on replicated databases under automatic failover.
+// The same tests, every mode.
 func eachTopology(t *testing.T, suite func(*testing.T, *topology)) {
 	t.Helper()
 	if testing.Short() {
@@ -349,8 +396,8 @@ func checkReplicaReads(t *testing.T, tp *topology) {
 	t.Logf("%d reads served by replicas", replicaReads)
 }
 
-// scaledOut runs two instances of every service, as a production shop
-// would: the stateful services keep their data in PostgreSQL databases
+// scaledOut runs two instances of every service, as real processes of the
+// binary, as a production shop would: the stateful services keep their data in PostgreSQL databases
 // (one per service) that their instances share, every caller spreads its
 // calls over both instances, the workers share their queues, and each search
 // instance keeps its own index.
@@ -399,6 +446,7 @@ func scaledOutOn(t *testing.T, newDSN func(testing.TB) string, newShards ...func
 		return out
 	}
 	var procs []*proc
+	bin := binary(t) // real processes, as a production shop runs
 	mk := func(g, services string, extra ...string) {
 		for i, addr := range addrs[g] {
 			name := fmt.Sprintf("%s%d", g, i+1)
@@ -408,7 +456,7 @@ func scaledOutOn(t *testing.T, newDSN func(testing.TB) string, newShards ...func
 			} else {
 				args = append(args, "--nats-url", "nats://"+nats)
 			}
-			procs = append(procs, &proc{name: name, addr: addr, env: env, args: append(args, extra...)})
+			procs = append(procs, &proc{name: name, addr: addr, env: env, bin: bin, args: append(args, extra...)})
 		}
 	}
 	mk("hub", "account,cart,order", peers("catalog")...)
@@ -808,8 +856,12 @@ func shopSuite(t *testing.T, tp *topology) {
 	}
 
 	// Restart everything on the same data: all of it is still there.
-	tp.stop(t)
-	tp.start(t)
+	if tp.restart != nil {
+		tp.restart(t)
+	} else {
+		tp.stop(t)
+		tp.start(t)
+	}
 	var me struct{ ID string }
 	c.must(200, "GET", "/api/v1/me", nil).decode(t, &me)
 	if me.ID != acct.ID {

@@ -72,6 +72,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return partnersMain(ctx, rest, getenv, stdout, stderr)
 	case "nats":
 		return natsMain(ctx, rest, stdout, stderr)
+	case "cluster":
+		return clusterMain(ctx, rest, stdout, stderr)
 	case "dev":
 		if len(rest) > 0 && rest[0] == "postgres" {
 			return devpg.Main(ctx, rest[1:], stdout, stderr)
@@ -119,6 +121,11 @@ Usage:
   globomantics nats serve --name N --listen H:P --cluster H:P --routes nats://H:P,... --store-dir D
                                  one node of a NATS JetStream cluster (the shop's own engine,
                                  fsync before ack); three nodes give the shop R3 streams
+  globomantics cluster up|status|down --dir D [--storefronts 3] [--instances 2] [--hosts]
+                                 the scaled-out shop as real processes on this machine,
+                                 supervised, with a control room and autoscaling; up prints
+                                 the shop's URL and the control room's URL; --hosts spreads
+                                 it over network namespaces (cluster partition|heal)
   globomantics help              print this help
 
 Run "globomantics serve -h" for the flags. Every flag also has a GLOBO_* environment variable.
