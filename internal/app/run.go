@@ -74,6 +74,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return natsMain(ctx, rest, stdout, stderr)
 	case "cluster":
 		return clusterMain(ctx, rest, stdout, stderr)
+	case "load":
+		return loadMain(ctx, rest, stdout, stderr)
 	case "dev":
 		if len(rest) > 0 && rest[0] == "postgres" {
 			return devpg.Main(ctx, rest[1:], stdout, stderr)
@@ -121,6 +123,9 @@ Usage:
   globomantics nats serve --name N --listen H:P --cluster H:P --routes nats://H:P,... --store-dir D
                                  one node of a NATS JetStream cluster (the shop's own engine,
                                  fsync before ack); three nodes give the shop R3 streams
+  globomantics load --url URL --rate R --duration D [--mix browse=40,...] [--html F] [--json F]
+                                 open-loop load generator: shopper sessions at a fixed
+                                 arrival rate, report per step (shop: --rate-limits=false)
   globomantics cluster up|status|down --dir D [--storefronts 3] [--instances 2] [--hosts]
                                  the scaled-out shop as real processes on this machine,
                                  supervised, with a control room and autoscaling; up prints
