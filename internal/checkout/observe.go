@@ -2,14 +2,14 @@ package checkout
 
 import (
 	"context"
-	"errors"
-	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/globomantics/globomantics/internal/platform/obs"
 )
 
 // Observability of the sagas: a span per saga drive ("checkout saga", a
@@ -57,16 +57,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 120, 300},
 		}, []string{"outcome"}),
 	}
-	if err := reg.Register(m); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if old, ok := are.ExistingCollector.(*Metrics); ok {
-				return old
-			}
-		}
-		panic(fmt.Sprintf("checkout: metrics: %v", err))
-	}
-	return m
+	return obs.RegisterOnce(reg, m)
 }
 
 // Describe implements prometheus.Collector.

@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"io"
 	"time"
+
+	"github.com/globomantics/globomantics/internal/platform/obs"
 )
 
 // traceSummary is one process's view of a recent trace.
@@ -38,35 +40,10 @@ type traceSpan struct {
 	Process  string // the fleet process that served it (filled by the caller)
 }
 
-// wireTraceSummary mirrors obs.TraceSummary.
-type wireTraceSummary struct {
-	TraceID  string        `json:"trace_id"`
-	Root     string        `json:"root"`
-	Start    time.Time     `json:"start"`
-	Duration time.Duration `json:"duration_ns"`
-	Spans    int           `json:"spans"`
-	Error    bool          `json:"error"`
-}
-
-// wireSpan mirrors obs.SpanRecord.
-type wireSpan struct {
-	TraceID    string            `json:"trace_id"`
-	SpanID     string            `json:"span_id"`
-	ParentID   string            `json:"parent_id"`
-	Name       string            `json:"name"`
-	Kind       string            `json:"kind"`
-	Service    string            `json:"service"`
-	Start      time.Time         `json:"start"`
-	End        time.Time         `json:"end"`
-	Status     string            `json:"status"` // "unset", "ok" or "error"
-	StatusText string            `json:"status_text"`
-	Attributes map[string]string `json:"attributes"`
-}
-
 // decodeTraceList reads the list of recent traces, {"traces":[...]}.
 func decodeTraceList(r io.Reader) ([]traceSummary, error) {
 	var body struct {
-		Traces []wireTraceSummary `json:"traces"`
+		Traces []obs.TraceSummary `json:"traces"`
 	}
 	if err := json.NewDecoder(io.LimitReader(r, 8<<20)).Decode(&body); err != nil {
 		return nil, err
@@ -83,7 +60,7 @@ func decodeTraceList(r io.Reader) ([]traceSummary, error) {
 // decodeTrace reads one trace's spans, {"trace_id":ID,"spans":[...]}.
 func decodeTrace(r io.Reader) ([]traceSpan, error) {
 	var body struct {
-		Spans []wireSpan `json:"spans"`
+		Spans []obs.SpanRecord `json:"spans"`
 	}
 	if err := json.NewDecoder(io.LimitReader(r, 8<<20)).Decode(&body); err != nil {
 		return nil, err

@@ -2,8 +2,6 @@ package bus
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -15,6 +13,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/globomantics/globomantics/internal/platform/obs"
 )
 
 // Observability of the bus: every publish is a producer span whose W3C
@@ -101,22 +101,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			"Dead letters waiting in "+DLQStreamName+", by the stream of their original subject.", []string{"stream"}, nil),
 		buses: map[*Bus]struct{}{},
 	}
-	return registerOnce(reg, m)
-}
-
-// registerOnce registers c in reg, or returns the collector of the same
-// metrics registered there before.
-func registerOnce[T prometheus.Collector](reg prometheus.Registerer, c T) T {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if old, ok := are.ExistingCollector.(T); ok {
-				return old
-			}
-		}
-		panic(fmt.Sprintf("bus: metrics: %v", err))
-	}
-	return c
+	return obs.RegisterOnce(reg, m)
 }
 
 // Describe implements prometheus.Collector.

@@ -2,10 +2,10 @@ package cache
 
 import (
 	"context"
-	"errors"
-	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/globomantics/globomantics/internal/platform/obs"
 )
 
 // Results of a Get, the result label of cache_requests_total.
@@ -36,18 +36,7 @@ func Instrument(c Cache, name string, reg prometheus.Registerer) Cache {
 		Name: "cache_requests_total",
 		Help: "Cache lookups by result (hit, miss; a failed lookup is a miss).",
 	}, []string{"cache", "result"})
-	if err := reg.Register(vec); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		var old *prometheus.CounterVec
-		ok := errors.As(err, &are)
-		if ok {
-			old, ok = are.ExistingCollector.(*prometheus.CounterVec)
-		}
-		if !ok {
-			panic(fmt.Sprintf("cache: metrics: %v", err))
-		}
-		vec = old
-	}
+	vec = obs.RegisterOnce(reg, vec)
 	return &Observed{Cache: c, hit: vec.WithLabelValues(name, ResultHit), miss: vec.WithLabelValues(name, ResultMiss)}
 }
 

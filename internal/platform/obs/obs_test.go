@@ -14,6 +14,8 @@ import (
 
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/globomantics/globomantics/internal/platform/obs"
 )
@@ -219,13 +221,61 @@ func TestMetricsHandlerServesFamilies(t *testing.T) {
 // TestOTLPEndpoint accepts a URL or host:port; the exporter connects
 // lazily, so nothing need listen.
 func TestOTLPEndpoint(t *testing.T) {
-	for _, ep := range []string{"http://127.0.0.1:1/", "127.0.0.1:1"} {
-		o, err := obs.New(obs.Options{Service: "x", OTLPEndpoint: ep})
+	// A collector's OTLP/HTTP receiver: it records what it is sent.
+	type export struct {
+		path, contentType string
+		spans              []string
+		service            string
+	}
+	got := make(chan export, 4)
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		var req coltrace.ExportTraceServiceRequest
+		if err := proto.Unmarshal(b, &req); err != nil {
+			t.Errorf("the exporter sent no OTLP request: %v", err)
+		}
+		e := export{path: r.URL.Path, contentType: r.Header.Get("Content-Type")}
+		for _, rs := range req.ResourceSpans {
+			for _, a := range rs.GetResource().GetAttributes() {
+				if a.Key == "service.name" {
+					e.service = a.GetValue().GetStringValue()
+				}
+			}
+			for _, ss := range rs.ScopeSpans {
+				for _, sp := range ss.Spans {
+					e.spans = append(e.spans, sp.Name)
+				}
+			}
+		}
+		got <- e
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer collector.Close()
+
+	for _, ep := range []string{collector.URL, strings.TrimPrefix(collector.URL, "http://")} {
+		o, err := obs.New(obs.Options{Service: "checkout", OTLPEndpoint: ep})
 		if err != nil {
 			t.Fatalf("%s: %v", ep, err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-		_ = o.Shutdown(ctx) // the export fails: nothing listens
+		_, span := o.Tracer("test").Start(context.Background(), "place order")
+		span.End()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := o.Shutdown(ctx); err != nil { // flushes the batch
+			t.Errorf("%s: shutdown: %v", ep, err)
+		}
 		cancel()
+		select {
+		case e := <-got:
+			if e.path != "/v1/traces" || e.contentType != "application/x-protobuf" || e.service != "checkout" || len(e.spans) != 1 || e.spans[0] != "place order" {
+				t.Errorf("%s: the collector got %+v, want the span \"place order\" of checkout at /v1/traces", ep, e)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: nothing was exported", ep)
+		}
+		// The span is kept in memory as well.
+		if len(o.Spans().Recent(10)) != 1 {
+			t.Errorf("%s: the span store holds %d traces, want 1", ep, len(o.Spans().Recent(10)))
+		}
 	}
 }

@@ -2,6 +2,7 @@ package obs
 
 import (
 	"context"
+	"net/url"
 	"strings"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
@@ -39,6 +40,12 @@ func newTracerProvider(opts Options, store *SpanStore) (*sdktrace.TracerProvider
 	if ep := strings.TrimSpace(opts.OTLPEndpoint); ep != "" {
 		var eo []otlptracehttp.Option
 		if strings.Contains(ep, "://") {
+			// A base URL, as OTEL_EXPORTER_OTLP_ENDPOINT is: the traces go
+			// to its /v1/traces unless it names a path of its own.
+			if u, err := url.Parse(ep); err == nil && (u.Path == "" || u.Path == "/") {
+				u.Path = "/v1/traces"
+				ep = u.String()
+			}
 			eo = append(eo, otlptracehttp.WithEndpointURL(ep))
 		} else {
 			eo = append(eo, otlptracehttp.WithEndpoint(ep), otlptracehttp.WithInsecure())

@@ -2,8 +2,6 @@ package outbox
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/globomantics/globomantics/internal/platform/bus"
+	"github.com/globomantics/globomantics/internal/platform/obs"
 	"github.com/globomantics/globomantics/internal/platform/sqldb"
 )
 
@@ -67,16 +66,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			"Rows waiting in the outbox to be relayed (parked rows not included).", []string{"store"}, nil),
 		relays: map[*Relay]struct{}{},
 	}
-	if err := reg.Register(m); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if old, ok := are.ExistingCollector.(*Metrics); ok {
-				return old
-			}
-		}
-		panic(fmt.Sprintf("outbox: metrics: %v", err))
-	}
-	return m
+	return obs.RegisterOnce(reg, m)
 }
 
 // Describe implements prometheus.Collector.

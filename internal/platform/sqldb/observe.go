@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -13,6 +12,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/globomantics/globomantics/internal/platform/obs"
 )
 
 // Observability of the SQL layer: RED metrics of every call a store makes
@@ -68,16 +69,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			"How far a replica is behind its primary, as of its last probe.", []string{"db_name", "node"}, nil),
 		dbs: map[*DB]string{},
 	}
-	if err := reg.Register(m); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if old, ok := are.ExistingCollector.(*Metrics); ok {
-				return old
-			}
-		}
-		panic(fmt.Sprintf("sqldb: metrics: %v", err))
-	}
-	return m
+	return obs.RegisterOnce(reg, m)
 }
 
 // Describe implements prometheus.Collector.
