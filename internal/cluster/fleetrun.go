@@ -41,7 +41,6 @@ type fleet struct {
 	mu       sync.Mutex
 	reserved map[int][]net.Listener // ports of the specs not started yet
 	pg       *devpg.State
-	relays   *pgRelays // PostgreSQL on the hosts' addresses (--hosts)
 	dbEnv    []string
 	pgProcs  []Proc
 	stage    string
@@ -236,9 +235,6 @@ func runFleet(ctx context.Context, dir string, o RunOptions, log *slog.Logger) (
 			log.Error("cluster: postgres down", "err", derr)
 			err = errors.Join(err, derr)
 		}
-		f.mu.Lock()
-		f.relays.Close()
-		f.mu.Unlock()
 		if hostNet != nil {
 			if nerr := hostNet.Close(); nerr != nil {
 				log.Error("cluster: removing the hosts", "err", nerr)
@@ -454,7 +450,11 @@ func pollUntil(ctx context.Context, fn func() error) error {
 func (f *fleet) startPostgres(ctx context.Context, log *slog.Logger) error {
 	pgDir := filepath.Join(f.dir, "pg")
 	var out bytes.Buffer
-	if err := devpg.Main(ctx, []string{"up", "--dir", pgDir}, &out, logWriter{log}); err != nil {
+	var place devpg.Placement
+	if f.net != nil {
+		place = pgPlacement(f.net)
+	}
+	if err := devpg.MainWith(ctx, []string{"up", "--dir", pgDir}, place, &out, logWriter{log}); err != nil {
 		return err
 	}
 	ps, err := devpg.ReadState(pgDir)
@@ -476,15 +476,11 @@ func (f *fleet) startPostgres(ctx context.Context, log *slog.Logger) error {
 		}
 		env = append(env, "GLOBO_DB_"+strings.ToUpper(db)+"="+main.URI(db))
 	}
-	var relays *pgRelays
 	if f.net != nil {
-		if relays, env, err = startPGRelays(f.net, ps, env, log); err != nil {
-			return err
-		}
 		f.state.DBEnv = env // written with the state once processes start (none runs yet)
 	}
 	f.mu.Lock()
-	f.pg, f.dbEnv, f.relays = ps, env, relays
+	f.pg, f.dbEnv = ps, env
 	f.mu.Unlock()
 	f.refreshPostgres(ctx)
 	return nil
@@ -532,7 +528,7 @@ func (f *fleet) refreshPostgres(ctx context.Context) {
 	add := func(group string, n pgauto.Node) {
 		state := "unready"
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		if checkReady(cctx, "tcp:"+hostPort("127.0.0.1", n.Port)) == nil {
+		if checkReady(cctx, "tcp:"+hostPort(n.Addr(), n.Port)) == nil {
 			state = "ready"
 		}
 		cancel()
@@ -540,7 +536,7 @@ func (f *fleet) refreshPostgres(ctx context.Context) {
 			state = "failed"
 		}
 		procs = append(procs, Proc{Name: "pg-" + n.Name, Group: group, Kind: "postgres", PID: n.PID, State: state,
-			InternalURL: fmt.Sprintf("postgres://127.0.0.1:%d", n.Port)})
+			InternalURL: "postgres://" + hostPort(n.Addr(), n.Port)})
 	}
 	add("postgres-monitor", ps.Monitor)
 	for _, n := range ps.Main.Nodes {

@@ -2,17 +2,14 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os/exec"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/globomantics/globomantics/internal/devpg"
 	"github.com/globomantics/globomantics/internal/platform/netns"
@@ -40,16 +37,18 @@ import (
 // shop1 and infra hold the majorities of NATS (2+1 of 3) and Sentinel (2+1
 // of 3), so cutting shop2 off leaves them working on the majority side.
 //
-// PostgreSQL is placed by address only: its servers (pg_autoctl, postgres,
-// running as the postgres user under devpg) run in the root namespace on
-// 127.0.0.1, and the supervisor relays each node's port from its host's
-// address (a listener in that host's namespace) to it. Shop processes reach
-// a node only through its host's address, so a partition cuts them from
-// the nodes on the other side as if the servers ran there; what it does not
-// cut is the traffic between the PostgreSQL servers themselves (streaming
-// replication and the monitor's health checks stay on the root loopback),
-// so a partition never makes pg_auto_failover fail over, and a replica
-// "on shop2" keeps receiving changes during the partition.
+// PostgreSQL runs on the hosts too (pgPlacement): devpg starts each
+// pg_autoctl (and so its postgres) as the postgres user in its host's
+// namespace, listening on and registered with the host's address, every
+// server trusting the Net's /24. A partition therefore cuts streaming
+// replication and the monitor's health checks as well: with shop2 cut off,
+// the monitor on infra finds node 2 of every formation unreachable. The
+// main formation (synchronous, number_sync_standbys 1) keeps committing on
+// node 1 with node 3, on shop1, as its standby; a shard formation (two
+// nodes) stalls commits on shop1 until the monitor has marked node 2
+// unhealthy and moved the primary to wait_primary (asynchronous), a few
+// seconds with pgauto's DefaultTimeouts. After heal node 2 catches up and
+// is a secondary again.
 const (
 	HostShop1 = "shop1"
 	HostShop2 = "shop2"
@@ -227,121 +226,27 @@ func hostLauncher(n *netns.Net) Launcher {
 	}
 }
 
-// pgRelays serves every PostgreSQL node's port on its host's address (see
-// the package's placement notes) and rewrites the shop's database settings
-// to name those addresses. Close stops the relays and their connections.
-type pgRelays struct {
-	mu    sync.Mutex
-	lns   []net.Listener
-	conns map[net.Conn]bool
-	wg    sync.WaitGroup
-}
-
-// startPGRelays opens a relay per node of ps (the monitor on infra) and
-// returns env with every 127.0.0.1:port of a node replaced by its host's
-// address.
-func startPGRelays(n *netns.Net, ps *devpg.State, env []string, log *slog.Logger) (*pgRelays, []string, error) {
-	r := &pgRelays{conns: map[net.Conn]bool{}}
-	byPort := map[string]string{}
-	place := func(host string, port int) error {
-		addr := n.Addr(host)
-		ln, err := n.Listen(host, "tcp", hostPort(addr, port))
-		if err != nil {
-			return fmt.Errorf("relay for port %d on %s: %w", port, host, err)
-		}
-		r.mu.Lock()
-		r.lns = append(r.lns, ln)
-		r.mu.Unlock()
-		byPort[strconv.Itoa(port)] = addr
-		r.wg.Add(1)
-		go r.serve(ln, hostPort("127.0.0.1", port), log)
-		return nil
+// pgPlacement puts devpg's servers on the hosts (see the placement notes):
+// the monitor on infra, node i of every formation on pgHostFor(i), each
+// pg_autoctl started in its host's namespace as the postgres user, every
+// server trusting the Net's subnet.
+func pgPlacement(n *netns.Net) devpg.Placement {
+	hostOf := map[string]string{}
+	for _, h := range n.Hosts() {
+		hostOf[n.Addr(h)] = h
 	}
-	errs := []error{place(HostInfra, ps.Monitor.Port)}
-	for _, f := range append([]devpg.FormationInfo{ps.Main}, ps.Shards...) {
-		for i, node := range f.Nodes {
-			errs = append(errs, place(pgHostFor(i), node.Port))
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		r.Close()
-		return nil, nil, err
-	}
-	out := make([]string, len(env))
-	for i, kv := range env {
-		out[i] = loopbackPort.ReplaceAllStringFunc(kv, func(m string) string {
-			port := m[len("127.0.0.1:"):]
-			if a, ok := byPort[port]; ok {
-				return a + ":" + port
+	return devpg.Placement{
+		MonitorHost: n.Addr(HostInfra),
+		NodeHost:    func(i int) string { return n.Addr(pgHostFor(i)) },
+		TrustNet:    n.Subnet(),
+		Start: func(addr string, cmd *exec.Cmd) error {
+			h, ok := hostOf[addr]
+			if !ok {
+				return fmt.Errorf("no host has address %s", addr)
 			}
-			return m
-		})
+			return n.Start(h, cmd)
+		},
 	}
-	return r, out, nil
-}
-
-func (r *pgRelays) serve(ln net.Listener, to string, log *slog.Logger) {
-	defer r.wg.Done()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go r.pipe(c, to, log)
-	}
-}
-
-func (r *pgRelays) pipe(c net.Conn, to string, log *slog.Logger) {
-	up, err := net.Dial("tcp", to)
-	if err != nil {
-		log.Debug("cluster: postgres relay", "to", to, "err", err)
-		c.Close()
-		return
-	}
-	r.mu.Lock()
-	if r.conns == nil { // closed
-		r.mu.Unlock()
-		c.Close()
-		up.Close()
-		return
-	}
-	r.conns[c], r.conns[up] = true, true
-	r.mu.Unlock()
-	done := make(chan struct{}, 2)
-	cp := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
-		if tc, ok := dst.(*net.TCPConn); ok {
-			_ = tc.CloseWrite()
-		}
-		done <- struct{}{}
-	}
-	go cp(up, c)
-	go cp(c, up)
-	<-done
-	<-done
-	c.Close()
-	up.Close()
-	r.mu.Lock()
-	delete(r.conns, c)
-	delete(r.conns, up)
-	r.mu.Unlock()
-}
-
-// Close stops accepting and cuts every relayed connection.
-func (r *pgRelays) Close() {
-	if r == nil {
-		return
-	}
-	r.mu.Lock()
-	for _, ln := range r.lns {
-		ln.Close()
-	}
-	for c := range r.conns {
-		c.Close()
-	}
-	r.conns = nil
-	r.mu.Unlock()
-	r.wg.Wait()
 }
 
 // partitionCmd is "cluster partition --dir D --hosts h1,h2": it cuts the

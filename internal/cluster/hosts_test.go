@@ -3,8 +3,6 @@ package cluster
 import (
 	"context"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -99,9 +97,10 @@ func TestHostsFlag(t *testing.T) {
 	}
 }
 
-// TestHostsLauncherAndRelay runs a process on a host through the
-// launcher, and a relay like PostgreSQL's, and cuts them by a partition.
-func TestHostsLauncherAndRelay(t *testing.T) {
+// TestHostsLauncherAndPlacement runs a process on a host through the
+// launcher, and one as PostgreSQL's are started (pgPlacement), and cuts
+// them by a partition.
+func TestHostsLauncherAndPlacement(t *testing.T) {
 	if err := netns.Available(); err != nil {
 		t.Skip(err)
 	}
@@ -139,47 +138,43 @@ func TestHostsLauncherAndRelay(t *testing.T) {
 		return err
 	})
 
-	// A relay on infra's address to a server in the root namespace.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	// A server on infra, started as pgPlacement starts pg_autoctl (a
+	// prepared command forked inside the namespace).
+	place := pgPlacement(n)
+	if place.MonitorHost != n.Addr(HostInfra) || place.NodeHost(1) != n.Addr(HostShop2) || place.NodeHost(2) != n.Addr(HostShop1) || place.TrustNet != n.Subnet() {
+		t.Errorf("placement: monitor %s, node 2 %s, node 3 %s, trust %s", place.MonitorHost, place.NodeHost(1), place.NodeHost(2), place.TrustNet)
+	}
+	infraAddr := n.Addr(HostInfra) + ":18098"
+	icmd := exec.Command(py, "-c", "import http.server as h\nclass H(h.BaseHTTPRequestHandler):\n  def do_GET(s):\n    s.send_response(200); s.end_headers(); s.wfile.write(b'infra')\nh.HTTPServer(('"+n.Addr(HostInfra)+"', 18098), H).serve_forever()")
+	if err := place.Start(n.Addr(HostInfra), icmd); err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "root") })}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close() })
-	r := &pgRelays{conns: map[net.Conn]bool{}}
-	rl, err := n.Listen(HostInfra, "tcp", n.Addr(HostInfra)+":0")
-	if err != nil {
-		t.Fatal(err)
+	t.Cleanup(func() { _ = icmd.Process.Kill(); _ = icmd.Wait() })
+	if err := place.Start("10.255.255.1", exec.Command(py)); err == nil {
+		t.Error("pgPlacement started a command for an address no host has")
 	}
-	r.lns = append(r.lns, rl)
-	r.wg.Add(1)
-	go r.serve(rl, ln.Addr().String(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	t.Cleanup(r.Close)
 	get := func(from string) error {
 		c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: n.Dialer(from)}}
-		resp, err := c.Get("http://" + rl.Addr().String() + "/")
+		resp, err := c.Get("http://" + infraAddr + "/")
 		if err != nil {
 			return err
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		if string(b) != "root" {
+		if string(b) != "infra" {
 			return io.ErrUnexpectedEOF
 		}
 		return nil
 	}
-	if err := get(HostShop1); err != nil {
-		t.Fatalf("through the relay from shop1: %v", err)
-	}
+	checkFor(t, 10*time.Second, func() error { return get(HostShop1) })
 	if err := n.Partition([]string{HostShop2}, []string{HostShop1, HostInfra}); err != nil {
 		t.Fatal(err)
 	}
 	if err := get(HostShop2); err == nil {
-		t.Error("shop2 reached infra's relay across the partition")
+		t.Error("shop2 reached infra's server across the partition")
 	}
 	if err := get(HostShop1); err != nil {
-		t.Errorf("shop1 lost infra's relay: %v", err)
+		t.Errorf("shop1 lost infra's server: %v", err)
 	}
 	if err := n.Heal(); err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 
 	"github.com/globomantics/globomantics/internal/cluster"
 	"github.com/globomantics/globomantics/internal/platform/netns"
+	"github.com/globomantics/globomantics/internal/platform/pgauto"
 )
 
 // shopper is one customer with a cookie jar, speaking the storefront's
@@ -147,6 +149,12 @@ func (s *shopper) buy(u, product, key string, timeout time.Duration) string {
 // again, the payment ledger audits clean, every confirmed order has one
 // capture and an e-mail, and no order is lost. Down leaves no namespace,
 // process or port.
+//
+// PostgreSQL runs on the hosts too (monitor on infra, node 2 of every
+// formation on shop2): the monitor must report node 2 unhealthy during
+// the partition, writes on the primaries (shop1) must go on (a shard
+// formation's stall until then is logged), and after the heal node 2 must
+// be a secondary again holding the writes made during the partition.
 func TestClusterPartition(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the whole fleet on three network namespaces")
@@ -216,6 +224,13 @@ func TestClusterPartition(t *testing.T) {
 		url[sp.Name] = sp.PublicURL
 	}
 	s1, s2 := url["storefront-1"], url["storefront-2"]
+	pg := attachPostgres(t, dir, st)
+	for _, kv := range st.DBEnv {
+		if strings.Contains(kv, "127.0.0.1") {
+			t.Errorf("db_env names loopback, not the hosts: %s", kv)
+		}
+	}
+	probes := pg.probeTables(t)
 
 	var products struct {
 		Items []struct {
@@ -242,6 +257,8 @@ func TestClusterPartition(t *testing.T) {
 		t.Fatalf("cluster partition: %v\n%s", err, e)
 	}
 	partitioned := time.Now()
+	stalls := pg.writeDuringPartition(t, probes)
+	watch := pg.watch(t, partitioned)
 	healed := false
 	heal := func() {
 		if healed {
@@ -279,12 +296,18 @@ func TestClusterPartition(t *testing.T) {
 	tb := time.Now()
 	confirmed[cy.buy(s1, product, "during-"+cy.email, 2*time.Minute)] = cy
 	t.Logf("checkout at shop1 during the partition took %v", time.Since(tb).Round(10*time.Millisecond))
+	watch.waitNode2Unhealthy(t, 2*time.Minute)
+	for name, d := range stalls.wait(t) {
+		t.Logf("a write on %s's primary (shop1) right after the cut took %v", name, d.Round(10*time.Millisecond))
+	}
 	t.Logf("partition lasted %v", time.Since(partitioned).Round(100*time.Millisecond))
 
 	heal()
 	th := time.Now()
 	confirmed[bob.buy(s2, product, "after-"+bob.email, 2*time.Minute)] = bob
 	t.Logf("first checkout at shop2 after healing confirmed %v after the heal", time.Since(th).Round(10*time.Millisecond))
+	pg.waitCaughtUp(t, th, probes)
+	watch.stop()
 
 	// Nothing lost: every order confirmed exists for its customer, has an
 	// e-mail, and exactly one capture; nothing else was captured (Bob's
@@ -383,5 +406,239 @@ func TestClusterPartition(t *testing.T) {
 			c.Close()
 			t.Errorf("port %d still listens after down", p)
 		}
+	}
+}
+
+// fleetPG is the fleet's PostgreSQL (cluster up --hosts), seen from the
+// root namespace, which reaches every host.
+type fleetPG struct {
+	formations []*pgauto.Formation
+}
+
+// attachPostgres attaches to the fleet's pg_auto_failover monitor and
+// checks the placement: the monitor on infra, node 1 (and 3) of every
+// formation on shop1, node 2 on shop2.
+func attachPostgres(t *testing.T, dir string, st *cluster.State) *fleetPG {
+	t.Helper()
+	m, err := pgauto.Attach(context.Background(), filepath.Join(dir, "pg", "pg"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := m.Node().Host, st.HostAddrs[cluster.HostInfra]; got != want {
+		t.Errorf("monitor on %q, want infra's %s", got, want)
+	}
+	fs := m.Formations()
+	if len(fs) < 2 {
+		t.Fatalf("%d formations, want main and shards", len(fs))
+	}
+	for _, f := range fs {
+		for i, n := range f.Nodes() {
+			want := st.HostAddrs[cluster.HostShop1]
+			if i == 1 {
+				want = st.HostAddrs[cluster.HostShop2]
+			}
+			if n.Host != want {
+				t.Errorf("%s on %q, want %s", n.Name, n.Host, want)
+			}
+		}
+	}
+	return &fleetPG{formations: fs}
+}
+
+func (p *fleetPG) db(t *testing.T, dsn string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// probeTables creates a table in every formation's postgres database for
+// writes during the partition, and returns its name.
+func (p *fleetPG) probeTables(t *testing.T) string {
+	t.Helper()
+	const table = "partition_probe"
+	for _, f := range p.formations {
+		if _, err := p.db(t, f.URI("postgres")).Exec("CREATE TABLE IF NOT EXISTS " + table + " (at timestamptz, note text)"); err != nil {
+			t.Fatalf("%s: %v", f.Name(), err)
+		}
+	}
+	return table
+}
+
+// stallResults are the durations of the writes writeDuringPartition made.
+type stallResults struct {
+	done chan struct{}
+	mu   sync.Mutex
+	took map[string]time.Duration
+	errs []error
+}
+
+// writeDuringPartition inserts a row into every formation's probe table on
+// node 1 (its primary, on shop1) at once, in the background: on a shard
+// formation the commit waits for node 2 (on shop2) until the monitor
+// gives up on it.
+func (p *fleetPG) writeDuringPartition(t *testing.T, table string) *stallResults {
+	r := &stallResults{done: make(chan struct{}), took: map[string]time.Duration{}}
+	var wg sync.WaitGroup
+	for _, f := range p.formations {
+		db := p.db(t, f.NodeURI(0, "postgres"))
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			t0 := time.Now()
+			_, err := db.ExecContext(ctx, "INSERT INTO "+table+" VALUES (now(), 'during')")
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if err != nil {
+				r.errs = append(r.errs, fmt.Errorf("write on %s's node 1 during the partition: %w", f.Name(), err))
+				return
+			}
+			r.took[f.Name()] = time.Since(t0)
+		})
+	}
+	go func() { wg.Wait(); close(r.done) }()
+	return r
+}
+
+// wait waits for the writes and fails the test for any that failed.
+func (r *stallResults) wait(t *testing.T) map[string]time.Duration {
+	t.Helper()
+	<-r.done
+	for _, err := range r.errs {
+		t.Error(err)
+	}
+	return r.took
+}
+
+// pgWatch polls the monitor for every formation's states from the cut
+// on, logs each change with the time since the cut, and notes when node 2
+// (on shop2) was first reported unhealthy.
+type pgWatch struct {
+	quit, done chan struct{}
+	mu         sync.Mutex
+	unhealthy  map[string]time.Duration
+	n          int
+}
+
+func (p *fleetPG) watch(t *testing.T, since time.Time) *pgWatch {
+	w := &pgWatch{quit: make(chan struct{}), done: make(chan struct{}), unhealthy: map[string]time.Duration{}, n: len(p.formations)}
+	t.Cleanup(w.stop)
+	go func() {
+		defer close(w.done)
+		last := map[string]string{}
+		for {
+			for _, f := range p.formations {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				states, err := f.State(ctx)
+				cancel()
+				if err != nil {
+					continue
+				}
+				at := time.Since(since)
+				if l := stateLine(states); l != last[f.Name()] {
+					last[f.Name()] = l
+					t.Logf("monitor +%v: %s", at.Round(100*time.Millisecond), l)
+				}
+				for _, s := range states {
+					w.mu.Lock()
+					if _, seen := w.unhealthy[f.Name()]; s.Index == 1 && s.Health == 0 && !seen {
+						w.unhealthy[f.Name()] = at
+					}
+					w.mu.Unlock()
+				}
+			}
+			select {
+			case <-w.quit:
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}()
+	return w
+}
+
+// waitNode2Unhealthy waits until the monitor has reported node 2 of every
+// formation unhealthy, and logs when it first did.
+func (w *pgWatch) waitNode2Unhealthy(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	checkForPartition(t, timeout, func() error {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if len(w.unhealthy) < w.n {
+			return fmt.Errorf("node 2 reported unhealthy only in %v", w.unhealthy)
+		}
+		return nil
+	})
+	w.mu.Lock()
+	t.Logf("monitor: node 2 unhealthy after the cut: %v", w.unhealthy)
+	w.mu.Unlock()
+}
+
+// stop ends the polling (idempotent).
+func (w *pgWatch) stop() {
+	select {
+	case <-w.quit:
+	default:
+		close(w.quit)
+	}
+	<-w.done
+}
+
+// waitCaughtUp waits until every formation is healthy again (node 2 a
+// secondary) and node 2 holds the rows written during the partition.
+func (p *fleetPG) waitCaughtUp(t *testing.T, healed time.Time, table string) {
+	t.Helper()
+	for _, f := range p.formations {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		err := f.WaitHealthy(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("%s after heal: %v", f.Name(), err)
+		}
+		states, _ := f.State(context.Background())
+		for _, s := range states {
+			if s.Index == 1 && s.Current != "secondary" {
+				t.Errorf("node 2 of %s after heal: %s", f.Name(), s.Current)
+			}
+		}
+		db := p.db(t, f.NodeURI(1, "postgres"))
+		checkForPartition(t, time.Minute, func() error {
+			var n int
+			if err := db.QueryRow("SELECT count(*) FROM " + table + " WHERE note = 'during'").Scan(&n); err != nil {
+				return err
+			}
+			if n == 0 {
+				return fmt.Errorf("node 2 of %s lacks the partition's writes", f.Name())
+			}
+			return nil
+		})
+		t.Logf("%s healthy, node 2 secondary and caught up %v after the heal (%s)", f.Name(), time.Since(healed).Round(100*time.Millisecond), stateLine(states))
+	}
+}
+
+func stateLine(states []pgauto.NodeState) string {
+	var parts []string
+	for _, s := range states {
+		parts = append(parts, fmt.Sprintf("%s=%s/%s health %d", s.Name, s.Current, s.Assigned, s.Health))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// checkForPartition polls fn until it returns nil, failing after timeout.
+func checkForPartition(t *testing.T, timeout time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", timeout, err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

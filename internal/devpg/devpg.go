@@ -27,6 +27,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -84,9 +85,27 @@ type FormationInfo struct {
 	Last  int `json:"last_shard,omitempty"`
 }
 
+// Placement puts up's servers on other addresses than 127.0.0.1 (the
+// fleet's network-namespace hosts); the zero Placement changes nothing.
+type Placement struct {
+	// MonitorHost is the monitor's address (pgauto.MonitorOptions.Host).
+	MonitorHost string
+	// NodeHost, if set, is the address of node i (0-based) of every
+	// formation (pgauto.FormationOptions.Hosts).
+	NodeHost func(i int) string
+	// TrustNet and Start are pgauto.MonitorOptions' TrustNet and Start.
+	TrustNet string
+	Start    func(addr string, cmd *exec.Cmd) error
+}
+
 // Main runs the dev postgres command with args (the words after
 // "dev postgres"). Shell lines go to stdout, progress and errors to stderr.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return MainWith(ctx, args, Placement{}, stdout, stderr)
+}
+
+// MainWith is Main with up's servers placed by p.
+func MainWith(ctx context.Context, args []string, p Placement, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return errors.New("dev postgres: missing command")
@@ -124,7 +143,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if *replicas < 0 || *shards < 0 || *shardReplicas < 0 {
 			return errors.New("dev postgres up: negative --replicas, --shards or --shard-replicas")
 		}
-		return up(ctx, abs, shape{replicas: *replicas, shards: *shards, shardReplicas: *shardReplicas}, stdout, log)
+		return up(ctx, abs, shape{replicas: *replicas, shards: *shards, shardReplicas: *shardReplicas}, p, stdout, log)
 	case "status":
 		return status(ctx, abs, stdout, log)
 	case "down":
@@ -154,7 +173,7 @@ func ReadState(dir string) (*State, error) {
 	return &s, nil
 }
 
-func up(ctx context.Context, dir string, sh shape, stdout io.Writer, log *slog.Logger) error {
+func up(ctx context.Context, dir string, sh shape, place Placement, stdout io.Writer, log *slog.Logger) error {
 	if s, err := ReadState(dir); err == nil {
 		m, err := pgauto.Attach(ctx, baseDir(dir), log)
 		if err == nil && m.Running() {
@@ -173,7 +192,8 @@ func up(ctx context.Context, dir string, sh shape, stdout io.Writer, log *slog.L
 		return fmt.Errorf("dev postgres up: %w", err)
 	}
 	start := time.Now()
-	m, err := pgauto.StartMonitor(ctx, pgauto.MonitorOptions{Dir: baseDir(dir), Detach: true, Log: log})
+	m, err := pgauto.StartMonitor(ctx, pgauto.MonitorOptions{Dir: baseDir(dir), Detach: true, Log: log,
+		Host: place.MonitorHost, TrustNet: place.TrustNet, Start: place.Start})
 	if err != nil {
 		return fmt.Errorf("dev postgres up: %w", err)
 	}
@@ -203,6 +223,11 @@ func up(ctx context.Context, dir string, sh shape, stdout io.Writer, log *slog.L
 	errs := make([]error, len(plans))
 	var wg sync.WaitGroup
 	for i, p := range plans {
+		if place.NodeHost != nil {
+			for j := range p.opts.Nodes {
+				p.opts.Hosts = append(p.opts.Hosts, place.NodeHost(j))
+			}
+		}
 		wg.Go(func() {
 			f, err := m.StartFormation(ctx, p.opts)
 			if err != nil {
@@ -297,7 +322,7 @@ func status(ctx context.Context, dir string, stdout io.Writer, log *slog.Logger)
 	fmt.Fprintf(stdout, "# dev postgres in %s, started %s\n", s.Dir, s.Started.Format(time.RFC3339))
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	mon := m.Node()
-	fmt.Fprintf(tw, "monitor\t127.0.0.1:%d\tpid %d\t%s\n", mon.Port, mon.PID, running(m.Running()))
+	fmt.Fprintf(tw, "monitor\t%s:%d\tpid %d\t%s\n", mon.Addr(), mon.Port, mon.PID, running(m.Running()))
 	var all []error
 	if !m.Running() {
 		all = append(all, errors.New("the monitor is not running"))
@@ -326,7 +351,7 @@ func status(ctx context.Context, dir string, stdout io.Writer, log *slog.Logger)
 			if ok {
 				cur, assigned, health = st.Current, st.Assigned, healthWord(st.Health)
 			}
-			fmt.Fprintf(tw, "  %s\t127.0.0.1:%d\t%s\t%s\t%s\t%d\n", n.Name, n.Port, cur, assigned, health, n.PID)
+			fmt.Fprintf(tw, "  %s\t%s:%d\t%s\t%s\t%s\t%d\n", n.Name, n.Addr(), n.Port, cur, assigned, health, n.PID)
 		}
 	}
 	if err := tw.Flush(); err != nil {

@@ -224,8 +224,8 @@ func TestOTLPEndpoint(t *testing.T) {
 	// A collector's OTLP/HTTP receiver: it records what it is sent.
 	type export struct {
 		path, contentType string
-		spans              []string
-		service            string
+		spans             []string
+		service           string
 	}
 	got := make(chan export, 4)
 	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

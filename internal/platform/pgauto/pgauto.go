@@ -37,6 +37,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"sort"
@@ -192,6 +193,19 @@ type MonitorOptions struct {
 	BinDir string
 	// Log receives one line per event; nil discards.
 	Log *slog.Logger
+	// Host is the address the monitor listens on and is reached at (its
+	// pg_autoctl --hostname and --listen); empty means 127.0.0.1.
+	Host string
+	// TrustNet, a CIDR such as "10.201.7.0/24", is trusted by every server
+	// (monitor and nodes) for any user and database and for replication,
+	// besides the rules pg_autoctl writes; empty adds nothing.
+	TrustNet string
+	// Start, if set, starts every pg_autoctl command that creates or runs
+	// the server on address addr (a node's or the monitor's Host, when
+	// not empty), e.g. in the network namespace holding addr. cmd is
+	// prepared (path, arguments, environment, credential); Start must only
+	// start it. Other pg_autoctl commands start here.
+	Start func(addr string, cmd *exec.Cmd) error
 }
 
 // Monitor is a running pg_auto_failover monitor and the formations it
@@ -203,6 +217,7 @@ type Monitor struct {
 	settings map[string]string
 	timeouts Timeouts
 	user     string
+	trustNet string
 	node     *node
 
 	mu         sync.Mutex
@@ -221,6 +236,17 @@ type Node struct {
 	Port int    `json:"port"`
 	Dir  string `json:"dir"` // PGDATA is Dir/pgdata; pg_autoctl's output is Dir/pg_autoctl.log
 	PID  int    `json:"pid"` // the pg_autoctl process, leader of its process group
+	// Host is the address the server listens on and is reached at; empty
+	// means 127.0.0.1.
+	Host string `json:"host,omitempty"`
+}
+
+// Addr is the node's address: Host, or 127.0.0.1.
+func (n Node) Addr() string {
+	if n.Host == "" {
+		return "127.0.0.1"
+	}
+	return n.Host
 }
 
 type node struct {
@@ -248,6 +274,7 @@ func StartMonitor(ctx context.Context, o MonitorOptions) (*Monitor, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.starter = o.Start
 	if _, err := os.Stat(filepath.Join(r.base, stateFile)); err == nil {
 		return nil, fmt.Errorf("pgauto: %s already holds a monitor; use Attach", r.base)
 	}
@@ -257,7 +284,7 @@ func StartMonitor(ctx context.Context, o MonitorOptions) (*Monitor, error) {
 	if err := o.Timeouts.validate(); err != nil {
 		return nil, err
 	}
-	m := &Monitor{r: r, log: o.Log, detach: o.Detach, settings: DefaultSettings(), timeouts: o.Timeouts, user: dbUser(r)}
+	m := &Monitor{r: r, log: o.Log, detach: o.Detach, settings: DefaultSettings(), timeouts: o.Timeouts, user: dbUser(r), trustNet: o.TrustNet}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
@@ -265,7 +292,7 @@ func StartMonitor(ctx context.Context, o MonitorOptions) (*Monitor, error) {
 		m.settings[k] = v
 	}
 	start := time.Now()
-	n := &node{Node: Node{Name: "monitor", Dir: filepath.Join(r.base, "monitor")}}
+	n := &node{Node: Node{Name: "monitor", Dir: filepath.Join(r.base, "monitor"), Host: o.Host}}
 	if n.Port, err = freePort(); err != nil {
 		return nil, err
 	}
@@ -277,10 +304,13 @@ func StartMonitor(ctx context.Context, o MonitorOptions) (*Monitor, error) {
 	if err := r.mkdir(n.Dir); err != nil {
 		return nil, err
 	}
-	if _, err := r.run(ctx, "create", "monitor", "--pgdata", n.pgdata(), "--pgport", strconv.Itoa(n.Port),
+	if _, err := r.runOn(ctx, n.Host, "create", "monitor", "--pgdata", n.pgdata(), "--pgport", strconv.Itoa(n.Port),
 		"--pgctl", filepath.Join(r.bin, "pg_ctl"), "--auth", "trust", "--no-ssl",
-		"--hostname", "127.0.0.1", "--listen", "127.0.0.1"); err != nil {
+		"--hostname", n.Addr(), "--listen", n.Addr()); err != nil {
 		return fail(fmt.Errorf("pgauto: create monitor: %w", err))
+	}
+	if err := m.appendHBA(n.pgdata()); err != nil {
+		return fail(err)
 	}
 	monSettings := m.timeouts.monitorSettings()
 	for k, v := range m.settings {
@@ -289,7 +319,7 @@ func StartMonitor(ctx context.Context, o MonitorOptions) (*Monitor, error) {
 	if err := appendSettings(n.pgdata(), monSettings); err != nil {
 		return fail(err)
 	}
-	if n.keeper, err = r.start(n.logPath(), m.detach, "run", "--pgdata", n.pgdata()); err != nil {
+	if n.keeper, err = r.start(n.Host, n.logPath(), m.detach, "run", "--pgdata", n.pgdata()); err != nil {
 		return fail(err)
 	}
 	if err := m.waitConnect(ctx); err != nil {
@@ -329,7 +359,7 @@ func (m *Monitor) waitConnect(ctx context.Context) error {
 
 // URI is the monitor's connection string.
 func (m *Monitor) URI() string {
-	return fmt.Sprintf("postgres://autoctl_node@127.0.0.1:%d/pg_auto_failover?sslmode=disable", m.node.Port)
+	return fmt.Sprintf("postgres://autoctl_node@%s:%d/pg_auto_failover?sslmode=disable", m.node.Addr(), m.node.Port)
 }
 
 // Dir is the base directory.
@@ -368,6 +398,9 @@ type FormationOptions struct {
 	// only one standby is left (number_sync_standbys = 1); it needs at
 	// least 3 nodes.
 	Sync bool
+	// Hosts are the nodes' addresses (see Node.Host), by index; a missing
+	// or empty one means 127.0.0.1.
+	Hosts []string
 }
 
 // Formation is a primary and its standbys under the monitor's automatic
@@ -413,6 +446,9 @@ func (m *Monitor) StartFormation(ctx context.Context, o FormationOptions) (*Form
 			Name: fmt.Sprintf("%s-%d", o.Name, i+1),
 			Dir:  filepath.Join(m.r.base, o.Name, fmt.Sprintf("node%d", i+1)),
 		}})
+		if i < len(o.Hosts) {
+			f.nodes[i].Host = o.Hosts[i]
+		}
 	}
 	// Listed (and saved) from the start, so that a process that dies while
 	// starting leaves a record of what to stop.
@@ -445,10 +481,13 @@ func (m *Monitor) StartFormation(ctx context.Context, o FormationOptions) (*Form
 	if err := appendSettings(first.pgdata(), m.settings); err != nil {
 		return fail(err)
 	}
+	if err := m.appendHBA(first.pgdata()); err != nil { // the standbys copy it
+		return fail(err)
+	}
 	if err := f.setPartitionTimeout(ctx, first, false); err != nil {
 		return fail(err)
 	}
-	k, err := m.r.start(first.logPath(), m.detach, "run", "--pgdata", first.pgdata())
+	k, err := m.r.start(first.Host, first.logPath(), m.detach, "run", "--pgdata", first.pgdata())
 	if err != nil {
 		return fail(err)
 	}
@@ -504,15 +543,15 @@ func (f *Formation) createNode(ctx context.Context, n *node, run bool) error {
 	n.Port = port
 	f.mu.Unlock()
 	args := []string{"create", "postgres", "--pgdata", n.pgdata(), "--pgport", strconv.Itoa(port),
-		"--pgctl", filepath.Join(r.bin, "pg_ctl"), "--listen", "127.0.0.1", "--hostname", "127.0.0.1",
+		"--pgctl", filepath.Join(r.bin, "pg_ctl"), "--listen", n.Addr(), "--hostname", n.Addr(),
 		"--auth", "trust", "--no-ssl", "--name", n.Name, "--formation", f.name, "--monitor", f.m.URI()}
 	if !run {
-		if _, err := r.run(ctx, args...); err != nil {
+		if _, err := r.runOn(ctx, n.Host, args...); err != nil {
 			return fmt.Errorf("create node %s: %w", n.Name, err)
 		}
 		return nil
 	}
-	k, err := r.start(n.logPath(), f.m.detach, append(args, "--run")...)
+	k, err := r.start(n.Host, n.logPath(), f.m.detach, append(args, "--run")...)
 	if err != nil {
 		return err
 	}
@@ -544,6 +583,27 @@ func (f *Formation) setPartitionTimeout(ctx context.Context, n *node, reload boo
 		if _, err := f.m.r.run(ctx, "reload", "--pgdata", n.pgdata()); err != nil {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
+	}
+	return nil
+}
+
+// appendHBA lets the monitor's TrustNet in to the server on pgdata (any
+// user and database, and replication, with trust), after pg_autoctl's
+// rules.
+func (m *Monitor) appendHBA(pgdata string) error {
+	if m.trustNet == "" {
+		return nil
+	}
+	fh, err := os.OpenFile(filepath.Join(pgdata, "pg_hba.conf"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return fmt.Errorf("pgauto: pg_hba: %w", err)
+	}
+	_, err = fmt.Fprintf(fh, "\n# Added by pgauto (TrustNet)\nhost all all %s trust\nhost replication all %s trust\n", m.trustNet, m.trustNet)
+	if cerr := fh.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("pgauto: pg_hba: %w", err)
 	}
 	return nil
 }
@@ -602,7 +662,7 @@ func (f *Formation) URI(db string) string {
 	nodes := f.Nodes()
 	hosts := make([]string, len(nodes))
 	for i, n := range nodes {
-		hosts[i] = fmt.Sprintf("127.0.0.1:%d", n.Port)
+		hosts[i] = fmt.Sprintf("%s:%d", n.Addr(), n.Port)
 	}
 	return fmt.Sprintf("postgres://%s@%s/%s?sslmode=disable&target_session_attrs=read-write",
 		f.m.user, strings.Join(hosts, ","), db)
@@ -610,7 +670,8 @@ func (f *Formation) URI(db string) string {
 
 // NodeURI is the DSN for database db on node i alone, primary or standby.
 func (f *Formation) NodeURI(i int, db string) string {
-	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", f.m.user, f.Nodes()[i].Port, db)
+	n := f.Nodes()[i]
+	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", f.m.user, n.Addr(), n.Port, db)
 }
 
 // NodeState is one node as the monitor sees it (pg_autoctl show state).

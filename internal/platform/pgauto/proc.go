@@ -35,6 +35,18 @@ type runner struct {
 	cred    *syscall.Credential
 	base    string
 	env     []string
+	// starter starts a prepared command that creates or runs the server
+	// on addr (see MonitorOptions.Start); nil: cmd.Start.
+	starter func(addr string, cmd *exec.Cmd) error
+}
+
+// startOn starts cmd with r.starter for a server on addr ("" or no
+// starter: here).
+func (r *runner) startOn(addr string, cmd *exec.Cmd) error {
+	if r.starter == nil || addr == "" {
+		return cmd.Start()
+	}
+	return r.starter(addr, cmd)
 }
 
 // binaries finds pg_autoctl and, unless binDir names it, the PostgreSQL
@@ -170,10 +182,20 @@ func (r *runner) command(ctx context.Context, args ...string) *exec.Cmd {
 // run runs a short pg_autoctl command and returns its standard output; the
 // error carries its standard error.
 func (r *runner) run(ctx context.Context, args ...string) ([]byte, error) {
+	return r.runOn(ctx, "", args...)
+}
+
+// runOn is run for a command that creates the server on addr (started
+// through r.starter).
+func (r *runner) runOn(ctx context.Context, addr string, args ...string) ([]byte, error) {
 	cmd := r.command(ctx, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
+	err := r.startOn(addr, cmd)
+	if err == nil {
+		err = cmd.Wait()
+	}
+	if err != nil {
 		return stdout.Bytes(), fmt.Errorf("pg_autoctl %s: %w: %s", strings.Join(args[:min(3, len(args))], " "), err, lastLines(stderr.String(), 8))
 	}
 	return stdout.Bytes(), nil
@@ -187,9 +209,9 @@ type proc struct {
 }
 
 // start runs pg_autoctl in the background with its output appended to
-// logPath. Unless detach, it gets SIGTERM (a fast shutdown of its
-// PostgreSQL) if this process dies.
-func (r *runner) start(logPath string, detach bool, args ...string) (*proc, error) {
+// logPath, for the server on addr (see runOn). Unless detach, it gets
+// SIGTERM (a fast shutdown of its PostgreSQL) if this process dies.
+func (r *runner) start(addr, logPath string, detach bool, args ...string) (*proc, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("pgauto: %w", err)
@@ -203,7 +225,7 @@ func (r *runner) start(logPath string, detach bool, args ...string) (*proc, erro
 	if !detach {
 		cmd.SysProcAttr.Pdeathsig = syscall.SIGTERM
 	}
-	if err := cmd.Start(); err != nil {
+	if err := r.startOn(addr, cmd); err != nil {
 		return nil, fmt.Errorf("pgauto: start pg_autoctl %s: %w", args[0], err)
 	}
 	p := &proc{pid: cmd.Process.Pid, done: make(chan struct{})}
