@@ -656,20 +656,27 @@ func (c *ControlRoom) serveEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		return rc.Flush() == nil
 	}
+	// The channel of the next update is taken before the client hears
+	// anything, and again before each send, so that no scrape between the
+	// two goes unsent.
+	next := func() <-chan struct{} {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.updated
+	}
+	ch := next()
 	if _, err := io.WriteString(w, "retry: 3000\n\n"); err != nil {
 		return
 	}
 	_ = rc.Flush()
 	for {
-		c.mu.Lock()
-		ch := c.updated
-		c.mu.Unlock()
 		select {
 		case <-r.Context().Done():
 			return
 		case <-c.stopped:
 			return
 		case <-ch:
+			ch = next()
 			if !send() {
 				return
 			}
