@@ -238,7 +238,7 @@ func testOrder(t *testing.T, f fixture) {
 	f.clock.Advance(time.Minute)
 	mustCart(t, "AddItem")(f.api.AddItem(ctx, owner, "prd_sofa", 1)) // existing line keeps its place
 	mustCart(t, "AddItem")(f.api.AddItem(ctx, owner, "prd_pen", 1))
-	wantCart(t, f.api, owner, "prd_sofa×2@499.00 prd_lamp×1@24.99 prd_mug×1@8.50 prd_pen×1@1.99 =1033.48")
+	wantCart(t, f.api, owner, "prd_sofa×2@499.00 prd_lamp×1@24.99 prd_mug×1@8.50 prd_pen×1@1.99 =1,033.48")
 	// Removed and re-added goes to the end.
 	mustCart(t, "RemoveItem")(f.api.RemoveItem(ctx, owner, "prd_sofa"))
 	mustCart(t, "AddItem")(f.api.AddItem(ctx, owner, "prd_sofa", 1))
@@ -331,7 +331,7 @@ func testMerge(t *testing.T, f fixture) {
 
 	// Shared products add up (capped at MaxQuantity, at the user's price);
 	// the others follow the user's lines in the visitor's order.
-	const merged = "prd_lamp×99@30.00 prd_sofa×1@499.00 prd_mug×5@8.50 prd_pen×2@1.99 =3515.48"
+	const merged = "prd_lamp×99@30.00 prd_sofa×1@499.00 prd_mug×5@8.50 prd_pen×2@1.99 =3,515.48"
 	c := mustCart(t, "Merge")(f.api.Merge(ctx, anon, user))
 	if summary(c) != merged {
 		t.Errorf("merged cart = %s, want %s", summary(c), merged)

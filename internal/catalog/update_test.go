@@ -122,7 +122,7 @@ func testUpdateProductInvalid(t *testing.T, e *env) {
 		{"long description", catalog.ProductChange{Description: ptr(strings.Repeat("x", 5001))}, errs.Invalid, "description must be at most 5000 characters"},
 		{"negative price", catalog.ProductChange{Price: ptr(money.USD(-1))}, errs.Invalid, "price must be positive"},
 		{"zero price", catalog.ProductChange{Price: ptr(money.USD(0))}, errs.Invalid, "price must be positive"},
-		{"huge price", catalog.ProductChange{Price: ptr(money.USD(catalog.MaxPrice + 1))}, errs.Invalid, "price must be at most $1000000.00"},
+		{"huge price", catalog.ProductChange{Price: ptr(money.USD(catalog.MaxPrice + 1))}, errs.Invalid, "price must be at most $1,000,000.00"},
 		{"other currency", catalog.ProductChange{Price: &money.Money{Amount: 5, Currency: "EUR"}}, errs.Invalid, "price must be in USD"},
 		{"negative stock", catalog.ProductChange{Stock: ptr(-1)}, errs.Invalid, "stock must not be negative"},
 		{"empty category", catalog.ProductChange{Category: ptr("")}, errs.Invalid, "category must not be empty"},

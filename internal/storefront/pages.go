@@ -308,6 +308,9 @@ type authData struct {
 	Email string
 	Next  string
 	Error string
+	// Exists says the e-mail of a registration has an account already:
+	// the page offers to log in with it.
+	Exists bool
 }
 
 func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) error {
@@ -373,7 +376,7 @@ func (s *Server) registerSubmit(w http.ResponseWriter, r *http.Request) error {
 	_, err := s.d.Accounts.Register(r.Context(), account.Registration{Email: d.Email, Password: password, Name: d.Name})
 	switch {
 	case errs.Is(errs.Conflict, err):
-		d.Error = "An account with this email already exists. Log in instead?"
+		d.Error, d.Exists = "An account with this email already exists.", true
 		return s.render(w, r, http.StatusConflict, "register", "Create an account", d)
 	case errs.Is(errs.Invalid, err):
 		d.Error = errs.Detail(err)

@@ -228,7 +228,7 @@ func TestLoginRegisterLogoutForms(t *testing.T) {
 
 	r = b.do("POST", "/register", url.Values{"name": {"Ada"}, "email": {"ada@example.com"}, "password": {"password123"}})
 	wantStatus(t, r, http.StatusConflict)
-	wantContains(t, r.body, "already exists")
+	wantContains(t, r.body, "already exists", `<a href="/login?next=%2f">Log in instead</a>`, `value="ada@example.com"`)
 
 	r = b.do("POST", "/login", url.Values{"email": {"ada@example.com"}, "password": {"nope-nope"}, "next": {"/orders"}})
 	wantStatus(t, r, http.StatusUnauthorized)

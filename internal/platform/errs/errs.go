@@ -17,32 +17,34 @@ type Kind uint8
 
 // The kinds of error. Other (the zero value) is an internal error.
 const (
-	Other        Kind = iota // internal error: 500
-	BadRequest               // malformed request: 400
-	Unauthorized             // not logged in or bad credentials: 401
-	Declined                 // payment declined: 402
-	Forbidden                // logged in, but not allowed: 403
-	NotFound                 // no such thing: 404
-	Conflict                 // state conflict (email taken, out of stock): 409
-	TooLarge                 // body too large: 413
-	Invalid                  // well-formed but invalid input: 422
-	Unavailable              // dependency down or transient failure, may be retried: 503
+	Other                Kind = iota // internal error: 500
+	BadRequest                       // malformed request: 400
+	Unauthorized                     // not logged in or bad credentials: 401
+	Declined                         // payment declined: 402
+	Forbidden                        // logged in, but not allowed: 403
+	NotFound                         // no such thing: 404
+	Conflict                         // state conflict (email taken, out of stock): 409
+	TooLarge                         // body too large: 413
+	Invalid                          // well-formed but invalid input: 422
+	Unavailable                      // dependency down or transient failure, may be retried: 503
+	UnsupportedMediaType             // a body of a type the endpoint does not take: 415
 )
 
 var kindInfo = map[Kind]struct {
 	status int
 	title  string
 }{
-	Other:        {http.StatusInternalServerError, "Internal Server Error"},
-	BadRequest:   {http.StatusBadRequest, "Bad Request"},
-	Unauthorized: {http.StatusUnauthorized, "Unauthorized"},
-	Declined:     {http.StatusPaymentRequired, "Payment Declined"},
-	Forbidden:    {http.StatusForbidden, "Forbidden"},
-	NotFound:     {http.StatusNotFound, "Not Found"},
-	Conflict:     {http.StatusConflict, "Conflict"},
-	TooLarge:     {http.StatusRequestEntityTooLarge, "Request Entity Too Large"},
-	Invalid:      {http.StatusUnprocessableEntity, "Unprocessable Entity"},
-	Unavailable:  {http.StatusServiceUnavailable, "Service Unavailable"},
+	Other:                {http.StatusInternalServerError, "Internal Server Error"},
+	BadRequest:           {http.StatusBadRequest, "Bad Request"},
+	Unauthorized:         {http.StatusUnauthorized, "Unauthorized"},
+	Declined:             {http.StatusPaymentRequired, "Payment Declined"},
+	Forbidden:            {http.StatusForbidden, "Forbidden"},
+	NotFound:             {http.StatusNotFound, "Not Found"},
+	Conflict:             {http.StatusConflict, "Conflict"},
+	TooLarge:             {http.StatusRequestEntityTooLarge, "Request Entity Too Large"},
+	Invalid:              {http.StatusUnprocessableEntity, "Unprocessable Entity"},
+	Unavailable:          {http.StatusServiceUnavailable, "Service Unavailable"},
+	UnsupportedMediaType: {http.StatusUnsupportedMediaType, "Unsupported Media Type"},
 }
 
 // Status is the HTTP status code for the kind.

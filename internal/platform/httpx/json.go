@@ -4,12 +4,14 @@
 package httpx
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
 	"mime"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/globomantics/globomantics/internal/platform/errs"
 )
@@ -17,9 +19,10 @@ import (
 // MaxBodyBytes is the largest request body any JSON endpoint accepts.
 const MaxBodyBytes = 1 << 20
 
-// Decode reads one JSON object from r's body into v. Bodies over MaxBodyBytes,
-// unknown fields, trailing data and a wrong content type are client errors
-// (413, 400, 400, 415 as BadRequest) with a useful detail.
+// Decode reads one JSON object from r's body into v. Bodies over MaxBodyBytes
+// (413), bodies that are not UTF-8, unknown fields and trailing data (400), and a body whose
+// Content-Type is not JSON or is missing (415) are client errors with a
+// useful detail.
 func Decode(r *http.Request, v any) error {
 	return DecodeLimit(r, v, MaxBodyBytes)
 }
@@ -27,14 +30,26 @@ func Decode(r *http.Request, v any) error {
 // DecodeLimit is Decode with a body limit of max bytes.
 func DecodeLimit(r *http.Request, v any, max int64) error {
 	const op = "httpx.Decode"
-	if ct := r.Header.Get("Content-Type"); ct != "" {
+	switch ct := r.Header.Get("Content-Type"); {
+	case ct != "":
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
-			return errs.E(op, errs.BadRequest, errs.Msg("Content-Type must be application/json"))
+			return errs.E(op, errs.UnsupportedMediaType, errs.Msg("Content-Type must be application/json"))
 		}
+	case r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody:
+		// A body that does not say what it is is not taken for JSON.
+		return errs.E(op, errs.UnsupportedMediaType, errs.Msg("Content-Type must be application/json"))
 	}
-	body := http.MaxBytesReader(nil, r.Body, max)
-	dec := json.NewDecoder(body)
+	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, max))
+	if err != nil {
+		return decodeError(op, err)
+	}
+	if !utf8.Valid(b) {
+		// encoding/json would quietly turn the bad bytes into U+FFFD and
+		// store them so: JSON text is UTF-8 (RFC 8259), so refuse it.
+		return errs.E(op, errs.BadRequest, errs.Msg("request body must be UTF-8 text"))
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return decodeError(op, err)

@@ -23,16 +23,22 @@ type item struct {
 	} `json:"inner"`
 }
 
+// jsonRequest is a POST of body with contentType: "" stands for
+// application/json, "-" for no Content-Type at all.
 func jsonRequest(body, contentType string) *http.Request {
 	r := httptest.NewRequest("POST", "/x", strings.NewReader(body))
-	if contentType != "" {
+	switch contentType {
+	case "-":
+	case "":
+		r.Header.Set("Content-Type", "application/json")
+	default:
 		r.Header.Set("Content-Type", contentType)
 	}
 	return r
 }
 
 func TestDecodeAccepts(t *testing.T) {
-	for _, ct := range []string{"", "application/json", "application/json; charset=utf-8", "application/merge-patch+json"} {
+	for _, ct := range []string{"application/json", "application/json; charset=utf-8", "application/merge-patch+json"} {
 		var v item
 		err := httpx.Decode(jsonRequest(`{"name":"mug","qty":2,"inner":{"price":350}}`+"\n  \n", ct), &v)
 		if err != nil {
@@ -61,9 +67,11 @@ func TestDecodeRejects(t *testing.T) {
 		{"whitespace body", "  \n", "application/json", errs.BadRequest, "request body is empty"},
 		{"truncated", `{"name":"a"`, "", errs.BadRequest, "not valid JSON"},
 		{"syntax", `{name:"a"}`, "", errs.BadRequest, "not valid JSON"},
-		{"wrong content type", `{"name":"a"}`, "text/plain", errs.BadRequest, "Content-Type must be application/json"},
-		{"form content type", `name=a`, "application/x-www-form-urlencoded", errs.BadRequest, "Content-Type"},
-		{"bad content type", `{"name":"a"}`, "application/json; =;", errs.BadRequest, "Content-Type"},
+		{"wrong content type", `{"name":"a"}`, "text/plain", errs.UnsupportedMediaType, "Content-Type must be application/json"},
+		{"form content type", `name=a`, "application/x-www-form-urlencoded", errs.UnsupportedMediaType, "Content-Type"},
+		{"bad content type", `{"name":"a"}`, "application/json; =;", errs.UnsupportedMediaType, "Content-Type"},
+		{"no content type", `{"name":"a"}`, "-", errs.UnsupportedMediaType, "Content-Type must be application/json"},
+		{"not UTF-8", "{\"name\":\"Ad\xffa\"}", "", errs.BadRequest, "must be UTF-8 text"},
 		{"type error", `{"name":"a","qty":"two"}`, "", errs.BadRequest, `field "qty" must be of type int`},
 		{"nested type error", `{"inner":{"price":"free"}}`, "", errs.BadRequest, `"inner.price" must be of type int64`},
 		{"oversized", big, "application/json", errs.TooLarge, "larger than 1048576 bytes"},

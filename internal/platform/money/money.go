@@ -1,7 +1,11 @@
 // Package money holds amounts of money in integer minor units.
 package money
 
-import "fmt"
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
 
 // Currency is the only currency the shop trades in.
 const Currency = "USD"
@@ -27,12 +31,21 @@ func (m Money) Add(o Money) Money {
 // Times returns m multiplied by n.
 func (m Money) Times(n int) Money { return Money{Amount: m.Amount * int64(n), Currency: m.Currency} }
 
-// String formats the amount for people, e.g. "$12.50".
+// String formats the amount for people, with thousands separators, e.g.
+// "$12.50" or "$2,450.00".
 func (m Money) String() string {
 	sign := ""
 	a := m.Amount
 	if a < 0 {
 		sign, a = "-", -a
 	}
-	return fmt.Sprintf("%s$%d.%02d", sign, a/100, a%100)
+	dollars := strconv.FormatInt(a/100, 10)
+	var b strings.Builder
+	for i, d := range dollars {
+		if i > 0 && (len(dollars)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(d)
+	}
+	return fmt.Sprintf("%s$%s.%02d", sign, b.String(), a%100)
 }
