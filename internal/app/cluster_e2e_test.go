@@ -2,7 +2,6 @@ package app_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/globomantics/globomantics/internal/cluster"
+	"github.com/globomantics/globomantics/internal/cluster/clustertest"
 	"github.com/globomantics/globomantics/internal/platform/testenv"
 )
 
@@ -40,37 +40,11 @@ func TestClusterFleet(t *testing.T) {
 			t.Skipf("%s missing", b)
 		}
 	}
-	bin := binary(t)
-	// Not t.TempDir: its parent is 0700 and PostgreSQL runs as postgres.
-	dir, err := os.MkdirTemp("", "globo-fleet-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	f := clustertest.New(t, binary(t), "globo-fleet-")
+	dir := f.Dir
 	run := func(timeout time.Duration, args ...string) (string, string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		var out, errb bytes.Buffer
-		cmd := exec.CommandContext(ctx, bin, append([]string{"cluster"}, args...)...)
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		return out.String(), errb.String(), err
+		return f.Run(timeout, append([]string{"cluster"}, args...)...)
 	}
-	downed := false
-	t.Cleanup(func() {
-		if !downed {
-			if _, e, err := run(5*time.Minute, "down", "--dir", dir); err != nil {
-				t.Errorf("clean-up: cluster down: %v\n%s", err, e)
-			}
-		}
-		if t.Failed() {
-			t.Logf("fleet directory kept: %s", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	})
 
 	start := time.Now()
 	// The suite registers many customers from one address, and autoscaling
@@ -104,10 +78,9 @@ func TestClusterFleet(t *testing.T) {
 		ports = append(ports, sp.Ports...)
 	}
 	start = time.Now()
-	if _, e, err := run(5*time.Minute, "down", "--dir", dir); err != nil {
+	if _, e, err := f.Cluster(5*time.Minute, "down"); err != nil {
 		t.Fatalf("cluster down: %v\n%s", err, e)
 	}
-	downed = true
 	t.Logf("cluster down took %v", time.Since(start).Round(100*time.Millisecond))
 	for _, p := range ports {
 		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p), 200*time.Millisecond); err == nil {

@@ -22,6 +22,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/globomantics/globomantics/internal/cluster"
+	"github.com/globomantics/globomantics/internal/cluster/clustertest"
 	"github.com/globomantics/globomantics/internal/platform/netns"
 	"github.com/globomantics/globomantics/internal/platform/pgauto"
 )
@@ -166,36 +167,8 @@ func TestClusterPartition(t *testing.T) {
 		}
 		t.Skip(err)
 	}
-	bin := buildBinary(t)
-	dir, err := os.MkdirTemp("", "cluster-hosts-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	run := func(timeout time.Duration, args ...string) (string, string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		var out, errb bytes.Buffer
-		cmd := exec.CommandContext(ctx, bin, args...)
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		return out.String(), errb.String(), err
-	}
-	downed := false
-	t.Cleanup(func() {
-		if !downed {
-			if _, e, err := run(5*time.Minute, "cluster", "down", "--dir", dir); err != nil {
-				t.Errorf("cleanup down: %v\n%s", err, e)
-			}
-		}
-		if !t.Failed() {
-			os.RemoveAll(dir)
-		} else {
-			t.Logf("fleet directory kept: %s", dir)
-		}
-	})
+	f := clustertest.New(t, buildBinary(t), "cluster-hosts-test-")
+	dir, run := f.Dir, f.Run
 
 	t0 := time.Now()
 	out, errOut, err := run(6*time.Minute, "cluster", "up", "--dir", dir, "--hosts", "--rate-limits=false", "--autoscale=false")
@@ -387,10 +360,9 @@ func TestClusterPartition(t *testing.T) {
 		ports = append(ports, sp.Ports...)
 	}
 	t1 := time.Now()
-	if _, e, err := run(5*time.Minute, "cluster", "down", "--dir", dir); err != nil {
+	if _, e, err := f.Cluster(5*time.Minute, "down"); err != nil {
 		t.Fatalf("cluster down: %v\n%s", err, e)
 	}
-	downed = true
 	t.Logf("down took %v", time.Since(t1).Round(100*time.Millisecond))
 	if b, err := exec.Command("ip", "netns", "list").Output(); err != nil || bytes.Contains(b, []byte(st.NetPrefix+"-")) {
 		t.Errorf("namespaces left after down (%v):\n%s", err, b)

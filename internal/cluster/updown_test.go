@@ -2,7 +2,6 @@ package cluster_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/globomantics/globomantics/internal/cluster"
+	"github.com/globomantics/globomantics/internal/cluster/clustertest"
 )
 
 // buildBinary builds the globomantics binary into a temporary directory.
@@ -100,37 +100,11 @@ func TestClusterUpDown(t *testing.T) {
 		t.Skip("starts the whole fleet")
 	}
 	needServers(t)
-	bin := buildBinary(t)
-	// Not t.TempDir: its parent is 0700 and PostgreSQL runs as postgres.
-	dir, err := os.MkdirTemp("", "cluster-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	f := clustertest.New(t, buildBinary(t), "cluster-test-")
+	dir := f.Dir
 	run := func(timeout time.Duration, args ...string) (string, string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		var out, errb bytes.Buffer
-		cmd := exec.CommandContext(ctx, bin, append([]string{"cluster"}, args...)...)
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		return out.String(), errb.String(), err
+		return f.Run(timeout, append([]string{"cluster"}, args...)...)
 	}
-	downed := false
-	t.Cleanup(func() {
-		if !downed {
-			if _, e, err := run(5*time.Minute, "down", "--dir", dir); err != nil {
-				t.Errorf("cleanup down: %v\n%s", err, e)
-			}
-		}
-		if !t.Failed() {
-			os.RemoveAll(dir)
-		} else {
-			t.Logf("fleet directory kept: %s", dir)
-		}
-	})
 
 	t0 := time.Now()
 	out, errOut, err := run(6*time.Minute, "up", "--dir", dir, "--rate-limits=false")
@@ -206,10 +180,9 @@ func TestClusterUpDown(t *testing.T) {
 	ports = append(ports, st.ControlPort)
 
 	t1 := time.Now()
-	if _, e, err := run(5*time.Minute, "down", "--dir", dir); err != nil {
+	if _, e, err := f.Cluster(5*time.Minute, "down"); err != nil {
 		t.Fatalf("cluster down: %v\n%s", err, e)
 	}
-	downed = true
 	t.Logf("down took %v", time.Since(t1).Round(100*time.Millisecond))
 	if left, _, _ := fleetProcs(dir); len(left) > 0 {
 		t.Errorf("processes left after down: %v", left)
