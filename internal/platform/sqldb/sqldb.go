@@ -72,12 +72,36 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 	db.SetMaxOpenConns(8)
 	db.SetMaxIdleConns(8)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	if err := db.PingContext(ctx); err != nil {
+	if err := pingSQLite(ctx, db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
 	name := filepath.Base(path)
 	return &DB{DB: db, Dialect: SQLite, name: name, source: name}, nil
+}
+
+// sqliteOpenBusy bounds how long opening a SQLite file waits for another
+// process opening it at the same moment.
+const sqliteOpenBusy = 10 * time.Second
+
+// pingSQLite opens db's first connection. Two processes opening one new
+// file at once race to switch it to WAL, and the loser gets SQLITE_BUSY at
+// once (SQLite does not call the busy handler for that lock): it tries
+// again, for up to sqliteOpenBusy.
+func pingSQLite(ctx context.Context, db *sql.DB) error {
+	deadline := time.Now().Add(sqliteOpenBusy)
+	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
+		err := db.PingContext(ctx)
+		var se *sqlite.Error
+		if err == nil || !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_BUSY || time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
 }
 
 // OpenPostgres connects to the PostgreSQL cluster dsn names (a URL or
