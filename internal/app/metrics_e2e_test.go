@@ -34,19 +34,7 @@ func TestMetricsAndTracesOnInternalListener(t *testing.T) {
 		t.Fatalf("home page ids: request %q trace %q", rid, traceID)
 	}
 
-	get := func(url, auth string) (int, string) {
-		req, _ := http.NewRequest(http.MethodGet, url, nil)
-		if auth != "" {
-			req.Header.Set("Authorization", auth)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := func(url, auth string) (int, string) { return getAuth(t, url, auth) }
 	want := `http_server_request_duration_seconds_count{http_request_method="GET",http_response_status_code="200",http_route="GET /{$}"}`
 	testenv.CheckFor(t, 5*time.Second, func() error {
 		code, body := get(p.internalURL()+"/metrics", "")
@@ -81,4 +69,21 @@ func TestMetricsAndTracesOnInternalListener(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// getAuth GETs url with the Authorization header auth (none when empty)
+// and returns the status and the body.
+func getAuth(t *testing.T, url, auth string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

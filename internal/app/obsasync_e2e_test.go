@@ -2,7 +2,6 @@ package app_test
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -39,19 +38,7 @@ func TestCheckoutIsOneTrace(t *testing.T) {
 		t.Fatalf("checkout's X-Trace-Id %q", traceID)
 	}
 
-	get := func(url, auth string) (int, string) {
-		req, _ := http.NewRequest(http.MethodGet, url, nil)
-		if auth != "" {
-			req.Header.Set("Authorization", auth)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := func(url, auth string) (int, string) { return getAuth(t, url, auth) }
 	testenv.CheckFor(t, 20*time.Second, func() error {
 		code, body := get(p.internalURL()+"/svc/obs/v1/traces?trace_id="+traceID, operatorAuth())
 		if code != http.StatusOK {

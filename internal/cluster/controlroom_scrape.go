@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"slices"
@@ -317,38 +318,23 @@ func (c *ControlRoom) derive(now time.Time, old, s *crProcState) crPoint {
 	return pt
 }
 
-// quantile estimates the q-quantile from histogram bucket counts (upper
-// bound -> cumulative count), interpolating linearly inside the bucket as
-// Prometheus's histogram_quantile does. NaN without observations.
+// crQuantile estimates the q-quantile from histogram bucket counts (upper
+// bound -> cumulative count) as scaleHist.quantile does (Prometheus's
+// histogram_quantile). NaN without observations.
 func crQuantile(q float64, buckets map[float64]float64) float64 {
-	bounds := make([]float64, 0, len(buckets))
-	for ub := range buckets {
-		bounds = append(bounds, ub)
-	}
-	sort.Float64s(bounds)
+	bounds := slices.Sorted(maps.Keys(buckets))
 	if len(bounds) == 0 {
 		return math.NaN()
 	}
-	total := buckets[bounds[len(bounds)-1]]
-	if total <= 0 {
+	h := scaleHist{bounds: bounds, counts: make([]float64, len(bounds)), total: buckets[bounds[len(bounds)-1]]}
+	for i, ub := range bounds {
+		h.counts[i] = buckets[ub]
+	}
+	v, ok := h.quantile(q)
+	if !ok {
 		return math.NaN()
 	}
-	rank := q * total
-	prevBound, prevCount := 0.0, 0.0
-	for _, ub := range bounds {
-		cnt := buckets[ub]
-		if cnt >= rank {
-			if math.IsInf(ub, 1) { // in the overflow bucket: the largest finite bound
-				return prevBound
-			}
-			if cnt == prevCount {
-				return ub
-			}
-			return prevBound + (ub-prevBound)*(rank-prevCount)/(cnt-prevCount)
-		}
-		prevBound, prevCount = ub, cnt
-	}
-	return prevBound
+	return v
 }
 
 // scrapeProc reads one process: its metrics, and for shop processes its

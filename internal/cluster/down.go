@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/globomantics/globomantics/internal/devpg"
+	"github.com/globomantics/globomantics/internal/platform/proctree"
 )
 
 // dataDirs are removed by down: what the fleet's databases, broker and
@@ -40,10 +41,10 @@ func down(ctx context.Context, dir string, stderr io.Writer) error {
 		say("stopping the supervisor (pid %d)", st.Supervisor)
 		_ = syscall.Kill(st.Supervisor, syscall.SIGTERM)
 		deadline := time.Now().Add(3 * time.Minute)
-		for pidAlive(st.Supervisor) && time.Now().Before(deadline) {
+		for proctree.Alive(st.Supervisor) && time.Now().Before(deadline) {
 			time.Sleep(100 * time.Millisecond)
 		}
-		if pidAlive(st.Supervisor) {
+		if proctree.Alive(st.Supervisor) {
 			say("the supervisor did not stop in 3 minutes: SIGKILL")
 			_ = syscall.Kill(st.Supervisor, syscall.SIGKILL)
 		}

@@ -16,12 +16,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/globomantics/globomantics/internal/devpg"
 	"github.com/globomantics/globomantics/internal/platform/netns"
 	"github.com/globomantics/globomantics/internal/platform/pgauto"
+	"github.com/globomantics/globomantics/internal/platform/proctree"
 	"github.com/globomantics/globomantics/internal/platform/svcauth"
-	"github.com/nats-io/nats.go"
-	"github.com/redis/go-redis/v9"
 )
 
 // extraDatabases are the services with a database of their own that
@@ -532,7 +534,7 @@ func (f *fleet) refreshPostgres(ctx context.Context) {
 			state = "ready"
 		}
 		cancel()
-		if !pidAlive(n.PID) {
+		if !proctree.Alive(n.PID) {
 			state = "failed"
 		}
 		procs = append(procs, Proc{Name: "pg-" + n.Name, Group: group, Kind: "postgres", PID: n.PID, State: state,

@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/globomantics/globomantics/internal/platform/proctree"
 )
 
 // Launch is what the supervisor runs: a command line, the environment
@@ -79,29 +80,11 @@ func closeLog(cmd *exec.Cmd) {
 	}
 }
 
-// pidAlive reports whether pid exists and is not a zombie.
-func pidAlive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
-		return false
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return !errors.Is(err, fs.ErrNotExist)
-	}
-	if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) {
-		return b[i+2] != 'Z' && b[i+2] != 'X'
-	}
-	return true
-}
-
 // ownedBy reports whether a live pid belongs to the fleet in dir: its
 // working directory or its command line is under dir (so a recycled pid
 // is never killed).
 func ownedBy(pid int, dir string) bool {
-	if !pidAlive(pid) {
+	if !proctree.Alive(pid) {
 		return false
 	}
 	if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err == nil && (cwd == dir || strings.HasPrefix(cwd, dir+"/")) {

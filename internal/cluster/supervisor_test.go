@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/globomantics/globomantics/internal/platform/proctree"
 )
 
 // checkFor polls fn until it returns nil, failing the test after timeout.
@@ -102,7 +104,7 @@ func TestKillIsRestarted(t *testing.T) {
 		}
 		return nil
 	})
-	if pidAlive(old) {
+	if proctree.Alive(old) {
 		t.Fatalf("killed pid %d still alive", old)
 	}
 	if err := s.Kill("nope"); !errors.Is(err, ErrUnknown) {
@@ -147,7 +149,7 @@ func TestAddRemove(t *testing.T) {
 	if p.Name != "mail-3" || p.State != "stopped" || p.LastExit != "exit status 0" {
 		t.Fatalf("Remove = %+v, want mail-3 stopped after a clean exit", p)
 	}
-	if pidAlive(third) {
+	if proctree.Alive(third) {
 		t.Fatalf("removed pid %d alive", third)
 	}
 	if _, err := s.Remove(ctxT(t, 10*time.Second), "mail"); err != nil {
@@ -181,7 +183,7 @@ func TestStopAllLeavesNoPid(t *testing.T) {
 	}
 	s.StopAll(300 * time.Millisecond)
 	for _, pid := range pids {
-		if pidAlive(pid) {
+		if proctree.Alive(pid) {
 			t.Errorf("pid %d alive after StopAll", pid)
 		}
 	}
@@ -230,7 +232,7 @@ func TestDownWithoutSupervisor(t *testing.T) {
 	}
 	for _, c := range cmds {
 		checkFor(t, 5*time.Second, func() error {
-			if pidAlive(c.Process.Pid) {
+			if proctree.Alive(c.Process.Pid) {
 				return fmt.Errorf("pid %d alive after down", c.Process.Pid)
 			}
 			return nil

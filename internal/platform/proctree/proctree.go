@@ -4,10 +4,13 @@ package proctree
 
 import (
 	"bytes"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // Children lists the pids whose parent is pid (none where /proc is absent).
@@ -41,4 +44,22 @@ func StatFields(path string) ([]string, bool) {
 		return nil, false
 	}
 	return strings.Fields(string(b[i+1:])), true
+}
+
+// Alive reports whether process pid exists and is not a zombie (a process
+// that exited and was not yet waited for).
+func Alive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	path := "/proc/" + strconv.Itoa(pid) + "/stat"
+	f, ok := StatFields(path)
+	if !ok {
+		_, err := os.Stat(path)
+		return !errors.Is(err, fs.ErrNotExist) // no /proc: trust kill(0)
+	}
+	return len(f) == 0 || (f[0] != "Z" && f[0] != "X")
 }
