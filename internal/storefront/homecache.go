@@ -130,7 +130,7 @@ var errUncacheable = errors.New("storefront: page not shareable")
 // page: no session, no cart and no read-after positions (whose reads must
 // see the visitor's own writes).
 func (s *Server) sharedVisitor(r *http.Request) bool {
-	if s.sessionToken(r) != "" || s.cartToken(r) != "" {
+	if s.sessionToken(r) != "" || s.cartToken(r) != "" || s.hasFlash(r) {
 		return false
 	}
 	_, err := r.Cookie(s.cookieName(ReadAfterCookie))

@@ -244,6 +244,7 @@ func (s *Server) cartAdd(w http.ResponseWriter, r *http.Request) error {
 		var c cart.Cart
 		if c, err = s.d.Carts.AddItem(ctx, owner, productID, qty); err == nil {
 			s.keepCart(w, newTok, len(c.Items))
+			s.setFlash(w, FlashInfo, addedMessage(c, productID, qty))
 			http.Redirect(w, r, "/cart", http.StatusSeeOther)
 			return nil
 		}
@@ -335,6 +336,7 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) error {
 	_, err := s.login(w, r, d.Email, f.Get("password"))
 	switch {
 	case err == nil:
+		s.setFlash(w, FlashInfo, "You're logged in.")
 		http.Redirect(w, r, d.Next, http.StatusSeeOther)
 		return nil
 	case errs.Is(errs.Unauthorized, err):
@@ -397,6 +399,7 @@ func (s *Server) logoutSubmit(w http.ResponseWriter, r *http.Request) error {
 	if err := s.logout(w, r); err != nil {
 		return err
 	}
+	s.setFlash(w, FlashInfo, "You're logged out. See you soon!")
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 	return nil
 }
@@ -727,4 +730,23 @@ func (s *Server) mailMessage(w http.ResponseWriter, r *http.Request) error {
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b)
 	return nil
+}
+
+// addedMessage is the feedback after adding qty of productID to the cart c:
+// it names the product (never its id) and how many of it the cart now holds.
+func addedMessage(c cart.Cart, productID string, qty int) string {
+	for _, it := range c.Items {
+		if it.ProductID != productID {
+			continue
+		}
+		msg := "Added " + it.Name + " to your cart."
+		if qty > 1 {
+			msg = "Added " + strconv.Itoa(qty) + " × " + it.Name + " to your cart."
+		}
+		if it.Quantity > qty {
+			msg += " You now have " + strconv.Itoa(it.Quantity) + "."
+		}
+		return msg
+	}
+	return "Added to your cart."
 }

@@ -38,6 +38,7 @@ type layoutData struct {
 	CartCount  int
 	Categories []catalog.Category
 	Query      string
+	Flash      *flash // the one-time message left by the last action, if any
 	Page       any
 }
 
@@ -132,6 +133,9 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name
 		return errs.E("storefront.render", errs.Msg("no page template %q", name))
 	}
 	ld := s.layout(r, title, data)
+	if status < 300 {
+		ld.Flash = s.takeFlash(w, r)
+	}
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "layout.html", ld); err != nil {
 		return errs.E("storefront.render", err)
@@ -196,7 +200,7 @@ func (s *Server) pageHandler(h func(w http.ResponseWriter, r *http.Request) erro
 // (cart count, account name) is personal.
 func (s *Server) publicPage(w http.ResponseWriter, r *http.Request) {
 	w.Header().Add("Vary", "Cookie")
-	if s.sessionToken(r) == "" && s.cartToken(r) == "" {
+	if s.sessionToken(r) == "" && s.cartToken(r) == "" && !s.hasFlash(r) {
 		w.Header().Set("Cache-Control", catalogCacheControl)
 	}
 }
@@ -274,6 +278,11 @@ func (s *Server) redirectToLogin(w http.ResponseWriter, r *http.Request) {
 		if _, pattern := s.html.Handler(probe); pattern != "" {
 			next = r.URL.Path
 		}
+	}
+	if next == "/checkout" || strings.HasPrefix(next, "/checkout?") {
+		s.setFlash(w, FlashInfo, "Log in or create an account to check out. Your cart is kept.")
+	} else {
+		s.setFlash(w, FlashInfo, "Please log in to continue.")
 	}
 	http.Redirect(w, r, "/login?next="+url.QueryEscape(next), http.StatusSeeOther)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/blob"
 	"github.com/globomantics/globomantics/internal/platform/cache"
 	"github.com/globomantics/globomantics/internal/platform/clock"
+	"github.com/globomantics/globomantics/internal/platform/compress"
 	"github.com/globomantics/globomantics/internal/platform/httpx"
 	"github.com/globomantics/globomantics/internal/platform/page"
 	"github.com/globomantics/globomantics/internal/platform/ratelimit"
@@ -276,7 +277,10 @@ func (s *Server) routes() {
 	root.HandleFunc("/media/{key...}", s.serveMedia)
 	root.Handle("/api/", s.withReadAfter(withVisitor(s.dispatch(api, s.apiNoRoute))))
 	root.Handle("/", s.withReadAfter(withVisitor(s.dispatch(html, s.htmlNoRoute))))
-	s.handler = withSecurityHeaders(root)
+	// Text answers (pages, CSS, JSON, SVG) are compressed as the client
+	// negotiates, with Vary: Accept-Encoding; behind the edge, the edge
+	// passes an encoded answer through and its CDN keeps one copy per coding.
+	s.handler = withSecurityHeaders(compress.Handler(root))
 }
 
 // dispatch serves r with mux when one of its patterns matches; otherwise it
