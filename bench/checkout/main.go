@@ -603,7 +603,7 @@ func newShopper(ctx context.Context, tr http.RoundTripper, base string, i int, p
 // checkoutBody is the same for every checkout (the key differs).
 var checkoutBody = mustJSON(map[string]any{
 	"shipping_address": map[string]string{"name": "Ada Shopper", "line1": "1 Main St", "city": "Springfield",
-		"postal_code": "12345", "country": "US"},
+		"region": "IL", "postal_code": "12345", "country": "US"},
 	"payment": map[string]any{"card_number": "4242424242424242", "exp_month": 12,
 		"exp_year": time.Now().Year() + 3, "cvc": "123"},
 })

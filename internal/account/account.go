@@ -45,6 +45,14 @@ const SessionTTL = 30 * 24 * time.Hour
 //   - Authenticate: errs.Unauthorized for an unknown or expired token.
 //   - GetAccount: errs.NotFound.
 //   - UpdateProfile: errs.Invalid for an empty name; errs.NotFound.
+//   - ChangePassword: errs.Forbidden for a wrong current password;
+//     errs.Invalid for a bad new one; errs.NotFound. Ends every session of
+//     the account but keepToken's.
+//   - RequestPasswordReset: errs.Invalid for a malformed email; an unknown
+//     email is not an error (nothing is sent).
+//   - CheckPasswordReset, ResetPassword: errs.Forbidden for a link that is
+//     unknown, tampered with, expired or used; ResetPassword: errs.Invalid
+//     for a bad new password. ResetPassword ends every session.
 type API interface {
 	Register(ctx context.Context, r Registration) (Account, error)
 	Login(ctx context.Context, email, password string) (Session, error)
@@ -52,4 +60,8 @@ type API interface {
 	Authenticate(ctx context.Context, token string) (Account, error)
 	GetAccount(ctx context.Context, id string) (Account, error)
 	UpdateProfile(ctx context.Context, id, name string) (Account, error)
+	ChangePassword(ctx context.Context, accountID, keepToken, current, newPassword string) error
+	RequestPasswordReset(ctx context.Context, email string) error
+	CheckPasswordReset(ctx context.Context, token string) error
+	ResetPassword(ctx context.Context, token, newPassword string) (Account, error)
 }

@@ -72,6 +72,35 @@ func (c *Client) UpdateProfile(ctx context.Context, id, name string) (Account, e
 	return a, err
 }
 
+// ChangePassword replaces an account's password; see API.
+func (c *Client) ChangePassword(ctx context.Context, accountID, keepToken, current, newPassword string) error {
+	const op = "account.ChangePassword"
+	if accountID == "" { // an empty path segment cannot reach the handler
+		return errs.E(op, errs.NotFound, errs.Msg("account not found"))
+	}
+	return c.c.Call(ctx, http.MethodPut, path("/accounts", accountID, "password"),
+		passwordChangeRequest{KeepToken: keepToken, CurrentPassword: current, NewPassword: newPassword}, nil)
+}
+
+// RequestPasswordReset sends a reset link, if the e-mail has an account;
+// see API.
+func (c *Client) RequestPasswordReset(ctx context.Context, email string) error {
+	return c.c.Call(ctx, http.MethodPost, apiPrefix+"/password-resets", resetRequest{Email: email}, nil)
+}
+
+// CheckPasswordReset reports whether a reset link can be used; see API. It
+// is retried on another instance if one is down.
+func (c *Client) CheckPasswordReset(ctx context.Context, token string) error {
+	return c.c.Call(ctx, http.MethodPost, apiPrefix+"/password-resets/check", tokenRequest{Token: token}, nil, httpx.Retryable())
+}
+
+// ResetPassword sets a new password with a reset link; see API.
+func (c *Client) ResetPassword(ctx context.Context, token, newPassword string) (Account, error) {
+	var a Account
+	err := c.c.Call(ctx, http.MethodPost, apiPrefix+"/password-resets/confirm", resetConfirmRequest{Token: token, NewPassword: newPassword}, &a)
+	return a, err
+}
+
 // path is httpx.Path under the API prefix, except that the segments "." and
 // ".." are percent-encoded so that no URL cleaning can remove them.
 func path(prefix string, segs ...string) string {

@@ -2,6 +2,7 @@ package account
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"log/slog"
@@ -70,6 +71,9 @@ type Store interface {
 type Service struct {
 	store    Store
 	sessions SessionStore
+	creds    Credentials // nil when the store cannot change passwords
+	resetKey []byte      // signs password reset tokens (reset.go)
+	kick     func()      // wakes the outbox relay; may be nil
 	clock    clock.Clock
 	params   ArgonParams
 	// hashSlots bounds concurrent argon2id computations: each one holds
@@ -111,6 +115,9 @@ func NewService(store Store, clk clock.Clock, opts ...Option) *Service {
 	if ss, ok := store.(SessionStore); ok {
 		s.sessions = ss
 	}
+	if cs, ok := store.(Credentials); ok {
+		s.creds = cs
+	}
 	for _, o := range opts {
 		o(s)
 	}
@@ -119,6 +126,12 @@ func NewService(store Store, clk clock.Clock, opts ...Option) *Service {
 	}
 	if s.hashSlots == nil {
 		s.hashSlots = make(chan struct{}, runtime.GOMAXPROCS(0))
+	}
+	if len(s.resetKey) == 0 {
+		s.resetKey = make([]byte, 32)
+		if _, err := rand.Read(s.resetKey); err != nil {
+			panic(err) // crypto/rand never fails on supported platforms
+		}
 	}
 	return s
 }

@@ -37,6 +37,12 @@ type SessionStore interface {
 	// reports how many it deleted (live or expired; a store that forgets
 	// expired sessions by itself counts only those it still had).
 	DeleteAccountSessions(ctx context.Context, accountID string) (int64, error)
+	// DeleteOtherSessions deletes every session of the account except the
+	// one named by the session key keep ("" keeps none: it is then
+	// DeleteAccountSessions) and reports how many it deleted. The kept
+	// session is left as it was; a key naming no session of the account
+	// keeps nothing.
+	DeleteOtherSessions(ctx context.Context, accountID, keep string) (int64, error)
 	// DeleteExpiredSessions deletes sessions that expired at or before now
 	// and reports how many it deleted; a store whose sessions expire by
 	// themselves deletes nothing and reports 0.
@@ -69,6 +75,9 @@ func (noSessions) LookupSession(context.Context, string) (StoredSession, error) 
 func (noSessions) ExtendSession(context.Context, string, time.Time) error { return errNoSessions }
 func (noSessions) DeleteSession(context.Context, string) error            { return errNoSessions }
 func (noSessions) DeleteAccountSessions(context.Context, string) (int64, error) {
+	return 0, errNoSessions
+}
+func (noSessions) DeleteOtherSessions(context.Context, string, string) (int64, error) {
 	return 0, errNoSessions
 }
 func (noSessions) DeleteExpiredSessions(context.Context, time.Time) (int64, error) {
@@ -124,6 +133,14 @@ func (m MigratingSessions) DeleteSession(ctx context.Context, key string) error 
 func (m MigratingSessions) DeleteAccountSessions(ctx context.Context, accountID string) (int64, error) {
 	n, err := m.Primary.DeleteAccountSessions(ctx, accountID)
 	ln, lerr := m.Legacy.DeleteAccountSessions(ctx, accountID)
+	return n + ln, errors.Join(err, lerr)
+}
+
+// DeleteOtherSessions deletes the account's sessions but keep from both
+// stores.
+func (m MigratingSessions) DeleteOtherSessions(ctx context.Context, accountID, keep string) (int64, error) {
+	n, err := m.Primary.DeleteOtherSessions(ctx, accountID, keep)
+	ln, lerr := m.Legacy.DeleteOtherSessions(ctx, accountID, keep)
 	return n + ln, errors.Join(err, lerr)
 }
 

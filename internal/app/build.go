@@ -2,9 +2,11 @@ package app
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -245,6 +247,15 @@ func (a *app) buildAccount(ctx context.Context, s *services, sdb *serviceDB) (ht
 		// expire (account.SessionTTL): nobody is logged out by the move.
 		opts = append(opts, account.WithSessionStore(account.MigratingSessions{Primary: rs, Legacy: store}))
 	}
+	// Password reset e-mail jobs go through each node's outbox, as the
+	// order service's events.
+	relays := outbox.NewRelays(store.Outboxes, a.contracts.Publisher(a.bus), a.log.With("outbox", config.Account), a.relayOptions()...)
+	a.bg = append(a.bg, relays.Run)
+	secret, err := a.resetSecret()
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, account.WithKick(relays.Kick), account.WithResetSecret(secret))
 	svc := account.NewService(store, a.clock, opts...)
 	a.bg = append(a.bg, func(ctx context.Context) { svc.RunSessionSweeper(ctx, time.Hour, a.log.With("service", "account")) })
 	s.account = svc
@@ -471,9 +482,14 @@ func (a *app) buildMail(_ context.Context, _ *services, _ *serviceDB) (http.Hand
 		}
 		sender = mail.NewFileSender(a.cfg.MailDir)
 	}
-	w := mail.New(sender, a.cfg.MailFrom, a.log.With("worker", "mail"))
+	// Links in messages (password resets) point at the shop's public URL:
+	// --advertise, else http://<--http-addr>; never a request's Host.
+	w := mail.New(sender, a.cfg.MailFrom, a.log.With("worker", "mail"),
+		mail.WithShopURL(advertised(a.cfg.Advertise, a.cfg.HTTPAddr)), mail.WithClock(a.clock))
 	// One shared durable consumer of the e-mail jobs (GLOBO_JOBS).
 	a.subs = append(a.subs, subscription{mail.ConsumerName, mail.Subjects, w.Handle, nil})
+	// And one of the account service's (password reset links).
+	a.subs = append(a.subs, subscription{mail.AccountConsumerName, mail.AccountSubjects, w.HandleAccount, nil})
 	// Upgrade from versions that mailed from OrderPlaced and OrderCancelled:
 	// their consumer ("mail-worker", on GLOBO) may hold orders whose mail
 	// was not sent before the upgrade; they are sent through it, then it
@@ -500,6 +516,41 @@ func (m mailbox) List(ctx context.Context) ([]storefront.MailSummary, error) {
 
 func (m mailbox) Read(ctx context.Context, id string) ([]byte, error) {
 	return mail.ReadMessage(m.dir, id)
+}
+
+// resetSecret is the key that signs password reset links. With shared
+// credentials (--credentials or GLOBO_SERVICE_TOKEN) it is derived from the
+// account service's credential, which every instance of the service shares.
+// A process without them runs the whole shop alone and makes a random
+// credential at every start, so the key is instead kept in the data
+// directory (made once, mode 0600): links sent before a restart still work.
+func (a *app) resetSecret() ([]byte, error) {
+	if a.cfg.CredentialsDir == "" && a.cfg.ServiceToken == "" {
+		return persistentKey(filepath.Join(a.cfg.DataDir, "password-reset.key"))
+	}
+	cred, _ := a.keys.Credential(config.Account)
+	sum := sha256.Sum256([]byte("globomantics password resets\x00" + cred))
+	return sum[:], nil
+}
+
+// persistentKey reads the 32-byte key at path, making it when missing.
+func persistentKey(path string) ([]byte, error) {
+	if b, err := os.ReadFile(path); err == nil && len(b) == 32 {
+		return b, nil
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, key, 0o600); err != nil {
+		return nil, fmt.Errorf("writing %s: %w", path, err)
+	}
+	return key, nil
 }
 
 // callbackSecret is the key that signs checkout callbacks: the configured

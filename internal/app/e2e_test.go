@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"github.com/globomantics/globomantics/internal/config"
 	"github.com/globomantics/globomantics/internal/platform/svcauth"
 	"github.com/globomantics/globomantics/internal/platform/testenv"
+	"github.com/globomantics/globomantics/pkg/shopclient"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -484,7 +486,7 @@ func newClient(t *testing.T, tp *topology) *client {
 	for _, p := range tp.storefronts {
 		bases = append(bases, p.url())
 	}
-	return &client{t: t, hc: &http.Client{Jar: jar, Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, bases: bases}
+	return &client{t: t, hc: &http.Client{Transport: contractTransport(t), Jar: jar, Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, bases: bases}
 }
 
 // base alternates between storefront instances, so every step of a session
@@ -545,43 +547,42 @@ func (c *client) must(status int, method, path string, body any, hdr ...string) 
 	return r
 }
 
-type money struct {
-	Amount   int64  `json:"amount"`
-	Currency string `json:"currency"`
-}
+// The API's shapes are the generated client's (pkg/shopclient), made from
+// the OpenAPI document the storefront serves; the suite does not write
+// them again.
+type (
+	product = shopclient.Product
+	order   = shopclient.Order
+	problem = shopclient.ProblemDetails
+)
 
-type product struct {
-	ID         string            `json:"id"`
-	Name       string            `json:"name"`
-	Category   string            `json:"category"`
-	Price      money             `json:"price"`
-	Stock      int               `json:"stock"`
-	ImageURL   string            `json:"image_url"`
-	Thumbnails map[string]string `json:"thumbnails"`
-}
+// stockCart is a cart answer with its stock notices.
+type stockCart = shopclient.Cart
 
-type order struct {
-	ID      string `json:"id"`
-	Status  string `json:"status"`
-	Total   money  `json:"total"`
-	Payment struct {
-		Status string `json:"status"`
-	} `json:"payment"`
-	Shipment struct {
-		Status         string `json:"status"`
-		TrackingNumber string `json:"tracking_number"`
-	} `json:"shipment"`
-	Items []struct {
-		ProductID string `json:"product_id"`
-		Quantity  int    `json:"quantity"`
-	} `json:"items"`
-	CreatedAt string `json:"created_at"`
-}
-
-type problem struct {
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail"`
+// setStock sets a product's stock through the catalog's internal API, as
+// an operator would (or as a sale elsewhere would lower it).
+func setStock(t *testing.T, tp *topology, id string, n int) {
+	t.Helper()
+	body := fmt.Sprintf(`{"stock":%d}`, n)
+	for _, p := range tp.procs {
+		req, _ := http.NewRequest(http.MethodPatch, p.internalURL()+"/svc/catalog/v1/products/"+url.PathEscape(id), strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tp.credential(svcauth.Operator))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusOK:
+			return
+		case http.StatusNotFound: // a process without the catalog
+		default:
+			t.Fatalf("%s: PATCH stock of %s: %d %s", p.name, id, resp.StatusCode, b)
+		}
+	}
+	t.Fatalf("no process serves the catalog to set the stock of %s", id)
 }
 
 func (c *client) product(id string) product {
@@ -618,9 +619,7 @@ func shopSuite(t *testing.T, tp *topology) {
 	c := newClient(t, tp)
 
 	// Browse.
-	var cats struct {
-		Items []struct{ ID, Name string } `json:"items"`
-	}
+	var cats shopclient.CategoryList
 	c.must(200, "GET", "/api/v1/categories", nil).decode(t, &cats)
 	if len(cats.Items) < 4 {
 		t.Fatalf("categories = %v, want at least 4", cats.Items)
@@ -628,16 +627,13 @@ func shopSuite(t *testing.T, tp *topology) {
 	var all []product
 	token := ""
 	for pages := 0; ; pages++ {
-		var pg struct {
-			Items []product `json:"items"`
-			Next  string    `json:"next_page_token"`
-		}
+		var pg shopclient.ListProduct
 		c.must(200, "GET", "/api/v1/products?page_size=10&page_token="+token, nil).decode(t, &pg)
 		all = append(all, pg.Items...)
-		if pg.Next == "" {
+		if pg.NextPageToken == "" {
 			break
 		}
-		token = pg.Next
+		token = pg.NextPageToken
 		if pages > 20 {
 			t.Fatal("pagination does not end")
 		}
@@ -645,9 +641,7 @@ func shopSuite(t *testing.T, tp *topology) {
 	if len(all) < 24 {
 		t.Fatalf("%d products, want at least 24", len(all))
 	}
-	var inCat struct {
-		Items []product `json:"items"`
-	}
+	var inCat shopclient.ListProduct
 	c.must(200, "GET", "/api/v1/products?page_size=100&category="+cats.Items[0].ID, nil).decode(t, &inCat)
 	if len(inCat.Items) == 0 {
 		t.Fatalf("category %s is empty", cats.Items[0].ID)
@@ -718,9 +712,7 @@ func shopSuite(t *testing.T, tp *topology) {
 	// Search, fed by catalog events.
 	word := strings.Fields(target.Name)[0]
 	testenv.CheckFor(t, 30*time.Second, func() error {
-		var res struct {
-			Items []product `json:"items"`
-		}
+		var res shopclient.SearchResults
 		c.must(200, "GET", "/api/v1/search?q="+word, nil).decode(t, &res)
 		for _, p := range res.Items {
 			if p.ID == target.ID {
@@ -730,10 +722,11 @@ func shopSuite(t *testing.T, tp *topology) {
 		return fmt.Errorf("search %q: %s not among %d results", word, target.ID, len(res.Items))
 	})
 	c.must(400, "GET", "/api/v1/search?q=", nil)
+	searchSuite(t, c)
 
 	// Register and log in; a second registration with the same email conflicts.
 	email := fmt.Sprintf("ada-%d@example.com", time.Now().UnixNano())
-	var acct struct{ ID, Email, Name string }
+	var acct shopclient.Account
 	c.must(201, "POST", "/api/v1/accounts", map[string]string{"email": email, "password": "correct horse", "name": "Ada"}).decode(t, &acct)
 	c.must(409, "POST", "/api/v1/accounts", map[string]string{"email": email, "password": "correct horse", "name": "Ada"})
 	c.must(422, "POST", "/api/v1/accounts", map[string]string{"email": "not-an-email", "password": "correct horse", "name": "Ada"})
@@ -745,7 +738,7 @@ func shopSuite(t *testing.T, tp *topology) {
 	c.must(200, "POST", "/api/v1/sessions", map[string]string{"email": email, "password": "correct horse"})
 	// Every step now alternates storefront instances: the session is not in any server's memory.
 	for i := 0; i < 4; i++ {
-		var me struct{ ID, Email string }
+		var me shopclient.Account
 		c.must(200, "GET", "/api/v1/me", nil).decode(t, &me)
 		if me.ID != acct.ID {
 			t.Fatalf("me = %+v, want %s", me, acct.ID)
@@ -753,15 +746,7 @@ func shopSuite(t *testing.T, tp *topology) {
 	}
 
 	// Cart.
-	var cart struct {
-		Items []struct {
-			ProductID string `json:"product_id"`
-			Quantity  int    `json:"quantity"`
-			UnitPrice money  `json:"unit_price"`
-			LineTotal money  `json:"line_total"`
-		} `json:"items"`
-		Total money `json:"total"`
-	}
+	var cart shopclient.Cart
 	c.must(200, "POST", "/api/v1/cart/items", map[string]any{"product_id": target.ID, "quantity": 1}).decode(t, &cart)
 	if len(cart.Items) != 1 || cart.Items[0].Quantity != 2 || cart.Total.Amount != 2*target.Price.Amount {
 		t.Fatalf("cart after merge and add = %+v", cart)
@@ -803,24 +788,49 @@ func shopSuite(t *testing.T, tp *topology) {
 		t.Errorf("decline problem = %+v", p)
 	}
 	c.stockBecomes(target.ID, stock)
-	// Out of stock: 409, nothing charged, stock as before.
+	// More than is in stock: the cart takes what there is and says so,
+	// naming the product.
 	var scarce product
 	for _, cand := range all {
-		if cand.Stock < 99 && cand.ID != target.ID {
+		if cand.Stock >= 2 && cand.Stock < 99 && cand.ID != target.ID {
 			scarce = c.product(cand.ID)
 			break
 		}
 	}
+	if scarce.ID == "" {
+		t.Fatal("no product with 2 to 98 in stock")
+	}
 	c.must(200, "DELETE", "/api/v1/cart/items/"+target.ID, nil)
-	c.must(200, "POST", "/api/v1/cart/items", map[string]any{"product_id": scarce.ID, "quantity": scarce.Stock + 1})
-	c.must(409, "POST", "/api/v1/checkout", checkoutBody("4242424242424242"), "Idempotency-Key", "k-oos")
-	c.stockBecomes(scarce.ID, scarce.Stock)
+	var capped stockCart
+	c.must(200, "POST", "/api/v1/cart/items", map[string]any{"product_id": scarce.ID, "quantity": scarce.Stock + 1}).decode(t, &capped)
+	if len(capped.Items) != 1 || capped.Items[0].Quantity != scarce.Stock || len(capped.Notices) != 1 ||
+		capped.Notices[0].Code != "quantity_capped" || capped.Notices[0].Available != scarce.Stock ||
+		!strings.Contains(capped.Notices[0].Message, scarce.Name) || strings.Contains(capped.Notices[0].Message, scarce.ID) {
+		t.Fatalf("adding %d of %s (%d in stock) = %+v", scarce.Stock+1, scarce.Name, scarce.Stock, capped)
+	}
+	// Out of stock at checkout (the stock fell after the cart took it all):
+	// the cart tells before checkout, checkout refuses with 409 naming the
+	// product (never its id), nothing charged, stock as it was.
+	left := scarce.Stock - 1
+	setStock(t, tp, scarce.ID, left)
+	testenv.CheckFor(t, 15*time.Second, func() error {
+		var got stockCart
+		c.must(200, "GET", "/api/v1/cart", nil).decode(t, &got)
+		if len(got.Notices) != 1 || got.Notices[0].Code != "exceeds_stock" || got.Notices[0].Available != left {
+			return fmt.Errorf("cart after the stock fell to %d = %+v", left, got)
+		}
+		return nil
+	})
+	var oos problem
+	c.must(409, "POST", "/api/v1/checkout", checkoutBody("4242424242424242"), "Idempotency-Key", "k-oos").decode(t, &oos)
+	if !strings.Contains(oos.Detail, scarce.Name) || strings.Contains(oos.Detail, scarce.ID) {
+		t.Errorf("out-of-stock problem detail %q should name %q, not %s", oos.Detail, scarce.Name, scarce.ID)
+	}
+	c.stockBecomes(scarce.ID, left)
 
 	// Order history: the confirmed order only; a payment that never went
 	// through is not an order the customer placed.
-	var orders struct {
-		Items []order `json:"items"`
-	}
+	var orders shopclient.ListOrder
 	c.must(200, "GET", "/api/v1/orders", nil).decode(t, &orders)
 	statuses := map[string]int{}
 	for _, x := range orders.Items {
@@ -835,6 +845,13 @@ func shopSuite(t *testing.T, tp *topology) {
 		}
 	}
 	c.must(200, "GET", "/api/v1/orders/"+o.ID, nil)
+	typedClientJourney(t, c, target.ID, o.ID) // apicontract_test.go
+	// The customer's short order number finds it too.
+	var byNumber order
+	c.must(200, "GET", "/api/v1/orders/"+o.Number, nil).decode(t, &byNumber)
+	if !strings.HasPrefix(o.Number, "GM-") || byNumber.ID != o.ID {
+		t.Errorf("order %s: number %q finds %q", o.ID, o.Number, byNumber.ID)
+	}
 
 	// Another customer cannot see the order.
 	other := newClient(t, tp)
@@ -843,6 +860,7 @@ func shopSuite(t *testing.T, tp *topology) {
 	other.must(201, "POST", "/api/v1/accounts", map[string]string{"email": email2, "password": "another secret", "name": "Grace"})
 	other.must(200, "POST", "/api/v1/sessions", map[string]string{"email": email2, "password": "another secret"})
 	other.must(404, "GET", "/api/v1/orders/"+o.ID, nil)
+	other.must(404, "GET", "/api/v1/orders/"+o.Number, nil)
 
 	// The order e-mail is written by the mail worker.
 	mailFile := filepath.Join(tp.mailDir, o.ID+".eml")
@@ -862,7 +880,7 @@ func shopSuite(t *testing.T, tp *topology) {
 		tp.stop(t)
 		tp.start(t)
 	}
-	var me struct{ ID string }
+	var me shopclient.Account
 	c.must(200, "GET", "/api/v1/me", nil).decode(t, &me)
 	if me.ID != acct.ID {
 		t.Errorf("after restart me = %s, want %s", me.ID, acct.ID)
@@ -875,17 +893,13 @@ func shopSuite(t *testing.T, tp *topology) {
 	if p := c.product(target.ID); len(p.Thumbnails) < 2 {
 		t.Errorf("after restart thumbnails = %v", p.Thumbnails)
 	}
-	var res struct {
-		Items []product `json:"items"`
-	}
+	var res shopclient.SearchResults
 	c.must(200, "GET", "/api/v1/search?q="+word, nil).decode(t, &res)
 	if len(res.Items) == 0 {
 		t.Errorf("after restart search %q finds nothing", word)
 	}
 	c.must(200, "GET", "/api/v1/categories", nil).decode(t, &cats)
-	var count struct {
-		Items []product `json:"items"`
-	}
+	var count shopclient.ListProduct
 	c.must(200, "GET", "/api/v1/products?page_size=100", nil).decode(t, &count)
 	if len(count.Items) != len(all) {
 		t.Errorf("after restart %d products, want %d (seeding must not repeat)", len(count.Items), len(all))

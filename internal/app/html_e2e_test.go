@@ -141,6 +141,10 @@ var (
 	formRe  = regexp.MustCompile(`(?s)<form\b([^>]*)>(.*?)</form>`)
 	inputRe = regexp.MustCompile(`<input\b([^>]*)>`)
 	attrRe  = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9_:-]*)(?:="([^"]*)")?`)
+
+	// A select's value is its selected option's, or its first option's.
+	selectRe = regexp.MustCompile(`(?s)<select\b([^>]*)>(.*?)</select>`)
+	optionRe = regexp.MustCompile(`<option\b([^>]*)>`)
 )
 
 // attrs parses the attributes of a tag written by html/template (always
@@ -171,6 +175,23 @@ func (p *webPage) forms() []htmlForm {
 			form.fields.Add(name, ia["value"])
 			if _, ok := ia["required"]; ok {
 				form.required[name] = true
+			}
+		}
+		for _, sel := range selectRe.FindAllStringSubmatch(f[2], -1) {
+			sa := attrs(sel[1])
+			if sa["name"] == "" {
+				continue
+			}
+			value, first := "", true
+			for _, o := range optionRe.FindAllStringSubmatch(sel[2], -1) {
+				oa := attrs(o[1])
+				if _, selected := oa["selected"]; selected || first {
+					value, first = oa["value"], false
+				}
+			}
+			form.fields.Add(sa["name"], value)
+			if _, ok := sa["required"]; ok {
+				form.required[sa["name"]] = true
 			}
 		}
 		out = append(out, form)
@@ -346,7 +367,7 @@ var (
 	cartCountRe    = regexp.MustCompile(`<span class="count">(\d+)</span>`)
 	cartTotalRe    = regexp.MustCompile(`<td class="num total">([^<]+)</td>`)
 	stylesheetRe   = regexp.MustCompile(`<link rel="stylesheet" href="([^"]+)">`)
-	nextPageRe     = regexp.MustCompile(`<a href="([^"]+)">Next page →</a>`)
+	nextPageRe     = regexp.MustCompile(`<a href="([^"]+)"(?: rel="next")?>Next page →</a>`)
 	registerLinkRe = regexp.MustCompile(`<a href="(/register[^"]*)">Create an account</a>`)
 	alertRe        = regexp.MustCompile(`(?s)<p class="error" role="alert">(.*?)</p>`)
 	statusRe       = regexp.MustCompile(`<span class="status status-([a-z]+)">`)
@@ -468,7 +489,7 @@ func htmlShopSuite(t *testing.T, tp *topology) {
 		if res.status != 200 {
 			return fmt.Errorf("search %q: %s", word, res)
 		}
-		if !res.has("Results for “" + html.EscapeString(word) + "”") {
+		if !res.has(" for “" + html.EscapeString(word) + "”</h1>") {
 			return fmt.Errorf("search %q: no results heading", word)
 		}
 		if got := b.form(res, "/search").fields.Get("q"); got != word {
@@ -625,8 +646,11 @@ func htmlShopSuite(t *testing.T, tp *topology) {
 	if tracking == "" {
 		t.Errorf("order page shows no tracking number")
 	}
-	if got := placed.text(paymentRe); got != "Captured" {
-		t.Errorf("order page payment %q, want Captured", got)
+	if got := placed.text(paymentRe); got != "Paid" {
+		t.Errorf("order page payment %q, want Paid", got)
+	}
+	if !strings.HasPrefix(orderID, "GM-") || placed.has("ord_") {
+		t.Errorf("order page %s: want the order known by its number, no internal id", orderPath)
 	}
 	if !placed.has("London") || !placed.has(`href="/products/`+productID+`"`) {
 		t.Errorf("order page does not show the address and the product")
@@ -679,7 +703,7 @@ func htmlShopSuite(t *testing.T, tp *topology) {
 		}
 		op := b.navigate("/orders/" + id)
 		expectStatus(t, op, 200)
-		if pay := op.text(paymentRe); pay == "Captured" {
+		if pay := op.text(paymentRe); pay == "Paid" {
 			t.Errorf("order %s with the declined card: payment %s", id, pay)
 		}
 	}
@@ -695,7 +719,7 @@ func htmlShopSuite(t *testing.T, tp *topology) {
 			return fmt.Errorf("mailbox: %s", mb)
 		}
 		for _, m := range mailRowRe.FindAllStringSubmatch(mb.body, -1) {
-			if m[2] == orderID {
+			if strings.Contains(html.UnescapeString(m[3]), orderID) { // the subject names the order's number
 				mailRow = m
 				return nil
 			}
@@ -706,7 +730,7 @@ func htmlShopSuite(t *testing.T, tp *topology) {
 		t.Errorf("mailbox row = to %q, subject %q", mailRow[1], mailRow[3])
 	}
 	// The message decoded for reading, and its source.
-	msg := b.navigate("/dev/mail/" + orderID)
+	msg := b.navigate("/dev/mail/" + mailRow[2])
 	expectStatus(t, msg, 200)
 	body := html.UnescapeString(msg.body)
 	if ct := msg.header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
@@ -715,7 +739,7 @@ func htmlShopSuite(t *testing.T, tp *topology) {
 	if !strings.Contains(body, email) || !strings.Contains(body, orderID) || !strings.Contains(body, "confirmed") || strings.Contains(body, "=C3=") {
 		t.Errorf("mail message is not decoded or does not name the customer and the order:\n%s", msg.body)
 	}
-	raw := b.navigate("/dev/mail/" + orderID + "?raw=1")
+	raw := b.navigate("/dev/mail/" + mailRow[2] + "?raw=1")
 	expectStatus(t, raw, 200)
 	if ct := raw.header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") || !raw.has("To: ") {
 		t.Errorf("raw mail: %q\n%s", ct, raw.body)

@@ -142,7 +142,7 @@ func TestPartnerInTheShop(t *testing.T) {
 	req, _ := http.NewRequest("PUT", p.url()+"/api/v1/partner/products/"+item.ID+"/image", bytes.NewReader(testPNG(t)))
 	req.Header.Set("Content-Type", "image/png")
 	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.hc.Do(req) // checked against the API contract
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +232,7 @@ func TestPartnerInTheShop(t *testing.T) {
 	req, _ = http.NewRequest("PUT", p.url()+"/api/v1/partner/products/"+item.ID+"/image", bytes.NewReader(testPNG(t)))
 	req.Header.Set("Content-Type", "image/png")
 	req.Header.Set("Authorization", "Bearer "+rival)
-	resp, err = http.DefaultClient.Do(req)
+	resp, err = c.hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

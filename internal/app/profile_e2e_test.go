@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/globomantics/globomantics/internal/platform/testenv"
+	"github.com/globomantics/globomantics/pkg/shopclient"
 )
 
 // TestProfile changes a customer's name through the public API, in both
@@ -14,11 +15,7 @@ func TestProfile(t *testing.T) {
 	eachTopology(t, profileSuite)
 }
 
-type profileAccount struct {
-	ID    string `json:"id"`
-	Email string `json:"email"`
-	Name  string `json:"name"`
-}
+type profileAccount = shopclient.Account
 
 func profileSuite(t *testing.T, tp *topology) {
 	c := newClient(t, tp)

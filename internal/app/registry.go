@@ -57,7 +57,7 @@ type component struct {
 // components is the registry, in no particular order: plan sorts it.
 func components() []component {
 	return []component{
-		{name: config.Account, db: true,
+		{name: config.Account, db: true, bus: true, // bus: password reset e-mail jobs, through its outbox
 			remote: func(s *services, c *httpx.Client) { s.account = account.NewClient(c) },
 			build:  (*app).buildAccount},
 		{name: config.Catalog, db: true, bus: true, blobs: true, available: true,

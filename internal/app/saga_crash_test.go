@@ -233,7 +233,7 @@ func (s *sagaShop) place(p *osProc, user, key, card string) (int, []byte, error)
 	body, _ := json.Marshal(map[string]any{
 		"customer": checkout.Customer{UserID: user, Email: user + "@example.com"},
 		"request": checkout.Request{
-			ShippingAddress: shipping.Address{Name: "Ada", Line1: "1 Main St", City: "Springfield", PostalCode: "12345", Country: "US"},
+			ShippingAddress: shipping.Address{Name: "Ada", Line1: "1 Main St", City: "Springfield", Region: "IL", PostalCode: "12345", Country: "US"},
 			Payment:         payment.Card{Number: card, ExpMonth: 12, ExpYear: time.Now().Year() + 2, CVC: "123"},
 		},
 	})

@@ -49,6 +49,25 @@ func (p *products) setPrice(id string, cents int64) {
 	p.items[id] = pr
 }
 
+func (p *products) setStock(id string, n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pr := p.items[id]
+	pr.Stock = n
+	p.items[id] = pr
+}
+
+// list is the catalog's products, as CheckStock takes them.
+func (p *products) list() []catalog.Product {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]catalog.Product, 0, len(p.items))
+	for _, pr := range p.items {
+		out = append(out, pr)
+	}
+	return out
+}
+
 func (p *products) setDown(down bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -60,9 +79,10 @@ func newProducts() *products {
 	for _, pr := range []catalog.Product{
 		{ID: "prd_lamp", Name: "Desk lamp", Price: money.USD(2499), Stock: 5},
 		{ID: "prd_mug", Name: "Mug", Price: money.USD(850), Stock: 100},
-		{ID: "prd_pen", Name: "Pen", Price: money.USD(199), Stock: 0},
-		{ID: "prd_sofa", Name: "Sofa", Price: money.USD(49900), Stock: 1},
-		{ID: "prd/odd ?#%", Name: "Odd id", Price: money.USD(1), Stock: 1},
+		{ID: "prd_pen", Name: "Pen", Price: money.USD(199), Stock: 0}, // sold out
+		{ID: "prd_sofa", Name: "Sofa", Price: money.USD(49900), Stock: 3},
+		{ID: "prd_book", Name: "Book", Price: money.USD(199), Stock: 500},
+		{ID: "prd/odd ?#%", Name: "Odd id", Price: money.USD(1), Stock: 100},
 	} {
 		p.items[pr.ID] = pr
 	}
@@ -106,6 +126,7 @@ func TestAPI(t *testing.T) {
 			t.Run("AddItemInvalid", func(t *testing.T) { testAddItemInvalid(t, mk(t)) })
 			t.Run("Order", func(t *testing.T) { testOrder(t, mk(t)) })
 			t.Run("SetQuantity", func(t *testing.T) { testSetQuantity(t, mk(t)) })
+			t.Run("Stock", func(t *testing.T) { testStock(t, mk(t)) })
 			t.Run("RemoveAndClear", func(t *testing.T) { testRemoveAndClear(t, mk(t)) })
 			t.Run("Merge", func(t *testing.T) { testMerge(t, mk(t)) })
 			t.Run("Owners", func(t *testing.T) { testOwners(t, mk(t)) })
@@ -178,17 +199,19 @@ func testAddItem(t *testing.T, f fixture) {
 	if summary(c) != "prd_lamp×5@24.99 =124.95" {
 		t.Errorf("after second add: %s", summary(c))
 	}
-	// A product out of stock may still go in the cart: checkout reserves stock.
-	c = mustCart(t, "AddItem pen")(f.api.AddItem(ctx, owner, "prd_pen", 1))
-	if summary(c) != "prd_lamp×5@24.99 prd_pen×1@1.99 =126.94" {
-		t.Errorf("after adding a pen: %s", summary(c))
+	if len(c.Notices) != 0 {
+		t.Errorf("adding what is in stock gave notices %+v", c.Notices)
 	}
-	wantCart(t, f.api, owner, "prd_lamp×5@24.99 prd_pen×1@1.99 =126.94")
+	c = mustCart(t, "AddItem book")(f.api.AddItem(ctx, owner, "prd_book", 1))
+	if summary(c) != "prd_lamp×5@24.99 prd_book×1@1.99 =126.94" {
+		t.Errorf("after adding a book: %s", summary(c))
+	}
+	wantCart(t, f.api, owner, "prd_lamp×5@24.99 prd_book×1@1.99 =126.94")
 
 	// Up to MaxQuantity is fine.
-	c = mustCart(t, "AddItem to max")(f.api.AddItem(ctx, owner, "prd_lamp", cart.MaxQuantity-5))
-	if c.Items[0].Quantity != cart.MaxQuantity {
-		t.Errorf("quantity = %d, want %d", c.Items[0].Quantity, cart.MaxQuantity)
+	c = mustCart(t, "AddItem to max")(f.api.AddItem(ctx, owner, "prd_book", cart.MaxQuantity-1))
+	if c.Items[1].Quantity != cart.MaxQuantity || len(c.Notices) != 0 {
+		t.Errorf("quantity = %d (notices %+v), want %d", c.Items[1].Quantity, c.Notices, cart.MaxQuantity)
 	}
 }
 
@@ -237,12 +260,12 @@ func testOrder(t *testing.T, f fixture) {
 	}
 	f.clock.Advance(time.Minute)
 	mustCart(t, "AddItem")(f.api.AddItem(ctx, owner, "prd_sofa", 1)) // existing line keeps its place
-	mustCart(t, "AddItem")(f.api.AddItem(ctx, owner, "prd_pen", 1))
-	wantCart(t, f.api, owner, "prd_sofa×2@499.00 prd_lamp×1@24.99 prd_mug×1@8.50 prd_pen×1@1.99 =1,033.48")
+	mustCart(t, "AddItem")(f.api.AddItem(ctx, owner, "prd_book", 1))
+	wantCart(t, f.api, owner, "prd_sofa×2@499.00 prd_lamp×1@24.99 prd_mug×1@8.50 prd_book×1@1.99 =1,033.48")
 	// Removed and re-added goes to the end.
 	mustCart(t, "RemoveItem")(f.api.RemoveItem(ctx, owner, "prd_sofa"))
 	mustCart(t, "AddItem")(f.api.AddItem(ctx, owner, "prd_sofa", 1))
-	wantCart(t, f.api, owner, "prd_lamp×1@24.99 prd_mug×1@8.50 prd_pen×1@1.99 prd_sofa×1@499.00 =534.48")
+	wantCart(t, f.api, owner, "prd_lamp×1@24.99 prd_mug×1@8.50 prd_book×1@1.99 prd_sofa×1@499.00 =534.48")
 }
 
 func testSetQuantity(t *testing.T, f fixture) {
@@ -292,6 +315,100 @@ func testSetQuantity(t *testing.T, f fixture) {
 	}
 }
 
+// wantNotices compares notices as "code id requested/available: message".
+func wantNotices(t *testing.T, what string, got []cart.Notice, want ...string) {
+	t.Helper()
+	var g []string
+	for _, n := range got {
+		g = append(g, fmt.Sprintf("%s %s %d/%d: %s", n.Code, n.ProductID, n.Requested, n.Available, n.Message))
+		if n.Name == "" {
+			t.Errorf("%s: notice %+v has no product name", what, n)
+		}
+	}
+	if strings.Join(g, "\n") != strings.Join(want, "\n") {
+		t.Errorf("%s: notices\n%s\nwant\n%s", what, strings.Join(g, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// testStock checks that a cart never takes more than is in stock, says so
+// naming the product, and refuses a sold-out product; and that lines the
+// stock stopped covering after they were added are reported by CheckStock.
+func testStock(t *testing.T, f fixture) {
+	ctx := context.Background()
+	const owner = "user:stock"
+	c := mustCart(t, "AddItem")(f.api.AddItem(ctx, owner, "prd_lamp", 4))
+	wantNotices(t, "AddItem within stock", c.Notices)
+
+	// Adding beyond the stock (5) caps the line at the stock and says so.
+	c = mustCart(t, "AddItem beyond stock")(f.api.AddItem(ctx, owner, "prd_lamp", 3))
+	if summary(c) != "prd_lamp×5@24.99 =124.95" {
+		t.Errorf("after a capped add: %s", summary(c))
+	}
+	wantNotices(t, "capped add", c.Notices, "quantity_capped prd_lamp 7/5: Only 5 of Desk lamp are in stock; your cart has 5.")
+	// Adding when the line holds all there is changes nothing, and says so.
+	c = mustCart(t, "AddItem at stock")(f.api.AddItem(ctx, owner, "prd_lamp", 1))
+	wantNotices(t, "add at stock", c.Notices, "quantity_capped prd_lamp 6/5: Only 5 of Desk lamp are in stock; your cart has 5.")
+	// Notices belong to the answer, not to the cart.
+	if c := mustCart(t, "GetCart")(f.api.GetCart(ctx, owner)); len(c.Notices) != 0 {
+		t.Errorf("stored cart has notices %+v", c.Notices)
+	}
+
+	// Setting caps likewise, for a line in the cart or a new one.
+	c = mustCart(t, "SetQuantity beyond stock")(f.api.SetQuantity(ctx, owner, "prd_lamp", 9))
+	wantNotices(t, "capped set", c.Notices, "quantity_capped prd_lamp 9/5: Only 5 of Desk lamp are in stock; your cart has 5.")
+	c = mustCart(t, "SetQuantity new line beyond stock")(f.api.SetQuantity(ctx, owner, "prd_sofa", 7))
+	wantNotices(t, "capped set of a new line", c.Notices, "quantity_capped prd_sofa 7/3: Only 3 of Sofa are in stock; your cart has 3.")
+	c = mustCart(t, "SetQuantity within stock")(f.api.SetQuantity(ctx, owner, "prd_lamp", 3))
+	wantNotices(t, "set within stock", c.Notices)
+	if summary(c) != "prd_lamp×3@24.99 prd_sofa×3@499.00 =1,571.97" {
+		t.Errorf("after capped sets: %s", summary(c))
+	}
+
+	// A sold-out product is refused, naming it (never its id), and nothing
+	// changes.
+	_, err := f.api.AddItem(ctx, owner, "prd_pen", 1)
+	wantKind(t, "AddItem sold out", err, errs.Conflict)
+	if d := errs.Detail(err); d != "Pen is sold out." {
+		t.Errorf("sold-out detail %q", d)
+	}
+	_, err = f.api.SetQuantity(ctx, owner, "prd_pen", 1)
+	wantKind(t, "SetQuantity sold out", err, errs.Conflict)
+
+	// The stock falls after the lines were added (another customer bought
+	// some): the cart keeps its lines, CheckStock reports the short ones.
+	f.products.setStock("prd_lamp", 2)
+	f.products.setStock("prd_sofa", 0)
+	c = mustCart(t, "GetCart")(f.api.GetCart(ctx, owner))
+	if summary(c) != "prd_lamp×3@24.99 prd_sofa×3@499.00 =1,571.97" || len(c.Notices) != 0 {
+		t.Errorf("cart after the stock fell: %s %+v", summary(c), c.Notices)
+	}
+	checked := cart.CheckStock(c, f.products.list())
+	wantNotices(t, "CheckStock", checked.Notices,
+		"exceeds_stock prd_lamp 3/2: Only 2 of Desk lamp left in stock and your cart has 3; lower the quantity to check out.",
+		"exceeds_stock prd_sofa 3/0: Sofa is sold out; remove it from your cart to check out.")
+	if !checked.Short() || summary(checked) != summary(c) {
+		t.Errorf("CheckStock changed the lines or is not short: %s", summary(checked))
+	}
+	_, err = f.api.AddItem(ctx, owner, "prd_sofa", 1)
+	wantKind(t, "AddItem of a line sold out since", err, errs.Conflict)
+	if d := errs.Detail(err); d != "Sofa is sold out." {
+		t.Errorf("sold-out detail %q", d)
+	}
+	// Lowering the quantity caps at the new stock; removing needs no
+	// catalog at all.
+	c = mustCart(t, "SetQuantity lower")(f.api.SetQuantity(ctx, owner, "prd_lamp", 3))
+	wantNotices(t, "set to the same quantity", c.Notices, "quantity_capped prd_lamp 3/2: Only 2 of Desk lamp are in stock; your cart has 2.")
+	f.products.setDown(true)
+	c = mustCart(t, "SetQuantity 0 with the catalog down")(f.api.SetQuantity(ctx, owner, "prd_sofa", 0))
+	f.products.setDown(false)
+	if summary(c) != "prd_lamp×2@24.99 =49.98" {
+		t.Errorf("after lowering and removing: %s", summary(c))
+	}
+	if checked := cart.CheckStock(c, f.products.list()); checked.Short() || len(checked.Notices) != 0 {
+		t.Errorf("CheckStock of a covered cart: %+v", checked.Notices)
+	}
+}
+
 func testRemoveAndClear(t *testing.T, f fixture) {
 	ctx := context.Background()
 	const owner = "user:rm"
@@ -323,15 +440,15 @@ func testMerge(t *testing.T, f fixture) {
 	ctx := context.Background()
 	const anon, user = "anon:visitor", "user:acc_m"
 	mustCart(t, "AddItem")(f.api.AddItem(ctx, anon, "prd_mug", 5))
-	mustCart(t, "AddItem")(f.api.AddItem(ctx, anon, "prd_lamp", 5))
-	mustCart(t, "AddItem")(f.api.AddItem(ctx, anon, "prd_pen", 2))
-	f.products.setPrice("prd_lamp", 3000)
-	mustCart(t, "AddItem")(f.api.AddItem(ctx, user, "prd_lamp", 97))
+	mustCart(t, "AddItem")(f.api.AddItem(ctx, anon, "prd_book", 5))
+	mustCart(t, "AddItem")(f.api.AddItem(ctx, anon, "prd_lamp", 2))
+	f.products.setPrice("prd_book", 3000)
+	mustCart(t, "AddItem")(f.api.AddItem(ctx, user, "prd_book", 97))
 	mustCart(t, "AddItem")(f.api.AddItem(ctx, user, "prd_sofa", 1))
 
 	// Shared products add up (capped at MaxQuantity, at the user's price);
 	// the others follow the user's lines in the visitor's order.
-	const merged = "prd_lamp×99@30.00 prd_sofa×1@499.00 prd_mug×5@8.50 prd_pen×2@1.99 =3,515.48"
+	const merged = "prd_book×99@30.00 prd_sofa×1@499.00 prd_mug×5@8.50 prd_lamp×2@24.99 =3,561.48"
 	c := mustCart(t, "Merge")(f.api.Merge(ctx, anon, user))
 	if summary(c) != merged {
 		t.Errorf("merged cart = %s, want %s", summary(c), merged)
@@ -416,6 +533,7 @@ func TestHandlerRejectsBadBodies(t *testing.T) {
 		{"PUT", "/svc/cart/v1/carts/u1/items/prd_mug", `{"quantity":1.5}`, http.StatusBadRequest},
 		{"POST", "/svc/cart/v1/carts/u1/merge", `{}`, http.StatusUnprocessableEntity},
 		{"POST", "/svc/cart/v1/carts/u1/items", `{"product_id":"prd_nope","quantity":1}`, http.StatusNotFound},
+		{"POST", "/svc/cart/v1/carts/u1/items", `{"product_id":"prd_pen","quantity":1}`, http.StatusConflict},
 		{"POST", "/svc/cart/v1/carts/u1/lock", `{}`, http.StatusUnprocessableEntity},
 		{"POST", "/svc/cart/v1/carts/u1/lock", `{"lock_id":"x","lines":[]}`, http.StatusBadRequest},
 		{"POST", "/svc/cart/v1/carts/u1/unlock", `{"lock_id":1}`, http.StatusBadRequest},
@@ -451,7 +569,7 @@ func testLock(t *testing.T, f fixture) {
 	// The cart can still change; a repeat returns the same snapshot; another
 	// checkout is refused.
 	mustCart(t, "AddItem while locked")(f.api.AddItem(ctx, owner, "prd_lamp", 1))
-	mustCart(t, "AddItem while locked")(f.api.AddItem(ctx, owner, "prd_pen", 1))
+	mustCart(t, "AddItem while locked")(f.api.AddItem(ctx, owner, "prd_book", 1))
 	again := mustCart(t, "Lock again")(f.api.Lock(ctx, owner, "chk_1"))
 	if summary(again) != snapshot || again.Version != snap.Version {
 		t.Errorf("repeated Lock = %s (version %d), want %s (version %d)", summary(again), again.Version, snapshot, snap.Version)
@@ -467,7 +585,7 @@ func testLock(t *testing.T, f fixture) {
 	}
 
 	// Completing takes out exactly the snapshot, once.
-	const left = "prd_lamp×1@24.99 prd_pen×1@1.99 =26.98"
+	const left = "prd_lamp×1@24.99 prd_book×1@1.99 =26.98"
 	c := mustCart(t, "CompleteCheckout")(f.api.CompleteCheckout(ctx, owner, "chk_1"))
 	if summary(c) != left {
 		t.Errorf("CompleteCheckout = %s, want %s", summary(c), left)
@@ -570,4 +688,30 @@ func TestRunCleanup(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("RunCleanup did not return after its context ended")
 	}
+}
+
+// TestCheckStock checks CheckStock on its own: a product the catalog no
+// longer lists counts as sold out, lines within stock get no notice, and
+// the notices a cart carries are kept.
+func TestCheckStock(t *testing.T) {
+	capped := cart.Notice{Code: cart.NoticeCapped, ProductID: "p1", Name: "One", Requested: 4, Available: 2, Message: "Only 2 of One are in stock; your cart has 2."}
+	c := cart.Cart{
+		Items: []cart.Item{
+			{ProductID: "p1", Name: "One", Quantity: 2},
+			{ProductID: "p2", Name: "Two", Quantity: 1},
+			{ProductID: "gone", Name: "Gone", Quantity: 1},
+		},
+		Notices: []cart.Notice{capped},
+	}
+	got := cart.CheckStock(c, []catalog.Product{{ID: "p1", Stock: 2}, {ID: "p2", Stock: 0}})
+	wantNotices(t, "CheckStock", got.Notices,
+		"quantity_capped p1 4/2: Only 2 of One are in stock; your cart has 2.",
+		"exceeds_stock p2 1/0: Two is sold out; remove it from your cart to check out.",
+		"exceeds_stock gone 1/0: Gone is sold out; remove it from your cart to check out.")
+	if !got.Short() || len(c.Notices) != 1 {
+		t.Errorf("Short = %v; the cart passed in has %d notices, want 1 (unchanged)", got.Short(), len(c.Notices))
+	}
+	one := cart.CheckStock(cart.Cart{Items: []cart.Item{{ProductID: "p1", Name: "One", Quantity: 2}}}, []catalog.Product{{ID: "p1", Stock: 1}})
+	wantNotices(t, "CheckStock of one left", one.Notices,
+		"exceeds_stock p1 2/1: Only 1 of One left in stock and your cart has 2; lower the quantity to check out.")
 }

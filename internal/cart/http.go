@@ -11,8 +11,8 @@ import (
 //
 //	GET    /svc/cart/v1/carts/{owner}                                   -> 200 Cart
 //	DELETE /svc/cart/v1/carts/{owner}                                   -> 204
-//	POST   /svc/cart/v1/carts/{owner}/items          {"product_id","quantity"} -> 200 Cart
-//	PUT    /svc/cart/v1/carts/{owner}/items/{product} {"quantity"}     -> 200 Cart
+//	POST   /svc/cart/v1/carts/{owner}/items          {"product_id","quantity"} -> 200 Cart (notices when capped), 409 sold out
+//	PUT    /svc/cart/v1/carts/{owner}/items/{product} {"quantity"}     -> 200 Cart (notices when capped), 409 sold out
 //	DELETE /svc/cart/v1/carts/{owner}/items/{product}                  -> 200 Cart
 //	POST   /svc/cart/v1/carts/{owner}/merge          {"from"}          -> 200 Cart
 //	POST   /svc/cart/v1/carts/{owner}/lock           {"lock_id"}       -> 200 Cart (the snapshot)

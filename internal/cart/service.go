@@ -2,7 +2,6 @@ package cart
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -117,9 +116,12 @@ func (s *Service) GetCart(ctx context.Context, owner string) (Cart, error) {
 
 // AddItem adds qty of productID to owner's cart, creating the line with the
 // product's current name and price, or adding to the line's quantity (the
-// line keeps the price it was added at). errs.Invalid for a malformed owner,
-// a qty below 1 or a resulting quantity above MaxQuantity; errs.NotFound for
-// a product the catalog does not know.
+// line keeps the price it was added at). The line never holds more than the
+// product's stock: a quantity above it is capped, and the answer carries a
+// NoticeCapped saying so. errs.Invalid for a malformed owner, a qty below 1
+// or a resulting quantity above MaxQuantity; errs.NotFound for a product the
+// catalog does not know; errs.Conflict, naming the product, for one that is
+// sold out.
 func (s *Service) AddItem(ctx context.Context, owner, productID string, qty int) (Cart, error) {
 	const op = "cart.AddItem"
 	if err := ValidateOwner(owner); err != nil {
@@ -135,34 +137,45 @@ func (s *Service) AddItem(ctx context.Context, owner, productID string, qty int)
 	if err != nil {
 		return Cart{}, errs.E(op, err)
 	}
-	var out Lines
+	var (
+		out    Lines
+		notice *Notice
+	)
 	err = s.store.Update(ctx, owner, func(lines *Lines) error {
-		if i := lines.index(productID); i >= 0 {
-			l := &(*lines)[i]
-			if l.Quantity+qty > MaxQuantity {
-				return errs.E(errs.Invalid, errs.Msg("a cart may hold at most %d of a product; it already holds %d of %q", MaxQuantity, l.Quantity, l.Name))
-			}
-			l.Quantity += qty
-		} else {
-			lines.append(s.clock.Now(), Line{ProductID: p.ID, Name: p.Name, Quantity: qty, UnitPrice: p.Price})
+		i := lines.index(productID)
+		want, name := qty, p.Name
+		if i >= 0 {
+			want, name = want+(*lines)[i].Quantity, (*lines)[i].Name
 		}
-		out = *lines
+		n, capped, err := CapToStock(p, want)
+		if err != nil {
+			return err
+		}
+		if n > MaxQuantity {
+			return errs.E(errs.Invalid, errs.Msg("a cart may hold at most %d of a product; it already holds %d of %q", MaxQuantity, want-qty, name))
+		}
+		if i >= 0 {
+			(*lines)[i].Quantity = n
+		} else {
+			lines.append(s.clock.Now(), Line{ProductID: p.ID, Name: p.Name, Quantity: n, UnitPrice: p.Price})
+		}
+		out, notice = *lines, capped
 		return nil
 	})
 	if err != nil {
 		return Cart{}, errs.E(op, err)
 	}
-	return out.Cart(), nil
+	return out.Cart().with(notice), nil
 }
-
-// errNotInCart asks SetQuantity to look the product up and try again.
-var errNotInCart = errors.New("product not in cart")
 
 // SetQuantity sets the quantity of productID in owner's cart; 0 removes the
 // line. Setting a product that is not in the cart to 0 changes nothing;
 // setting it above 0 adds it, priced from the catalog, so that the call is
-// idempotent. errs.Invalid for a malformed owner or a qty outside
-// 0..MaxQuantity; errs.NotFound for a product the catalog does not know.
+// idempotent. A quantity above the product's stock is capped, and the answer
+// carries a NoticeCapped saying so. errs.Invalid for a malformed owner or a
+// qty outside 0..MaxQuantity; errs.NotFound for a product the catalog does
+// not know; errs.Conflict, naming the product, for a quantity above 0 of a
+// product that is sold out.
 func (s *Service) SetQuantity(ctx context.Context, owner, productID string, qty int) (Cart, error) {
 	const op = "cart.SetQuantity"
 	if err := ValidateOwner(owner); err != nil {
@@ -174,40 +187,40 @@ func (s *Service) SetQuantity(ctx context.Context, owner, productID string, qty 
 	if qty < 0 || qty > MaxQuantity {
 		return Cart{}, errs.E(op, errs.Invalid, errs.Msg("quantity must be from 0 to %d", MaxQuantity))
 	}
-	// First without the catalog: the usual case is a line already in the
-	// cart. Only a new line needs the product, looked up outside the
-	// transaction.
+	// Removing needs no catalog; any other quantity is checked against the
+	// product's stock, looked up outside the transaction.
 	var (
-		out Lines
-		p   *catalog.Product
+		p      catalog.Product
+		n      = qty
+		notice *Notice
 	)
-	set := func(lines *Lines) error {
+	if qty > 0 {
+		var err error
+		if p, err = s.product(ctx, productID); err != nil {
+			return Cart{}, errs.E(op, err)
+		}
+		if n, notice, err = CapToStock(p, qty); err != nil {
+			return Cart{}, errs.E(op, err)
+		}
+	}
+	var out Lines
+	err := s.store.Update(ctx, owner, func(lines *Lines) error {
 		switch i := lines.index(productID); {
-		case i >= 0 && qty == 0:
+		case i >= 0 && n == 0:
 			*lines = append((*lines)[:i], (*lines)[i+1:]...)
 		case i >= 0:
-			(*lines)[i].Quantity = qty
-		case qty == 0:
-		case p == nil:
-			return errNotInCart
+			(*lines)[i].Quantity = n
+		case n == 0:
 		default:
-			lines.append(s.clock.Now(), Line{ProductID: p.ID, Name: p.Name, Quantity: qty, UnitPrice: p.Price})
+			lines.append(s.clock.Now(), Line{ProductID: p.ID, Name: p.Name, Quantity: n, UnitPrice: p.Price})
 		}
 		out = *lines
 		return nil
-	}
-	err := s.store.Update(ctx, owner, set)
-	if errors.Is(err, errNotInCart) {
-		var prod catalog.Product
-		if prod, err = s.product(ctx, productID); err == nil {
-			p = &prod
-			err = s.store.Update(ctx, owner, set)
-		}
-	}
+	})
 	if err != nil {
 		return Cart{}, errs.E(op, err)
 	}
-	return out.Cart(), nil
+	return out.Cart().with(notice), nil
 }
 
 // RemoveItem removes productID's line from owner's cart; removing an absent
@@ -250,7 +263,9 @@ func (s *Service) Clear(ctx context.Context, owner string) error {
 // a product in both carts gets the sum of the quantities, capped at
 // MaxQuantity, at to's price; the others are appended in from's order. from
 // ends empty. Merging an empty cart, or a cart into itself, changes nothing,
-// so a repeated Merge is harmless. errs.Invalid for a malformed owner.
+// so a repeated Merge is harmless. It does not look at the stock: a merged
+// line the stock does not cover shows up in CheckStock. errs.Invalid for a
+// malformed owner.
 func (s *Service) Merge(ctx context.Context, from, to string) (Cart, error) {
 	const op = "cart.Merge"
 	if err := validateMerge(from, to); err != nil {
@@ -298,6 +313,14 @@ func (s *Service) product(ctx context.Context, productID string) (catalog.Produc
 		return catalog.Product{}, errs.E(errs.Other, fmt.Errorf("product %q has unusable price %+v", productID, p.Price))
 	}
 	return p, nil
+}
+
+// with returns c carrying notice, if there is one.
+func (c Cart) with(notice *Notice) Cart {
+	if notice != nil {
+		c.Notices = append(c.Notices, *notice)
+	}
+	return c
 }
 
 // Cart is the API view of the lines, with line totals and the cart total.

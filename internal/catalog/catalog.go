@@ -22,6 +22,7 @@ type Category struct {
 // worker has made them ("small", "medium", "large"). Version counts the changes made
 // by UpdateProduct (1 when listed): it is the product's ETag ("v<version>")
 // for If-Match; stock taken or put back by reservations does not change it.
+// ListedAt is when the item was listed (for "newest first").
 type Product struct {
 	ID          string            `json:"id"`
 	Name        string            `json:"name"`
@@ -32,6 +33,7 @@ type Product struct {
 	ImageURL    string            `json:"image_url"`
 	Thumbnails  map[string]string `json:"thumbnails,omitempty"`
 	Version     int64             `json:"version"`
+	ListedAt    time.Time         `json:"listed_at"`
 }
 
 // MediaPrefix is the URL path under which blob keys are served.
@@ -95,6 +97,7 @@ const SubjectItemListed = "globo.catalog.item_listed"
 
 // ItemListed is published after a new item is listed. ImageKey is the blob
 // key of the original image, from which the thumbnail worker makes thumbnails.
+// ListedAt is when it was listed (zero in events written before it existed).
 type ItemListed struct {
 	ProductID   string      `json:"product_id"`
 	Name        string      `json:"name"`
@@ -102,6 +105,7 @@ type ItemListed struct {
 	Category    string      `json:"category"`
 	Price       money.Money `json:"price"`
 	ImageKey    string      `json:"image_key"`
+	ListedAt    time.Time   `json:"listed_at"`
 }
 
 // SubjectThumbnailRequested is the subject of ThumbnailRequested jobs, on
@@ -146,6 +150,7 @@ type ProductChanged struct {
 	Price       money.Money `json:"price"`
 	Stock       int         `json:"stock"`
 	ChangedAt   time.Time   `json:"changed_at"`
+	ListedAt    time.Time   `json:"listed_at"` // when the product was listed (zero in older events)
 }
 
 // SubjectThumbnailsReady is the subject of ThumbnailsReady events.

@@ -807,6 +807,7 @@ func (r Record) Product() Product {
 		Stock:       r.Stock,
 		ImageURL:    MediaPrefix + r.ImageKey,
 		Version:     r.Version,
+		ListedAt:    r.CreatedAt.UTC().Truncate(time.Millisecond),
 	}
 	if len(r.ThumbnailKeys) > 0 {
 		p.Thumbnails = make(map[string]string, len(r.ThumbnailKeys))

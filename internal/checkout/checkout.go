@@ -13,8 +13,10 @@ import (
 	"context"
 	"time"
 
+	"github.com/globomantics/globomantics/internal/cart"
 	"github.com/globomantics/globomantics/internal/order"
 	"github.com/globomantics/globomantics/internal/payment"
+	"github.com/globomantics/globomantics/internal/platform/money"
 	"github.com/globomantics/globomantics/internal/shipping"
 )
 
@@ -72,6 +74,26 @@ type Result struct {
 	Callback *CallbackStatus `json:"callback,omitempty"`
 }
 
+// QuoteRequest is what a Quote prices: the lines of a cart (product and
+// quantity; names and prices are read again from the catalog) and where
+// they would go. Only the address's country is required; the fields given
+// are checked as a checkout checks them.
+type QuoteRequest struct {
+	Items   []cart.Item      `json:"items"`
+	Address shipping.Address `json:"address"`
+}
+
+// Quote is what checking the lines out to the address would charge now:
+// the lines priced from the catalog, their subtotal, the shipping and the
+// total. A checkout charges exactly this unless the cart, the prices or
+// the address change before it runs (the saga prices by the same rules).
+type Quote struct {
+	Items    []order.Item `json:"items"`
+	Subtotal money.Money  `json:"subtotal"`
+	Shipping money.Money  `json:"shipping"`
+	Total    money.Money  `json:"total"`
+}
+
 // API is the checkout service's contract, met by *Service and *Client.
 //
 // PlaceOrder checks out the customer's cart ("user:<id>") under an
@@ -91,7 +113,14 @@ type Result struct {
 //
 // Checkout returns the customer's checkout under key, in any state;
 // errs.NotFound when there is none (or it has expired).
+//
+// QuoteOrder prices a QuoteRequest as a checkout would (see Quote); it
+// changes nothing. errs.Invalid for no items, a quantity below 1, or an
+// address whose country the shop does not ship to or whose given fields
+// are bad (the message names the field); errs.Conflict naming a product no
+// longer sold.
 type API interface {
 	PlaceOrder(ctx context.Context, c Customer, key string, r Request) (Result, error)
 	Checkout(ctx context.Context, userID, key string) (Result, error)
+	QuoteOrder(ctx context.Context, r QuoteRequest) (Quote, error)
 }

@@ -43,3 +43,13 @@ func (c *Client) Checkout(ctx context.Context, userID, key string) (Result, erro
 	}
 	return res, nil
 }
+
+// QuoteOrder prices r as a checkout would; see API. It changes nothing, so
+// it may be sent again.
+func (c *Client) QuoteOrder(ctx context.Context, r QuoteRequest) (Quote, error) {
+	var q Quote
+	if err := c.c.Call(ctx, http.MethodPost, Prefix+"quotes", r, &q, httpx.Retryable()); err != nil {
+		return Quote{}, err
+	}
+	return q, nil
+}

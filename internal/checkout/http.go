@@ -22,8 +22,22 @@ type placeBody struct {
 //	POST orders     Idempotency-Key header, body {customer, request};
 //	                201 with the Result when confirmed, 202 while pending.
 //	GET  checkouts  ?user_id=&key=: the Result of that checkout.
+//	POST quotes     body QuoteRequest: the Quote (changes nothing).
 func NewHandler(api API) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("POST "+Prefix+"quotes", httpx.Handler(func(w http.ResponseWriter, r *http.Request) error {
+		var b QuoteRequest
+		if err := httpx.Decode(r, &b); err != nil {
+			return err
+		}
+		q, err := api.QuoteOrder(r.Context(), b)
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		httpx.WriteJSON(w, http.StatusOK, q)
+		return nil
+	}))
 	mux.Handle("POST "+Prefix+"orders", httpx.Handler(func(w http.ResponseWriter, r *http.Request) error {
 		var b placeBody
 		if err := httpx.Decode(r, &b); err != nil {

@@ -69,6 +69,9 @@ type Data struct {
 	Shipment     order.ShipmentInfo `json:"shipment"`
 	Reason       string             `json:"reason,omitempty"` // why it is being rolled back, for the order
 	OrderCreated bool               `json:"order_created,omitempty"`
+	// OrderNumber is the number the order service gave the order, which
+	// the customer knows it by.
+	OrderNumber string `json:"order_number,omitempty"`
 	// Traceparent is the W3C trace context of the request that placed the
 	// order, for the saga's spans (observe.go).
 	Traceparent string `json:"traceparent,omitempty"`

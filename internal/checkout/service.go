@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/trace"
 
@@ -234,11 +233,14 @@ func (s *Service) newSaga(c Customer, key, hash string, r Request, now time.Time
 	if len(card4) > 4 {
 		card4 = card4[len(card4)-4:]
 	}
+	// The address as the customer's form would spell it (checkRequest
+	// accepted it); the request hash stays that of what was sent.
+	addr, _ := shipping.ValidateAddress(r.ShippingAddress)
 	return Saga{
 		ID: newOrderID(c.UserID, now), UserID: c.UserID, Key: key, RequestHash: hash,
 		State: SagaRunning, Step: 0, NextAt: now, Deadline: s.deadlineOf(0, now),
 		Epoch: 1, Owner: s.owner, LeaseUntil: now.Add(s.lease),
-		Data:      Data{Email: c.Email, Address: r.ShippingAddress, Card4: card4},
+		Data:      Data{Email: c.Email, Address: addr, Card4: card4},
 		Callback:  CallbackStatus{URL: r.CallbackURL},
 		CreatedAt: now, UpdatedAt: now,
 	}
@@ -435,7 +437,7 @@ func sagaOrder(g Saga) order.Order {
 	case SagaCancelled:
 		status = order.StatusCancelled
 	}
-	return order.Order{ID: g.ID, UserID: g.UserID, Email: g.Data.Email, Status: status, Items: items,
+	return order.Order{ID: g.ID, Number: g.Data.OrderNumber, UserID: g.UserID, Email: g.Data.Email, Status: status, Items: items,
 		Subtotal: sub, ShippingCost: g.Data.ShippingCost, Total: g.Data.Total, ShippingAddress: g.Data.Address,
 		Payment: g.Data.Payment, Shipment: g.Data.Shipment, CreatedAt: g.CreatedAt, UpdatedAt: g.UpdatedAt}
 }
@@ -624,28 +626,79 @@ func checkRequest(c Customer, r Request, now time.Time) error {
 	if a, err := mail.ParseAddress(c.Email); err != nil || a.Address != c.Email || a.Name != "" {
 		return errs.E(errs.Invalid, errs.Msg("customer email is not a valid address"))
 	}
-	a := r.ShippingAddress
-	var missing []string
-	for _, f := range []struct{ name, v string }{
-		{"name", a.Name}, {"line1", a.Line1}, {"city", a.City}, {"postal_code", a.PostalCode}, {"country", a.Country},
-	} {
-		switch {
-		case strings.TrimSpace(f.v) == "":
-			missing = append(missing, f.name)
-		case utf8.RuneCountInString(f.v) > maxFieldLen || !printable(f.v):
-			return errs.E(errs.Invalid, errs.Msg("shipping_address.%s must be at most %d printable characters", f.name, maxFieldLen))
-		}
-	}
-	if len(missing) > 0 {
-		return errs.E(errs.Invalid, errs.Msg("shipping_address is missing %s", strings.Join(missing, ", ")))
-	}
-	if len(a.Country) != 2 || !letter(a.Country[0]) || !letter(a.Country[1]) {
-		return errs.E(errs.Invalid, errs.Msg("shipping_address.country must be a two-letter country code"))
+	if err := checkAddress(r.ShippingAddress, false); err != nil {
+		return err
 	}
 	if err := checkCallbackURL(r.CallbackURL); err != nil {
 		return err
 	}
 	return checkCard(r.Payment, now)
+}
+
+// checkAddress holds a shipping address to shipping.ValidateAddress (a
+// country the shop ships to, its region and postal code format), naming
+// every bad field as shipping_address.<field>. For a quote (quote true)
+// only the country is required.
+func checkAddress(a shipping.Address, quote bool) error {
+	_, fe := shipping.ValidateAddress(a)
+	var parts []string
+	for _, f := range []string{shipping.FieldName, shipping.FieldLine1, shipping.FieldCity,
+		shipping.FieldRegion, shipping.FieldPostalCode, shipping.FieldCountry} {
+		msg, bad := fe[f]
+		if !bad {
+			continue
+		}
+		empty := strings.TrimSpace(fieldOf(a, f)) == ""
+		if quote && f != shipping.FieldCountry && (empty || f == shipping.FieldRegion || f == shipping.FieldPostalCode) {
+			continue // a quote needs the country alone
+		}
+		parts = append(parts, "shipping_address."+f+": "+msg)
+	}
+	if len(parts) > 0 {
+		return errs.E(errs.Invalid, errs.Msg("%s", strings.Join(parts, "; ")))
+	}
+	return nil
+}
+
+// fieldOf is the value of a's field named f (a shipping.Field* name).
+func fieldOf(a shipping.Address, f string) string {
+	switch f {
+	case shipping.FieldName:
+		return a.Name
+	case shipping.FieldLine1:
+		return a.Line1
+	case shipping.FieldCity:
+		return a.City
+	case shipping.FieldRegion:
+		return a.Region
+	case shipping.FieldPostalCode:
+		return a.PostalCode
+	}
+	return a.Country
+}
+
+// QuoteOrder prices r as a checkout would; see API.
+func (s *Service) QuoteOrder(ctx context.Context, r QuoteRequest) (Quote, error) {
+	const op = "checkout.QuoteOrder"
+	switch {
+	case len(r.Items) == 0:
+		return Quote{}, errs.E(op, errs.Invalid, errs.Msg("there is nothing to quote: the cart is empty"))
+	case len(r.Items) > order.MaxItems:
+		return Quote{}, errs.E(op, errs.Invalid, errs.Msg("a quote has at most %d lines", order.MaxItems))
+	}
+	for i, it := range r.Items {
+		if strings.TrimSpace(it.ProductID) == "" || it.Quantity < 1 {
+			return Quote{}, errs.E(op, errs.Invalid, errs.Msg("item %d needs a product_id and a quantity of at least 1", i+1))
+		}
+	}
+	if err := checkAddress(r.Address, true); err != nil {
+		return Quote{}, errs.E(op, err)
+	}
+	q, _, _, err := s.quote(ctx, r.Items, shipping.Address{Country: r.Address.Country})
+	if err != nil {
+		return Quote{}, errs.E(op, err)
+	}
+	return q, nil
 }
 
 // checkCallbackURL accepts "" or an absolute http(s) URL of at most 2,000
@@ -659,20 +712,6 @@ func checkCallbackURL(raw string) error {
 		return errs.E(errs.Invalid, errs.Msg("callback_url must be an absolute http or https URL of at most 2000 bytes, without credentials"))
 	}
 	return nil
-}
-
-func letter(b byte) bool { return b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' }
-
-func printable(s string) bool {
-	if !utf8.ValidString(s) {
-		return false
-	}
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // checkCard checks the card's shape with the payment service's own rules,

@@ -10,6 +10,8 @@ import (
 	"github.com/globomantics/globomantics/internal/order"
 	"github.com/globomantics/globomantics/internal/payment"
 	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/money"
+	"github.com/globomantics/globomantics/internal/shipping"
 )
 
 // step is one step of the checkout saga: what it does, and the
@@ -121,22 +123,32 @@ func lockCart(ctx context.Context, r *runner) error {
 	if len(crt.Items) == 0 {
 		return errs.E(errs.Invalid, errs.Msg("cart is empty"))
 	}
-	items, lines, units, err := r.s.price(ctx, crt)
+	q, lines, units, err := r.s.quote(ctx, crt.Items, g.Data.Address)
 	if err != nil {
 		return err
-	}
-	cost, err := r.s.ship.Quote(ctx, g.Data.Address, units)
-	if err != nil {
-		return err
-	}
-	total := cost
-	for _, it := range items {
-		total = total.Add(it.LineTotal)
 	}
 	g.Data.CartVersion = crt.Version
-	g.Data.Items, g.Data.Lines, g.Data.Units = items, lines, units
-	g.Data.ShippingCost, g.Data.Total = cost, total
+	g.Data.Items, g.Data.Lines, g.Data.Units = q.Items, lines, units
+	g.Data.ShippingCost, g.Data.Total = q.Shipping, q.Total
 	return nil
+}
+
+// quote prices items from the catalog and ships them to addr: what the
+// saga charges (lockCart) and what QuoteOrder shows, by one rule.
+func (s *Service) quote(ctx context.Context, items []cart.Item, addr shipping.Address) (Quote, []catalog.Line, int, error) {
+	priced, lines, units, err := s.price(ctx, cart.Cart{Items: items})
+	if err != nil {
+		return Quote{}, nil, 0, err
+	}
+	cost, err := s.ship.Quote(ctx, addr, units)
+	if err != nil {
+		return Quote{}, nil, 0, err
+	}
+	sub := money.USD(0)
+	for _, it := range priced {
+		sub = sub.Add(it.LineTotal)
+	}
+	return Quote{Items: priced, Subtotal: sub, Shipping: cost, Total: sub.Add(cost)}, lines, units, nil
 }
 
 func unlockCart(ctx context.Context, r *runner) error {
@@ -201,12 +213,12 @@ func voidPayment(ctx context.Context, r *runner) error {
 
 func createOrder(ctx context.Context, r *runner) error {
 	g := r.saga
-	_, err := r.s.orders.CreateOrder(ctx, order.NewOrder{
+	o, err := r.s.orders.CreateOrder(ctx, order.NewOrder{
 		ID: g.ID, UserID: g.UserID, Email: g.Data.Email, Items: g.Data.Items,
 		ShippingCost: g.Data.ShippingCost, ShippingAddress: g.Data.Address,
 	})
 	if err == nil {
-		g.Data.OrderCreated = true
+		g.Data.OrderCreated, g.Data.OrderNumber = true, o.Number
 	}
 	return err
 }

@@ -163,6 +163,7 @@ func Contracts() []Contract {
 	cs = append(cs, partnerContracts()...)
 	cs = append(cs, jobContracts()...) // jobs.go
 	cs = append(cs, paymentContracts()...)
+	cs = append(cs, accountContracts()...) // account.go
 	slices.SortFunc(cs, func(a, b Contract) int { return strings.Compare(a.Subject, b.Subject) })
 	return cs
 }

@@ -219,6 +219,7 @@ func producedPayloads(t *testing.T, b testenv.Backend) map[string][][]byte {
 	// The partner integration's producers (partner_test.go).
 	partnerPayloads(t, b, out)
 	paymentPayloads(t, b, out) // payment_test.go
+	accountPayloads(t, b, out) // account_test.go
 	return out
 }
 

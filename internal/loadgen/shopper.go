@@ -246,7 +246,8 @@ func (s *sess) register(i int) {
 // fillCart adds 1 to max products and views the cart.
 func (s *sess) fillCart(most int) {
 	for n := 1 + s.rnd.IntN(most); n > 0 && s.alive(); n-- {
-		s.do("add_to_cart", http.MethodPost, "/api/v1/cart/items", map[string]any{"product_id": s.product().ID, "quantity": 1}, nil, 200)
+		// 409: the product sold out (the cart refuses what is not in stock).
+		s.do("add_to_cart", http.MethodPost, "/api/v1/cart/items", map[string]any{"product_id": s.product().ID, "quantity": 1}, nil, 200, 409)
 	}
 	if s.alive() {
 		s.get("view_cart", "/api/v1/cart", 200)

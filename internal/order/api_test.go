@@ -22,6 +22,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/money"
 	"github.com/globomantics/globomantics/internal/platform/outbox"
 	"github.com/globomantics/globomantics/internal/platform/page"
+	"github.com/globomantics/globomantics/internal/platform/shard"
 	"github.com/globomantics/globomantics/internal/platform/sqldb"
 	"github.com/globomantics/globomantics/internal/platform/testenv"
 	"github.com/globomantics/globomantics/internal/shipping"
@@ -81,6 +82,7 @@ var contract = []struct {
 	{"CreateRejectsBadInput", testCreateRejectsBadInput},
 	{"CreateCountsNameCharacters", testCreateCountsNameCharacters},
 	{"GetUnknown", testGetUnknown},
+	{"GetByNumber", testGetByNumber},
 	{"ListNewestFirstPaged", testListNewestFirstPaged},
 	{"SetPayment", testSetPayment},
 	{"Confirm", testConfirm},
@@ -697,4 +699,25 @@ func TestCancelPublishesOrderCancelled(t *testing.T) {
 	if !reflect.DeepEqual(ev.Order, cancelled) || ev.Order.CancelReason != "payment declined" || ev.Order.Payment.Status != "voided" {
 		t.Errorf("event order = %+v\nwant %+v", ev.Order, cancelled)
 	}
+}
+
+func testGetByNumber(t *testing.T, e env) {
+	ctx := context.Background()
+	o := mustCreate(t, e, newOrder("ord_n1", "usr_1"))
+	if n, sh, ok := order.ParseNumber(o.Number); !ok || n != o.Number || sh != shard.ForUser("usr_1") {
+		t.Fatalf("order number %q: not a number of the user's shard", o.Number)
+	}
+	// The customer's way of typing it finds the order too.
+	for _, n := range []string{o.Number, strings.ToLower(o.Number), strings.ReplaceAll(o.Number, "-", "")} {
+		got, err := e.api.GetOrder(ctx, n)
+		if err != nil || got.ID != o.ID || got.Number != o.Number {
+			t.Fatalf("GetOrder(%s) = %s %s, %v; want %s", n, got.ID, got.Number, err, o.ID)
+		}
+	}
+	// A repeat of the create answers with the number first given.
+	if again := mustCreate(t, e, newOrder("ord_n1", "usr_1")); again.Number != o.Number {
+		t.Fatalf("repeat CreateOrder: number %s, want %s", again.Number, o.Number)
+	}
+	_, err := e.api.GetOrder(ctx, order.NewNumber(shard.ForUser("usr_1")))
+	wantKind(t, err, errs.NotFound)
 }

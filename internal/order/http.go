@@ -26,7 +26,7 @@ type cancelBody struct {
 // NewHandler serves api's REST API under /svc/order/v1/:
 //
 //	PUT  orders/{id}          create (idempotent), body NewOrder
-//	GET  orders/{id}
+//	GET  orders/{id}          {id}: an order id or an order number
 //	GET  orders?user_id=&page_size=&page_token=
 //	PUT  orders/{id}/payment  body PaymentInfo
 //	POST orders/{id}/confirm  body {payment, shipment}; idempotent

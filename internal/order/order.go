@@ -43,7 +43,10 @@ type ShipmentInfo struct {
 
 // Order is a customer's order.
 type Order struct {
-	ID              string           `json:"id"`
+	ID string `json:"id"`
+	// Number is the short number the customer knows the order by (see
+	// NewNumber), unique across shards; GetOrder accepts it for the id.
+	Number          string           `json:"number"`
 	UserID          string           `json:"user_id"`
 	Email           string           `json:"email"`
 	Status          string           `json:"status"`
@@ -134,12 +137,13 @@ func CancelledEventID(id string) string { return id + "/cancelled" }
 // API is the order service's contract, met by *Service and *Client.
 //
 //   - CreateOrder: a pending order with Subtotal and Total computed from the
-//     items; errs.Invalid for a missing id, user or email, no items, or a
+//     items and a new order Number; errs.Invalid for a missing id, user or email, no items, or a
 //     quantity below 1. A repeat with the same id returns the existing order
 //     (whatever its status) when it has the same user, items, shipping cost
 //     and total, and is errs.Conflict otherwise; errs.Conflict, creating
 //     nothing, for an id that was cancelled before it was created.
-//   - GetOrder: errs.NotFound.
+//   - GetOrder: the order with this id, or with this order number (any
+//     string ParseNumber reads); errs.NotFound.
 //   - ListOrders: the user's orders, newest first, keyset-paginated (orders
 //     placed meanwhile never make a walk skip or repeat one); errs.BadRequest
 //     for a page token that is not of this user's list.

@@ -14,6 +14,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/money"
 	"github.com/globomantics/globomantics/internal/platform/page"
+	"github.com/globomantics/globomantics/internal/platform/shard"
 	"github.com/globomantics/globomantics/internal/shipping"
 )
 
@@ -44,7 +45,9 @@ var ErrNoChange = errors.New("order: no change")
 type Store interface {
 	// Create inserts o with its items and reports created=true. If an order
 	// with o.ID exists it changes nothing and returns that order with
-	// created=false. errs.Conflict, writing nothing, when o.ID was cancelled
+	// created=false. o.Number is a new NewNumber of the user's shard; when
+	// another order on the node holds it, the store draws another (the
+	// stored order says which it kept). errs.Conflict, writing nothing, when o.ID was cancelled
 	// before it was created (see Tombstone).
 	Create(ctx context.Context, o Order) (stored Order, created bool, err error)
 	// Tombstone records that order id was cancelled before it was created,
@@ -59,6 +62,9 @@ type Store interface {
 	Tombstone(ctx context.Context, id string, now time.Time) error
 	// Get returns the order with its items; errs.NotFound.
 	Get(ctx context.Context, id string) (Order, error)
+	// GetByNumber returns the order with this order number (as NewNumber
+	// spells it), from the node of the shard it carries; errs.NotFound.
+	GetByNumber(ctx context.Context, number string) (Order, error)
 	// ListByUser returns at most limit of the user's orders, newest first
 	// (by CreatedAt, then id, both descending), starting right after the
 	// order at after, or with the newest when after is nil; never nil.
@@ -206,6 +212,7 @@ func (s *Service) build(n NewOrder) (Order, error) {
 	now := s.now()
 	return Order{
 		ID:              n.ID,
+		Number:          NewNumber(shard.ForUser(n.UserID)),
 		UserID:          n.UserID,
 		Email:           n.Email,
 		Status:          StatusPending,
@@ -252,9 +259,16 @@ func printable(s string) bool {
 	return true
 }
 
-// GetOrder returns the order; errs.NotFound.
+// GetOrder returns the order with this id or order number; errs.NotFound.
 func (s *Service) GetOrder(ctx context.Context, id string) (Order, error) {
 	const op = "order.GetOrder"
+	if number, _, ok := ParseNumber(id); ok {
+		o, err := s.store.GetByNumber(ctx, number)
+		if err != nil {
+			return Order{}, errs.E(op, err)
+		}
+		return o, nil
+	}
 	if !ValidID(id) {
 		return Order{}, errs.E(op, errs.NotFound, errs.Msg("order not found"))
 	}

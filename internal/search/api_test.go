@@ -92,7 +92,7 @@ func contains(r search.Result, id string) bool {
 
 func mustSearch(t *testing.T, api search.API, q string, p page.Request) search.Result {
 	t.Helper()
-	r, err := api.Search(context.Background(), q, p)
+	r, err := api.Search(context.Background(), search.Query{Text: q}, p)
 	if err != nil {
 		t.Fatalf("Search(%q): %v", q, err)
 	}
@@ -126,21 +126,21 @@ func runContract(t *testing.T, mk func(t *testing.T) fixture) {
 			{"zero offset", "lamp", page.Request{Size: 5, Token: page.Token("search/score/x", "0")}},
 			{"garbage token", "lamp", page.Request{Size: 5, Token: "%%%%"}},
 			{"old offset token", "lamp", page.Request{Size: 5, Token: "bzoy"}},
-			{"another query's token", "lamp", page.Request{Size: 5, Token: search.SearchToken("lamps", 5)}},
+			{"another query's token", "lamp", page.Request{Size: 5, Token: search.SearchToken(search.Query{Text: "lamps"}, 5)}},
 			{"another list's token", "lamp", page.Request{Size: 5, Token: page.Token("products/id/", "prd_1")}},
-			{"beyond window", "lamp", page.Request{Size: 10, Token: search.SearchToken("lamp", search.MaxResultWindow)}},
+			{"beyond window", "lamp", page.Request{Size: 10, Token: search.SearchToken(search.Query{Text: "lamp"}, search.MaxResultWindow)}},
 		} {
-			_, err := f.api.Search(ctx, tc.q, tc.p)
+			_, err := f.api.Search(ctx, search.Query{Text: tc.q}, tc.p)
 			if !errs.Is(errs.BadRequest, err) {
 				t.Errorf("%s: err = %v (kind %v), want BadRequest", tc.name, err, errs.KindOf(err))
 			}
 		}
 		// A page crossing the result window is cut short, not refused.
-		if _, err := f.api.Search(ctx, "lamp", page.Request{Size: 10, Token: search.SearchToken(" lamp ", search.MaxResultWindow-5)}); err != nil {
+		if _, err := f.api.Search(ctx, search.Query{Text: "lamp"}, page.Request{Size: 10, Token: search.SearchToken(search.Query{Text: " lamp "}, search.MaxResultWindow-5)}); err != nil {
 			t.Errorf("page crossing the window: %v", err)
 		}
 		// 200 characters (not bytes) is still fine.
-		if _, err := f.api.Search(ctx, strings.Repeat("é", search.MaxQueryLen), page.Request{}); err != nil {
+		if _, err := f.api.Search(ctx, search.Query{Text: strings.Repeat("é", search.MaxQueryLen)}, page.Request{}); err != nil {
 			t.Errorf("query of %d characters: %v", search.MaxQueryLen, err)
 		}
 	})
@@ -267,7 +267,7 @@ func runContract(t *testing.T, mk func(t *testing.T) fixture) {
 			t.Errorf("got %d pages and %d products, want 3 and %d", pages, len(seen), n)
 		}
 		// A page past the end is empty, not an error.
-		r := mustSearch(t, f.api, "widget", page.Request{Size: 10, Token: search.SearchToken("widget", 40)})
+		r := mustSearch(t, f.api, "widget", page.Request{Size: 10, Token: search.SearchToken(search.Query{Text: "widget"}, 40)})
 		if len(r.Hits) != 0 || r.NextPageToken != "" || r.Total != n {
 			t.Errorf("page past the end = %+v", r)
 		}
@@ -316,7 +316,7 @@ func TestFeedFromBus(t *testing.T) {
 		}
 	}
 	testenv.CheckFor(t, 10*time.Second, func() error {
-		r, err := svc.Search(ctx, "kettles", page.Request{})
+		r, err := svc.Search(ctx, search.Query{Text: "kettles"}, page.Request{})
 		if err != nil {
 			return err
 		}
@@ -349,7 +349,7 @@ func TestPersistence(t *testing.T) {
 	if n, err := idx.Count(); err != nil || n != uint64(len(catalogue)) {
 		t.Fatalf("Count after reopen = %d, %v; want %d", n, err, len(catalogue))
 	}
-	r, err := search.NewService(idx, testenv.Logger(t)).Search(ctx, "lamps", page.Request{})
+	r, err := search.NewService(idx, testenv.Logger(t)).Search(ctx, search.Query{Text: "lamps"}, page.Request{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -383,7 +383,7 @@ func BenchmarkSearch(b *testing.B) {
 	for _, q := range []string{"lamps", "brass lan", "coper kettle"} {
 		b.Run(q, func(b *testing.B) {
 			for b.Loop() {
-				r, err := svc.Search(ctx, q, page.Request{Size: 20})
+				r, err := svc.Search(ctx, search.Query{Text: q}, page.Request{Size: 20})
 				if err != nil || len(r.Hits) == 0 {
 					b.Fatalf("Search(%q) = %d hits, %v", q, len(r.Hits), err)
 				}

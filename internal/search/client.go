@@ -3,7 +3,6 @@ package search
 import (
 	"context"
 	"net/http"
-	"net/url"
 	"strconv"
 
 	"github.com/globomantics/globomantics/internal/platform/httpx"
@@ -20,9 +19,14 @@ var _ API = (*Client)(nil)
 // NewClient returns a client of the search service reached through c.
 func NewClient(c *httpx.Client) *Client { return &Client{c: c} }
 
-// Search calls GET /svc/search/v1/search.
-func (c *Client) Search(ctx context.Context, q string, p page.Request) (Result, error) {
-	v := url.Values{"q": {q}}
+// Search calls GET /svc/search/v1/search. A query Check refuses is refused
+// here, without a call.
+func (c *Client) Search(ctx context.Context, q Query, p page.Request) (Result, error) {
+	q, err := q.Check()
+	if err != nil {
+		return Result{}, err
+	}
+	v := q.Values()
 	if p.Size != 0 {
 		v.Set("page_size", strconv.Itoa(p.Size))
 	}
@@ -35,6 +39,12 @@ func (c *Client) Search(ctx context.Context, q string, p page.Request) (Result, 
 	}
 	if res.Hits == nil {
 		res.Hits = []Hit{}
+	}
+	if res.Facets.Categories == nil {
+		res.Facets.Categories = []CategoryCount{}
+	}
+	if res.Facets.Prices == nil {
+		res.Facets.Prices = []PriceRange{}
 	}
 	return res, nil
 }

@@ -27,6 +27,9 @@ const (
 	fieldDescription = "description"
 	fieldDescWords   = "description_words"
 	fieldCategory    = "category"
+	fieldCategoryID  = "category_id" // the category id exactly, for filters and facets
+	fieldPrice       = "price"       // cents
+	fieldListedAt    = "listed_at"   // Unix milliseconds; stored, see Put
 
 	analyzerWords   = "globo_words"   // unicode words, lower-cased
 	analyzerKeyword = "globo_keyword" // the whole value as one term, lower-cased
@@ -35,16 +38,32 @@ const (
 // mappingVersion names the index layout built by newMapping. An index built
 // with another version is refused by OpenIndex rather than silently searched
 // with the wrong analyzers; bump it whenever newMapping changes.
-const mappingVersion = "globo-search-v1"
+//
+// v2 added category_id, price and listed_at (filters, facets and sorts): an
+// index of v1 is refused as unusable, so the app sets it aside and rebuilds
+// it from the catalog.
+const mappingVersion = "globo-search-v2"
 
 var mappingVersionKey = []byte("globo_mapping_version")
 
 // Document is what the index holds for one product; the product id is the
-// document id.
+// document id. Price is in cents. A zero ListedAt keeps the listing time the
+// index already has for the product (events written before they carried it).
 type Document struct {
-	Name        string `json:"name"`
-	Description string `json:"description"`
-	Category    string `json:"category"`
+	Name        string    `json:"name"`
+	Description string    `json:"description"`
+	Category    string    `json:"category"`
+	Price       int64     `json:"price"`
+	ListedAt    time.Time `json:"listed_at"`
+}
+
+// indexed is a Document as bleve maps it: numbers as float64.
+type indexed struct {
+	Name        string  `json:"name"`
+	Description string  `json:"description"`
+	Category    string  `json:"category"`
+	Price       float64 `json:"price"`
+	ListedAt    float64 `json:"listed_at"`
 }
 
 // Index is a persistent full-text index of products, safe for concurrent use.
@@ -167,17 +186,60 @@ func newMapping() *mapping.IndexMappingImpl {
 	doc := bleve.NewDocumentStaticMapping()
 	doc.AddFieldMappingsAt("name", text(fieldName, en.AnalyzerName), text(fieldNameWords, analyzerWords))
 	doc.AddFieldMappingsAt("description", text(fieldDescription, en.AnalyzerName), text(fieldDescWords, analyzerWords))
-	doc.AddFieldMappingsAt("category", text(fieldCategory, analyzerKeyword))
+	exact := bleve.NewKeywordFieldMapping()
+	exact.Name = fieldCategoryID
+	exact.Store = false
+	exact.IncludeInAll = false
+	exact.IncludeTermVectors = false
+	exact.DocValues = true
+	doc.AddFieldMappingsAt("category", text(fieldCategory, analyzerKeyword), exact)
+	number := func(name string, store bool) *mapping.FieldMapping {
+		f := bleve.NewNumericFieldMapping()
+		f.Name = name
+		f.Store = store
+		f.IncludeInAll = false
+		f.DocValues = true
+		return f
+	}
+	doc.AddFieldMappingsAt("price", number(fieldPrice, false))
+	doc.AddFieldMappingsAt("listed_at", number(fieldListedAt, true))
 	im.DefaultMapping = doc
 	return im
 }
 
-// Put indexes d under id, replacing any document already there.
+// Put indexes d under id, replacing any document already there. A zero
+// d.ListedAt keeps the listing time indexed for id, if any.
 func (x *Index) Put(id string, d Document) error {
-	if err := x.bi.Index(id, d); err != nil {
+	doc := indexed{Name: d.Name, Description: d.Description, Category: d.Category, Price: float64(d.Price)}
+	if d.ListedAt.IsZero() {
+		ms, err := x.listedAt(id)
+		if err != nil {
+			return fmt.Errorf("search: index %s: %w", id, err)
+		}
+		doc.ListedAt = ms
+	} else {
+		doc.ListedAt = float64(d.ListedAt.UnixMilli())
+	}
+	if err := x.bi.Index(id, doc); err != nil {
 		return fmt.Errorf("search: index %s: %w", id, err)
 	}
 	return nil
+}
+
+// listedAt is the listing time (Unix milliseconds) indexed for id; 0 when id
+// is not indexed or has none.
+func (x *Index) listedAt(id string) (float64, error) {
+	req := bleve.NewSearchRequestOptions(bleve.NewDocIDQuery([]string{id}), 1, 0, false)
+	req.Fields = []string{fieldListedAt}
+	res, err := x.bi.Search(req)
+	if err != nil {
+		return 0, err
+	}
+	if len(res.Hits) == 0 {
+		return 0, nil
+	}
+	ms, _ := res.Hits[0].Fields[fieldListedAt].(float64)
+	return ms, nil
 }
 
 // Delete removes the document id; deleting a missing one is not an error.

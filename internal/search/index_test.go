@@ -20,7 +20,8 @@ func TestOpenIndexRefusesOtherLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := idx.bi.SetInternal(mappingVersionKey, []byte("globo-search-v0")); err != nil {
+	// v1: before price, listing time and category id were indexed.
+	if err := idx.bi.SetInternal(mappingVersionKey, []byte("globo-search-v1")); err != nil {
 		t.Fatal(err)
 	}
 	if err := idx.Close(); err != nil {

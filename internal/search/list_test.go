@@ -22,7 +22,7 @@ func TestSearchHTTPBadQuery(t *testing.T) {
 	t.Cleanup(srv.Close)
 	for _, raw := range []string{
 		"q=lamp&page_token=%%%%",
-		"q=lamp&page_token=" + search.SearchToken("lamps", 10),
+		"q=lamp&page_token=" + search.SearchToken(search.Query{Text: "lamps"}, 10),
 		"q=lamp&page_token=" + page.Token("orders/newest/usr_1", "1", "ord_1"),
 		"q=lamp;page_size=2",
 		"q=%zz",

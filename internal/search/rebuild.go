@@ -30,7 +30,7 @@ func (s *Service) Rebuild(ctx context.Context, cat Catalog) (int, error) {
 			return n, errs.E(op, err)
 		}
 		for _, p := range pg.Items {
-			if err := s.idx.Put(p.ID, Document{Name: p.Name, Description: p.Description, Category: p.Category}); err != nil {
+			if err := s.idx.Put(p.ID, Document{Name: p.Name, Description: p.Description, Category: p.Category, Price: p.Price.Amount, ListedAt: p.ListedAt}); err != nil {
 				return n, errs.E(op, err)
 			}
 			n++

@@ -65,7 +65,7 @@ func TestRebuildIndexesTheWholeCatalog(t *testing.T) {
 	if c, _ := idx.Count(); c != 250 {
 		t.Errorf("index holds %d documents, want 250", c)
 	}
-	res, err := svc.Search(context.Background(), "lamp", page.Request{Size: 10})
+	res, err := svc.Search(context.Background(), search.Query{Text: "lamp"}, page.Request{Size: 10})
 	if err != nil || res.Total != 250 {
 		t.Fatalf("search after rebuild: total %d, %v", res.Total, err)
 	}

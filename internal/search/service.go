@@ -1,15 +1,18 @@
 package search
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/blevesearch/bleve/v2"
+	"github.com/blevesearch/bleve/v2/search"
 	"github.com/blevesearch/bleve/v2/search/query"
 
 	"github.com/globomantics/globomantics/internal/catalog"
@@ -62,36 +65,47 @@ func NewService(idx *Index, log *slog.Logger) *Service {
 	return &Service{idx: idx, log: log}
 }
 
-// resultsList names the results of query q, best first, in page tokens, so a
-// token of one query is refused for another. It holds a digest of q, not q.
-func resultsList(q string) string {
-	sum := sha256.Sum256([]byte(q))
-	return "search/score/" + hex.EncodeToString(sum[:9])
+// resultsList names the results of q (normalised by Check) in page tokens,
+// so a token of one query, order or filter is refused for another. It holds
+// a digest of the query, not the query; a relevance-ordered query without
+// filters keeps the name it had before sorts and filters existed.
+func resultsList(q Query) string {
+	key := q.Text
+	if q.Filtered() {
+		key = strings.Join([]string{q.Text, q.Category, strconv.FormatInt(q.MinPrice, 10), strconv.FormatInt(q.MaxPrice, 10)}, "\x00")
+	}
+	sum := sha256.Sum256([]byte(key))
+	order := "score"
+	if q.Sort != SortRelevance {
+		order = string(q.Sort)
+	}
+	return "search/" + order + "/" + hex.EncodeToString(sum[:9])
 }
 
-// Search finds products matching q, best first. Products with the same score
-// come in product-id order, so pages do not overlap.
+// maxCategoryFacets bounds the categories the category facet lists.
+const maxCategoryFacets = 100
+
+// Search finds products matching q, filtered and in the order q asks for,
+// with the facets of its results and, when there are none, a suggestion.
+// Products that tie in that order come in product-id order, so pages do not
+// overlap.
 //
 // Unlike the stores' lists, search pages by position: the token holds the
-// offset of the next page (versioned, and bound to a digest of q so a token
-// of one query is refused for another). A keyset on (score, id), which bleve
-// could seek with search_after, would be worse here: scores depend on the
-// whole index's term statistics, so one product indexed between two pages
-// shifts every score and would replay or skip the rest of the results,
-// where an offset shifts by the few products added. errs.BadRequest for a bad
-// query, size or token, or a page beyond MaxResultWindow.
-func (s *Service) Search(ctx context.Context, q string, p page.Request) (Result, error) {
+// offset of the next page (versioned, and bound to a digest of the query,
+// its order and filters, so a token of one is refused for another). A keyset
+// on (score, id), which bleve could seek with search_after, would be worse
+// here: scores depend on the whole index's term statistics, so one product
+// indexed between two pages shifts every score and would replay or skip the
+// rest of the results, where an offset shifts by the few products added.
+// errs.BadRequest for a bad query, size or token, or a page beyond
+// MaxResultWindow.
+func (s *Service) Search(ctx context.Context, q Query, p page.Request) (Result, error) {
 	const op = "search.Search"
-	q = strings.TrimSpace(q)
-	switch {
-	case q == "":
-		return Result{}, errs.E(op, errs.BadRequest, errs.Msg("query must not be empty"))
-	case !utf8.ValidString(q):
-		return Result{}, errs.E(op, errs.BadRequest, errs.Msg("query must be valid UTF-8"))
-	case utf8.RuneCountInString(q) > MaxQueryLen:
-		return Result{}, errs.E(op, errs.BadRequest, errs.Msg("query must be at most %d characters", MaxQueryLen))
+	q, err := q.Check()
+	if err != nil {
+		return Result{}, err
 	}
-	p, err := p.CheckSize(op)
+	p, err = p.CheckSize(op)
 	if err != nil {
 		return Result{}, err
 	}
@@ -109,32 +123,194 @@ func (s *Service) Search(ctx context.Context, q string, p page.Request) (Result,
 	}
 	size := min(p.Size, MaxResultWindow-offset)
 
-	req := bleve.NewSearchRequestOptions(s.buildQuery(q), size, offset, false)
-	req.SortBy([]string{"-_score", "_id"})
-	res, err := s.idx.bi.SearchInContext(ctx, req)
+	text := s.buildQuery(q.Text)
+	catFilter, priceFilter := categoryFilter(q), priceFilter(q)
+	req := bleve.NewSearchRequestOptions(conjunction(text, catFilter, priceFilter), size, offset, false)
+	req.SortByCustom(sortOrder(q.Sort))
+	// Each facet counts within the other facet's filter but not its own: a
+	// facet whose filter is in force needs a search of its own.
+	if catFilter == nil {
+		req.AddFacet(fieldCategoryID, categoryFacet())
+	}
+	if priceFilter == nil {
+		req.AddFacet(fieldPrice, priceFacet())
+	}
+	res, err := s.run(ctx, req)
 	if err != nil {
-		if ctx.Err() != nil {
-			return Result{}, errs.E(op, errs.Unavailable, ctx.Err())
-		}
 		return Result{}, errs.E(op, err)
 	}
-	out := Result{Hits: make([]Hit, 0, len(res.Hits)), Total: int(res.Total)}
+	out := Result{Hits: make([]Hit, 0, len(res.Hits)), Total: int(res.Total), Start: offset}
+	if prev := offset - p.Size; prev > 0 {
+		out.PrevPageToken = page.Token(list, strconv.Itoa(prev))
+	}
 	for _, h := range res.Hits {
 		out.Hits = append(out.Hits, Hit{ProductID: h.ID, Score: h.Score})
 	}
 	if next := offset + len(res.Hits); len(res.Hits) > 0 && uint64(next) < res.Total && next < MaxResultWindow {
 		out.NextPageToken = page.Token(list, strconv.Itoa(next))
 	}
+
+	catFacets, priceFacets := res.Facets[fieldCategoryID], res.Facets[fieldPrice]
+	if catFilter != nil {
+		if catFacets, err = s.facet(ctx, conjunction(text, priceFilter), fieldCategoryID, categoryFacet()); err != nil {
+			return Result{}, errs.E(op, err)
+		}
+	}
+	if priceFilter != nil {
+		if priceFacets, err = s.facet(ctx, conjunction(text, catFilter), fieldPrice, priceFacet()); err != nil {
+			return Result{}, errs.E(op, err)
+		}
+	}
+	out.Facets = facets(catFacets, priceFacets)
+
+	if out.Total == 0 && offset == 0 {
+		if out.Suggestion, err = s.suggest(ctx, q); err != nil {
+			return Result{}, errs.E(op, err)
+		}
+	}
 	return out, nil
 }
 
+// run runs req, making a cancelled context's failure Unavailable.
+func (s *Service) run(ctx context.Context, req *bleve.SearchRequest) (*bleve.SearchResult, error) {
+	res, err := s.idx.bi.SearchInContext(ctx, req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, errs.E(errs.Unavailable, ctx.Err())
+		}
+		return nil, err
+	}
+	return res, nil
+}
+
+// facet counts the results of qr by the one facet fr.
+func (s *Service) facet(ctx context.Context, qr query.Query, name string, fr *bleve.FacetRequest) (*search.FacetResult, error) {
+	req := bleve.NewSearchRequestOptions(qr, 0, 0, false)
+	req.AddFacet(name, fr)
+	res, err := s.run(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return res.Facets[name], nil
+}
+
+func categoryFacet() *bleve.FacetRequest {
+	return bleve.NewFacetRequest(fieldCategoryID, maxCategoryFacets)
+}
+
+func priceFacet() *bleve.FacetRequest {
+	fr := bleve.NewFacetRequest(fieldPrice, len(PriceRanges))
+	for _, r := range PriceRanges {
+		lo := float64(r.Min)
+		var hi *float64
+		if r.Max != 0 {
+			hi = ptr(float64(r.Max))
+		}
+		fr.AddNumericRange(priceRangeName(r), &lo, hi)
+	}
+	return fr
+}
+
+func priceRangeName(r PriceRange) string {
+	return strconv.FormatInt(r.Min, 10) + "-" + strconv.FormatInt(r.Max, 10)
+}
+
+// facets turns bleve's facet results into Facets.
+func facets(cats, prices *search.FacetResult) Facets {
+	f := Facets{Categories: []CategoryCount{}, Prices: make([]PriceRange, len(PriceRanges))}
+	if cats != nil {
+		for _, t := range cats.Terms.Terms() {
+			f.Categories = append(f.Categories, CategoryCount{Category: t.Term, Count: t.Count})
+		}
+		slices.SortFunc(f.Categories, func(a, b CategoryCount) int {
+			return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.Category, b.Category))
+		})
+	}
+	counts := map[string]int{}
+	if prices != nil {
+		for _, r := range prices.NumericRanges {
+			counts[r.Name] = r.Count
+		}
+	}
+	for i, r := range PriceRanges {
+		r.Count = counts[priceRangeName(r)]
+		f.Prices[i] = r
+	}
+	return f
+}
+
+// categoryFilter is the query keeping q's category; nil for none.
+func categoryFilter(q Query) query.Query {
+	if q.Category == "" {
+		return nil
+	}
+	t := bleve.NewTermQuery(q.Category)
+	t.SetField(fieldCategoryID)
+	t.SetBoost(0)
+	return t
+}
+
+// priceFilter is the query keeping q's price range; nil for none.
+func priceFilter(q Query) query.Query {
+	if q.MinPrice == 0 && q.MaxPrice == 0 {
+		return nil
+	}
+	var lo, hi *float64
+	if q.MinPrice != 0 {
+		lo = ptr(float64(q.MinPrice))
+	}
+	if q.MaxPrice != 0 {
+		hi = ptr(float64(q.MaxPrice))
+	}
+	r := bleve.NewNumericRangeInclusiveQuery(lo, hi, ptr(true), ptr(false))
+	r.SetField(fieldPrice)
+	r.SetBoost(0)
+	return r
+}
+
+// conjunction is the query all of qs (the nil ones left out) match.
+func conjunction(qs ...query.Query) query.Query {
+	var parts []query.Query
+	for _, q := range qs {
+		if q != nil {
+			parts = append(parts, q)
+		}
+	}
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return bleve.NewConjunctionQuery(parts...)
+}
+
+// sortOrder is the order of results of sort; ties in product-id order.
+func sortOrder(sort Sort) search.SortOrder {
+	byID := &search.SortDocID{}
+	field := func(name string, desc bool) *search.SortField {
+		return &search.SortField{Field: name, Desc: desc, Type: search.SortFieldAsNumber, Missing: search.SortFieldMissingLast}
+	}
+	switch sort {
+	case SortPriceAsc:
+		return search.SortOrder{field(fieldPrice, false), byID}
+	case SortPriceDesc:
+		return search.SortOrder{field(fieldPrice, true), byID}
+	case SortNewest:
+		return search.SortOrder{field(fieldListedAt, true), byID}
+	default:
+		return search.SortOrder{&search.SortScore{Desc: true}, byID}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
 // SearchToken is the page token of the results of q starting at offset, for
-// callers (and tests) that page by position; "" for offset 0.
-func SearchToken(q string, offset int) string {
-	if offset <= 0 {
+// callers (and tests) that page by position; "" for offset 0 or a query
+// Check refuses.
+func SearchToken(q Query, offset int) string {
+	q, err := q.Check()
+	if offset <= 0 || err != nil {
 		return ""
 	}
-	return page.Token(resultsList(strings.TrimSpace(q)), strconv.Itoa(offset))
+	return page.Token(resultsList(q), strconv.Itoa(offset))
 }
 
 // buildQuery is the disjunction behind Search: whole (stemmed) words in the
@@ -202,6 +378,7 @@ func (s *Service) HandleEvent(ctx context.Context, ev bus.Event) error {
 	if ev.Type != catalog.SubjectItemListed && ev.Type != catalog.SubjectProductChanged {
 		return nil
 	}
+	// ItemListed and ProductChanged share these fields' names.
 	var it catalog.ItemListed
 	if err := ev.Decode(&it); err != nil {
 		s.log.Error("search: undecodable item_listed event dropped", "event", ev.ID, "err", err)
@@ -214,7 +391,8 @@ func (s *Service) HandleEvent(ctx context.Context, ev bus.Event) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := s.idx.Put(it.ProductID, Document{Name: it.Name, Description: it.Description, Category: it.Category}); err != nil {
+	doc := Document{Name: it.Name, Description: it.Description, Category: it.Category, Price: it.Price.Amount, ListedAt: it.ListedAt}
+	if err := s.idx.Put(it.ProductID, doc); err != nil {
 		return errs.E("search.HandleEvent", err)
 	}
 	s.log.Debug("search: indexed product", "product", it.ProductID, "event", ev.ID)

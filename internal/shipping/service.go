@@ -80,17 +80,19 @@ func NewService(store Store, clk clock.Clock) *Service {
 	return &Service{store: store, clk: clk}
 }
 
-// Quote prices a parcel of items units to addr by the rate table.
+// Quote prices a parcel of items units to addr by the rate table. Only
+// the country is required: the checkout page quotes before the rest of the
+// address is typed.
 func (s *Service) Quote(ctx context.Context, addr Address, items int) (money.Money, error) {
 	const op = "shipping.Quote"
-	a, err := NormalizeAddress(addr)
+	country, err := quoteCountry(addr)
 	if err != nil {
 		return money.Money{}, errs.E(op, err)
 	}
 	if err := validateItems(items); err != nil {
 		return money.Money{}, errs.E(op, err)
 	}
-	return rate(a.Country, items), nil
+	return rate(country, items), nil
 }
 
 // rate is the rate table; country is normalised and items in range.
@@ -227,9 +229,12 @@ func (s *Service) GetShipment(ctx context.Context, id string) (Shipment, error) 
 }
 
 // NormalizeAddress returns a with every field trimmed and the country
-// upper-cased, or errs.Invalid naming the first bad field: an empty one, one
-// over MaxFieldLen characters or with control characters, or a country that
-// is not two letters.
+// upper-cased, or errs.Invalid naming the first bad field: an empty one
+// (but the region, which is optional), one over MaxFieldLen characters or
+// with control characters, or a country that is not two letters. It checks
+// the shape only: ValidateAddress holds a new order's address to the
+// country list, its regions and postal codes, which this service does not
+// re-check so that checkouts begun before those rules still ship.
 func NormalizeAddress(a Address) (Address, error) {
 	fields := []struct {
 		name string
@@ -237,6 +242,15 @@ func NormalizeAddress(a Address) (Address, error) {
 	}{
 		{"name", &a.Name}, {"line1", &a.Line1}, {"city", &a.City},
 		{"postal_code", &a.PostalCode}, {"country", &a.Country},
+	}
+	if r := strings.TrimSpace(a.Region); r != "" {
+		// Optional here: orders placed before regions existed have none.
+		fields = append(fields, struct {
+			name string
+			v    *string
+		}{"region", &a.Region})
+	} else {
+		a.Region = ""
 	}
 	for _, f := range fields {
 		v := strings.TrimSpace(*f.v)
@@ -258,6 +272,22 @@ func NormalizeAddress(a Address) (Address, error) {
 	}
 	a.Country = c
 	return a, nil
+}
+
+// quoteCountry checks addr for a quote as NormalizeAddress does, but for
+// the fields left empty (all but the country, which is all the rate table
+// needs), and returns its normalized country.
+func quoteCountry(addr Address) (string, error) {
+	for _, p := range []*string{&addr.Name, &addr.Line1, &addr.City, &addr.PostalCode} {
+		if strings.TrimSpace(*p) == "" {
+			*p = "-" // not asked for: stands in for the check
+		}
+	}
+	a, err := NormalizeAddress(addr)
+	if err != nil {
+		return "", err
+	}
+	return a.Country, nil
 }
 
 func validateItems(n int) error {

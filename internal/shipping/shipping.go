@@ -11,9 +11,13 @@ import (
 
 // Address is a delivery address.
 type Address struct {
-	Name       string `json:"name"`
-	Line1      string `json:"line1"`
-	City       string `json:"city"`
+	Name  string `json:"name"`
+	Line1 string `json:"line1"`
+	City  string `json:"city"`
+	// Region is the state, province or territory: the code of one of the
+	// country's regions where the shop lists them (US, CA, AU; see
+	// ValidateAddress), free text or empty elsewhere.
+	Region     string `json:"region,omitempty"`
 	PostalCode string `json:"postal_code"`
 	Country    string `json:"country"` // ISO 3166-1 alpha-2, e.g. "US"
 }
@@ -37,9 +41,11 @@ type Shipment struct {
 
 // API is the shipping service's contract, met by *Service and *Client.
 //
-//   - Quote: the shipping cost of items (number of units) to addr; errs.Invalid
-//     for an address with an empty field or a country that is not two letters,
-//     or items below 1.
+//   - Quote: the shipping cost of items (number of units) to addr, which
+//     depends on its country only; errs.Invalid for a country that is not
+//     two letters, a field given that is bad as for CreateShipment (fields
+//     may be empty: the checkout page quotes before the address is typed),
+//     or items out of 1 to MaxItems.
 //   - CreateShipment: idempotent by orderID (a repeat returns the same
 //     shipment, with its tracking number); errs.Invalid as for Quote;
 //     errs.Conflict for a repeat with another address or size, and when the

@@ -28,7 +28,10 @@ type List[T any] struct {
 // Order is the public view of an order: what its customer may see. Internal
 // fields (user id, payment and shipment ids, the cancel reason) stay out.
 type Order struct {
-	ID              string           `json:"id"`
+	ID string `json:"id"`
+	// Number is the short number the customer knows the order by
+	// ("GM-4K7Q-2XPN"); GET /api/v1/orders/{number} finds the order too.
+	Number          string           `json:"number"`
 	Status          string           `json:"status"`
 	Items           []order.Item     `json:"items"`
 	Subtotal        money.Money      `json:"subtotal"`
@@ -59,6 +62,7 @@ func PublicOrder(o order.Order) Order {
 	}
 	return Order{
 		ID:              o.ID,
+		Number:          o.Number,
 		Status:          o.Status,
 		Items:           items,
 		Subtotal:        o.Subtotal,
@@ -120,9 +124,12 @@ func (s *Server) apiCategories(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return s.writeCacheable(w, r, struct {
-		Items []catalog.Category `json:"items"`
-	}{cats})
+	return s.writeCacheable(w, r, CategoryList{Items: cats})
+}
+
+// CategoryList is the answer of GET /api/v1/categories.
+type CategoryList struct {
+	Items []catalog.Category `json:"items"`
 }
 
 func (s *Server) apiProducts(w http.ResponseWriter, r *http.Request) error {
@@ -150,22 +157,6 @@ func (s *Server) apiProduct(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return s.writeCacheable(w, r, p)
-}
-
-func (s *Server) apiSearch(w http.ResponseWriter, r *http.Request) error {
-	q, err := httpx.Query(r)
-	if err != nil {
-		return err
-	}
-	p, err := page.Parse(q.Get("page_size"), q.Get("page_token"))
-	if err != nil {
-		return err
-	}
-	products, next, err := s.searchProducts(r.Context(), q.Get("q"), p)
-	if err != nil {
-		return err
-	}
-	return s.writeCacheable(w, r, List[catalog.Product]{Items: products, NextPageToken: next})
 }
 
 func (s *Server) apiRegister(w http.ResponseWriter, r *http.Request) error {
@@ -242,6 +233,9 @@ func (s *Server) apiCart(w http.ResponseWriter, r *http.Request) error {
 		if c, err = s.d.Carts.GetCart(r.Context(), owner); err != nil {
 			return err
 		}
+		// Lines the stock stopped covering since they were added carry a
+		// cart.NoticeShort, as the cart page warns of them.
+		c, _ = s.checkStock(r.Context(), c)
 	}
 	httpx.WriteJSON(w, http.StatusOK, normalCart(c))
 	return nil
@@ -256,12 +250,21 @@ func checkQuantity(op string, qty, min int) error {
 	return nil
 }
 
+// AddItemRequest is the body of POST /api/v1/cart/items: Quantity more of
+// the product.
+type AddItemRequest struct {
+	ProductID string `json:"product_id"`
+	Quantity  int    `json:"quantity"`
+}
+
+// SetQuantityRequest is the body of PUT /api/v1/cart/items/{product_id}.
+type SetQuantityRequest struct {
+	Quantity *int `json:"quantity"`
+}
+
 func (s *Server) apiAddItem(w http.ResponseWriter, r *http.Request) error {
 	const op = "storefront.addItem"
-	var in struct {
-		ProductID string `json:"product_id"`
-		Quantity  int    `json:"quantity"`
-	}
+	var in AddItemRequest
 	if err := httpx.Decode(r, &in); err != nil {
 		return err
 	}
@@ -286,9 +289,7 @@ func (s *Server) apiAddItem(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) apiSetQuantity(w http.ResponseWriter, r *http.Request) error {
 	const op = "storefront.setQuantity"
-	var in struct {
-		Quantity *int `json:"quantity"`
-	}
+	var in SetQuantityRequest
 	if err := httpx.Decode(r, &in); err != nil {
 		return err
 	}

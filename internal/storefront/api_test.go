@@ -522,8 +522,16 @@ func TestAPICheckout(t *testing.T) {
 	b.do("POST", "/api/v1/cart/items", map[string]any{"product_id": "prd_03", "quantity": 1})
 	declined := map[string]any{"shipping_address": body["shipping_address"], "payment": map[string]any{"card_number": "4000000000000002", "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
 	wantProblem(t, b.do("POST", "/api/v1/checkout", declined, "Idempotency-Key", "k2"), http.StatusPaymentRequired)
-	// Out of stock.
-	b.do("PUT", "/api/v1/cart/items/prd_03", map[string]any{"quantity": 4})
+	// Out of stock: the cart caps the hammers at the 3 in stock, then the
+	// stock falls before checkout, which refuses, naming the product.
+	var capped cart.Cart
+	r = b.do("PUT", "/api/v1/cart/items/prd_03", map[string]any{"quantity": 4})
+	wantStatus(t, r, http.StatusOK)
+	r.json(t, &capped)
+	if len(capped.Notices) != 1 || capped.Notices[0].Code != cart.NoticeCapped || capped.Items[0].Quantity != 3 {
+		t.Fatalf("PUT of more than the stock: %+v", capped)
+	}
+	e.catalog.setStock("prd_03", 2)
 	p := wantProblem(t, b.do("POST", "/api/v1/checkout", body, "Idempotency-Key", "k3"), http.StatusConflict)
 	if !strings.Contains(p.Detail, "Claw Hammer") {
 		t.Errorf("conflict detail %q", p.Detail)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/globomantics/globomantics/internal/catalog"
 	"github.com/globomantics/globomantics/internal/platform/errs"
-	"github.com/globomantics/globomantics/internal/platform/page"
 )
 
 // Browsing is the "available" side of the storefront's CAP choice. The
@@ -91,42 +90,6 @@ func (s *Server) category(ctx context.Context, id string) (catalog.Category, err
 		}
 	}
 	return catalog.Category{}, errs.E("storefront.category", errs.NotFound, errs.Msg("no such category"))
-}
-
-// searchProducts runs a search and hydrates the hits into products, best
-// first. Hits whose product has gone since it was indexed are left out.
-func (s *Server) searchProducts(ctx context.Context, q string, p page.Request) ([]catalog.Product, string, error) {
-	const op = "storefront.search"
-	if strings.TrimSpace(q) == "" {
-		return nil, "", errs.E(op, errs.BadRequest, errs.Msg("the search query q must not be empty"))
-	}
-	res, err := s.d.Search.Search(ctx, q, p)
-	if err != nil {
-		return nil, "", errs.E(op, err)
-	}
-	products := []catalog.Product{}
-	if len(res.Hits) == 0 {
-		return products, res.NextPageToken, nil
-	}
-	idList := make([]string, len(res.Hits))
-	for i, h := range res.Hits {
-		idList[i] = h.ProductID
-	}
-	found, err := s.d.Catalog.GetProducts(ctx, idList)
-	if err != nil {
-		return nil, "", errs.E(op, err)
-	}
-	byID := make(map[string]catalog.Product, len(found))
-	for _, p := range found {
-		byID[p.ID] = p
-	}
-	for _, h := range res.Hits {
-		if p, ok := byID[h.ProductID]; ok {
-			products = append(products, p)
-			delete(byID, h.ProductID) // a duplicate hit shows once
-		}
-	}
-	return products, res.NextPageToken, nil
 }
 
 // writeCacheable writes v, a catalog answer, as JSON that shared caches may

@@ -63,7 +63,7 @@ func TestCheckoutTransientFailureThenCorrectedCard(t *testing.T) {
 	// The corrected card: a new attempt under a new key, and the order.
 	r = b.do("POST", "/checkout", checkoutForm(nonce, "4242 4242 4242 4242"))
 	wantStatus(t, r, http.StatusSeeOther)
-	if loc := r.Header.Get("Location"); loc != "/orders/ord_001" {
+	if loc := r.Header.Get("Location"); loc != "/orders/GM-0000-0001" {
 		t.Fatalf("Location %q; body:\n%s", loc, r.body)
 	}
 	keys := e.checkout.keysCalled()
@@ -80,7 +80,7 @@ func TestCheckoutTransientFailureThenCorrectedCard(t *testing.T) {
 		t.Fatalf("%d orders, want 1", e.orders.count())
 	}
 	r = b.do("GET", "/orders", nil)
-	wantContains(t, r.body, `href="/orders/ord_001"`, "Confirmed")
+	wantContains(t, r.body, `href="/orders/GM-0000-0001"`, "Confirmed")
 }
 
 func TestCheckoutTransientFailureSameFormRunsAgain(t *testing.T) {
@@ -171,10 +171,10 @@ func TestCheckoutPendingProgressPage(t *testing.T) {
 	e.checkout.finish("acct_01", key, nil)
 	r = b.do("GET", status, nil)
 	wantStatus(t, r, http.StatusSeeOther)
-	if r.Header.Get("Location") != "/orders/ord_001" {
+	if r.Header.Get("Location") != "/orders/GM-0000-0001" {
 		t.Fatalf("confirmed Location %q", r.Header.Get("Location"))
 	}
-	wantContains(t, b.do("GET", "/orders/ord_001", nil).body, "Thank you! Your order is confirmed.")
+	wantContains(t, b.do("GET", "/orders/GM-0000-0001", nil).body, "Thank you! Your order is confirmed.")
 }
 
 func TestCheckoutPendingThenCancelled(t *testing.T) {
@@ -206,7 +206,7 @@ func TestCheckoutPendingThenCancelled(t *testing.T) {
 	nonce = nonceRE.FindStringSubmatch(b.do("GET", "/checkout", nil).body)[1]
 	r = b.do("POST", "/checkout", checkoutForm(nonce, "4242424242424242"))
 	wantStatus(t, r, http.StatusSeeOther)
-	if !strings.HasPrefix(r.Header.Get("Location"), "/orders/ord_") || e.orders.count() != 1 {
+	if !strings.HasPrefix(r.Header.Get("Location"), "/orders/GM-") || e.orders.count() != 1 {
 		t.Fatalf("Location %q, %d orders", r.Header.Get("Location"), e.orders.count())
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/money"
 	"github.com/globomantics/globomantics/internal/platform/page"
 	"github.com/globomantics/globomantics/internal/search"
+	"github.com/globomantics/globomantics/internal/shipping"
 )
 
 type fakeAccounts struct {
@@ -35,7 +36,19 @@ type fakeAccounts struct {
 	sessions  map[string]account.Account
 	authCalls int
 	down      bool // every call fails with errs.Unavailable
+	// Password resets (password_test.go): the links made, by token, and
+	// the e-mails "sent", oldest first.
+	resets map[string]*fakeReset
+	mailed []fakeResetMail
 }
+
+type fakeReset struct {
+	email   string
+	expires time.Time
+	used    bool
+}
+
+type fakeResetMail struct{ to, token string }
 
 type fakeUser struct {
 	acct     account.Account
@@ -140,6 +153,129 @@ func (f *fakeAccounts) UpdateProfile(_ context.Context, id, name string) (accoun
 	return account.Account{}, errs.E(errs.NotFound, errs.Msg("no such account"))
 }
 
+// ChangePassword follows account.Service: errs.Forbidden for a wrong
+// current password, errs.Invalid for a new one under 8 characters or equal
+// to it; every session of the account but keepToken's ends.
+func (f *fakeAccounts) ChangePassword(_ context.Context, id, keepToken, current, next string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return errs.E(errs.Unavailable)
+	}
+	for email, u := range f.byEmail {
+		if u.acct.ID != id {
+			continue
+		}
+		switch {
+		case len(next) < 8:
+			return errs.E(errs.Invalid, errs.Msg("password must be 8 to 128 characters long"))
+		case u.password != current:
+			return errs.E(errs.Forbidden, errs.Msg("the current password is incorrect"))
+		case next == current:
+			return errs.E(errs.Invalid, errs.Msg("the new password must differ from the current one"))
+		}
+		u.password = next
+		f.byEmail[email] = u
+		for tok, a := range f.sessions {
+			if a.ID == id && tok != keepToken {
+				delete(f.sessions, tok)
+			}
+		}
+		for _, r := range f.resets {
+			if r.email == email {
+				r.used = true
+			}
+		}
+		return nil
+	}
+	return errs.E(errs.NotFound, errs.Msg("account not found"))
+}
+
+// RequestPasswordReset "mails" a link valid for account.ResetTTL to a known
+// address; an unknown one is not an error.
+func (f *fakeAccounts) RequestPasswordReset(_ context.Context, email string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return errs.E(errs.Unavailable)
+	}
+	email = strings.ToLower(strings.TrimSpace(email))
+	if !strings.Contains(email, "@") {
+		return errs.E(errs.Invalid, errs.Msg("email is not a valid address"))
+	}
+	if _, ok := f.byEmail[email]; !ok {
+		return nil
+	}
+	if f.resets == nil {
+		f.resets = map[string]*fakeReset{}
+	}
+	tok := ids.Token() + "." + ids.Token()
+	f.resets[tok] = &fakeReset{email: email, expires: f.clock.Now().Add(account.ResetTTL)}
+	f.mailed = append(f.mailed, fakeResetMail{to: email, token: tok})
+	return nil
+}
+
+func (f *fakeAccounts) usableReset(token string) (*fakeReset, error) {
+	r, ok := f.resets[token]
+	if !ok || r.used || !f.clock.Now().Before(r.expires) {
+		return nil, errs.E(errs.Forbidden, errs.Msg("this password reset link is no longer valid"))
+	}
+	return r, nil
+}
+
+func (f *fakeAccounts) CheckPasswordReset(_ context.Context, token string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return errs.E(errs.Unavailable)
+	}
+	_, err := f.usableReset(token)
+	return err
+}
+
+// ResetPassword sets the password with a usable link, uses it, voids the
+// account's other links and ends every session of the account.
+func (f *fakeAccounts) ResetPassword(_ context.Context, token, next string) (account.Account, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return account.Account{}, errs.E(errs.Unavailable)
+	}
+	r, err := f.usableReset(token)
+	if err != nil {
+		return account.Account{}, err
+	}
+	if len(next) < 8 {
+		return account.Account{}, errs.E(errs.Invalid, errs.Msg("password must be 8 to 128 characters long"))
+	}
+	u := f.byEmail[r.email]
+	u.password = next
+	f.byEmail[r.email] = u
+	for _, o := range f.resets {
+		if o.email == r.email {
+			o.used = true
+		}
+	}
+	for tok, a := range f.sessions {
+		if a.ID == u.acct.ID {
+			delete(f.sessions, tok)
+		}
+	}
+	return u.acct, nil
+}
+
+// lastReset returns the token of the last link "mailed" to email.
+func (f *fakeAccounts) lastReset(email string) (string, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := len(f.mailed) - 1; i >= 0; i-- {
+		if f.mailed[i].to == email {
+			return f.mailed[i].token, true
+		}
+	}
+	return "", false
+}
+
 // user returns the stored account with email, for checking what changed.
 func (f *fakeAccounts) user(email string) account.Account {
 	f.mu.Lock()
@@ -214,6 +350,9 @@ func (f *fakeCatalog) GetProduct(_ context.Context, id string) (catalog.Product,
 func (f *fakeCatalog) GetProducts(_ context.Context, idList []string) ([]catalog.Product, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.down {
+		return nil, errs.E(errs.Unavailable, errs.Msg("catalog service is unavailable"))
+	}
 	var out []catalog.Product
 	for _, id := range idList {
 		if p, ok := f.products[id]; ok {
@@ -223,6 +362,15 @@ func (f *fakeCatalog) GetProducts(_ context.Context, idList []string) ([]catalog
 	return out, nil
 }
 
+// setStock sets a product's stock, as a sale elsewhere would.
+func (f *fakeCatalog) setStock(id string, n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p := f.products[id]
+	p.Stock = n
+	f.products[id] = p
+}
+
 func (f *fakeCatalog) product(id string) (catalog.Product, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -230,16 +378,19 @@ func (f *fakeCatalog) product(id string) (catalog.Product, bool) {
 	return p, ok
 }
 
-// fakeSearch answers queries from a fixed table of hits (best first).
+// fakeSearch answers queries from a fixed table of hits (best first) by
+// their text alone: no facets, sorts or filters (the search tests use the
+// real service for those, see searchpage_test.go).
 type fakeSearch struct {
 	hits map[string][]string
 }
 
-func (f *fakeSearch) Search(_ context.Context, q string, p page.Request) (search.Result, error) {
-	q = strings.ToLower(strings.TrimSpace(q))
-	if q == "" || len(q) > 200 {
-		return search.Result{}, errs.E(errs.BadRequest, errs.Msg("query must be 1 to 200 characters"))
+func (f *fakeSearch) Search(_ context.Context, sq search.Query, p page.Request) (search.Result, error) {
+	sq, err := sq.Check()
+	if err != nil {
+		return search.Result{}, err
 	}
+	q := strings.ToLower(sq.Text)
 	all := f.hits[q]
 	res := search.Result{Hits: []search.Hit{}, Total: len(all)}
 	ids, next, err := keysetPage(p, "search/fake/"+q, all,
@@ -320,13 +471,34 @@ func (f *fakeCarts) AddItem(_ context.Context, owner, productID string, qty int)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if qty < 1 || f.quantity(owner, productID)+qty > cart.MaxQuantity {
+	if qty < 1 || qty > cart.MaxQuantity {
 		return cart.Cart{}, errs.E(errs.Invalid, errs.Msg("quantity must be 1 to 99"))
 	}
-	if err := f.set(owner, productID, f.quantity(owner, productID)+qty); err != nil {
+	return f.setCapped(owner, productID, f.quantity(owner, productID)+qty)
+}
+
+// setCapped sets a line as the cart service does for a quantity above 0:
+// capped at the product's stock (cart.CapToStock), with its notice.
+func (f *fakeCarts) setCapped(owner, productID string, qty int) (cart.Cart, error) {
+	p, ok := f.catalog.product(productID)
+	if !ok {
+		return cart.Cart{}, errs.E(errs.NotFound, errs.Msg("no such product"))
+	}
+	n, notice, err := cart.CapToStock(p, qty)
+	if err != nil {
 		return cart.Cart{}, err
 	}
-	return f.view(owner), nil
+	if n > cart.MaxQuantity {
+		return cart.Cart{}, errs.E(errs.Invalid, errs.Msg("a cart may hold at most 99 of a product"))
+	}
+	if err := f.set(owner, productID, n); err != nil {
+		return cart.Cart{}, err
+	}
+	c := f.view(owner)
+	if notice != nil {
+		c.Notices = []cart.Notice{*notice}
+	}
+	return c, nil
 }
 
 func (f *fakeCarts) SetQuantity(_ context.Context, owner, productID string, qty int) (cart.Cart, error) {
@@ -337,6 +509,9 @@ func (f *fakeCarts) SetQuantity(_ context.Context, owner, productID string, qty 
 	defer f.mu.Unlock()
 	if qty < 0 || qty > cart.MaxQuantity {
 		return cart.Cart{}, errs.E(errs.Invalid, errs.Msg("quantity must be 0 to 99"))
+	}
+	if qty > 0 {
+		return f.setCapped(owner, productID, qty)
 	}
 	if err := f.set(owner, productID, qty); err != nil {
 		return cart.Cart{}, err
@@ -386,6 +561,13 @@ func (f *fakeOrders) GetOrder(_ context.Context, id string) (order.Order, error)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	o, ok := f.orders[id]
+	if n, _, isNumber := order.ParseNumber(id); isNumber { // by its number, as order.API
+		for _, byNumber := range f.orders {
+			if byNumber.Number == n {
+				o, ok = byNumber, true
+			}
+		}
+	}
 	if !ok {
 		return order.Order{}, errs.E(errs.NotFound, errs.Msg("order %s not found", id))
 	}
@@ -482,6 +664,30 @@ func (f *fakeCheckout) PlaceOrder(ctx context.Context, c checkout.Customer, key 
 	return res, err
 }
 
+// QuoteOrder prices the items from the fake catalog with the fake's flat
+// $5.00 shipping (what place charges), for a country the shop ships to;
+// errs.Invalid otherwise, as checkout.API.
+func (f *fakeCheckout) QuoteOrder(_ context.Context, r checkout.QuoteRequest) (checkout.Quote, error) {
+	if _, ok := shipping.CountryByCode(r.Address.Country); !ok {
+		return checkout.Quote{}, errs.E(errs.Invalid, errs.Msg("shipping_address.country: we do not ship to this country"))
+	}
+	if len(r.Items) == 0 {
+		return checkout.Quote{}, errs.E(errs.Invalid, errs.Msg("there is nothing to quote: the cart is empty"))
+	}
+	q := checkout.Quote{Subtotal: money.USD(0), Shipping: money.USD(500)}
+	for _, it := range r.Items {
+		p, ok := f.catalog.product(it.ProductID)
+		if !ok {
+			return checkout.Quote{}, errs.E(errs.Conflict, errs.Msg("%s is no longer sold; remove it from your cart", it.Name))
+		}
+		line := order.Item{ProductID: p.ID, Name: p.Name, Quantity: it.Quantity, UnitPrice: p.Price, LineTotal: p.Price.Times(it.Quantity)}
+		q.Items = append(q.Items, line)
+		q.Subtotal = q.Subtotal.Add(line.LineTotal)
+	}
+	q.Total = q.Subtotal.Add(q.Shipping)
+	return q, nil
+}
+
 func (f *fakeCheckout) Checkout(_ context.Context, userID, key string) (checkout.Result, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -549,7 +755,7 @@ func (f *fakeCheckout) place(ctx context.Context, c checkout.Customer, r checkou
 	}
 	f.seq++
 	o := order.Order{
-		ID: fmt.Sprintf("ord_%03d", f.seq), UserID: c.UserID, Email: c.Email, Status: order.StatusConfirmed,
+		ID: fmt.Sprintf("ord_%03d", f.seq), Number: fmt.Sprintf("GM-0000-%04d", f.seq), UserID: c.UserID, Email: c.Email, Status: order.StatusConfirmed,
 		ShippingCost: money.USD(500), ShippingAddress: a, CreatedAt: f.clock.Now(), UpdatedAt: f.clock.Now(),
 		Payment:  order.PaymentInfo{ID: "pay_secret", Status: "captured"},
 		Shipment: order.ShipmentInfo{ID: "shp_secret", Status: "created", TrackingNumber: "GM123456"},

@@ -17,7 +17,6 @@ import (
 	"github.com/globomantics/globomantics/internal/catalog"
 	"github.com/globomantics/globomantics/internal/platform/clock"
 	"github.com/globomantics/globomantics/internal/platform/errs"
-	"github.com/globomantics/globomantics/internal/platform/page"
 )
 
 // The catalog pages an anonymous visitor sees (home, category, product) are
@@ -257,14 +256,14 @@ func (r *pageRecorder) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// homeProducts returns the home page's products, reusing a list loaded
-// less than homeListTTL ago; concurrent loads are collapsed into one. The
-// result must not be modified.
+// homeProducts returns the home page's products (the featured selection,
+// featured.go), reusing a list loaded less than homeListTTL ago;
+// concurrent loads are collapsed into one. The result must not be
+// modified.
 func (s *Server) homeProducts(ctx context.Context) ([]catalog.Product, error) {
 	c := s.shared
 	load := func(ctx context.Context) ([]catalog.Product, error) {
-		pp, err := s.d.Catalog.ListProducts(ctx, catalog.ProductFilter{Page: page.Request{Size: homeProducts}})
-		return pp.Items, err
+		return s.featuredProducts(ctx, homeProducts)
 	}
 	if c == nil {
 		return load(ctx)

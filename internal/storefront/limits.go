@@ -34,6 +34,12 @@ type Limits struct {
 	// CheckoutPerAccount bounds order placements (API and form) by one
 	// account: it stops the shop being used to test stolen cards.
 	CheckoutPerAccount ratelimit.Limit
+	// ResetPerClient bounds password reset requests and uses from one
+	// client; ResetPerAddress bounds reset requests naming one e-mail
+	// (whether or not an account has it), so that nobody's mailbox is
+	// flooded with links (password.go).
+	ResetPerClient  ratelimit.Limit
+	ResetPerAddress ratelimit.Limit
 }
 
 // DefaultLimits are the limits a zero Limits field gets:
@@ -43,7 +49,10 @@ type Limits struct {
 //   - login per client: 10 at once, then one per 2 s (30 per minute);
 //   - registration per client: 10 at once, then one per 6 min (10 per
 //     hour);
-//   - checkout per account: 20 at once, then one per minute (60 per hour).
+//   - checkout per account: 20 at once, then one per minute (60 per hour);
+//   - password resets per client: 10 at once, then one per 3 min (20 per
+//     hour); per e-mail address: 3 at once, then one per 12 min (5 per
+//     hour).
 //
 // Each storefront instance limits on its own unless Deps.RateLimiter is
 // shared, so N instances allow up to N times these.
@@ -52,6 +61,8 @@ var DefaultLimits = Limits{
 	LoginPerClient:     ratelimit.Limit{Events: 30, Period: time.Minute, Burst: 10},
 	RegisterPerClient:  ratelimit.Limit{Events: 10, Period: time.Hour, Burst: 10},
 	CheckoutPerAccount: ratelimit.Limit{Events: 60, Period: time.Hour, Burst: 20},
+	ResetPerClient:     ratelimit.Limit{Events: 20, Period: time.Hour, Burst: 10},
+	ResetPerAddress:    ratelimit.Limit{Events: 5, Period: time.Hour, Burst: 3},
 }
 
 // NoLimits switches every limit off: for load tests and benchmarks, whose
@@ -61,6 +72,8 @@ var NoLimits = Limits{
 	LoginPerClient:     ratelimit.Off,
 	RegisterPerClient:  ratelimit.Off,
 	CheckoutPerAccount: ratelimit.Off,
+	ResetPerClient:     ratelimit.Off,
+	ResetPerAddress:    ratelimit.Off,
 }
 
 // withDefaults fills l's zero fields from DefaultLimits.
@@ -74,6 +87,8 @@ func (l Limits) withDefaults() Limits {
 	def(&l.LoginPerClient, DefaultLimits.LoginPerClient)
 	def(&l.RegisterPerClient, DefaultLimits.RegisterPerClient)
 	def(&l.CheckoutPerAccount, DefaultLimits.CheckoutPerAccount)
+	def(&l.ResetPerClient, DefaultLimits.ResetPerClient)
+	def(&l.ResetPerAddress, DefaultLimits.ResetPerAddress)
 	return l
 }
 

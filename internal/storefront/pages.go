@@ -1,6 +1,7 @@
 package storefront
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -152,47 +153,81 @@ func (s *Server) renderProduct(w http.ResponseWriter, r *http.Request) error {
 	return s.render(w, r, http.StatusOK, "product", p.Name, s.productView(r, p, ""))
 }
 
-type searchData struct {
-	Query    string
-	Products []catalog.Product
-	Next     string
-	Paged    bool
-	Error    string
-}
-
-func (s *Server) searchPage(w http.ResponseWriter, r *http.Request) error {
-	v, err := httpx.Query(r)
-	if err != nil {
-		return err
-	}
-	q := strings.TrimSpace(v.Get("q"))
-	if q == "" {
-		s.publicPage(w, r)
-		return s.render(w, r, http.StatusOK, "search", "Search", searchData{})
-	}
-	p, err := pageParam(r, searchPageSize)
-	if err != nil {
-		return err
-	}
-	products, next, err := s.searchProducts(r.Context(), q, p)
-	if errs.Is(errs.BadRequest, err) {
-		return s.render(w, r, http.StatusBadRequest, "search", "Search", searchData{Query: q, Error: errs.Detail(err)})
-	}
-	if err != nil {
-		return err
-	}
-	if p.Token == "" { // a search, not a further page of it
-		s.searchMade(q, len(products))
-	}
-	s.publicPage(w, r)
-	return s.render(w, r, http.StatusOK, "search", "Search: "+q, searchData{
-		Query: q, Products: products, Next: next, Paged: p.Token != "",
-	})
-}
-
 type cartData struct {
 	Cart  cart.Cart
+	Lines []cartLine
+	// Short says that some line holds more than is in stock now: checkout
+	// is not offered until the customer changes it.
+	Short bool
 	Error string
+}
+
+// cartLine is one line of the cart page.
+type cartLine struct {
+	cart.Item
+	Image   string // a small picture of the product, or "" (none, or the catalog did not answer)
+	Max     int    // the most the quantity field takes: the stock, when known
+	Warning string // why the line will not check out as it is (cart.NoticeShort), or ""
+}
+
+// cartView is the cart page's data for c. One GetProducts call gives each
+// line its picture and checks the lines against the current stock
+// (cart.CheckStock): stock is only reserved at checkout, so it may have
+// fallen since a line was added, and the customer must learn that here, not
+// at checkout. If the catalog does not answer, the lines show without
+// pictures or stock warnings: the checkout still checks the stock.
+func (s *Server) cartView(ctx context.Context, c cart.Cart, errMsg string) cartData {
+	c, products := s.checkStock(ctx, c)
+	byID := make(map[string]catalog.Product, len(products))
+	for _, p := range products {
+		byID[p.ID] = p
+	}
+	warnings := make(map[string]string, len(c.Notices))
+	for _, n := range c.Notices {
+		if n.Code == cart.NoticeShort {
+			warnings[n.ProductID] = n.Message
+		}
+	}
+	d := cartData{Cart: c, Lines: make([]cartLine, 0, len(c.Items)), Short: c.Short(), Error: errMsg}
+	for _, it := range c.Items {
+		l := cartLine{Item: it, Max: cart.MaxQuantity, Warning: warnings[it.ProductID]}
+		if p, ok := byID[it.ProductID]; ok {
+			l.Image = productImage(p, "small")
+			l.Max = min(cart.MaxQuantity, max(p.Stock, 0))
+		}
+		d.Lines = append(d.Lines, l)
+	}
+	return d
+}
+
+// checkStock returns c with the notices of cart.CheckStock, and the
+// products of its lines; c as it is, and no products, when the catalog does
+// not answer (logged).
+func (s *Server) checkStock(ctx context.Context, c cart.Cart) (cart.Cart, []catalog.Product) {
+	if len(c.Items) == 0 {
+		return c, nil
+	}
+	ids := make([]string, 0, len(c.Items))
+	for _, it := range c.Items {
+		ids = append(ids, it.ProductID)
+	}
+	products, err := s.d.Catalog.GetProducts(ctx, ids)
+	if err != nil {
+		s.log.Warn("cart: products unavailable, stock not checked", "err", err)
+		return c, nil
+	}
+	return cart.CheckStock(c, products), products
+}
+
+// cappedNotice is the message of the NoticeCapped an answer of the cart
+// service carries, or "".
+func cappedNotice(c cart.Cart) string {
+	for _, n := range c.Notices {
+		if n.Code == cart.NoticeCapped {
+			return n.Message
+		}
+	}
+	return ""
 }
 
 func (s *Server) loadCart(r *http.Request) (cart.Cart, error) {
@@ -209,7 +244,7 @@ func (s *Server) cartPage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return s.render(w, r, http.StatusOK, "cart", "Your cart", cartData{Cart: c})
+	return s.render(w, r, http.StatusOK, "cart", "Your cart", s.cartView(r.Context(), c, ""))
 }
 
 // formQuantity parses a quantity field; an empty field means def.
@@ -244,20 +279,25 @@ func (s *Server) cartAdd(w http.ResponseWriter, r *http.Request) error {
 		var c cart.Cart
 		if c, err = s.d.Carts.AddItem(ctx, owner, productID, qty); err == nil {
 			s.keepCart(w, newTok, len(c.Items))
-			s.setFlash(w, FlashInfo, addedMessage(c, productID, qty))
+			if msg := cappedNotice(c); msg != "" {
+				s.setFlash(w, FlashWarning, msg)
+			} else {
+				s.setFlash(w, FlashInfo, addedMessage(c, productID, qty))
+			}
 			http.Redirect(w, r, "/cart", http.StatusSeeOther)
 			return nil
 		}
 	}
-	if !errs.Is(errs.Invalid, err) {
+	// A bad quantity, or a product sold out (errs.Conflict): show the
+	// product again with what went wrong.
+	if !errs.Is(errs.Invalid, err) && !errs.Is(errs.Conflict, err) {
 		return err
 	}
-	// Show the product again with what went wrong.
 	p, perr := s.d.Catalog.GetProduct(ctx, productID)
 	if perr != nil {
 		return perr
 	}
-	return s.render(w, r, http.StatusUnprocessableEntity, "product", p.Name, s.productView(r, p, errs.Detail(err)))
+	return s.render(w, r, errs.KindOf(err).Status(), "product", p.Name, s.productView(r, p, errs.Detail(err)))
 }
 
 func (s *Server) cartUpdate(w http.ResponseWriter, r *http.Request) error {
@@ -276,18 +316,22 @@ func (s *Server) cartUpdate(w http.ResponseWriter, r *http.Request) error {
 		var c cart.Cart
 		if c, err = s.d.Carts.SetQuantity(r.Context(), owner, r.PathValue("product_id"), qty); err == nil {
 			s.keepCart(w, newTok, len(c.Items))
+			if msg := cappedNotice(c); msg != "" {
+				s.setFlash(w, FlashWarning, msg)
+			}
 			http.Redirect(w, r, "/cart", http.StatusSeeOther)
 			return nil
 		}
 	}
-	if !errs.Is(errs.Invalid, err) {
+	// A bad quantity, or more of a product that is sold out (errs.Conflict).
+	if !errs.Is(errs.Invalid, err) && !errs.Is(errs.Conflict, err) {
 		return err
 	}
 	c, cerr := s.loadCart(r)
 	if cerr != nil {
 		return cerr
 	}
-	return s.render(w, r, http.StatusUnprocessableEntity, "cart", "Your cart", cartData{Cart: c, Error: errs.Detail(err)})
+	return s.render(w, r, errs.KindOf(err).Status(), "cart", "Your cart", s.cartView(r.Context(), c, errs.Detail(err)))
 }
 
 func (s *Server) cartRemove(w http.ResponseWriter, r *http.Request) error {
@@ -308,7 +352,9 @@ type authData struct {
 	Name  string
 	Email string
 	Next  string
-	Error string
+	Error string // not about one field (too many attempts)
+	// Errors says what is wrong next to the field it is about.
+	Errors formErrors
 	// Exists says the e-mail of a registration has an account already:
 	// the page offers to log in with it.
 	Exists bool
@@ -340,7 +386,7 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) error {
 		http.Redirect(w, r, d.Next, http.StatusSeeOther)
 		return nil
 	case errs.Is(errs.Unauthorized, err):
-		d.Error = "That email and password don't match an account."
+		d.Errors = formErrors{"password": "That email and password don't match an account."}
 		return s.render(w, r, http.StatusUnauthorized, "login", "Log in", d)
 	case asTooMany(err) != nil:
 		tm := asTooMany(err)
@@ -378,10 +424,10 @@ func (s *Server) registerSubmit(w http.ResponseWriter, r *http.Request) error {
 	_, err := s.d.Accounts.Register(r.Context(), account.Registration{Email: d.Email, Password: password, Name: d.Name})
 	switch {
 	case errs.Is(errs.Conflict, err):
-		d.Error, d.Exists = "An account with this email already exists.", true
+		d.Errors, d.Exists = formErrors{"email": "An account with this email already exists."}, true
 		return s.render(w, r, http.StatusConflict, "register", "Create an account", d)
 	case errs.Is(errs.Invalid, err):
-		d.Error = errs.Detail(err)
+		d.Errors = formErrors{registrationField(errs.Detail(err)): sentence(errs.Detail(err))}
 		return s.render(w, r, http.StatusUnprocessableEntity, "register", "Create an account", d)
 	case err != nil:
 		return err
@@ -404,13 +450,6 @@ func (s *Server) logoutSubmit(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-type checkoutData struct {
-	Cart    cart.Cart
-	Nonce   string // nonce of this rendering of the form (see formKey)
-	Address shipping.Address
-	Error   string
-}
-
 // nonceField is the checkout form's hidden field holding its nonce (named
 // for what it used to hold, so that forms and clients keep working).
 const nonceField = "idempotency_key"
@@ -424,9 +463,9 @@ func (s *Server) checkoutPage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return s.render(w, r, http.StatusOK, "checkout", "Checkout", checkoutData{
-		Cart: normalCart(c), Nonce: ids.Token(), Address: shipping.Address{Name: a.Name},
-	})
+	// The address of the last order, so that its shipping is quoted at once.
+	addr := s.lastAddress(r.Context(), a)
+	return s.render(w, r, http.StatusOK, "checkout", "Checkout", s.checkoutView(r.Context(), c, addr, ids.Token(), nil, ""))
 }
 
 // validNonce reports whether n can be a form nonce: 1 to 64 URL-safe
@@ -459,13 +498,7 @@ func formKey(nonce string, req checkout.Request) string {
 // is not numeric.
 func checkoutFormRequest(f url.Values) (req checkout.Request, ok bool) {
 	req = checkout.Request{
-		ShippingAddress: shipping.Address{
-			Name:       strings.TrimSpace(f.Get("name")),
-			Line1:      strings.TrimSpace(f.Get("line1")),
-			City:       strings.TrimSpace(f.Get("city")),
-			PostalCode: strings.TrimSpace(f.Get("postal_code")),
-			Country:    strings.ToUpper(strings.TrimSpace(f.Get("country"))),
-		},
+		ShippingAddress: addressForm(f.Get),
 		Payment: payment.Card{
 			Number: strings.Map(func(r rune) rune {
 				if r == ' ' || r == '-' {
@@ -548,9 +581,27 @@ func (s *Server) checkoutSubmit(w http.ResponseWriter, r *http.Request) error {
 	f := r.PostForm
 	nonce := f.Get(nonceField)
 	req, expiryOK := checkoutFormRequest(f)
+	addr, fields := shipping.ValidateAddress(req.ShippingAddress)
 
 	var status int
 	var msg string
+	if f.Get("action") == "quote" {
+		// "Update shipping": the page again, quoted for the address typed,
+		// with everything kept but the card; nothing is placed.
+		if !validNonce(nonce) {
+			nonce = ids.Token()
+		}
+		c, err := s.d.Carts.GetCart(r.Context(), userOwner(a.ID))
+		if err != nil {
+			return err
+		}
+		shown := shipping.FieldErrors{}
+		if m, bad := fields[shipping.FieldCountry]; bad {
+			shown[shipping.FieldCountry] = m
+		}
+		return s.render(w, r, http.StatusOK, "checkout", "Checkout",
+			s.checkoutView(r.Context(), c, req.ShippingAddress, nonce, shown, ""))
+	}
 	tm := asTooMany(s.limit(r.Context(), s.limits.CheckoutPerAccount, checkoutAccountKey(a.ID), "checkout attempts"))
 	switch {
 	case tm != nil:
@@ -563,9 +614,12 @@ func (s *Server) checkoutSubmit(w http.ResponseWriter, r *http.Request) error {
 		}
 	case !validNonce(nonce):
 		status, msg, nonce = http.StatusBadRequest, msgFormExpired, ""
+	case len(fields) > 0:
+		status, msg = http.StatusUnprocessableEntity, "Please check the shipping address: what is wrong is shown next to each field."
 	case !expiryOK:
 		status, msg = http.StatusUnprocessableEntity, "Enter the card's expiry month and year as numbers."
 	default:
+		req.ShippingAddress = addr
 		key := formKey(nonce, req)
 		res, err := s.d.Checkout.PlaceOrder(r.Context(), checkout.Customer{UserID: a.ID, Email: a.Email}, key, req)
 		if err == nil {
@@ -574,7 +628,7 @@ func (s *Server) checkoutSubmit(w http.ResponseWriter, r *http.Request) error {
 			}
 			switch checkoutState(res) {
 			case checkout.StateConfirmed:
-				http.Redirect(w, r, "/orders/"+url.PathEscape(res.Order.ID), http.StatusSeeOther)
+				http.Redirect(w, r, orderPath(res.Order), http.StatusSeeOther)
 				return nil
 			case checkout.StatePending:
 				http.Redirect(w, r, checkoutStatusURL(res.Key), http.StatusSeeOther)
@@ -597,9 +651,8 @@ func (s *Server) checkoutSubmit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return s.render(w, r, status, "checkout", "Checkout", checkoutData{
-		Cart: normalCart(c), Nonce: nonce, Address: req.ShippingAddress, Error: msg,
-	})
+	return s.render(w, r, status, "checkout", "Checkout",
+		s.checkoutView(r.Context(), c, req.ShippingAddress, nonce, fields, msg))
 }
 
 type checkoutStatusData struct {
@@ -630,7 +683,7 @@ func (s *Server) checkoutStatusPage(w http.ResponseWriter, r *http.Request) erro
 	d := checkoutStatusData{Key: res.Key, Order: PublicOrder(res.Order)}
 	switch checkoutState(res) {
 	case checkout.StateConfirmed:
-		http.Redirect(w, r, "/orders/"+url.PathEscape(res.Order.ID), http.StatusSeeOther)
+		http.Redirect(w, r, orderPath(res.Order), http.StatusSeeOther)
 		return nil
 	case checkout.StatePending:
 		d.Pending = true
@@ -646,6 +699,7 @@ func (s *Server) checkoutStatusPage(w http.ResponseWriter, r *http.Request) erro
 
 type orderData struct {
 	Order   Order
+	Lines   []orderLine // the order's items with their pictures
 	Pending bool
 }
 
@@ -659,7 +713,9 @@ func (s *Server) orderPage(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	po := PublicOrder(o)
-	return s.render(w, r, http.StatusOK, "order", "Order "+o.ID, orderData{Order: po, Pending: o.Status == order.StatusPending})
+	return s.render(w, r, http.StatusOK, "order", "Order "+po.Ref(), orderData{
+		Order: po, Lines: s.withImages(r.Context(), o.Items), Pending: o.Status == order.StatusPending,
+	})
 }
 
 type ordersData struct {

@@ -70,7 +70,7 @@ func TestPublicPagesRender(t *testing.T) {
 		{"/category/cat_tools", []string{"<h1>Tools</h1>", "Claw Hammer", "Screwdriver Set"}},
 		{"/products/prd_03", []string{"<h1>Claw Hammer</h1>", "$15.00", "In stock", "(3 left)", `name="product_id" value="prd_03"`, `name="quantity"`, `href="/category/cat_tools">Tools</a>`}},
 		{"/products/prd_02", []string{"Out of stock", "disabled", "Tall &amp; elegant &lt;arc&gt; lamp."}},
-		{"/search?q=lamp", []string{"Results for “lamp”", "Floor Lamp", "Desk Lamp", `value="lamp"`}},
+		{"/search?q=lamp", []string{"3 results for “lamp”", "Floor Lamp", "Desk Lamp", `value="lamp"`}},
 		{"/search?q=zzz", []string{"No products match “zzz”"}},
 		{"/search", []string{"Type what you are looking for"}},
 		{"/cart", []string{"Your cart is empty"}},
@@ -177,7 +177,7 @@ func TestCartForms(t *testing.T) {
 	r = b.do("POST", "/cart/add", url.Values{"product_id": {"prd_01"}, "quantity": {"many"}})
 	wantStatus(t, r, http.StatusUnprocessableEntity)
 	wantContains(t, r.body, `class="error"`, "quantity must be a whole number", "<h1>Desk Lamp</h1>")
-	r = b.do("POST", "/cart/add", url.Values{"product_id": {"prd_01"}, "quantity": {"98"}})
+	r = b.do("POST", "/cart/add", url.Values{"product_id": {"prd_01"}, "quantity": {"100"}})
 	wantStatus(t, r, http.StatusUnprocessableEntity)
 	wantStatus(t, b.do("POST", "/cart/add", url.Values{"product_id": {"prd_nope"}}), http.StatusNotFound)
 	r = b.do("POST", "/cart/items/prd_01", url.Values{"quantity": {"100"}})
@@ -322,7 +322,7 @@ func TestCheckoutAndOrderPages(t *testing.T) {
 	// and a fresh nonce for the next try.
 	r = b.do("POST", "/checkout", checkoutForm(nonce, "4000 0000 0000 0002"))
 	wantStatus(t, r, http.StatusPaymentRequired)
-	wantContains(t, r.body, "card was declined", `value="1 Analytical Way"`, `value="GB"`)
+	wantContains(t, r.body, "card was declined", `value="1 Analytical Way"`, `<option value="GB" selected>`)
 	if strings.Contains(r.body, `value="4000`) {
 		t.Error("card number echoed back")
 	}
@@ -330,12 +330,18 @@ func TestCheckoutAndOrderPages(t *testing.T) {
 		t.Error("declined form kept the used nonce")
 	}
 
-	// Out of stock.
-	b.do("POST", "/cart/add", url.Values{"product_id": {"prd_03"}, "quantity": {"5"}})
+	// Out of stock: the stock fell after the hammers went in the cart (the
+	// cart took all 3 there were), and checkout says which product is short.
+	b.do("POST", "/cart/add", url.Values{"product_id": {"prd_03"}, "quantity": {"3"}})
+	e.catalog.setStock("prd_03", 1)
 	r = b.do("POST", "/checkout", checkoutForm("k-stock", "4242424242424242"))
 	wantStatus(t, r, http.StatusConflict)
 	wantContains(t, r.body, "no longer in stock", "Claw Hammer")
+	if strings.Contains(r.body, "prd_03 ") || strings.Contains(r.body, "(prd_03)") {
+		t.Error("the out-of-stock message names the product id")
+	}
 	b.do("POST", "/cart/items/prd_03/remove", nil)
+	e.catalog.setStock("prd_03", 3)
 
 	// Invalid input.
 	bad := checkoutForm("k-bad", "4242424242424242")
@@ -355,26 +361,35 @@ func TestCheckoutAndOrderPages(t *testing.T) {
 	// Success, and a double submit of the same form places one order.
 	r = b.do("POST", "/checkout", checkoutForm("k-ok", "4242 4242 4242 4242"))
 	wantStatus(t, r, http.StatusSeeOther)
-	if r.Header.Get("Location") != "/orders/ord_001" {
+	if r.Header.Get("Location") != "/orders/GM-0000-0001" {
 		t.Fatalf("Location %q", r.Header.Get("Location"))
 	}
 	r = b.do("POST", "/checkout", checkoutForm("k-ok", "4242 4242 4242 4242"))
-	if r.Header.Get("Location") != "/orders/ord_001" || e.orders.count() != 1 {
+	if r.Header.Get("Location") != "/orders/GM-0000-0001" || e.orders.count() != 1 {
 		t.Fatalf("double submit: Location %q, %d orders", r.Header.Get("Location"), e.orders.count())
 	}
 	if keys := e.checkout.keysCalled(); keys[len(keys)-1] != keys[len(keys)-2] || !strings.HasPrefix(keys[len(keys)-1], "web.k-ok.") {
 		t.Fatalf("double submit used keys %q", keys[len(keys)-2:])
 	}
 
-	r = b.do("GET", "/orders/ord_001", nil)
+	r = b.do("GET", "/orders/GM-0000-0001", nil)
 	wantStatus(t, r, http.StatusOK)
-	wantContains(t, r.body, "Thank you! Your order is confirmed.", "ord_001", "$49.00", "$5.00", "$54.00", "GM123456", "1 Analytical Way", "14 Mar 2025")
+	wantContains(t, r.body, "Thank you! Your order is confirmed.", "GM-0000-0001", "$49.00", "$5.00", "$54.00", "GM123456", "1 Analytical Way", "United Kingdom", "14 Mar 2025",
+		"Payment: Paid", "Shipping: Preparing to ship", `src="/media/thumbs/prd_01_small.jpg"`)
+	if strings.Contains(r.body, "ord_001") || strings.Contains(r.body, "Captured") || strings.Contains(r.body, "Created") {
+		t.Errorf("the order page shows an internal id or status word:\n%s", r.body)
+	}
+	// The old address of the page still works (links in older e-mails).
+	wantStatus(t, b.do("GET", "/orders/ord_001", nil), http.StatusOK)
 	if strings.Contains(r.body, `http-equiv="refresh"`) {
 		t.Error("confirmed order page refreshes")
 	}
 	r = b.do("GET", "/orders", nil)
 	wantStatus(t, r, http.StatusOK)
-	wantContains(t, r.body, `href="/orders/ord_001"`, "Confirmed", "$54.00")
+	wantContains(t, r.body, `href="/orders/GM-0000-0001"`, ">GM-0000-0001<", "Confirmed", "$54.00")
+	if strings.Contains(r.body, "ord_001") {
+		t.Errorf("the orders page shows an internal id:\n%s", r.body)
+	}
 
 	// A pending order's page refreshes itself.
 	e.orders.put(order.Order{ID: "ord_050", UserID: "acct_01", Status: order.StatusPending, CreatedAt: seedTime})
@@ -386,6 +401,7 @@ func TestCheckoutAndOrderPages(t *testing.T) {
 	other.signUp("bob@example.com", "Bob")
 	r = other.do("GET", "/orders/ord_001", nil)
 	wantStatus(t, r, http.StatusNotFound)
+	wantStatus(t, other.do("GET", "/orders/GM-0000-0001", nil), http.StatusNotFound)
 	if strings.Contains(r.body, "Ada") || strings.Contains(r.body, "Analytical") {
 		t.Error("404 page leaks the order")
 	}
@@ -520,6 +536,10 @@ func (c stubCheckout) PlaceOrder(context.Context, checkout.Customer, string, che
 
 func (c stubCheckout) Checkout(context.Context, string, string) (checkout.Result, error) {
 	return checkout.Result{}, c.err
+}
+
+func (c stubCheckout) QuoteOrder(context.Context, checkout.QuoteRequest) (checkout.Quote, error) {
+	return checkout.Quote{}, c.err
 }
 
 type brokenOrders struct{}

@@ -36,8 +36,8 @@ var PartnerLimit = ratelimit.Limit{Events: 600, Period: time.Minute, Burst: 60}
 // partnerRealm is the realm of the partner API's WWW-Authenticate challenge.
 const partnerRealm = `Bearer realm="globomantics-partner"`
 
-// partnerRoutes adds the partner API to api, when the storefront has a
-// partner service:
+// partnerOps is the partner API's part of the API table (apiOps); it is
+// served when the storefront has a partner service:
 //
 //	POST /api/v1/partner/products                 NewProduct → 201 Product (awaiting its image)
 //	PUT  /api/v1/partner/products/{id}/image      raw image/png or image/jpeg body → Product (listed)
@@ -50,15 +50,14 @@ const partnerRealm = `Bearer realm="globomantics-partner"`
 // Every request carries "Authorization: Bearer <key>"; without a valid key
 // the answer is 401 problem+json with a WWW-Authenticate challenge. A
 // partner sees and touches only its own products (another's is 404).
-func (s *Server) partnerRoutes(api *http.ServeMux) {
-	if s.d.Partners == nil {
-		return
-	}
-	p := s.d.Partners
-	route := func(pattern string, h func(w http.ResponseWriter, r *http.Request, pt partner.Partner) error) {
-		api.Handle(pattern, s.apiHandler(s.withPartner(h)))
-	}
-	route("POST /api/v1/partner/products", func(w http.ResponseWriter, r *http.Request, pt partner.Partner) error {
+func (s *Server) partnerOps() []*apiOp {
+	const (
+		ok, created, notFound = http.StatusOK, http.StatusCreated, http.StatusNotFound
+		invalid               = http.StatusUnprocessableEntity
+	)
+	p := s.d.Partners // nil when only documenting
+	limit := "At most this many items, newest first (default and maximum: the service's)."
+	return []*apiOp{partnerOp("POST /api/v1/partner/products", "createPartnerProduct", "List a new product (awaiting its image)", func(w http.ResponseWriter, r *http.Request, pt partner.Partner) error {
 		var in partner.NewProduct
 		if err := httpx.Decode(r, &in); err != nil {
 			return err
@@ -70,75 +69,79 @@ func (s *Server) partnerRoutes(api *http.ServeMux) {
 		w.Header().Set("Location", "/api/v1/partner/products/"+out.ID)
 		httpx.WriteJSON(w, http.StatusCreated, out)
 		return nil
-	})
-	route("PUT /api/v1/partner/products/{id}/image", func(w http.ResponseWriter, r *http.Request, pt partner.Partner) error {
-		img, err := partner.ReadImage(r)
-		if err != nil {
-			return err
-		}
-		out, err := p.SetImage(r.Context(), pt.ID, r.PathValue("id"), img)
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, out)
-		return nil
-	})
-	route("GET /api/v1/partner/products", func(w http.ResponseWriter, r *http.Request, pt partner.Partner) error {
-		out, err := p.Products(r.Context(), pt.ID)
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, List[partner.Product]{Items: nonNilSlice(out)})
-		return nil
-	})
-	route("GET /api/v1/partner/sales", func(w http.ResponseWriter, r *http.Request, pt partner.Partner) error {
-		limit, err := partner.LimitParam(r)
-		if err != nil {
-			return err
-		}
-		out, err := p.Sales(r.Context(), pt.ID, limit)
-		if err != nil {
-			return err
-		}
-		out.Sales = nonNilSlice(out.Sales)
-		httpx.WriteJSON(w, http.StatusOK, out)
-		return nil
-	})
-	route("GET /api/v1/partner/webhook", func(w http.ResponseWriter, r *http.Request, pt partner.Partner) error {
-		out, err := p.Webhook(r.Context(), pt.ID)
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, out)
-		return nil
-	})
-	route("PUT /api/v1/partner/webhook", func(w http.ResponseWriter, r *http.Request, pt partner.Partner) error {
-		var in struct {
-			URL string `json:"url"`
-		}
-		if err := httpx.Decode(r, &in); err != nil {
-			return err
-		}
-		out, err := p.SetWebhook(r.Context(), pt.ID, in.URL)
-		if err != nil {
-			return err
-		}
-		w.Header().Set("Cache-Control", "no-store") // it holds the secret
-		httpx.WriteJSON(w, http.StatusOK, out)
-		return nil
-	})
-	route("GET /api/v1/partner/webhooks/deliveries", func(w http.ResponseWriter, r *http.Request, pt partner.Partner) error {
-		limit, err := partner.LimitParam(r)
-		if err != nil {
-			return err
-		}
-		out, err := p.Deliveries(r.Context(), pt.ID, limit)
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, List[partner.Delivery]{Items: nonNilSlice(out)})
-		return nil
-	})
+	}).in(partner.NewProduct{}).out(created, partner.Product{}, "The listing, awaiting its image.").fails(invalid),
+		partnerOp("PUT /api/v1/partner/products/{id}/image", "setPartnerProductImage", "Upload a listing's image (lists the product)", func(w http.ResponseWriter, r *http.Request, pt partner.Partner) error {
+			img, err := partner.ReadImage(r)
+			if err != nil {
+				return err
+			}
+			out, err := p.SetImage(r.Context(), pt.ID, r.PathValue("id"), img)
+			if err != nil {
+				return err
+			}
+			httpx.WriteJSON(w, http.StatusOK, out)
+			return nil
+		}).inRaw("image/png", "image/jpeg").out(ok, partner.Product{}, "The listing, now listed.").fails(notFound, http.StatusConflict, invalid),
+		partnerOp("GET /api/v1/partner/products", "listPartnerProducts", "The partner's listings, with live stock", func(w http.ResponseWriter, r *http.Request, pt partner.Partner) error {
+			out, err := p.Products(r.Context(), pt.ID)
+			if err != nil {
+				return err
+			}
+			httpx.WriteJSON(w, http.StatusOK, List[partner.Product]{Items: nonNilSlice(out)})
+			return nil
+		}).out(ok, List[partner.Product]{}, "The listings."),
+		partnerOp("GET /api/v1/partner/sales", "getPartnerSales", "The partner's sales report", func(w http.ResponseWriter, r *http.Request, pt partner.Partner) error {
+			limit, err := partner.LimitParam(r)
+			if err != nil {
+				return err
+			}
+			out, err := p.Sales(r.Context(), pt.ID, limit)
+			if err != nil {
+				return err
+			}
+			out.Sales = nonNilSlice(out.Sales)
+			httpx.WriteJSON(w, http.StatusOK, out)
+			return nil
+		}).query("limit", "integer", limit).out(ok, partner.SalesReport{}, "The sales report."),
+		partnerOp("GET /api/v1/partner/webhook", "getPartnerWebhook", "The partner's webhook", func(w http.ResponseWriter, r *http.Request, pt partner.Partner) error {
+			out, err := p.Webhook(r.Context(), pt.ID)
+			if err != nil {
+				return err
+			}
+			httpx.WriteJSON(w, http.StatusOK, out)
+			return nil
+		}).out(ok, partner.Webhook{}, "The webhook (its URL; the secret is shown only when set)."),
+		partnerOp("PUT /api/v1/partner/webhook", "setPartnerWebhook", "Set the partner's webhook URL (a new secret)", func(w http.ResponseWriter, r *http.Request, pt partner.Partner) error {
+			var in PartnerWebhookRequest
+			if err := httpx.Decode(r, &in); err != nil {
+				return err
+			}
+			out, err := p.SetWebhook(r.Context(), pt.ID, in.URL)
+			if err != nil {
+				return err
+			}
+			w.Header().Set("Cache-Control", "no-store") // it holds the secret
+			httpx.WriteJSON(w, http.StatusOK, out)
+			return nil
+		}).in(PartnerWebhookRequest{}).out(ok, partner.Webhook{}, "The webhook with its signing secret, shown this once.").fails(invalid),
+		partnerOp("GET /api/v1/partner/webhooks/deliveries", "listPartnerDeliveries", "The partner's recent webhook deliveries", func(w http.ResponseWriter, r *http.Request, pt partner.Partner) error {
+			limit, err := partner.LimitParam(r)
+			if err != nil {
+				return err
+			}
+			out, err := p.Deliveries(r.Context(), pt.ID, limit)
+			if err != nil {
+				return err
+			}
+			httpx.WriteJSON(w, http.StatusOK, List[partner.Delivery]{Items: nonNilSlice(out)})
+			return nil
+		}).query("limit", "integer", limit).out(ok, List[partner.Delivery]{}, "The deliveries, newest first."),
+	}
+}
+
+// PartnerWebhookRequest is the body of PUT /api/v1/partner/webhook.
+type PartnerWebhookRequest struct {
+	URL string `json:"url"`
 }
 
 // withPartner authenticates the request's bearer key and spends one event

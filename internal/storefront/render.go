@@ -28,6 +28,7 @@ var templateFS embed.FS
 var pageNames = []string{
 	"home", "category", "product", "search", "cart", "login", "register",
 	"checkout", "checkout-status", "order", "orders", "account", "mail", "error",
+	"password", "forgot-password", "reset-password", "reset-invalid", // password.go
 }
 
 // layoutData is what the layout needs on every page; Page is the page's own
@@ -38,7 +39,8 @@ type layoutData struct {
 	CartCount  int
 	Categories []catalog.Category
 	Query      string
-	Flash      *flash // the one-time message left by the last action, if any
+	Flash      *flash          // the one-time message left by the last action, if any
+	Current    currentCategory // the category the page belongs to, if any (nav.go)
 	Page       any
 }
 
@@ -51,6 +53,11 @@ func (s *Server) parseTemplates() map[string]*template.Template {
 		"date":        func(t time.Time) string { return t.UTC().Format("2 Jan 2006, 15:04 UTC") },
 		"title":       capitalize,
 		"orderStatus": orderStatus,
+		// The order's words for its customer and its address (checkoutview.go).
+		"paymentWords":  paymentWords,
+		"shipmentWords": shipmentWords,
+		"regionName":    regionName,
+		"countryName":   countryName,
 	}
 	pages := make(map[string]*template.Template, len(pageNames))
 	for _, name := range pageNames {
@@ -73,7 +80,16 @@ func capitalize(s string) string {
 // order never reads like a purchase: it says whether the customer was
 // refunded or never charged (payment voided, declined or never taken).
 func orderStatus(o Order) string {
-	if o.Status != order.StatusCancelled {
+	switch o.Status {
+	case order.StatusPending:
+		return "Being placed"
+	case order.StatusConfirmed:
+		if shipmentWords(o) == shipmentPreparing {
+			return "Confirmed — preparing to ship"
+		}
+		return "Confirmed"
+	case order.StatusCancelled:
+	default:
 		return capitalize(o.Status)
 	}
 	switch o.Payment.Status {
@@ -151,6 +167,9 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name
 func (s *Server) layout(r *http.Request, title string, data any) layoutData {
 	ctx := r.Context()
 	ld := layoutData{Title: title, Page: data, Query: r.URL.Query().Get("q")}
+	if c, ok := data.(inCategory); ok {
+		ld.Current = c.currentCategory()
+	}
 	if cats, err := s.categories(ctx); err == nil {
 		ld.Categories = cats
 	} else {

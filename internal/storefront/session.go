@@ -121,9 +121,9 @@ func (s *Server) authenticate(r *http.Request) (acct *account.Account, fresh boo
 	if b, ok, err := s.d.Cache.Get(ctx, key); err != nil {
 		s.log.Warn("session cache get failed", "err", err)
 	} else if ok {
-		var a account.Account
-		if json.Unmarshal(b, &a) == nil && a.ID != "" {
-			return &a, false, nil
+		var c cachedSession
+		if json.Unmarshal(b, &c) == nil && c.ID != "" && !s.sessionsRevokedSince(ctx, c.ID, c.CachedAt) {
+			return &c.Account, false, nil
 		}
 	}
 	a, err := s.d.Accounts.Authenticate(ctx, tok)
@@ -138,7 +138,7 @@ func (s *Server) authenticate(r *http.Request) (acct *account.Account, fresh boo
 }
 
 func (s *Server) cacheSession(ctx context.Context, tok string, a account.Account) {
-	b, err := json.Marshal(a)
+	b, err := json.Marshal(cachedSession{Account: a, CachedAt: s.d.Clock.Now().UnixNano()})
 	if err != nil {
 		return
 	}

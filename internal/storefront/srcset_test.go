@@ -45,13 +45,13 @@ func TestSrcsetPages(t *testing.T) {
 	r := b.do("GET", "/category/cat_tools", nil)
 	wantStatus(t, r, http.StatusOK)
 	wantContains(t, r.body,
-		`<img src="/media/products/prd_05/thumb-medium-222222222222.jpg" `+set+` sizes="(max-width: 450px) calc(100vw - 4rem), 240px" alt="" loading="lazy">`,
-		`<img src="/media/products/prd_04.png" alt="" loading="lazy">`) // no thumbnails: the original alone
+		`<img src="/media/products/prd_05/thumb-medium-222222222222.jpg" `+set+` sizes="(max-width: 559px) calc(50vw - 2.5rem), (max-width: 859px) calc(33vw - 3rem), (max-width: 1151px) calc(25vw - 3rem), 240px" width="480" height="360" alt="" loading="lazy">`,
+		`<img src="/media/products/prd_04.png" width="480" height="360" alt="" loading="lazy">`) // no thumbnails: the original alone
 
 	r = b.do("GET", "/products/prd_05", nil)
 	wantStatus(t, r, http.StatusOK)
 	wantContains(t, r.body,
-		`<img src="/media/products/prd_05/original-0123456789ab.png" `+set+` sizes="(min-width: 1152px) 544px, (min-width: 760px) calc(50vw - 2rem), calc(100vw - 2rem)" alt="Spirit Level">`)
+		`<img src="/media/products/prd_05/original-0123456789ab.png" `+set+` sizes="(min-width: 1152px) 544px, (min-width: 760px) calc(50vw - 2rem), calc(100vw - 2rem)" width="800" height="600" alt="Spirit Level">`)
 
 	for _, id := range []string{"prd_01", "prd_04"} { // small and medium only; none
 		r = b.do("GET", "/products/"+id, nil)

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/globomantics/globomantics/internal/account"
@@ -42,6 +43,11 @@ type Accounts interface {
 	Logout(ctx context.Context, token string) error
 	Authenticate(ctx context.Context, token string) (account.Account, error)
 	UpdateProfile(ctx context.Context, id, name string) (account.Account, error)
+	// Passwords (password.go).
+	ChangePassword(ctx context.Context, accountID, keepToken, current, newPassword string) error
+	RequestPasswordReset(ctx context.Context, email string) error
+	CheckPasswordReset(ctx context.Context, token string) error
+	ResetPassword(ctx context.Context, token, newPassword string) (account.Account, error)
 }
 
 // Catalog is what the storefront needs of the catalog service (reads only).
@@ -54,7 +60,7 @@ type Catalog interface {
 
 // Searcher is what the storefront needs of the search service.
 type Searcher interface {
-	Search(ctx context.Context, query string, p page.Request) (search.Result, error)
+	Search(ctx context.Context, q search.Query, p page.Request) (search.Result, error)
 }
 
 // Carts is what the storefront needs of the cart service.
@@ -72,6 +78,7 @@ type Carts interface {
 type Checkout interface {
 	PlaceOrder(ctx context.Context, c checkout.Customer, key string, r checkout.Request) (checkout.Result, error)
 	Checkout(ctx context.Context, userID, key string) (checkout.Result, error)
+	QuoteOrder(ctx context.Context, r checkout.QuoteRequest) (checkout.Quote, error)
 }
 
 // Orders is what the storefront needs of the order service (reads only).
@@ -174,7 +181,8 @@ type Server struct {
 	handler http.Handler
 	limiter ratelimit.Limiter
 	limits  Limits
-	shared  *pageCache // anonymous catalog pages (homecache.go)
+	shared  *pageCache                   // anonymous catalog pages (homecache.go)
+	apiDoc  func() (*apiDocument, error) // the OpenAPI document, built once (openapi.go)
 }
 
 // New returns a storefront server over d. It panics if a required service is
@@ -219,33 +227,73 @@ func New(d Deps) *Server {
 // in httpx.Middleware.
 func (s *Server) Handler() http.Handler { return s.handler }
 
+// apiOps is the public API: the one table that both the mux (routes) and
+// the OpenAPI document (openapi.go) are built from, so that no route is
+// served undocumented. Add an operation with one op(...) line; its schemas
+// are reflected from the Go types given to in and out.
+func (s *Server) apiOps() []*apiOp {
+	const (
+		ok, created, accepted, noContent = http.StatusOK, http.StatusCreated, http.StatusAccepted, http.StatusNoContent
+		unauthorized, payment, notFound  = http.StatusUnauthorized, http.StatusPaymentRequired, http.StatusNotFound
+		conflict, invalid, tooMany       = http.StatusConflict, http.StatusUnprocessableEntity, http.StatusTooManyRequests
+	)
+	pageSize := func(o *apiOp) *apiOp {
+		return o.query("page_size", "integer", "How many items a page holds (default 20).").
+			query("page_token", "string", "The next_page_token of the previous page.")
+	}
+	ops := []*apiOp{
+		op("GET /api/v1/categories", "listCategories", "List the categories", s.apiCategories).out(ok, CategoryList{}, "The categories.").cached(),
+		pageSize(op("GET /api/v1/products", "listProducts", "List products", s.apiProducts).query("category", "string", "Only products of this category id.")).out(ok, List[catalog.Product]{}, "A page of products.").cached(),
+		// The same for every visitor without read-after positions (whose
+		// reads must see their own writes): shared for a moment (homecache.go).
+		op("GET /api/v1/products/{id}", "getProduct", "Get a product", func(w http.ResponseWriter, r *http.Request) error {
+			if _, err := r.Cookie(s.cookieName(ReadAfterCookie)); err == nil {
+				return s.apiProduct(w, r)
+			}
+			return s.sharedAnswer(w, r, s.apiProduct)
+		}).out(ok, catalog.Product{}, "The product.").fails(notFound).cached(),
+		pageSize(op("GET /api/v1/search", "searchProducts", "Search products", s.apiSearch).query("q", "string", "The words to look for (required).").
+			query("sort", "string", "relevance (default), price_asc, price_desc or newest.").query("category", "string", "Only products of this category id.").
+			query("min_price", "integer", "Only products costing at least this many cents.").query("max_price", "integer", "Only products costing less than this many cents.")).
+			out(ok, SearchResults{}, "A page of matching products with the result count, facets and, when nothing matched, a suggestion.").cached(),
+		op("POST /api/v1/accounts", "register", "Register an account", s.apiRegister).in(account.Registration{}).out(created, account.Account{}, "The new account.").fails(conflict, invalid, tooMany),
+		op("POST /api/v1/sessions", "login", "Log in (sets the session cookie)", s.apiLogin).in(credentials{}).out(ok, account.Account{}, "The account logged in to.").fails(unauthorized, invalid, tooMany),
+		op("DELETE /api/v1/sessions", "logout", "Log out", s.apiLogout).out(noContent, nil, "Logged out; the session is ended."),
+		op("GET /api/v1/me", "getMe", "The logged-in customer's account", s.apiMe).out(ok, account.Account{}, "The account.").session(),
+		op("PATCH /api/v1/me", "updateMe", "Change the customer's profile", s.apiUpdateMe).in(profileUpdate{}).out(ok, account.Account{}, "The updated account.").session().fails(invalid),
+		// Passwords (password.go).
+		op("PUT /api/v1/me/password", "changePassword", "Change the customer's password (ends their other sessions)", s.apiChangePassword).in(PasswordChange{}).out(noContent, nil, "Changed; this session stays, every other one is ended.").session().fails(http.StatusForbidden, invalid, tooMany),
+		op("POST /api/v1/password-resets", "requestPasswordReset", "E-mail a password reset link", s.apiRequestReset).in(PasswordResetRequest{}).out(accepted, PasswordResetAccepted{}, "The same answer whether or not the address has an account.").fails(invalid, tooMany),
+		op("POST /api/v1/password-resets/confirm", "confirmPasswordReset", "Set a new password with a reset link's token", s.apiConfirmReset).in(PasswordResetConfirm{}).out(noContent, nil, "Changed; every session of the account is ended (log in again).").fails(http.StatusForbidden, invalid, tooMany),
+		op("GET /api/v1/cart", "getCart", "The visitor's cart", s.apiCart).out(ok, cart.Cart{}, "The cart (empty when there is none).").visitor(),
+		op("POST /api/v1/cart/items", "addCartItem", "Add a product to the cart", s.apiAddItem).in(AddItemRequest{}).out(ok, cart.Cart{}, "The cart.").visitor().fails(notFound, conflict, invalid),
+		op("PUT /api/v1/cart/items/{product_id}", "setCartQuantity", "Set a cart line's quantity (0 removes it)", s.apiSetQuantity).in(SetQuantityRequest{}).out(ok, cart.Cart{}, "The cart.").visitor().fails(notFound, conflict, invalid),
+		op("DELETE /api/v1/cart/items/{product_id}", "removeCartItem", "Remove a product from the cart", s.apiRemoveItem).out(ok, cart.Cart{}, "The cart.").visitor().fails(notFound),
+		op("POST /api/v1/checkout", "checkout", "Place the order for the cart", s.apiCheckout).
+			header("Idempotency-Key", "Names this checkout: a retry with the same key and body returns the same outcome, never a second order.").
+			in(checkout.Request{}).out(created, Order{}, "The order, placed (Location: the order).").
+			out(accepted, CheckoutView{}, "Still running (Location: the checkout to poll, Retry-After).").
+			session().fails(payment, notFound, conflict, invalid, tooMany),
+		op("POST /api/v1/checkout/quote", "quoteCheckout", "What checking out the cart to an address would charge", s.apiCheckoutQuote).in(CheckoutQuoteRequest{}).out(ok, CheckoutQuote{}, "The lines, subtotal, shipping and total.").session().fails(conflict, invalid),
+		op("GET /api/v1/checkouts/{key}", "getCheckout", "How a checkout stands", s.apiGetCheckout).out(ok, CheckoutView{}, "The checkout.").session().fails(notFound),
+		pageSize(op("GET /api/v1/orders", "listOrders", "The customer's orders, newest first", s.apiOrders)).out(ok, List[Order]{}, "A page of orders.").session(),
+		op("GET /api/v1/orders/{id}", "getOrder", "One of the customer's orders, by its id or its order number", s.apiOrder).out(ok, Order{}, "The order.").session().fails(notFound),
+	}
+	ops = append(ops, s.partnerOps()...) // partnerapi.go
+	return append(ops, s.referenceOps()...)
+}
+
 func (s *Server) routes() {
 	api := http.NewServeMux()
-	api.Handle("GET /api/v1/categories", s.apiHandler(s.apiCategories))
-	api.Handle("GET /api/v1/products", s.apiHandler(s.apiProducts))
-	// The same for every visitor without read-after positions (whose
-	// reads must see their own writes): shared for a moment (homecache.go).
-	api.Handle("GET /api/v1/products/{id}", s.apiHandler(func(w http.ResponseWriter, r *http.Request) error {
-		if _, err := r.Cookie(s.cookieName(ReadAfterCookie)); err == nil {
-			return s.apiProduct(w, r)
+	ops := s.apiOps()
+	s.apiDoc = sync.OnceValues(func() (*apiDocument, error) {
+		css, err := s.static.url("style.css")
+		if err != nil {
+			return nil, err
 		}
-		return s.sharedAnswer(w, r, s.apiProduct)
-	}))
-	api.Handle("GET /api/v1/search", s.apiHandler(s.apiSearch))
-	api.Handle("POST /api/v1/accounts", s.apiHandler(s.apiRegister))
-	api.Handle("POST /api/v1/sessions", s.apiHandler(s.apiLogin))
-	api.Handle("DELETE /api/v1/sessions", s.apiHandler(s.apiLogout))
-	api.Handle("GET /api/v1/me", s.apiHandler(s.apiMe))
-	api.Handle("PATCH /api/v1/me", s.apiHandler(s.apiUpdateMe))
-	api.Handle("GET /api/v1/cart", s.apiHandler(s.apiCart))
-	api.Handle("POST /api/v1/cart/items", s.apiHandler(s.apiAddItem))
-	api.Handle("PUT /api/v1/cart/items/{product_id}", s.apiHandler(s.apiSetQuantity))
-	api.Handle("DELETE /api/v1/cart/items/{product_id}", s.apiHandler(s.apiRemoveItem))
-	api.Handle("POST /api/v1/checkout", s.apiHandler(s.apiCheckout))
-	api.Handle("GET /api/v1/checkouts/{key}", s.apiHandler(s.apiGetCheckout))
-	api.Handle("GET /api/v1/orders", s.apiHandler(s.apiOrders))
-	api.Handle("GET /api/v1/orders/{id}", s.apiHandler(s.apiOrder))
-	s.partnerRoutes(api) // partnerapi.go
+		return newAPIDocument(ops, css)
+	})
+	s.registerAPI(api, ops)
 
 	html := http.NewServeMux()
 	html.Handle("GET /{$}", s.pageHandler(s.homePage))
@@ -266,6 +314,12 @@ func (s *Server) routes() {
 	html.Handle("GET /checkout/status", s.pageHandler(s.checkoutStatusPage))
 	html.Handle("GET /account", s.pageHandler(s.accountPage))
 	html.Handle("POST /account", s.pageHandler(s.accountSubmit))
+	html.Handle("GET /account/password", s.pageHandler(s.passwordPage))
+	html.Handle("POST /account/password", s.pageHandler(s.passwordSubmit))
+	html.Handle("GET /forgot-password", s.pageHandler(s.forgotPage))
+	html.Handle("POST /forgot-password", s.pageHandler(s.forgotSubmit))
+	html.Handle("GET /reset-password", s.pageHandler(s.resetPage))
+	html.Handle("POST /reset-password", s.pageHandler(s.resetSubmit))
 	html.Handle("GET /orders", s.pageHandler(s.ordersPage))
 	html.Handle("GET /orders/{id}", s.pageHandler(s.orderPage))
 	html.Handle("GET /dev/mail", s.pageHandler(s.mailListPage))

@@ -27,6 +27,7 @@ import (
 	"github.com/globomantics/globomantics/internal/account"
 	"github.com/globomantics/globomantics/internal/platform/consistency"
 	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/outbox"
 	"github.com/globomantics/globomantics/internal/platform/shard"
 	"github.com/globomantics/globomantics/internal/platform/sqldb"
 )
@@ -56,6 +57,7 @@ type Store struct {
 var (
 	_ account.Store        = (*Store)(nil)
 	_ account.SessionStore = (*Store)(nil)
+	_ account.Credentials  = (*Store)(nil)
 )
 
 // Open returns the store over the one database db (every shard on it),
@@ -73,7 +75,15 @@ func OpenSharded(ctx context.Context, sh *sqldb.Sharded) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := sh.Migrate(ctx, "account", dir); err != nil {
+	// Each node's outbox (password reset e-mails) may share its database
+	// with another store's.
+	if err := sh.Each(ctx, func(ctx context.Context, _ string, db *sqldb.DB) error {
+		fsys, err := outbox.SharedMigrations(ctx, db, dir, "00005_outbox_v2.sql")
+		if err != nil {
+			return err
+		}
+		return db.Migrate(ctx, "account", fsys)
+	}); err != nil {
 		return nil, err
 	}
 	s := &Store{sh: sh}
@@ -499,7 +509,8 @@ func (s *Store) DeleteSession(ctx context.Context, key string) error {
 }
 
 // DeleteExpiredSessions deletes sessions that expired at or before now on
-// every node and reports how many it deleted; a node that fails does not
+// every node (and password reset links a day past their expiry) and
+// reports how many sessions it deleted; a node that fails does not
 // stop the others, and its error is returned with their count.
 func (s *Store) DeleteExpiredSessions(ctx context.Context, now time.Time) (int64, error) {
 	const op = "accountdb.DeleteExpiredSessions"
@@ -508,6 +519,9 @@ func (s *Store) DeleteExpiredSessions(ctx context.Context, now time.Time) (int64
 		res, err := db.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at <= ?`, sqldb.Millis(now))
 		if err != nil {
 			return sqldb.NodeError(err)
+		}
+		if err := purgeResets(ctx, db, now); err != nil { // passwords.go
+			return err
 		}
 		n, err := res.RowsAffected()
 		if err != nil {

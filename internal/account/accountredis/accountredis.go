@@ -351,6 +351,40 @@ func (s *Store) DeleteAccountSessions(ctx context.Context, accountID string) (in
 	return n, nil
 }
 
+// deleteOthersScript deletes every session in an account's set but one,
+// leaves the set holding only that one, and returns how many it deleted.
+//
+// KEYS: account set. ARGV: session key prefix, token hash to keep.
+const deleteOthersScript = `
+local n = 0
+for _, h in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if h ~= ARGV[2] then
+    n = n + redis.call('DEL', ARGV[1] .. h)
+    redis.call('SREM', KEYS[1], h)
+  end
+end
+return n
+`
+
+// DeleteOtherSessions deletes every session of the account but the one of
+// the session key keep ("" keeps none) and reports how many it deleted,
+// waiting for a replica (see WithWait). errs.Unavailable.
+func (s *Store) DeleteOtherSessions(ctx context.Context, accountID, keep string) (int64, error) {
+	const op = "accountredis.DeleteOtherSessions"
+	if keep == "" {
+		return s.DeleteAccountSessions(ctx, accountID)
+	}
+	var cmd *redis.Cmd
+	err := s.durable(ctx, op, func(p redis.Pipeliner) {
+		cmd = p.Eval(ctx, deleteOthersScript, []string{s.accountKey(accountID)}, s.prefix+"s:", hashOf(keep))
+	})
+	if err != nil {
+		return 0, fail(op, err)
+	}
+	n, _ := cmd.Int64()
+	return n, nil
+}
+
 // DeleteExpiredSessions deletes nothing and reports 0: Redis removes each
 // session when it expires.
 func (s *Store) DeleteExpiredSessions(context.Context, time.Time) (int64, error) {

@@ -33,6 +33,7 @@ func Run(t *testing.T, mk func(t *testing.T) account.SessionStore) {
 	t.Run("Extend", func(t *testing.T) { testExtend(t, mk(t)) })
 	t.Run("Delete", func(t *testing.T) { testDelete(t, mk(t)) })
 	t.Run("DeleteAccountSessions", func(t *testing.T) { testDeleteAccount(t, mk(t)) })
+	t.Run("DeleteOtherSessions", func(t *testing.T) { testDeleteOthers(t, mk(t)) })
 	t.Run("Expiry", func(t *testing.T) { testExpiry(t, mk(t)) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, mk(t)) })
 }
@@ -218,6 +219,72 @@ func testDeleteAccount(t *testing.T, s account.SessionStore) {
 	again, akey := f.session("acc_many", time.Hour)
 	f.create(again)
 	f.wantSession("new session after logging out everywhere", akey, again)
+}
+
+// testDeleteOthers: a password change ends every session of the account
+// but the one it was made in, which stays as it was (and can still be
+// extended, and deleted later); "" keeps none.
+func testDeleteOthers(t *testing.T, s account.SessionStore) {
+	f := newFixture(t, s)
+	var (
+		sessions []account.StoredSession
+		keys     []string
+	)
+	for range 4 {
+		sess, key := f.session("acc_pw", time.Hour)
+		f.create(sess)
+		sessions, keys = append(sessions, sess), append(keys, key)
+	}
+	other, okey := f.session("acc_bystander", time.Hour)
+	f.create(other)
+
+	n, err := s.DeleteOtherSessions(f.ctx, "acc_pw", keys[1])
+	if err != nil || n != 3 {
+		t.Errorf("DeleteOtherSessions = %d, %v; want 3", n, err)
+	}
+	for i, k := range keys {
+		if i == 1 {
+			f.wantSession("the kept session", k, sessions[1])
+			continue
+		}
+		f.wantGone("another session of the account", k)
+	}
+	f.wantSession("another account's session", okey, other)
+	if n, err := s.DeleteOtherSessions(f.ctx, "acc_pw", keys[1]); err != nil || n != 0 {
+		t.Errorf("DeleteOtherSessions again = %d, %v; want 0", n, err)
+	}
+	// The kept session lives on as any other: extended, then logged out.
+	later := sessions[1].ExpiresAt.Add(time.Hour)
+	if err := s.ExtendSession(f.ctx, keys[1], later); err != nil {
+		t.Fatal(err)
+	}
+	kept := sessions[1]
+	kept.ExpiresAt = later
+	f.wantSession("the kept session, extended", keys[1], kept)
+	// A new session after the change, then every session but that one:
+	// the one kept before goes too.
+	fresh, fkey := f.session("acc_pw", time.Hour)
+	f.create(fresh)
+	if n, err := s.DeleteOtherSessions(f.ctx, "acc_pw", fkey); err != nil || n != 1 {
+		t.Errorf("DeleteOtherSessions(keep the new one) = %d, %v; want 1", n, err)
+	}
+	f.wantGone("the session kept the first time", keys[1])
+	f.wantSession("the new session", fkey, fresh)
+	// A key naming no session of the account keeps nothing; "" neither.
+	if n, err := s.DeleteOtherSessions(f.ctx, "acc_pw", okey); err != nil || n != 1 {
+		t.Errorf("DeleteOtherSessions(another account's key) = %d, %v; want 1", n, err)
+	}
+	f.wantGone("the new session", fkey)
+	f.wantSession("the bystander's session whose key was given", okey, other)
+	again, akey := f.session("acc_pw", time.Hour)
+	f.create(again)
+	if n, err := s.DeleteOtherSessions(f.ctx, "acc_pw", ""); err != nil || n != 1 {
+		t.Errorf("DeleteOtherSessions(keep none) = %d, %v; want 1", n, err)
+	}
+	f.wantGone("with nothing kept", akey)
+	if n, err := s.DeleteOtherSessions(f.ctx, "acc_nobody", keys[0]); err != nil || n != 0 {
+		t.Errorf("DeleteOtherSessions(unknown account) = %d, %v; want 0", n, err)
+	}
 }
 
 func testExpiry(t *testing.T, s account.SessionStore) {

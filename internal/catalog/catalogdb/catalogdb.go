@@ -250,6 +250,7 @@ func (s *Store) CreateProduct(ctx context.Context, r catalog.Record) error {
 			Category:    r.Category,
 			Price:       money.Money{Amount: r.Price.Amount, Currency: currency(r.Price)},
 			ImageKey:    r.ImageKey,
+			ListedAt:    r.CreatedAt.UTC().Truncate(time.Millisecond),
 		}
 		if err := outbox.Add(ctx, tx, catalog.SubjectItemListed, r.ID, ev, r.CreatedAt); err != nil {
 			return err
@@ -402,6 +403,7 @@ func (s *Store) UpdateProduct(ctx context.Context, id string, ch catalog.Product
 			Price:       r.Price,
 			Stock:       r.Stock,
 			ChangedAt:   now.UTC(),
+			ListedAt:    r.CreatedAt.UTC().Truncate(time.Millisecond),
 		}
 		if err := outbox.Add(ctx, tx, catalog.SubjectProductChanged, r.ID+"/v"+strconv.FormatInt(r.Version, 10), ev, now); err != nil {
 			return err
@@ -461,7 +463,9 @@ func (s *Store) Reserve(ctx context.Context, reservationID string, lines []catal
 	return nil
 }
 
-// shortage explains why a conditional decrement changed no row.
+// shortage explains why a conditional decrement changed no row. The
+// message reaches the customer (the checkout page, the API's problem), so it
+// names the product by its name, never by its id.
 func shortage(ctx context.Context, tx *sqldb.Tx, l catalog.Line) error {
 	var (
 		name  string
@@ -469,15 +473,15 @@ func shortage(ctx context.Context, tx *sqldb.Tx, l catalog.Line) error {
 	)
 	err := tx.QueryRowContext(ctx, `SELECT name, stock FROM products WHERE id = ?`, l.ProductID).Scan(&name, &stock)
 	if errors.Is(err, sql.ErrNoRows) {
-		return errs.E(errs.NotFound, errs.Msg("no such product: %s", l.ProductID))
+		return errs.E(errs.NotFound, errs.Msg("a product in the order is no longer sold"), errors.New("no such product: "+l.ProductID))
 	}
 	if err != nil {
 		return err
 	}
 	if stock == 0 {
-		return errs.E(errs.Conflict, errs.Msg("%q (%s) is out of stock", name, l.ProductID))
+		return errs.E(errs.Conflict, errs.Msg("%s is sold out", name))
 	}
-	return errs.E(errs.Conflict, errs.Msg("only %d of %q (%s) left in stock, %d wanted", stock, name, l.ProductID, l.Quantity))
+	return errs.E(errs.Conflict, errs.Msg("only %d of %s left in stock, %d wanted", stock, name, l.Quantity))
 }
 
 // mergeLines adds up lines of the same product and sorts them by product id.

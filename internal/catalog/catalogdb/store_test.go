@@ -39,6 +39,7 @@ func TestStore(t *testing.T) {
 				{"Thumbnails", testThumbnails},
 				{"ReserveRelease", testReserveRelease},
 				{"ReserveAllOrNothing", testReserveAllOrNothing},
+				{"ShortageNamesProduct", testShortageNamesProduct},
 				{"ReleaseBeforeReserve", testReleaseBeforeReserve},
 				{"ConcurrentReserve", testConcurrentReserve},
 				{"UpdateProduct", testUpdateProduct},
@@ -193,7 +194,7 @@ func testCreateAndGet(t *testing.T, s *catalogdb.Store, db *sqldb.DB) {
 		t.Fatalf("outbox row = %+v, want the thumbnail job of prd_1's image %s", j, r.ImageKey)
 	}
 	want := catalog.ItemListed{ProductID: "prd_1", Name: r.Name, Description: r.Description, Category: "home",
-		Price: money.USD(1250), ImageKey: r.ImageKey}
+		Price: money.USD(1250), ImageKey: r.ImageKey, ListedAt: t0}
 	if rows[0].id != "prd_1" || rows[0].subject != catalog.SubjectItemListed || rows[0].ev != want {
 		t.Fatalf("outbox row = %+v, want id prd_1, subject %s, event %+v", rows[0], catalog.SubjectItemListed, want)
 	}
@@ -380,7 +381,7 @@ func testReserveAllOrNothing(t *testing.T, s *catalogdb.Store, _ *sqldb.DB) {
 	if !errs.Is(errs.Conflict, err) {
 		t.Fatalf("short stock: %v, want Conflict", err)
 	}
-	if d := errs.Detail(err); d != `only 2 of "Item prd_b" (prd_b) left in stock, 3 wanted` {
+	if d := errs.Detail(err); d != `only 2 of Item prd_b left in stock, 3 wanted` {
 		t.Errorf("detail = %q", d)
 	}
 	err = s.Reserve(ctx, "res_1", []catalog.Line{{ProductID: "prd_a", Quantity: 5}, {ProductID: "prd_zzz", Quantity: 1}}, t0, exp)
@@ -398,8 +399,40 @@ func testReserveAllOrNothing(t *testing.T, s *catalogdb.Store, _ *sqldb.DB) {
 		t.Fatalf("stock = %d, want 0", b)
 	}
 	err = s.Reserve(ctx, "res_2", []catalog.Line{{ProductID: "prd_b", Quantity: 1}}, t0, exp)
-	if !errs.Is(errs.Conflict, err) || errs.Detail(err) != `"Item prd_b" (prd_b) is out of stock` {
+	if !errs.Is(errs.Conflict, err) || errs.Detail(err) != `Item prd_b is sold out` {
 		t.Fatalf("out of stock: %v", err)
+	}
+}
+
+// testShortageNamesProduct checks that a refused reservation names the
+// product as its customer knows it, never by its id: the message reaches the
+// checkout page.
+func testShortageNamesProduct(t *testing.T, s *catalogdb.Store, _ *sqldb.DB) {
+	ctx := context.Background()
+	ensureCats(t, s)
+	r := rec("prd_home_07", "home", 3)
+	r.Name = "Desk Lamp"
+	create(t, s, r)
+	for _, c := range []struct {
+		id     string
+		qty    int
+		kind   errs.Kind
+		detail string
+	}{
+		{"prd_home_07", 40, errs.Conflict, "only 3 of Desk Lamp left in stock, 40 wanted"},
+		{"prd_gone_01", 1, errs.NotFound, "a product in the order is no longer sold"},
+	} {
+		err := s.Reserve(ctx, "res_"+c.id, []catalog.Line{{ProductID: c.id, Quantity: c.qty}}, t0, exp)
+		if !errs.Is(c.kind, err) || errs.Detail(err) != c.detail {
+			t.Errorf("Reserve %d of %s: %v (detail %q), want %v %q", c.qty, c.id, err, errs.Detail(err), c.kind, c.detail)
+		}
+	}
+	if err := s.Reserve(ctx, "res_all", []catalog.Line{{ProductID: "prd_home_07", Quantity: 3}}, t0, exp); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Reserve(ctx, "res_more", []catalog.Line{{ProductID: "prd_home_07", Quantity: 1}}, t0, exp)
+	if !errs.Is(errs.Conflict, err) || errs.Detail(err) != "Desk Lamp is sold out" {
+		t.Errorf("sold out: %v (detail %q)", err, errs.Detail(err))
 	}
 }
 

@@ -82,7 +82,7 @@ func testUpdateProduct(t *testing.T, s *catalogdb.Store, db *sqldb.DB) {
 		t.Fatalf("%d ProductChanged rows, want 1", len(rows))
 	}
 	want := catalog.ProductChanged{ProductID: "prd_1", Version: 2, Changed: []string{catalog.FieldPrice},
-		Name: "Item prd_1", Description: "about prd_1", Category: "home", Price: money.USD(999), Stock: 7, ChangedAt: t1}
+		Name: "Item prd_1", Description: "about prd_1", Category: "home", Price: money.USD(999), Stock: 7, ChangedAt: t1, ListedAt: t0}
 	if rows[0].id != "prd_1/v2" || rows[0].createdAt != sqldb.Millis(t1) || fmt.Sprint(rows[0].ev) != fmt.Sprint(want) {
 		t.Fatalf("outbox row = %+v, want id prd_1/v2 at %v, event %+v", rows[0], t1, want)
 	}

@@ -94,6 +94,24 @@ func TestSharded(t *testing.T) {
 					t.Errorf("outbox of %s's node has %d rows for its order, %v; want 1", u, n, err)
 				}
 			}
+			// Order numbers: each found through the node of the shard it
+			// carries, where its order lives.
+			for _, id := range made {
+				o, err := s.Get(ctx, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := s.GetByNumber(ctx, o.Number)
+				if err != nil || got.ID != id {
+					t.Errorf("GetByNumber(%s) = %s, %v; want %s", o.Number, got.ID, err, id)
+				}
+				home := nodes[m.NodeFor(shard.ForUser(o.UserID))]
+				var n int
+				if err := home.QueryRowContext(ctx, `SELECT COUNT(*) FROM orders WHERE number = ?`, o.Number).Scan(&n); err != nil || n != 1 {
+					t.Errorf("number %s on its home node: %d rows, %v", o.Number, n, err)
+				}
+			}
+
 			if outboxes := s.Outboxes(); len(outboxes) != len(nodes) {
 				t.Errorf("Outboxes() = %d databases, want %d", len(outboxes), len(nodes))
 			}

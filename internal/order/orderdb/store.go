@@ -88,6 +88,11 @@ func OpenSharded(ctx context.Context, sh *sqldb.Sharded) (*Store, error) {
 	if err != nil {
 		return nil, errs.E(op, errs.Msg("filling in the shard column"), err)
 	}
+	if err := sh.Each(ctx, func(ctx context.Context, _ string, db *sqldb.DB) error {
+		return backfillNumbers(ctx, db)
+	}); err != nil {
+		return nil, errs.E(op, errs.Msg("numbering the orders written before order numbers"), err)
+	}
 	return &Store{sh: sh}, nil
 }
 
@@ -119,7 +124,12 @@ func (s *Store) userNode(o order.Order) (*sqldb.DB, shard.ID, error) {
 const orderColumns = `id, user_id, email, status, currency, subtotal, shipping_cost, total,
 	ship_name, ship_line1, ship_city, ship_postal_code, ship_country,
 	payment_id, payment_status, shipment_id, shipment_status, tracking_number,
-	cancel_reason, created_at, updated_at`
+	cancel_reason, created_at, updated_at, number, ship_region`
+
+// numberAttempts is how many order numbers Create draws before it gives up:
+// with 30 random bits per shard, a second collision in a row means something
+// other than chance is wrong.
+const numberAttempts = 4
 
 // Create inserts o and its items, or returns the existing order with o.ID.
 func (s *Store) Create(ctx context.Context, o order.Order) (order.Order, bool, error) {
@@ -129,26 +139,48 @@ func (s *Store) Create(ctx context.Context, o order.Order) (order.Order, bool, e
 	if err != nil {
 		return order.Order{}, false, errs.E(op, err)
 	}
+	if num, numShard, ok := order.ParseNumber(o.Number); !ok || num != o.Number || numShard != sh {
+		o.Number = order.NewNumber(sh)
+	}
 	err = db.InTx(ctx, func(tx *sqldb.Tx) error {
 		created = false
 		a := o.ShippingAddress
-		res, err := tx.ExecContext(ctx, `INSERT INTO orders (`+orderColumns+`, shard)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (id) DO NOTHING`,
-			o.ID, o.UserID, o.Email, o.Status, currency(o.Total), o.Subtotal.Amount, o.ShippingCost.Amount, o.Total.Amount,
-			a.Name, a.Line1, a.City, a.PostalCode, a.Country,
-			o.Payment.ID, o.Payment.Status, o.Shipment.ID, o.Shipment.Status, o.Shipment.TrackingNumber,
-			o.CancelReason, sqldb.Millis(o.CreatedAt), sqldb.Millis(o.UpdatedAt), int(sh))
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		if n == 0 { // it exists: leave it as it is, unless it is a tombstone
+		var n int64
+		for attempt := 1; ; attempt++ {
+			// No conflict target: a taken id and a taken number both insert
+			// nothing, told apart below.
+			res, err := tx.ExecContext(ctx, `INSERT INTO orders (`+orderColumns+`, shard)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+				ON CONFLICT DO NOTHING`,
+				o.ID, o.UserID, o.Email, o.Status, currency(o.Total), o.Subtotal.Amount, o.ShippingCost.Amount, o.Total.Amount,
+				a.Name, a.Line1, a.City, a.PostalCode, a.Country,
+				o.Payment.ID, o.Payment.Status, o.Shipment.ID, o.Shipment.Status, o.Shipment.TrackingNumber,
+				o.CancelReason, sqldb.Millis(o.CreatedAt), sqldb.Millis(o.UpdatedAt), o.Number, a.Region, int(sh))
+			if err != nil {
+				return err
+			}
+			if n, err = res.RowsAffected(); err != nil {
+				return err
+			}
+			if n == 1 {
+				break
+			}
 			// On PostgreSQL the insert waited for a concurrent writer of the
 			// id to commit: this statement sees its row.
+			var exists int
+			err = tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM orders WHERE id = ?`, o.ID).Scan(&exists)
+			if err != nil {
+				return err
+			}
+			if exists == 1 {
+				break
+			}
+			if attempt == numberAttempts {
+				return errs.E(errs.Unavailable, errs.Msg("no free order number after %d attempts", attempt))
+			}
+			o.Number = order.NewNumber(sh) // the number was taken: draw another
+		}
+		if n == 0 { // it exists: leave it as it is, unless it is a tombstone
 			var status string
 			if err := tx.QueryRowContext(ctx, `SELECT status FROM orders WHERE id = ?`, o.ID).Scan(&status); err != nil {
 				return err
@@ -213,7 +245,7 @@ func (s *Store) Tombstone(ctx context.Context, id string, now time.Time) error {
 	err = db.InTx(ctx, func(tx *sqldb.Tx) error {
 		ms := sqldb.Millis(now)
 		res, err := tx.ExecContext(ctx, `INSERT INTO orders (`+orderColumns+`, shard)
-			VALUES (?, '', '', ?, ?, 0, 0, 0, '', '', '', '', '', '', '', '', '', '', '', ?, ?, ?)
+			VALUES (?, '', '', ?, ?, 0, 0, 0, '', '', '', '', '', '', '', '', '', '', '', ?, ?, '', '', ?)
 			ON CONFLICT (id) DO NOTHING`,
 			id, statusTombstone, money.Currency, ms, ms, int(sh))
 		if err != nil {
@@ -261,6 +293,78 @@ func (s *Store) Get(ctx context.Context, id string) (order.Order, error) {
 	return o, nil
 }
 
+// GetByNumber returns the order with this order number, from the node of
+// the shard the number carries; errs.NotFound.
+func (s *Store) GetByNumber(ctx context.Context, number string) (order.Order, error) {
+	const op = "orderdb.GetByNumber"
+	num, sh, ok := order.ParseNumber(number)
+	if !ok {
+		return order.Order{}, errs.E(op, errs.NotFound, errs.Msg("order not found"))
+	}
+	db, err := s.sh.ForShard(sh)
+	if err != nil {
+		return order.Order{}, errs.E(op, err)
+	}
+	rd := db.Reader(ctx, consistency.ReadYourWrites)
+	var id string
+	err = rd.QueryRowContext(ctx, `SELECT id FROM orders WHERE number = ? AND status <> '`+statusTombstone+`'`, num).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return order.Order{}, errs.E(op, errs.NotFound, errs.Msg("order not found"))
+	}
+	if err != nil {
+		return order.Order{}, errs.E(op, sqldb.NodeError(err))
+	}
+	o, err := getOrder(ctx, rd, id, false)
+	if err != nil {
+		return order.Order{}, errs.E(op, sqldb.NodeError(err))
+	}
+	return o, nil
+}
+
+// backfillNumbers gives every order of db written before order numbers
+// existed a number of its shard, drawing again when one is taken.
+func backfillNumbers(ctx context.Context, db *sqldb.DB) error {
+	for {
+		rows, err := db.QueryContext(ctx, `SELECT id, shard FROM orders
+			WHERE number = '' AND status <> '`+statusTombstone+`' AND shard >= 0 LIMIT 500`)
+		if err != nil {
+			return err
+		}
+		type row struct {
+			id string
+			sh int
+		}
+		var todo []row
+		for rows.Next() {
+			var r row
+			if err := rows.Scan(&r.id, &r.sh); err != nil {
+				rows.Close()
+				return err
+			}
+			todo = append(todo, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(todo) == 0 {
+			return nil
+		}
+		for _, r := range todo {
+			for attempt := 1; ; attempt++ {
+				_, err := db.ExecContext(ctx, `UPDATE orders SET number = ? WHERE id = ? AND number = ''`,
+					order.NewNumber(shard.ID(r.sh)), r.id)
+				if err == nil {
+					break
+				}
+				if !sqldb.IsUniqueViolation(err) || attempt == numberAttempts {
+					return err
+				}
+			}
+		}
+	}
+}
+
 // getOrder reads one order and its items through q; forUpdate locks the
 // order's row until the end of the transaction on PostgreSQL (SQLite
 // transactions already hold the write lock).
@@ -299,7 +403,7 @@ func scanOrder(sc scanner) (order.Order, error) {
 	err := sc.Scan(&o.ID, &o.UserID, &o.Email, &o.Status, &cur, &subtotal, &shippingCost, &total,
 		&a.Name, &a.Line1, &a.City, &a.PostalCode, &a.Country,
 		&o.Payment.ID, &o.Payment.Status, &o.Shipment.ID, &o.Shipment.Status, &o.Shipment.TrackingNumber,
-		&o.CancelReason, &c, &u)
+		&o.CancelReason, &c, &u, &o.Number, &a.Region)
 	if err != nil {
 		return order.Order{}, err
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/clock"
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/money"
+	"github.com/globomantics/globomantics/internal/platform/shard"
 	"github.com/globomantics/globomantics/internal/platform/sqldb"
 	"github.com/globomantics/globomantics/internal/platform/testenv"
 	"github.com/globomantics/globomantics/internal/shipping"
@@ -32,7 +34,8 @@ func sample(id, user string, created time.Time) order.Order {
 			{ProductID: "prd_b", Name: "Gadget ünicode", Quantity: 1, UnitPrice: money.USD(999), LineTotal: money.USD(999)},
 		},
 		Subtotal: money.USD(3499), ShippingCost: money.USD(500), Total: money.USD(3999),
-		ShippingAddress: shipping.Address{Name: "Ada", Line1: "1 Main St", City: "Springfield", PostalCode: "12345", Country: "US"},
+		ShippingAddress: shipping.Address{Name: "Ada", Line1: "1 Main St", City: "Springfield", Region: "IL", PostalCode: "12345", Country: "US"},
+		Number:          order.NewNumber(shard.ForUser(user)),
 		CreatedAt:       created, UpdatedAt: created,
 	}
 }
@@ -53,6 +56,9 @@ func TestStore(t *testing.T) {
 		{"ConfirmWritesExactlyOneOutboxRow", testConfirmOneOutboxRow},
 		{"ConcurrentConfirmWritesOneRow", testConcurrentConfirm},
 		{"OpenTwice", testOpenTwice},
+		{"GetByNumber", testGetByNumber},
+		{"TakenNumberIsDrawnAgain", testTakenNumber},
+		{"OpenNumbersOlderOrders", testBackfillNumbers},
 	}
 	for _, b := range testenv.Backends() {
 		t.Run(b.Name, func(t *testing.T) {
@@ -201,7 +207,7 @@ func testListByUser(t *testing.T, _ *sqldb.DB, s *orderdb.Store) {
 
 func testUpdate(t *testing.T, db *sqldb.DB, s *orderdb.Store) {
 	ctx := context.Background()
-	mustCreate(t, s, sample("ord_1", "usr_1", t0))
+	created := mustCreate(t, s, sample("ord_1", "usr_1", t0))
 	later := t0.Add(time.Minute)
 	got, err := s.Update(ctx, "ord_1", func(o *order.Order) (*order.Event, error) {
 		o.Status = order.StatusCancelled
@@ -215,6 +221,7 @@ func testUpdate(t *testing.T, db *sqldb.DB, s *orderdb.Store) {
 		t.Fatal(err)
 	}
 	want := sample("ord_1", "usr_1", t0)
+	want.Number = created.Number
 	want.Status, want.CancelReason, want.UpdatedAt = order.StatusCancelled, "out of stock", later
 	want.Payment = order.PaymentInfo{ID: "pay_1", Status: "voided"}
 	want.Shipment = order.ShipmentInfo{ID: "shp_1", Status: "cancelled", TrackingNumber: "T1"}
@@ -364,5 +371,93 @@ func testOpenTwice(t *testing.T, db *sqldb.DB, s *orderdb.Store) {
 	}
 	if _, err := s2.Get(context.Background(), "ord_1"); err != nil {
 		t.Errorf("second Open lost data: %v", err)
+	}
+}
+
+func testGetByNumber(t *testing.T, _ *sqldb.DB, s *orderdb.Store) {
+	ctx := context.Background()
+	o := mustCreate(t, s, sample("ord_1", "usr_1", t0))
+	mustCreate(t, s, sample("ord_2", "usr_1", t0.Add(time.Second)))
+	if _, sh, ok := order.ParseNumber(o.Number); !ok || sh != shard.ForUser("usr_1") {
+		t.Fatalf("stored number %q does not carry the user's shard", o.Number)
+	}
+	got, err := s.GetByNumber(ctx, o.Number)
+	if err != nil || !reflect.DeepEqual(got, o) {
+		t.Fatalf("GetByNumber(%s) = %+v, %v; want %+v", o.Number, got, err, o)
+	}
+	// As a customer may type it: lower case, no dashes.
+	typed := strings.ToLower(strings.ReplaceAll(o.Number, "-", ""))
+	if got, err := s.GetByNumber(ctx, typed); err != nil || got.ID != "ord_1" {
+		t.Fatalf("GetByNumber(%s) = %s, %v; want ord_1", typed, got.ID, err)
+	}
+	other := order.NewNumber(shard.ForUser("usr_1"))
+	for _, n := range []string{other, "GM-0000-0000", "ord_1", ""} {
+		if n == o.Number {
+			continue
+		}
+		if _, err := s.GetByNumber(ctx, n); !errs.Is(errs.NotFound, err) {
+			t.Errorf("GetByNumber(%q) = %v, want NotFound", n, err)
+		}
+	}
+}
+
+func testTakenNumber(t *testing.T, _ *sqldb.DB, s *orderdb.Store) {
+	ctx := context.Background()
+	a := mustCreate(t, s, sample("ord_1", "usr_1", t0))
+	o := sample("ord_2", "usr_1", t0)
+	o.Number = a.Number
+	b := mustCreate(t, s, o)
+	if b.Number == a.Number {
+		t.Fatalf("two orders share number %s", a.Number)
+	}
+	if n, sh, ok := order.ParseNumber(b.Number); !ok || n != b.Number || sh != shard.ForUser("usr_1") {
+		t.Fatalf("redrawn number %q is not a number of the user's shard", b.Number)
+	}
+	// A repeat of the create keeps the number first stored.
+	again, created, err := s.Create(ctx, sample("ord_2", "usr_1", t0))
+	if err != nil || created || again.Number != b.Number {
+		t.Fatalf("repeat Create = %s created %v, %v; want %s", again.Number, created, err, b.Number)
+	}
+	// A number that does not carry the user's shard is replaced.
+	o = sample("ord_3", "usr_1", t0)
+	o.Number = "GM-ZZZZ-ZZZZ"
+	if got := mustCreate(t, s, o); got.Number == o.Number {
+		t.Fatalf("kept number %s of another shard", o.Number)
+	}
+}
+
+func testBackfillNumbers(t *testing.T, db *sqldb.DB, s *orderdb.Store) {
+	ctx := context.Background()
+	for i := range 3 {
+		mustCreate(t, s, sample(fmt.Sprintf("ord_%d", i), fmt.Sprintf("usr_%d", i), t0))
+	}
+	if err := s.Tombstone(ctx, "ord_gone", t0); err != nil {
+		t.Fatal(err)
+	}
+	// As written before order numbers existed.
+	if _, err := db.ExecContext(ctx, `UPDATE orders SET number = ''`); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := orderdb.Open(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for i := range 3 {
+		o, err := s2.Get(ctx, fmt.Sprintf("ord_%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, sh, ok := order.ParseNumber(o.Number); !ok || sh != shard.ForUser(o.UserID) || seen[o.Number] {
+			t.Fatalf("order %s numbered %q after Open", o.ID, o.Number)
+		}
+		seen[o.Number] = true
+		if got, err := s2.GetByNumber(ctx, o.Number); err != nil || got.ID != o.ID {
+			t.Fatalf("GetByNumber(%s) = %s, %v", o.Number, got.ID, err)
+		}
+	}
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM orders WHERE id = 'ord_gone' AND number = ''`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("the tombstone was numbered: %d, %v", n, err)
 	}
 }

@@ -42,16 +42,16 @@ func Open(ctx context.Context, db *sqldb.DB) (*Store, error) {
 }
 
 const columns = `id, order_id, status, tracking_number, cost, currency,
-	name, line1, city, postal_code, country, created_at`
+	name, line1, city, postal_code, country, created_at, region`
 
 // Create inserts sh; errs.Conflict if its order already has a shipment or
 // its id or tracking number is taken.
 func (s *Store) Create(ctx context.Context, sh shipping.Shipment) error {
 	const op = "shippingdb.Create"
 	a := sh.Address
-	_, err := s.db.ExecContext(ctx, `INSERT INTO shipments (`+columns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := s.db.ExecContext(ctx, `INSERT INTO shipments (`+columns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		sh.ID, sh.OrderID, sh.Status, sh.TrackingNumber, sh.Cost.Amount, sh.Cost.Currency,
-		a.Name, a.Line1, a.City, a.PostalCode, a.Country, sqldb.Millis(sh.CreatedAt))
+		a.Name, a.Line1, a.City, a.PostalCode, a.Country, sqldb.Millis(sh.CreatedAt), a.Region)
 	if sqldb.IsUniqueViolation(err) {
 		return errs.E(op, errs.Conflict, errs.Msg("shipment already exists"), err)
 	}
@@ -100,7 +100,7 @@ func (s *Store) CancelByOrder(ctx context.Context, orderID string, now time.Time
 		if errs.Is(errs.NotFound, err) {
 			var res sql.Result
 			res, err = tx.ExecContext(ctx, `INSERT INTO shipments (`+columns+`, tombstone)
-				VALUES (?, ?, ?, ?, 0, '', '', '', '', '', '', ?, 1) ON CONFLICT (order_id) DO NOTHING`,
+				VALUES (?, ?, ?, ?, 0, '', '', '', '', '', '', ?, '', 1) ON CONFLICT (order_id) DO NOTHING`,
 				tombstonePrefix+orderID, orderID, shipping.StatusCancelled, tombstonePrefix+orderID, sqldb.Millis(now))
 			if err != nil {
 				return err
@@ -186,7 +186,7 @@ func scanFull(row *sql.Row) (shipping.Shipment, error) {
 	)
 	a := &sh.Address
 	err := row.Scan(&sh.ID, &sh.OrderID, &sh.Status, &sh.TrackingNumber, &cost, &currency,
-		&a.Name, &a.Line1, &a.City, &a.PostalCode, &a.Country, &created, &tombstone)
+		&a.Name, &a.Line1, &a.City, &a.PostalCode, &a.Country, &created, &a.Region, &tombstone)
 	if errors.Is(err, sql.ErrNoRows) {
 		return shipping.Shipment{}, errs.E(errs.NotFound, errs.Msg("shipment not found"))
 	}
@@ -210,7 +210,7 @@ func scan(row *sql.Row) (shipping.Shipment, error) {
 	)
 	a := &sh.Address
 	err := row.Scan(&sh.ID, &sh.OrderID, &sh.Status, &sh.TrackingNumber, &cost, &currency,
-		&a.Name, &a.Line1, &a.City, &a.PostalCode, &a.Country, &created)
+		&a.Name, &a.Line1, &a.City, &a.PostalCode, &a.Country, &created, &a.Region)
 	if errors.Is(err, sql.ErrNoRows) {
 		return shipping.Shipment{}, errs.E(errs.NotFound, errs.Msg("shipment not found"))
 	}

@@ -61,7 +61,7 @@ func newShipment(orderID string) shipping.Shipment {
 		Status:         shipping.StatusCreated,
 		TrackingNumber: fmt.Sprintf("GLBTEST%08d", seq),
 		Cost:           money.USD(700),
-		Address:        shipping.Address{Name: "Ada Lovelace", Line1: "12 Ockham Road", City: "Zürich", PostalCode: "8001", Country: "CH"},
+		Address:        shipping.Address{Name: "Ada Lovelace", Line1: "12 Ockham Road", City: "Zürich", Region: "ZH", PostalCode: "8001", Country: "CH"},
 		CreatedAt:      t0,
 	}
 }

@@ -1,5 +1,6 @@
-// Package mail is the order e-mail worker: it takes the EmailRequested jobs
-// the order service enqueues with OrderPlaced and OrderCancelled (on the
+// Package mail is the e-mail worker. It sends the account service's
+// password reset links (PasswordResetRequested jobs, reset.go), and it
+// takes the EmailRequested jobs the order service enqueues with OrderPlaced and OrderCancelled (on the
 // work-queue stream: each job goes to one worker instance) and sends an
 // order confirmation or a cancellation notice, RFC 5322 messages sent
 // through a Sender. The
@@ -33,6 +34,8 @@ import (
 	"github.com/globomantics/globomantics/internal/order"
 	"github.com/globomantics/globomantics/internal/payment"
 	"github.com/globomantics/globomantics/internal/platform/bus"
+	"github.com/globomantics/globomantics/internal/platform/clock"
+	"github.com/globomantics/globomantics/internal/shipping"
 )
 
 // ConsumerName is the durable bus consumer of the e-mail jobs, which the
@@ -128,16 +131,18 @@ var ErrUndeliverable = errors.New("mail: order cannot be mailed")
 
 // Worker sends order confirmations and cancellation notices.
 type Worker struct {
-	sender Sender
-	from   *mail.Address
-	log    *slog.Logger
+	sender  Sender
+	from    *mail.Address
+	log     *slog.Logger
+	shopURL string      // links begin with it (WithShopURL, reset.go)
+	clock   clock.Clock // nil: the real clock
 }
 
 // New returns a worker that sends through sender as from (an RFC 5322
 // address such as "Globomantics <orders@globomantics.example>"). It panics
 // if from is not a valid address: configuration validation must catch that
 // first. log nil means slog.Default().
-func New(sender Sender, from string, log *slog.Logger) *Worker {
+func New(sender Sender, from string, log *slog.Logger, opts ...Option) *Worker {
 	a, err := mail.ParseAddress(from)
 	if err != nil {
 		panic(fmt.Sprintf("mail.New: invalid from address %q: %v", from, err))
@@ -145,7 +150,11 @@ func New(sender Sender, from string, log *slog.Logger) *Worker {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Worker{sender: sender, from: a, log: log}
+	w := &Worker{sender: sender, from: a, log: log, shopURL: DefaultShopURL}
+	for _, o := range opts {
+		o(w)
+	}
+	return w
 }
 
 // Handle is the bus handler for EmailRequested jobs (and, from
@@ -225,7 +234,7 @@ func (w *Worker) Handle(ctx context.Context, ev bus.Event) error {
 // confirmed); the Message-ID is <order-ID@domain of from>.
 // ErrUndeliverable when o has no valid recipient or id.
 func Compose(from *mail.Address, o order.Order) (Message, error) {
-	return compose(from, o, KindConfirmation, "Your Globomantics order "+o.ID, confirmationBody(o))
+	return compose(from, o, KindConfirmation, "Your Globomantics order "+orderRef(o), confirmationBody(o))
 }
 
 // ComposeCancellation builds the notice that o was cancelled, from from: a
@@ -235,7 +244,7 @@ func Compose(from *mail.Address, o order.Order) (Message, error) {
 // Message-ID is <order-ID.cancelled@domain of from>. ErrUndeliverable when
 // o has no valid recipient or id.
 func ComposeCancellation(from *mail.Address, o order.Order) (Message, error) {
-	return compose(from, o, KindCancellation, "Your Globomantics order "+o.ID+" was cancelled", cancellationBody(o))
+	return compose(from, o, KindCancellation, "Your Globomantics order "+orderRef(o)+" was cancelled", cancellationBody(o))
 }
 
 // compose builds the message of kind about o with subject and text (with
@@ -310,6 +319,25 @@ func clean(s string) string {
 	}, strings.TrimSpace(s))
 }
 
+// orderRef is how the order is named to its customer: its number ("GM-
+// 4K7Q-2XPN"); the id stands in only for an order that has none.
+func orderRef(o order.Order) string {
+	if n, _, ok := order.ParseNumber(o.Number); ok {
+		return n
+	}
+	return o.ID
+}
+
+// addressLines is the shipping address as it is written on a parcel:
+// name, street, "City, Region Postal code", and the country's name.
+func addressLines(a shipping.Address) []string {
+	city := a.City
+	if r := shipping.RegionName(a.Country, a.Region); r != "" {
+		city += ", " + r
+	}
+	return []string{a.Name, a.Line1, strings.TrimSpace(city + " " + a.PostalCode), shipping.CountryName(a.Country)}
+}
+
 // greeting is the first line of every message.
 func greeting(o order.Order) string {
 	name := clean(o.ShippingAddress.Name)
@@ -324,7 +352,7 @@ func greeting(o order.Order) string {
 func confirmationBody(o order.Order) string {
 	var b strings.Builder
 	b.WriteString(greeting(o))
-	fmt.Fprintf(&b, "thank you for shopping at Globomantics. Your order %s is confirmed.\n\n", o.ID)
+	fmt.Fprintf(&b, "thank you for shopping at Globomantics. Your order %s is confirmed.\n\n", orderRef(o))
 	b.WriteString("Items:\n")
 	for _, it := range o.Items {
 		fmt.Fprintf(&b, "  %d × %s — %s each: %s\n", it.Quantity, clean(it.Name), it.UnitPrice.String(), it.LineTotal.String())
@@ -333,9 +361,11 @@ func confirmationBody(o order.Order) string {
 	fmt.Fprintf(&b, "Subtotal: %s\n", o.Subtotal.String())
 	fmt.Fprintf(&b, "Shipping: %s\n", o.ShippingCost.String())
 	fmt.Fprintf(&b, "Total:    %s\n\n", o.Total.String())
-	a := o.ShippingAddress
+	if o.Payment.Status == payment.StatusCaptured {
+		b.WriteString("Payment: paid. We are preparing your parcel.\n\n")
+	}
 	b.WriteString("Shipping to:\n")
-	for _, l := range []string{a.Name, a.Line1, strings.TrimSpace(a.PostalCode + " " + a.City), a.Country} {
+	for _, l := range addressLines(o.ShippingAddress) {
 		if l = clean(l); l != "" {
 			fmt.Fprintf(&b, "  %s\n", l)
 		}
@@ -357,7 +387,7 @@ func confirmationBody(o order.Order) string {
 func cancellationBody(o order.Order) string {
 	var b strings.Builder
 	b.WriteString(greeting(o))
-	fmt.Fprintf(&b, "your Globomantics order %s", o.ID)
+	fmt.Fprintf(&b, "your Globomantics order %s", orderRef(o))
 	if !o.CreatedAt.IsZero() {
 		fmt.Fprintf(&b, " of %s", o.CreatedAt.UTC().Format("2 January 2006"))
 	}

@@ -34,7 +34,7 @@ var confirmedAt = time.Date(2025, 3, 1, 12, 30, 15, 0, time.UTC)
 
 func sampleOrder(id string) order.Order {
 	return order.Order{
-		ID: id, UserID: "usr_1", Email: "zoe@example.com", Status: order.StatusConfirmed,
+		ID: id, Number: "GM-4K7Q-2XPN", UserID: "usr_1", Email: "zoe@example.com", Status: order.StatusConfirmed,
 		Items: []order.Item{
 			{ProductID: "prd_a", Name: "Widget", Quantity: 2, UnitPrice: money.USD(1250), LineTotal: money.USD(2500)},
 			{ProductID: "prd_b", Name: "Crème brûlée torch", Quantity: 1, UnitPrice: money.USD(999), LineTotal: money.USD(999)},
@@ -128,7 +128,7 @@ func checkMessage(t *testing.T, raw []byte, o order.Order) {
 	if err != nil || len(to) != 1 || to[0].Address != o.Email || to[0].Name != o.ShippingAddress.Name {
 		t.Errorf("To = %q (%+v, %v)", h.Get("To"), to, err)
 	}
-	if got, want := h.Get("Subject"), "Your Globomantics order "+o.ID; got != want {
+	if got, want := h.Get("Subject"), "Your Globomantics order "+o.Number; got != want {
 		t.Errorf("Subject = %q, want %q", got, want)
 	}
 	if got, want := h.Get("Message-ID"), "<order-"+o.ID+"@globomantics.example>"; got != want {
@@ -146,13 +146,18 @@ func checkMessage(t *testing.T, raw []byte, o order.Order) {
 		t.Fatalf("body is not quoted-printable: %v", err)
 	}
 	for _, want := range []string{
-		"Hello " + o.ShippingAddress.Name, o.ID,
+		"Hello " + o.ShippingAddress.Name, "Your order " + o.Number + " is confirmed", "Payment: paid",
 		"2 × Widget — $12.50 each: $25.00", "1 × Crème brûlée torch — $9.99 each: $9.99",
 		"Subtotal: $34.99", "Shipping: $7.99", "Total:    $42.98",
-		"12 Analytical St", "N1 9GU London", "GB", "Tracking number: 1ZGLOBO0001",
+		"12 Analytical St", "London N1 9GU", "United Kingdom", "Tracking number: 1ZGLOBO0001",
 	} {
 		if !strings.Contains(string(text), want) {
 			t.Errorf("body lacks %q:\n%s", want, text)
+		}
+	}
+	for _, internal := range []string{o.ID, "captured", "Captured", "created"} {
+		if strings.Contains(string(text), internal) || strings.Contains(h.Get("Subject"), internal) {
+			t.Errorf("message shows %q:\n%s", internal, text)
 		}
 	}
 }
@@ -272,7 +277,7 @@ func TestListAndReadMessages(t *testing.T) {
 		t.Fatalf("list = %+v, want ord_2 then ord_1", list)
 	}
 	s := list[1]
-	if s.Subject != "Your Globomantics order ord_1" || !strings.Contains(s.To, "Zoë Ünicode") ||
+	if s.Subject != "Your Globomantics order GM-4K7Q-2XPN" || !strings.Contains(s.To, "Zoë Ünicode") ||
 		!strings.Contains(s.To, "zoe@example.com") || !s.Date.Equal(confirmedAt) || s.Size == 0 {
 		t.Errorf("summary = %+v", s)
 	}
