@@ -358,6 +358,8 @@ type authData struct {
 	// Exists says the e-mail of a registration has an account already:
 	// the page offers to log in with it.
 	Exists bool
+	// Guest is the guest checkout form, offered on the way to checkout.
+	Guest *guestData
 }
 
 func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) error {
@@ -370,7 +372,11 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) error {
 		http.Redirect(w, r, next, http.StatusSeeOther)
 		return nil
 	}
-	return s.render(w, r, http.StatusOK, "login", "Log in", authData{Next: next})
+	d := authData{Next: next}
+	if guestOffered(next) {
+		d.Guest = &guestData{}
+	}
+	return s.render(w, r, http.StatusOK, "login", "Log in", d)
 }
 
 func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) error {
@@ -379,6 +385,9 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) error {
 	}
 	f := r.PostForm
 	d := authData{Email: strings.TrimSpace(f.Get("email")), Next: localPath(f.Get("next"))}
+	if guestOffered(d.Next) {
+		d.Guest = &guestData{}
+	}
 	_, err := s.login(w, r, d.Email, f.Get("password"))
 	switch {
 	case err == nil:

@@ -306,6 +306,7 @@ func (s *Server) routes() {
 	html.Handle("POST /cart/items/{product_id}/remove", s.pageHandler(s.cartRemove))
 	html.Handle("GET /login", s.pageHandler(s.loginPage))
 	html.Handle("POST /login", s.pageHandler(s.loginSubmit))
+	html.Handle("POST /checkout/guest", s.pageHandler(s.guestCheckoutSubmit))
 	html.Handle("GET /register", s.pageHandler(s.registerPage))
 	html.Handle("POST /register", s.pageHandler(s.registerSubmit))
 	html.Handle("POST /logout", s.pageHandler(s.logoutSubmit))
