@@ -270,6 +270,7 @@ func (s *Server) apiOps() []*apiOp {
 		op("PUT /api/v1/cart/items/{product_id}", "setCartQuantity", "Set a cart line's quantity (0 removes it)", s.apiSetQuantity).in(SetQuantityRequest{}).out(ok, cart.Cart{}, "The cart.").visitor().fails(notFound, conflict, invalid),
 		op("DELETE /api/v1/cart/items/{product_id}", "removeCartItem", "Remove a product from the cart", s.apiRemoveItem).out(ok, cart.Cart{}, "The cart.").visitor().fails(notFound),
 		op("POST /api/v1/checkout", "checkout", "Place the order for the cart", s.apiCheckout).
+			about("Runs the checkout saga: the cart is locked, stock reserved, the card authorized, the shipment booked, the order placed and the payment captured, or everything done so far is undone. The answer waits a few seconds for the outcome; a checkout still running answers 202 with the checkout to poll. A declined card is 402 and charges nothing. Quote first (quoteCheckout) to show the customer the total.").
 			header("Idempotency-Key", "Names this checkout: a retry with the same key and body returns the same outcome, never a second order.").
 			in(checkout.Request{}).out(created, Order{}, "The order, placed (Location: the order).").
 			out(accepted, CheckoutView{}, "Still running (Location: the checkout to poll, Retry-After).").

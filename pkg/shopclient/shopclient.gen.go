@@ -642,12 +642,16 @@ type ClientInterface interface {
 
 	// CheckoutWithBody Place the order for the cart
 	//
+	// Runs the checkout saga: the cart is locked, stock reserved, the card authorized, the shipment booked, the order placed and the payment captured, or everything done so far is undone. The answer waits a few seconds for the outcome; a checkout still running answers 202 with the checkout to poll. A declined card is 402 and charges nothing. Quote first (quoteCheckout) to show the customer the total.
+	//
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with POST /api/v1/checkout (the `Checkout` operationId).
 	CheckoutWithBody(ctx context.Context, params *CheckoutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// Checkout Place the order for the cart
+	//
+	// Runs the checkout saga: the cart is locked, stock reserved, the card authorized, the shipment booked, the order placed and the payment captured, or everything done so far is undone. The answer waits a few seconds for the outcome; a checkout still running answers 202 with the checkout to poll. A declined card is 402 and charges nothing. Quote first (quoteCheckout) to show the customer the total.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -998,6 +1002,8 @@ func (c *Client) ListCategories(ctx context.Context, reqEditors ...RequestEditor
 
 // CheckoutWithBody Place the order for the cart
 //
+// Runs the checkout saga: the cart is locked, stock reserved, the card authorized, the shipment booked, the order placed and the payment captured, or everything done so far is undone. The answer waits a few seconds for the outcome; a checkout still running answers 202 with the checkout to poll. A declined card is 402 and charges nothing. Quote first (quoteCheckout) to show the customer the total.
+//
 // Takes any type of body and a specified content type.
 //
 // Corresponds with POST /api/v1/checkout (the `Checkout` operationId).
@@ -1014,6 +1020,8 @@ func (c *Client) CheckoutWithBody(ctx context.Context, params *CheckoutParams, c
 }
 
 // Checkout Place the order for the cart
+//
+// Runs the checkout saga: the cart is locked, stock reserved, the card authorized, the shipment booked, the order placed and the payment captured, or everything done so far is undone. The answer waits a few seconds for the outcome; a checkout still running answers 202 with the checkout to poll. A declined card is 402 and charges nothing. Quote first (quoteCheckout) to show the customer the total.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -2946,12 +2954,16 @@ type ClientWithResponsesInterface interface {
 
 	// CheckoutWithBodyWithResponse Place the order for the cart
 	//
+	// Runs the checkout saga: the cart is locked, stock reserved, the card authorized, the shipment booked, the order placed and the payment captured, or everything done so far is undone. The answer waits a few seconds for the outcome; a checkout still running answers 202 with the checkout to poll. A declined card is 402 and charges nothing. Quote first (quoteCheckout) to show the customer the total.
+	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /api/v1/checkout (the `Checkout` operationId).
 	CheckoutWithBodyWithResponse(ctx context.Context, params *CheckoutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CheckoutResponse, error)
 
 	// CheckoutWithResponse Place the order for the cart
+	//
+	// Runs the checkout saga: the cart is locked, stock reserved, the card authorized, the shipment booked, the order placed and the payment captured, or everything done so far is undone. The answer waits a few seconds for the outcome; a checkout still running answers 202 with the checkout to poll. A declined card is 402 and charges nothing. Quote first (quoteCheckout) to show the customer the total.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -5798,6 +5810,8 @@ func (c *ClientWithResponses) ListCategoriesWithResponse(ctx context.Context, re
 
 // CheckoutWithBodyWithResponse Place the order for the cart
 //
+// Runs the checkout saga: the cart is locked, stock reserved, the card authorized, the shipment booked, the order placed and the payment captured, or everything done so far is undone. The answer waits a few seconds for the outcome; a checkout still running answers 202 with the checkout to poll. A declined card is 402 and charges nothing. Quote first (quoteCheckout) to show the customer the total.
+//
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /api/v1/checkout (the `Checkout` operationId).
@@ -5810,6 +5824,8 @@ func (c *ClientWithResponses) CheckoutWithBodyWithResponse(ctx context.Context, 
 }
 
 // CheckoutWithResponse Place the order for the cart
+//
+// Runs the checkout saga: the cart is locked, stock reserved, the card authorized, the shipment booked, the order placed and the payment captured, or everything done so far is undone. The answer waits a few seconds for the outcome; a checkout still running answers 202 with the checkout to poll. A declined card is 402 and charges nothing. Quote first (quoteCheckout) to show the customer the total.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
