@@ -214,6 +214,13 @@ func runContract(t *testing.T, mk func(t *testing.T) fixture) {
 		if len(r.Hits) != 1 || r.Hits[0].ProductID != "p3" {
 			t.Errorf(`"Furniture" = %v, want exactly p3`, ids(r))
 		}
+		// The category is stemmed like the other words: the singular
+		// finds a category named in the plural ("book" finds "books").
+		feed(t, f.svc, listed("p9", "The Lighthouse Keeper", "A quiet novel. Paperback.", "books"))
+		r = mustSearch(t, f.api, "book", page.Request{})
+		if len(r.Hits) != 1 || r.Hits[0].ProductID != "p9" {
+			t.Errorf(`"book" = %v, want exactly p9 (category books)`, ids(r))
+		}
 	})
 
 	t.Run("no match", func(t *testing.T) {

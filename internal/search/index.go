@@ -10,7 +10,6 @@ import (
 	"github.com/blevesearch/bleve/v2/analysis/analyzer/custom"
 	"github.com/blevesearch/bleve/v2/analysis/lang/en"
 	"github.com/blevesearch/bleve/v2/analysis/token/lowercase"
-	"github.com/blevesearch/bleve/v2/analysis/tokenizer/single"
 	"github.com/blevesearch/bleve/v2/analysis/tokenizer/unicode"
 	"github.com/blevesearch/bleve/v2/index/scorch"
 	"github.com/blevesearch/bleve/v2/mapping"
@@ -31,8 +30,7 @@ const (
 	fieldPrice       = "price"       // cents
 	fieldListedAt    = "listed_at"   // Unix milliseconds; stored, see Put
 
-	analyzerWords   = "globo_words"   // unicode words, lower-cased
-	analyzerKeyword = "globo_keyword" // the whole value as one term, lower-cased
+	analyzerWords = "globo_words" // unicode words, lower-cased
 )
 
 // mappingVersion names the index layout built by newMapping. An index built
@@ -41,8 +39,9 @@ const (
 //
 // v2 added category_id, price and listed_at (filters, facets and sorts): an
 // index of v1 is refused as unusable, so the app sets it aside and rebuilds
-// it from the catalog.
-const mappingVersion = "globo-search-v2"
+// it from the catalog. v3 stems the category as English, so that "book"
+// finds the category "books".
+const mappingVersion = "globo-search-v3"
 
 var mappingVersionKey = []byte("globo_mapping_version")
 
@@ -165,14 +164,6 @@ func newMapping() *mapping.IndexMappingImpl {
 	}); err != nil {
 		panic(err) // static configuration: cannot fail
 	}
-	if err := im.AddCustomAnalyzer(analyzerKeyword, map[string]any{
-		"type":          custom.Name,
-		"tokenizer":     single.Name,
-		"token_filters": []string{lowercase.Name},
-	}); err != nil {
-		panic(err)
-	}
-
 	text := func(name, analyzer string) *mapping.FieldMapping {
 		f := bleve.NewTextFieldMapping()
 		f.Name = name
@@ -192,7 +183,7 @@ func newMapping() *mapping.IndexMappingImpl {
 	exact.IncludeInAll = false
 	exact.IncludeTermVectors = false
 	exact.DocValues = true
-	doc.AddFieldMappingsAt("category", text(fieldCategory, analyzerKeyword), exact)
+	doc.AddFieldMappingsAt("category", text(fieldCategory, en.AnalyzerName), exact)
 	number := func(name string, store bool) *mapping.FieldMapping {
 		f := bleve.NewNumericFieldMapping()
 		f.Name = name

@@ -327,17 +327,13 @@ func (s *Service) buildQuery(q string) query.Query {
 	}
 	match(fieldName, boostName)
 	match(fieldDescription, boostDescription)
-	match(fieldCategory, boostCategory) // the whole query as a category
+	match(fieldCategory, boostCategory) // any (stemmed) word of the query as a category: "book" finds "books"
 
 	words := s.idx.words(q)
 	seen := make(map[string]bool, len(words))
 	for i, w := range words {
 		if !seen[w] {
 			seen[w] = true
-			t := bleve.NewTermQuery(w) // one word of the query as a category
-			t.SetField(fieldCategory)
-			t.SetBoost(boostCategory)
-			parts = append(parts, t)
 			if utf8.RuneCountInString(w) >= minFuzzyLen {
 				for _, f := range []struct {
 					field string
