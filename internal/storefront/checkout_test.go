@@ -2,12 +2,14 @@ package storefront
 
 import (
 	"context"
+	"html"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/globomantics/globomantics/internal/checkout"
 	"github.com/globomantics/globomantics/internal/order"
@@ -137,9 +139,9 @@ func TestCheckoutPendingProgressPage(t *testing.T) {
 
 	r = b.do("GET", status, nil)
 	wantStatus(t, r, http.StatusOK)
-	wantContains(t, r.body, `<meta http-equiv="refresh" content="2">`, "We are placing your order…", "Desk Lamp", "$49.00", "$5.00", "$54.00", "1 Analytical Way")
-	if strings.Contains(r.body, "<script") {
-		t.Error("progress page uses script")
+	wantContains(t, r.body, "We are placing your order…", `>Check again</a>`, "Desk Lamp", "$49.00", "$5.00", "$54.00", "1 Analytical Way")
+	if strings.Contains(r.body, "<script") || strings.Contains(r.body, `http-equiv="refresh"`) {
+		t.Error("progress page uses script or refreshes itself")
 	}
 	if cc := r.Header.Get("Cache-Control"); !strings.Contains(cc, "no-store") {
 		t.Errorf("progress page Cache-Control %q", cc)
@@ -166,10 +168,18 @@ func TestCheckoutPendingProgressPage(t *testing.T) {
 		t.Fatalf("anonymous progress page: %d %q", r.StatusCode, r.Header.Get("Location"))
 	}
 
-	// Confirmed: on to the order.
+	// Confirmed while the page waits for it: on to the order.
 	key, _ := url.QueryUnescape(strings.TrimPrefix(status, "/checkout/status?key="))
-	e.checkout.finish("acct_01", key, nil)
+	e.server.d.SettleWait = 5 * time.Second
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		e.checkout.finish("acct_01", key, nil)
+	}()
+	start := time.Now()
 	r = b.do("GET", status, nil)
+	if waited := time.Since(start); waited < 150*time.Millisecond || waited > 4*time.Second {
+		t.Errorf("the progress page answered after %v: it should wait for the checkout to settle, and no longer", waited)
+	}
 	wantStatus(t, r, http.StatusSeeOther)
 	if r.Header.Get("Location") != "/orders/GM-0000-0001" {
 		t.Fatalf("confirmed Location %q", r.Header.Get("Location"))
@@ -189,7 +199,19 @@ func TestCheckoutPendingThenCancelled(t *testing.T) {
 
 	r = b.do("GET", status, nil)
 	wantStatus(t, r, http.StatusOK)
-	wantContains(t, r.body, "Your order was not placed", "card was declined and nothing was charged", `href="/checkout"`)
+	wantContains(t, r.body, "Your order was not placed", "card was declined and nothing was charged", `href="/checkout?retry=`)
+	// Back to checkout: the address typed for the failed attempt is there
+	// again (never the card).
+	back := regexp.MustCompile(`href="(/checkout\?retry=[^"]+)"`).FindStringSubmatch(r.body)
+	if back == nil {
+		t.Fatal("no way back to checkout")
+	}
+	form := b.do("GET", html.UnescapeString(back[1]), nil)
+	wantStatus(t, form, http.StatusOK)
+	wantContains(t, form.body, `value="1 Analytical Way"`)
+	if strings.Contains(form.body, "4242") && strings.Contains(form.body, `value="4242`) {
+		t.Error("the card number came back")
+	}
 	if strings.Contains(r.body, `http-equiv="refresh"`) {
 		t.Error("a finished checkout's page refreshes")
 	}

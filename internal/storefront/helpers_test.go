@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/globomantics/globomantics/internal/cart"
 	"github.com/globomantics/globomantics/internal/order"
@@ -75,6 +76,8 @@ func newEnv(t *testing.T, opts ...func(*Deps)) *env {
 		Cache:    e.cache,
 		Clock:    clk,
 		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// Pending checkouts in these tests stay pending: wait briefly.
+		SettleWait: 50 * time.Millisecond,
 	}
 	for _, o := range opts {
 		o(&e.deps)

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/globomantics/globomantics/internal/account"
 	"github.com/globomantics/globomantics/internal/cart"
@@ -472,8 +473,18 @@ func (s *Server) checkoutPage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	// The address of the last order, so that its shipping is quoted at once.
-	addr := s.lastAddress(r.Context(), a)
+	// The address of a checkout that did not go through, when the visitor
+	// comes back from it (?retry=<its key>), else that of the last order,
+	// so that its shipping is quoted at once.
+	var addr shipping.Address
+	if key := r.URL.Query().Get("retry"); key != "" {
+		if res, err := s.ownCheckout(r, a, key); err == nil && res.Order.ShippingAddress.Country != "" {
+			addr = res.Order.ShippingAddress
+		}
+	}
+	if addr.Country == "" {
+		addr = s.lastAddress(r.Context(), a)
+	}
 	return s.render(w, r, http.StatusOK, "checkout", "Checkout", s.checkoutView(r.Context(), c, addr, ids.Token(), nil, ""))
 }
 
@@ -685,9 +696,23 @@ func (s *Server) checkoutStatusPage(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	res, err := s.ownCheckout(r, a, q.Get("key"))
+	key := q.Get("key")
+	res, err := s.ownCheckout(r, a, key)
 	if err != nil {
 		return err
+	}
+	if checkoutState(res) == checkout.StatePending {
+		err = s.settle(r, func() (bool, error) {
+			now, err := s.ownCheckout(r, a, key)
+			if err != nil {
+				return false, err
+			}
+			res = now
+			return checkoutState(res) != checkout.StatePending, nil
+		})
+		if err != nil {
+			return err
+		}
 	}
 	d := checkoutStatusData{Key: res.Key, Order: PublicOrder(res.Order)}
 	switch checkoutState(res) {
@@ -720,6 +745,19 @@ func (s *Server) orderPage(w http.ResponseWriter, r *http.Request) error {
 	o, err := s.ownOrder(r, a, r.PathValue("id"))
 	if err != nil {
 		return err
+	}
+	if o.Status == order.StatusPending {
+		err = s.settle(r, func() (bool, error) {
+			now, err := s.ownOrder(r, a, r.PathValue("id"))
+			if err != nil {
+				return false, err
+			}
+			o = now
+			return o.Status != order.StatusPending, nil
+		})
+		if err != nil {
+			return err
+		}
 	}
 	po := PublicOrder(o)
 	return s.render(w, r, http.StatusOK, "order", "Order "+po.Ref(), orderData{
@@ -814,4 +852,37 @@ func addedMessage(c cart.Cart, productID string, qty int) string {
 		return msg
 	}
 	return "Added to your cart."
+}
+
+// settle calls done every settlePoll until it reports true, fails, the
+// visitor leaves or Deps.SettleWait has passed (a long poll: the page then
+// shows how things stand, with a "Check again" button). A failure after
+// the first look is not the visitor's problem yet: settle stops and the
+// page shows what was last seen.
+func (s *Server) settle(r *http.Request, done func() (bool, error)) error {
+	if s.d.SettleWait < 0 {
+		return nil
+	}
+	const settlePoll = 150 * time.Millisecond
+	deadline := time.NewTimer(s.d.SettleWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(settlePoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return r.Context().Err()
+		case <-deadline.C:
+			return nil
+		case <-tick.C:
+			ok, err := done()
+			if err != nil {
+				s.log.Warn("waiting for a checkout to settle", "err", err)
+				return nil
+			}
+			if ok {
+				return nil
+			}
+		}
+	}
 }

@@ -391,10 +391,14 @@ func TestCheckoutAndOrderPages(t *testing.T) {
 		t.Errorf("the orders page shows an internal id:\n%s", r.body)
 	}
 
-	// A pending order's page refreshes itself.
+	// A pending order's page waits for it on the server, then offers to
+	// check again (it never refreshes by itself).
 	e.orders.put(order.Order{ID: "ord_050", UserID: "acct_01", Status: order.StatusPending, CreatedAt: seedTime})
 	r = b.do("GET", "/orders/ord_050", nil)
-	wantContains(t, r.body, `<meta http-equiv="refresh" content="3">`, "finishing your order")
+	wantContains(t, r.body, "finishing your order", `href="/orders/ord_050">Check again</a>`)
+	if strings.Contains(r.body, `http-equiv="refresh"`) {
+		t.Error("a pending order's page refreshes itself")
+	}
 
 	// Another customer's order is a plain 404.
 	other := e.browser()

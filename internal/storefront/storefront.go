@@ -156,7 +156,19 @@ type Deps struct {
 	// believed when they are the connection's peer (see clientAddr). Empty
 	// means none: the client is always the connection's peer.
 	TrustedProxies []netip.Prefix
+	// SettleWait is how long the checkout progress page and a pending
+	// order's page wait, on the server, for the order to settle before
+	// showing "still being placed" with a Check again button (instead of a
+	// page that refreshes itself, which screen readers and keyboard users
+	// cannot stop: WCAG 2.2.1). Zero means DefaultSettleWait; negative, no
+	// wait.
+	SettleWait time.Duration
 }
+
+// DefaultSettleWait is the default Deps.SettleWait: long enough for a
+// checkout that is merely slow, short of the client's patience and of the
+// server's write timeout.
+const DefaultSettleWait = 5 * time.Second
 
 // StalenessHeader tells a client, in whole seconds, how stale at most the
 // answer to a catalog read may be: the catalog serves reads from caches and
@@ -206,6 +218,9 @@ func New(d Deps) *Server {
 	}
 	if d.RateLimiter == nil {
 		d.RateLimiter = ratelimit.NewMemory(d.Clock, 0)
+	}
+	if d.SettleWait == 0 {
+		d.SettleWait = DefaultSettleWait
 	}
 	s := &Server{
 		d:       d,
