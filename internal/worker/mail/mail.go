@@ -268,27 +268,37 @@ func compose(from *mail.Address, o order.Order, kind Kind, subject, text string)
 	}
 	id := MessageID(o.ID, kind)
 
+	data, err := plainText(date, from, to, subject, "<order-"+id+"@"+domain+">", text)
+	if err != nil {
+		return Message{}, err
+	}
+	return Message{ID: id, Kind: kind, From: from.Address, To: to.Address, Subject: subject, Data: data}, nil
+}
+
+// plainText is a whole RFC 5322 message: its headers and body, a UTF-8
+// text sent quoted-printable, with CRLF line ends.
+func plainText(date time.Time, from, to *mail.Address, subject, messageID, body string) ([]byte, error) {
 	var b bytes.Buffer
 	header(&b, "Date", date.Format(time.RFC1123Z))
 	header(&b, "From", from.String())
 	header(&b, "To", to.String())
 	header(&b, "Subject", mime.QEncoding.Encode("utf-8", subject))
-	header(&b, "Message-ID", "<order-"+id+"@"+domain+">")
+	header(&b, "Message-ID", messageID)
 	header(&b, "MIME-Version", "1.0")
 	header(&b, "Content-Type", "text/plain; charset=utf-8")
 	header(&b, "Content-Transfer-Encoding", "quoted-printable")
 	b.WriteString("\r\n")
 	qp := quotedprintable.NewWriter(&b)
-	if _, err := qp.Write([]byte(text)); err != nil {
-		return Message{}, err
+	if _, err := qp.Write([]byte(body)); err != nil {
+		return nil, err
 	}
 	if err := qp.Close(); err != nil {
-		return Message{}, err
+		return nil, err
 	}
 	if !bytes.HasSuffix(b.Bytes(), []byte("\r\n")) {
 		b.WriteString("\r\n")
 	}
-	return Message{ID: id, Kind: kind, From: from.Address, To: to.Address, Subject: subject, Data: b.Bytes()}, nil
+	return b.Bytes(), nil
 }
 
 // header writes "name: value", folding the value at spaces so that lines

@@ -1,11 +1,8 @@
 package mail
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"mime"
-	"mime/quotedprintable"
 	"net/mail"
 	"net/url"
 	"strings"
@@ -149,25 +146,9 @@ func ComposePasswordReset(from *mail.Address, shopURL string, job account.Passwo
 	if date.IsZero() {
 		date = time.Now()
 	}
-	var b bytes.Buffer
-	header(&b, "Date", date.Format(time.RFC1123Z))
-	header(&b, "From", from.String())
-	header(&b, "To", to.String())
-	header(&b, "Subject", mime.QEncoding.Encode("utf-8", subject))
-	header(&b, "Message-ID", "<"+id+"@"+domain+">")
-	header(&b, "MIME-Version", "1.0")
-	header(&b, "Content-Type", "text/plain; charset=utf-8")
-	header(&b, "Content-Transfer-Encoding", "quoted-printable")
-	b.WriteString("\r\n")
-	qp := quotedprintable.NewWriter(&b)
-	if _, err := qp.Write([]byte(text.String())); err != nil {
+	data, err := plainText(date, from, to, subject, "<"+id+"@"+domain+">", text.String())
+	if err != nil {
 		return Message{}, err
 	}
-	if err := qp.Close(); err != nil {
-		return Message{}, err
-	}
-	if !bytes.HasSuffix(b.Bytes(), []byte("\r\n")) {
-		b.WriteString("\r\n")
-	}
-	return Message{ID: id, Kind: KindPasswordReset, From: from.Address, To: to.Address, Subject: subject, Data: b.Bytes()}, nil
+	return Message{ID: id, Kind: KindPasswordReset, From: from.Address, To: to.Address, Subject: subject, Data: data}, nil
 }
