@@ -11,6 +11,8 @@ import (
 
 	"github.com/globomantics/globomantics/internal/analytics"
 	"github.com/globomantics/globomantics/internal/platform/testenv"
+
+	"github.com/globomantics/globomantics/pkg/shopclient"
 )
 
 // TestAnalyticsInTheShop runs the whole shop in one process: product pages
@@ -40,9 +42,7 @@ func TestAnalyticsInTheShop(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("products: %d %s", code, body)
 	}
-	var list struct {
-		Items []struct{ ID, Name string } `json:"items"`
-	}
+	var list shopclient.ListProduct
 	if err := json.Unmarshal([]byte(body), &list); err != nil || len(list.Items) < 2 {
 		t.Fatalf("products %s: %v", body, err)
 	}

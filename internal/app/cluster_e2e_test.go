@@ -19,6 +19,8 @@ import (
 	"github.com/globomantics/globomantics/internal/cluster"
 	"github.com/globomantics/globomantics/internal/cluster/clustertest"
 	"github.com/globomantics/globomantics/internal/platform/testenv"
+
+	"github.com/globomantics/globomantics/pkg/shopclient"
 )
 
 // TestClusterFleet brings the scaled-out shop up with "cluster up" on a
@@ -208,9 +210,7 @@ type traceSpan struct {
 // calls, the outbox relay and the mail worker, all linked into one tree.
 func checkoutTraceAcrossFleet(t *testing.T, tp *topology, st *cluster.State, dir string) {
 	c := newClient(t, tp)
-	var pg struct {
-		Items []product `json:"items"`
-	}
+	var pg shopclient.ListProduct
 	c.must(200, "GET", "/api/v1/products?page_size=5", nil).decode(t, &pg)
 	if len(pg.Items) == 0 {
 		t.Fatal("no products")

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/globomantics/globomantics/internal/platform/testenv"
+
+	"github.com/globomantics/globomantics/pkg/shopclient"
 )
 
 // edgeToken guards the test edge's registry.
@@ -207,11 +209,7 @@ func firstProduct(t *testing.T, base string) string {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var page struct {
-		Items []struct {
-			ID string `json:"id"`
-		} `json:"items"`
-	}
+	var page shopclient.ListProduct
 	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil || len(page.Items) == 0 {
 		t.Fatalf("products: %d %v", resp.StatusCode, err)
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/globomantics/globomantics/internal/platform/testenv"
+
+	"github.com/globomantics/globomantics/pkg/shopclient"
 )
 
 // The CAP choices under a lost primary: the shop runs in one process with
@@ -49,11 +51,7 @@ func TestFailoverCPWritesAPReads(t *testing.T) {
 	hc := &http.Client{Timeout: 20 * time.Second}
 	base := p.url()
 
-	var pg struct {
-		Items []struct {
-			ID string `json:"id"`
-		} `json:"items"`
-	}
+	var pg shopclient.ListProduct
 	resp, err := hc.Get(base + "/api/v1/products?page_size=5")
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/globomantics/globomantics/internal/platform/testenv"
+
+	"github.com/globomantics/globomantics/pkg/shopclient"
 )
 
 // TestCheckoutIsOneTrace runs the shop in one process and places an order:
@@ -21,9 +23,7 @@ func TestCheckoutIsOneTrace(t *testing.T) {
 	p := tp.procs[0]
 	c := newClient(t, tp)
 
-	var pg struct {
-		Items []product `json:"items"`
-	}
+	var pg shopclient.ListProduct
 	c.must(200, "GET", "/api/v1/products?page_size=1", nil).decode(t, &pg)
 	if len(pg.Items) == 0 {
 		t.Fatal("no products")

@@ -22,6 +22,7 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/bus"
 	pmoney "github.com/globomantics/globomantics/internal/platform/money"
 	"github.com/globomantics/globomantics/internal/platform/testenv"
+	"github.com/globomantics/globomantics/pkg/shopclient"
 )
 
 // webhookReceiver is a partner's endpoint: it verifies each webhook's
@@ -130,11 +131,9 @@ func TestPartnerInTheShop(t *testing.T) {
 	c.must(200, "PUT", "/api/v1/partner/webhook", map[string]string{"url": rcv.srv.URL + "/hooks"}, auth...).decode(t, &wh)
 	rcv.setSecret(wh.Secret)
 
-	var cats struct {
-		Items []struct{ ID string } `json:"items"`
-	}
+	var cats shopclient.CategoryList
 	c.must(200, "GET", "/api/v1/categories", nil).decode(t, &cats)
-	var item partner.Product
+	var item shopclient.PartnerProduct
 	c.must(201, "POST", "/api/v1/partner/products", map[string]any{"name": "Partner brass lamp", "description": "From Acme.",
 		"category": cats.Items[0].ID, "price": map[string]any{"amount": 4500, "currency": "USD"}, "stock": 3}, auth...).decode(t, &item)
 
@@ -200,17 +199,13 @@ func TestPartnerInTheShop(t *testing.T) {
 	if rep.Units != 2 || rep.Revenue.Amount != 9000 || len(rep.Sales) != 1 || rep.Sales[0].OrderID != o.ID {
 		t.Fatalf("sales %+v", rep)
 	}
-	var prods struct {
-		Items []partner.Product `json:"items"`
-	}
+	var prods shopclient.ListPartnerProduct
 	c.must(200, "GET", "/api/v1/partner/products", nil, auth...).decode(t, &prods)
 	if len(prods.Items) != 1 || prods.Items[0].Stock != 1 || prods.Items[0].Status != partner.ProductReady {
 		t.Fatalf("partner products %+v", prods.Items)
 	}
 	testenv.CheckFor(t, 10*time.Second, func() error {
-		var log struct {
-			Items []partner.Delivery `json:"items"`
-		}
+		var log shopclient.ListPartnerDelivery
 		c.must(200, "GET", "/api/v1/partner/webhooks/deliveries", nil, auth...).decode(t, &log)
 		if len(log.Items) != 2 {
 			return fmt.Errorf("delivery log %+v", log.Items)

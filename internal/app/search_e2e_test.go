@@ -7,29 +7,12 @@ import (
 	"time"
 
 	"github.com/globomantics/globomantics/internal/platform/testenv"
+	"github.com/globomantics/globomantics/pkg/shopclient"
 )
 
-// searchResults is what the end-to-end suite reads of GET /api/v1/search.
-type searchResults struct {
-	Items         []product `json:"items"`
-	Total         int       `json:"total"`
-	Start         int       `json:"start"`
-	NextPageToken string    `json:"next_page_token"`
-	Facets        struct {
-		Categories []struct {
-			ID       string `json:"id"`
-			Name     string `json:"name"`
-			Count    int    `json:"count"`
-			Selected bool   `json:"selected"`
-		} `json:"categories"`
-		Prices []struct {
-			MinPrice int64 `json:"min_price"`
-			MaxPrice int64 `json:"max_price"`
-			Count    int   `json:"count"`
-		} `json:"prices"`
-	} `json:"facets"`
-	Suggestion string `json:"suggestion"`
-}
+// searchResults is the answer of GET /api/v1/search, as the generated
+// client declares it.
+type searchResults = shopclient.SearchResults
 
 // searchSuite checks search's count, sorts, facets, filters, suggestion and
 // pages against the demo catalog, whose lamps are the Brass Table Lamp
