@@ -268,12 +268,13 @@ func (c *Client) Call(ctx context.Context, method, path string, in, out any, opt
 		// Round robin on from the instance that failed, skipping those
 		// that refused the call when others are left.
 		failed := idx
-		idx = c.eject.pick(bases, (failed+1)%n, func(j uint64) bool { return j == failed && n > 1 })
+		from, skip := (failed+1)%n, func(j uint64) bool { return j == failed && n > 1 }
 		if refused != nil {
 			if j, ok := nextUnrefused(refused, failed); ok {
-				idx = c.eject.pick(bases, j, func(j uint64) bool { return refused[j] || (j == failed && n > 1) })
+				from, skip = j, func(j uint64) bool { return refused[j] || (j == failed && n > 1) }
 			}
 		}
+		idx = c.eject.pick(bases, from, skip)
 	}
 }
 

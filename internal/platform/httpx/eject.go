@@ -40,19 +40,11 @@ const (
 type ejector struct {
 	mu    sync.Mutex
 	state map[string]ejection
-	now   func() time.Time
 }
 
 type ejection struct {
 	until time.Time
 	fails int
-}
-
-func (e *ejector) clock() time.Time {
-	if e.now != nil {
-		return e.now()
-	}
-	return time.Now()
 }
 
 // failed ejects base: for ejectMin, doubled per failure in a row.
@@ -65,7 +57,7 @@ func (e *ejector) failed(base string) {
 	s := e.state[base]
 	d := ejectMin << min(s.fails, 5)
 	s.fails++
-	s.until = e.clock().Add(min(d, ejectMax))
+	s.until = time.Now().Add(min(d, ejectMax))
 	e.state[base] = s
 }
 
@@ -81,7 +73,7 @@ func (e *ejector) ejected(base string) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	s, ok := e.state[base]
-	return ok && e.clock().Before(s.until)
+	return ok && time.Now().Before(s.until)
 }
 
 // pick returns the first instance from i on (i included) that is neither
