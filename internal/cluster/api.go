@@ -3,13 +3,13 @@ package cluster
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/json"
 	"fmt"
 	"html/template"
 	"net/http"
 	"time"
 
 	"github.com/globomantics/globomantics/internal/platform/errs"
+	"github.com/globomantics/globomantics/internal/platform/httpx"
 )
 
 // Readiness is the answer of GET /api/ready.
@@ -47,11 +47,10 @@ func (s *Supervisor) controlHandler(guardPOST bool) http.Handler {
 	return mux
 }
 
+// writeJSON writes v as JSON, not to be cached.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	httpx.WriteJSON(w, status, v)
 }
 
 // apiHandler serves:

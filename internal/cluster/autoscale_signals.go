@@ -195,18 +195,11 @@ func (s *QueueSignal) oldest(ctx context.Context, js jetstream.JetStream, q Queu
 	return now.Sub(m.Time)
 }
 
-// Metric names the HTTP signal reads (OpenTelemetry's HTTP server metrics
-// as exported to Prometheus).
-const (
-	scaleMetricActive   = "http_server_active_requests"
-	scaleMetricDuration = "http_server_request_duration_seconds"
-)
-
 // HTTPSignal measures storefront groups from each instance's Prometheus
 // text at <InternalURL>/metrics: the requests in flight
 // (http_server_active_requests, summed) and the p95 of
 // http_server_request_duration_seconds over the interval since the previous
-// measurement, from the scaleHist's bucket deltas summed over instances and
+// measurement, from the histogram's bucket deltas summed over instances and
 // routes (health, readiness and metrics routes left out). Safe for
 // concurrent use; one HTTPSignal per group (it forgets the instances that
 // are not among the procs it is given).
@@ -234,7 +227,7 @@ func NewHTTPSignal(hc *http.Client, selfInFlight float64) *HTTPSignal {
 	return &HTTPSignal{hc: hc, selfInFlight: selfInFlight, prev: map[string]scaleHist{}}
 }
 
-// scaleHist is a cumulative scaleHist: counts by upper bound.
+// scaleHist is a cumulative histogram: counts by upper bound.
 type scaleHist struct {
 	bounds []float64 // sorted, +Inf last
 	counts []float64 // cumulative, parallel to bounds
@@ -301,7 +294,7 @@ func scaleIgnoredRoute(route string) bool {
 }
 
 // scrape reads one instance's in-flight requests and request-duration
-// scaleHist (summed over label sets, ignored routes left out).
+// histogram (summed over label sets, ignored routes left out).
 func (s *HTTPSignal) scrape(ctx context.Context, base string) (float64, scaleHist, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/metrics", nil)
 	if err != nil {
@@ -320,7 +313,7 @@ func (s *HTTPSignal) scrape(ctx context.Context, base string) (float64, scaleHis
 	return scaleParseHTTP(io.LimitReader(resp.Body, 16<<20))
 }
 
-// scaleParseHTTP reads the in-flight gauge and the duration scaleHist
+// scaleParseHTTP reads the in-flight gauge and the duration histogram
 // from Prometheus text.
 func scaleParseHTTP(r io.Reader) (float64, scaleHist, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
@@ -329,7 +322,7 @@ func scaleParseHTTP(r io.Reader) (float64, scaleHist, error) {
 		return 0, scaleHist{}, fmt.Errorf("metrics: %w", err)
 	}
 	var inflight float64
-	if f := fams[scaleMetricActive]; f != nil {
+	if f := fams[mHTTPActive]; f != nil {
 		for _, m := range f.GetMetric() {
 			switch {
 			case m.GetGauge() != nil:
@@ -340,24 +333,15 @@ func scaleParseHTTP(r io.Reader) (float64, scaleHist, error) {
 		}
 	}
 	var h scaleHist
-	if f := fams[scaleMetricDuration]; f != nil {
+	if f := fams[mHTTPDuration]; f != nil {
 		for _, m := range f.GetMetric() {
-			if m.GetHistogram() == nil || scaleIgnoredRoute(scaleLabel(m, "http_route")) {
+			if m.GetHistogram() == nil || scaleIgnoredRoute(crLabel(m, "http_route")) {
 				continue
 			}
 			h = h.add(scaleHistFromDTO(m.GetHistogram()))
 		}
 	}
 	return inflight, h, nil
-}
-
-func scaleLabel(m *dto.Metric, name string) string {
-	for _, lp := range m.GetLabel() {
-		if lp.GetName() == name {
-			return lp.GetValue()
-		}
-	}
-	return ""
 }
 
 func scaleHistFromDTO(d *dto.Histogram) scaleHist {

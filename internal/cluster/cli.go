@@ -114,8 +114,8 @@ func Main(ctx context.Context, args []string, o Options, stdout, stderr io.Write
 	return fmt.Errorf("cluster: unknown command %q", cmd)
 }
 
-// required are the server binaries the fleet runs and the Debian packages
-// that install them.
+// missingBinaries names the server binaries the fleet runs that are not
+// installed, with the Debian packages that install them.
 func missingBinaries() error {
 	var missing []string
 	look := func(bin, pkg string, alt ...string) {

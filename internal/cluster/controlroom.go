@@ -380,8 +380,9 @@ func crPtr(f float64) *float64 {
 }
 
 // overview builds the page's data from the latest scrape and the fleet's
-// current process list.
-func (c *ControlRoom) overview() *Overview {
+// current process list; draw also draws its charts and sparklines (the
+// pages show them, the JSON does not).
+func (c *ControlRoom) overview(draw bool) *Overview {
 	now := c.cfg.Clock.Now()
 	procs := c.cfg.Fleet.Procs()
 	sort.Slice(procs, func(i, j int) bool {
@@ -423,13 +424,15 @@ func (c *ControlRoom) overview() *Overview {
 			last := s.ring[len(s.ring)-1]
 			v.Up, v.ScrapeError = last.Up, s.err
 			v.RequestRate, v.ErrorRate, v.P50, v.P95, v.InFlight = crPtr(last.ReqRate), crPtr(last.ErrRate), crPtr(last.P50), crPtr(last.P95), crPtr(last.InFlight)
-			rates := make([]float64, len(s.ring))
-			lats := make([]float64, len(s.ring))
-			for i, pt := range s.ring {
-				rates[i], lats[i] = pt.ReqRate, pt.P95
+			if draw {
+				rates := make([]float64, len(s.ring))
+				lats := make([]float64, len(s.ring))
+				for i, pt := range s.ring {
+					rates[i], lats[i] = pt.ReqRate, pt.P95
+				}
+				v.RateSpark = sparkline(p.Name+" requests per second", crTail(rates, 90), "/s", 120, 24)
+				v.LatencySpark = sparkline(p.Name+" p95 latency", crTail(lats, 90), "s", 120, 24)
 			}
-			v.RateSpark = sparkline(p.Name+" requests per second", crTail(rates, 90), "/s", 120, 24)
-			v.LatencySpark = sparkline(p.Name+" p95 latency", crTail(lats, 90), "s", 120, 24)
 			if last.Up {
 				for _, q := range s.consumers {
 					k := q.Stream + "/" + q.Consumer
@@ -552,7 +555,9 @@ func (c *ControlRoom) overview() *Overview {
 		f := c.fleet[n-1]
 		o.Fleet = FleetNow{RequestRate: f.ReqRate, ErrorRate: f.ErrRate, P95Seconds: crPtr(f.P95), Queue: f.Queue, Outbox: f.Outbox, ReplicaLag: f.ReplicaLag}
 	}
-	o.charts = c.charts()
+	if draw {
+		o.charts = c.charts()
+	}
 	return o
 }
 
@@ -599,7 +604,7 @@ type crPage struct {
 }
 
 func (c *ControlRoom) serveOverview(w http.ResponseWriter, r *http.Request) {
-	o := c.overview()
+	o := c.overview(true)
 	d := &crPage{Overview: o, Charts: o.charts, CSRF: c.csrf, Title: "Control room"}
 	if id := r.URL.Query().Get("flash"); id != "" {
 		c.mu.Lock()
@@ -612,7 +617,7 @@ func (c *ControlRoom) serveOverview(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *ControlRoom) serveLive(w http.ResponseWriter, r *http.Request) {
-	o := c.overview()
+	o := c.overview(true)
 	var b bytes.Buffer
 	if err := c.tmpl.ExecuteTemplate(&b, "live", &crPage{Overview: o, Charts: o.charts}); err != nil {
 		c.log.Error("control room: render failed", "template", "live", "err", err)
@@ -626,7 +631,7 @@ func (c *ControlRoom) serveLive(w http.ResponseWriter, r *http.Request) {
 
 func (c *ControlRoom) serveOverviewJSON(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
-	httpx.WriteJSON(w, http.StatusOK, c.overview())
+	httpx.WriteJSON(w, http.StatusOK, c.overview(false))
 }
 
 // serveEvents streams the live fragment as a server-sent event after every
@@ -637,7 +642,7 @@ func (c *ControlRoom) serveEvents(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	send := func() bool {
-		o := c.overview()
+		o := c.overview(true)
 		var b bytes.Buffer
 		if err := c.tmpl.ExecuteTemplate(&b, "live", &crPage{Overview: o, Charts: o.charts}); err != nil {
 			c.log.Error("control room: render failed", "template", "live", "err", err)

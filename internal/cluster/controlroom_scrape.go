@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -362,7 +363,7 @@ func (c *ControlRoom) scrapeProc(ctx context.Context, p Proc) crProcState {
 	go func() {
 		defer wg.Done()
 		if b, err := c.get(ctx, p.InternalURL+c.tracesPath(p), c.tokenFor(p)); err == nil {
-			if ts, err := decodeTraceList(strings.NewReader(string(b))); err == nil {
+			if ts, err := decodeTraceList(bytes.NewReader(b)); err == nil {
 				for i := range ts {
 					if ts[i].Service == "" {
 						ts[i].Service = p.Group
@@ -552,8 +553,9 @@ func (c *ControlRoom) tokenFor(p Proc) string {
 	return c.cfg.OperatorToken
 }
 
+// crLabel is the value of m's label name ("" when it has none).
 func crLabel(m *dto.Metric, name string) string {
-	for _, l := range m.Label {
+	for _, l := range m.GetLabel() {
 		if l.GetName() == name {
 			return l.GetValue()
 		}

@@ -197,7 +197,7 @@ func runFleet(ctx context.Context, dir string, o RunOptions, log *slog.Logger) (
 	s.Env = f.env
 	f.reserve()
 	s.BeforeStart = f.release
-	s.NewSpec = func(group string, index int, taken []int) (Spec, error) { return f.newSpec(group, index, taken) }
+	s.NewSpec = f.newSpec
 	if err := f.prepare(); err != nil { // before the control room, which takes the tokens
 		return fmt.Errorf("cluster run: %w", err)
 	}
@@ -412,7 +412,7 @@ func (f *fleet) start(ctx context.Context, s *Supervisor, log *slog.Logger) erro
 		}
 		var groups []string
 		for _, sp := range f.planned {
-			if sp.Kind == "shop" && sp.Stage == n && !containsStr(groups, sp.Group) {
+			if sp.Kind == "shop" && sp.Stage == n && !slices.Contains(groups, sp.Group) {
 				groups = append(groups, sp.Group)
 			}
 		}
@@ -421,15 +421,6 @@ func (f *fleet) start(ctx context.Context, s *Supervisor, log *slog.Logger) erro
 		}
 	}
 	return nil
-}
-
-func containsStr(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // pollUntil calls fn every 200 ms until it succeeds or ctx ends.

@@ -68,7 +68,7 @@ const netBase = "gcl"
 func hostFor(sp Spec) string {
 	switch sp.Kind {
 	case "redis":
-		return [...]string{HostShop1, HostShop2, HostInfra}[(sp.Index-1)%3]
+		return fleetHosts()[(sp.Index-1)%3]
 	case "sentinel", "nats":
 		if sp.Index%3 == 0 {
 			return HostInfra

@@ -50,7 +50,7 @@ type shop struct {
 	cfg        Config
 	tr         *http.Transport
 	runID      string
-	products   []product // in stock, most stock first
+	products   []product // in stock (the well-stocked ones, when there are some)
 	categories []string
 	words      []string
 	checkouts  atomic.Int64
