@@ -556,9 +556,6 @@ type (
 	problem = shopclient.ProblemDetails
 )
 
-// stockCart is a cart answer with its stock notices.
-type stockCart = shopclient.Cart
-
 // setStock sets a product's stock through the catalog's internal API, as
 // an operator would (or as a sale elsewhere would lower it).
 func setStock(t *testing.T, tp *topology, id string, n int) {
@@ -801,7 +798,7 @@ func shopSuite(t *testing.T, tp *topology) {
 		t.Fatal("no product with 2 to 98 in stock")
 	}
 	c.must(200, "DELETE", "/api/v1/cart/items/"+target.ID, nil)
-	var capped stockCart
+	var capped shopclient.Cart
 	c.must(200, "POST", "/api/v1/cart/items", map[string]any{"product_id": scarce.ID, "quantity": scarce.Stock + 1}).decode(t, &capped)
 	if len(capped.Items) != 1 || capped.Items[0].Quantity != scarce.Stock || len(capped.Notices) != 1 ||
 		capped.Notices[0].Code != "quantity_capped" || capped.Notices[0].Available != scarce.Stock ||
@@ -814,7 +811,7 @@ func shopSuite(t *testing.T, tp *topology) {
 	left := scarce.Stock - 1
 	setStock(t, tp, scarce.ID, left)
 	testenv.CheckFor(t, 15*time.Second, func() error {
-		var got stockCart
+		var got shopclient.Cart
 		c.must(200, "GET", "/api/v1/cart", nil).decode(t, &got)
 		if len(got.Notices) != 1 || got.Notices[0].Code != "exceeds_stock" || got.Notices[0].Available != left {
 			return fmt.Errorf("cart after the stock fell to %d = %+v", left, got)

@@ -34,10 +34,9 @@ func TestMetricsAndTracesOnInternalListener(t *testing.T) {
 		t.Fatalf("home page ids: request %q trace %q", rid, traceID)
 	}
 
-	get := func(url, auth string) (int, string) { return getAuth(t, url, auth) }
 	want := `http_server_request_duration_seconds_count{http_request_method="GET",http_response_status_code="200",http_route="GET /{$}"}`
 	testenv.CheckFor(t, 5*time.Second, func() error {
-		code, body := get(p.internalURL()+"/metrics", "")
+		code, body := getAuth(t, p.internalURL()+"/metrics", "")
 		if code != http.StatusOK {
 			return fmt.Errorf("/metrics: %d", code)
 		}
@@ -46,18 +45,18 @@ func TestMetricsAndTracesOnInternalListener(t *testing.T) {
 		}
 		return nil
 	})
-	if code, _ := get(p.url()+"/metrics", ""); code == http.StatusOK {
+	if code, _ := getAuth(t, p.url()+"/metrics", ""); code == http.StatusOK {
 		t.Error("/metrics served on the public listener")
 	}
 
-	if code, _ := get(p.internalURL()+"/svc/obs/v1/traces", ""); code != http.StatusUnauthorized {
+	if code, _ := getAuth(t, p.internalURL()+"/svc/obs/v1/traces", ""); code != http.StatusUnauthorized {
 		t.Errorf("traces without a credential: %d, want 401", code)
 	}
-	if code, _ := get(p.internalURL()+"/svc/obs/v1/traces", "Bearer "+tp.credential("catalog")); code != http.StatusForbidden {
+	if code, _ := getAuth(t, p.internalURL()+"/svc/obs/v1/traces", "Bearer "+tp.credential("catalog")); code != http.StatusForbidden {
 		t.Errorf("traces with a service's credential: %d, want 403", code)
 	}
 	testenv.CheckFor(t, 5*time.Second, func() error {
-		code, body := get(p.internalURL()+"/svc/obs/v1/traces?trace_id="+traceID, operatorAuth())
+		code, body := getAuth(t, p.internalURL()+"/svc/obs/v1/traces?trace_id="+traceID, operatorAuth())
 		if code != http.StatusOK || !strings.Contains(body, `"name":"GET /{$}"`) {
 			return fmt.Errorf("trace %s: %d %s", traceID, code, body)
 		}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/globomantics/globomantics/internal/platform/testenv"
-
 	"github.com/globomantics/globomantics/pkg/shopclient"
 )
 
@@ -38,9 +37,8 @@ func TestCheckoutIsOneTrace(t *testing.T) {
 		t.Fatalf("checkout's X-Trace-Id %q", traceID)
 	}
 
-	get := func(url, auth string) (int, string) { return getAuth(t, url, auth) }
 	testenv.CheckFor(t, 20*time.Second, func() error {
-		code, body := get(p.internalURL()+"/svc/obs/v1/traces?trace_id="+traceID, operatorAuth())
+		code, body := getAuth(t, p.internalURL()+"/svc/obs/v1/traces?trace_id="+traceID, operatorAuth())
 		if code != http.StatusOK {
 			return fmt.Errorf("trace %s: %d", traceID, code)
 		}
@@ -53,7 +51,7 @@ func TestCheckoutIsOneTrace(t *testing.T) {
 		return nil
 	})
 	testenv.CheckFor(t, 10*time.Second, func() error {
-		code, body := get(p.internalURL()+"/metrics", "")
+		code, body := getAuth(t, p.internalURL()+"/metrics", "")
 		if code != http.StatusOK {
 			return fmt.Errorf("/metrics: %d", code)
 		}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/globomantics/globomantics/internal/platform/testenv"
+	"github.com/globomantics/globomantics/pkg/shopclient"
 )
 
 // TestPasswords runs the account basics against the shop in one process,
@@ -50,7 +51,7 @@ func TestPasswords(t *testing.T) {
 
 	// Reset: the same answer for an address with no account, and a
 	// message only for the one with.
-	var a, b struct{ Message string }
+	var a, b shopclient.PasswordResetAccepted
 	visitor.must(202, "POST", "/api/v1/password-resets", map[string]string{"email": "nobody-" + email}).decode(t, &a)
 	visitor.must(202, "POST", "/api/v1/password-resets", map[string]string{"email": email}).decode(t, &b)
 	if a != b {

@@ -10,17 +10,13 @@ import (
 	"github.com/globomantics/globomantics/pkg/shopclient"
 )
 
-// searchResults is the answer of GET /api/v1/search, as the generated
-// client declares it.
-type searchResults = shopclient.SearchResults
-
 // searchSuite checks search's count, sorts, facets, filters, suggestion and
 // pages against the demo catalog, whose lamps are the Brass Table Lamp
 // (home, $64) and the Smart LED Desk Lamp (electronics, $69).
 func searchSuite(t *testing.T, c *client) {
 	t.Helper()
 	lamps := []string{"prd_home_07", "prd_electronics_06"}
-	var res searchResults
+	var res shopclient.SearchResults
 	testenv.CheckFor(t, 30*time.Second, func() error {
 		c.must(200, "GET", "/api/v1/search?q=lamp&sort=price_desc", nil).decode(t, &res)
 		var got []string

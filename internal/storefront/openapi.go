@@ -4,10 +4,10 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"reflect"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"unicode"
@@ -336,7 +336,7 @@ func buildOpenAPI(ops []*apiOp) *huma.OpenAPI {
 		}
 		doc.AddOperation(hop)
 	}
-	for _, name := range slices.Sorted(mapsKeys(tags)) {
+	for _, name := range slices.Sorted(maps.Keys(tags)) {
 		doc.Tags = append(doc.Tags, &huma.Tag{Name: name, Description: tagDescriptions[name]})
 	}
 	fixFields(reg)
@@ -369,16 +369,6 @@ func arraysNotNull(reg huma.Registry) {
 	}
 }
 
-func mapsKeys(m map[string]bool) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
 // fixFields lets the properties that encoding/json writes as null be null:
 // a pointer to a struct without omitempty (CheckoutView.error) is encoded as
 // null when nil, which huma's reflection does not describe. And a Go int,
@@ -400,7 +390,8 @@ func fixFields(reg huma.Registry) {
 			if jname == "-" || !f.IsExported() {
 				continue
 			}
-			if ps := s.Properties[jname]; ps != nil && f.Type.Kind() == reflect.Int && ps.Type == huma.TypeInteger {
+			ps := s.Properties[jname]
+			if ps != nil && f.Type.Kind() == reflect.Int && ps.Type == huma.TypeInteger {
 				ps.Format = ""
 			}
 			if f.Type.Kind() != reflect.Pointer || strings.Contains(opts, "omitempty") || strings.Contains(opts, "omitzero") {
@@ -409,7 +400,7 @@ func fixFields(reg huma.Registry) {
 			if f.Type.Elem().Kind() != reflect.Struct {
 				continue
 			}
-			if ps := s.Properties[jname]; ps != nil && ps.Ref != "" {
+			if ps != nil && ps.Ref != "" {
 				s.Properties[jname] = &huma.Schema{AnyOf: []*huma.Schema{{Ref: ps.Ref}, {Type: "null"}}}
 			}
 		}
@@ -491,21 +482,15 @@ func errorDescription(status int) string {
 // apiDocument is the API's OpenAPI document as served: the 3.1 JSON, its
 // 3.0 downgrade (for tools that read only 3.0), and the rendered reference.
 type apiDocument struct {
-	doc          *huma.OpenAPI
-	json, json30 []byte
-	html         []byte
-	etag, etag30 string
+	json, json30, html     []byte
+	etag, etag30, etagHTML string
 }
 
 // newAPIDocument builds the document of ops and renders it; cssURL is the
 // stylesheet of the reference page.
 func newAPIDocument(ops []*apiOp, cssURL string) (*apiDocument, error) {
 	doc := buildOpenAPI(ops)
-	j, err := OpenAPIJSON(doc)
-	if err != nil {
-		return nil, err
-	}
-	j30, err := OpenAPI30JSON(doc)
+	j, j30, err := documentsJSON(doc)
 	if err != nil {
 		return nil, err
 	}
@@ -513,7 +498,7 @@ func newAPIDocument(ops []*apiOp, cssURL string) (*apiDocument, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &apiDocument{doc: doc, json: j, json30: j30, html: page, etag: etagOf(j), etag30: etagOf(j30)}, nil
+	return &apiDocument{json: j, json30: j30, html: page, etag: etagOf(j), etag30: etagOf(j30), etagHTML: etagOf(page)}, nil
 }
 
 func etagOf(b []byte) string {
@@ -526,6 +511,22 @@ func etagOf(b []byte) string {
 func OpenAPI() *huma.OpenAPI {
 	s := &Server{}
 	return buildOpenAPI(s.apiOps())
+}
+
+// OpenAPIDocuments are the JSON of OpenAPI(), as served at
+// /api/v1/openapi.json, and of its 3.0.3 downgrade (OpenAPI30JSON).
+func OpenAPIDocuments() (v31, v30 []byte, err error) {
+	return documentsJSON(OpenAPI())
+}
+
+func documentsJSON(doc *huma.OpenAPI) (v31, v30 []byte, err error) {
+	if v31, err = OpenAPIJSON(doc); err != nil {
+		return nil, nil, err
+	}
+	if v30, err = OpenAPI30JSON(doc); err != nil {
+		return nil, nil, err
+	}
+	return v31, v30, nil
 }
 
 // OpenAPIJSON is doc as indented JSON, ending in a newline.
@@ -634,7 +635,7 @@ func (s *Server) apiReference(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeDocument(w, r, d.html, etagOf(d.html), "text/html; charset=utf-8")
+	writeDocument(w, r, d.html, d.etagHTML, "text/html; charset=utf-8")
 	return nil
 }
 
@@ -668,14 +669,4 @@ func (s *Server) referenceOps() []*apiOp {
 		op("GET /api/v1/docs", "getReference", "The API reference as a web page", s.apiReference).
 			outRaw(http.StatusOK, "text/html", "The reference, rendered from the OpenAPI document.").cached(),
 	}
-}
-
-// sortedResponses are the response statuses of op in order.
-func sortedResponses(o *huma.Operation) []string {
-	keys := make([]string, 0, len(o.Responses))
-	for k := range o.Responses {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

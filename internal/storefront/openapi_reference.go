@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"html/template"
+	"maps"
 	"slices"
 	"strings"
 
@@ -123,7 +124,7 @@ func renderReference(doc *huma.OpenAPI, cssURL string) ([]byte, error) {
 	for _, t := range doc.Tags {
 		byTag[t.Name] = &refTag{Name: t.Name, Description: t.Description}
 	}
-	for _, path := range slices.Sorted(keysOf(doc.Paths)) {
+	for _, path := range slices.Sorted(maps.Keys(doc.Paths)) {
 		item := doc.Paths[path]
 		for _, o := range []*huma.Operation{item.Get, item.Post, item.Put, item.Patch, item.Delete} {
 			if o == nil {
@@ -136,7 +137,7 @@ func renderReference(doc *huma.OpenAPI, cssURL string) ([]byte, error) {
 			if o.RequestBody != nil {
 				ro.Body = contentOf(o.RequestBody.Content)
 			}
-			for _, st := range sortedResponses(o) {
+			for _, st := range slices.Sorted(maps.Keys(o.Responses)) {
 				r := o.Responses[st]
 				ro.Responses = append(ro.Responses, refResponse{Status: st, Description: r.Description, Content: contentOf(r.Content)})
 			}
@@ -152,10 +153,10 @@ func renderReference(doc *huma.OpenAPI, cssURL string) ([]byte, error) {
 		page.Tags = append(page.Tags, *byTag[t.Name])
 	}
 	schemas := doc.Components.Schemas.Map()
-	for _, name := range slices.Sorted(keysOf(schemas)) {
+	for _, name := range slices.Sorted(maps.Keys(schemas)) {
 		s := schemas[name]
 		rs := refSchema{Name: name, Description: s.Description, Type: schemaType(s)}
-		for _, p := range slices.Sorted(keysOf(s.Properties)) {
+		for _, p := range slices.Sorted(maps.Keys(s.Properties)) {
 			ps := s.Properties[p]
 			rs.Props = append(rs.Props, refProp{Name: p, Type: schemaType(ps), Required: slices.Contains(s.Required, p), Description: ps.Description})
 		}
@@ -168,19 +169,9 @@ func renderReference(doc *huma.OpenAPI, cssURL string) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-func keysOf[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
 func contentOf(c map[string]*huma.MediaType) []refContent {
 	var out []refContent
-	for _, media := range slices.Sorted(keysOf(c)) {
+	for _, media := range slices.Sorted(maps.Keys(c)) {
 		out = append(out, refContent{Media: media, Type: schemaType(c[media].Schema)})
 	}
 	return out

@@ -23,12 +23,7 @@ func main() {
 }
 
 func run(dir string) error {
-	doc := storefront.OpenAPI()
-	j, err := storefront.OpenAPIJSON(doc)
-	if err != nil {
-		return err
-	}
-	j30, err := storefront.OpenAPI30JSON(doc)
+	j, j30, err := storefront.OpenAPIDocuments()
 	if err != nil {
 		return err
 	}
