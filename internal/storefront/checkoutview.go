@@ -5,6 +5,7 @@ package storefront
 // paying, short order numbers, addresses with regions, pictures).
 
 import (
+	"cmp"
 	"context"
 	"net/http"
 	"strings"
@@ -229,20 +230,10 @@ func (s *Server) apiCheckoutQuote(w http.ResponseWriter, r *http.Request) error 
 // Ref is how the order is named to its customer and in its page's address:
 // its number (orders made before numbers existed have one since; the id
 // stands in only if a store did not give one).
-func (o Order) Ref() string {
-	if o.Number != "" {
-		return o.Number
-	}
-	return o.ID
-}
+func (o Order) Ref() string { return cmp.Or(o.Number, o.ID) }
 
-// orderPath is the customer's page of order o.
-func orderPath(o order.Order) string {
-	if o.Number != "" {
-		return "/orders/" + o.Number
-	}
-	return "/orders/" + o.ID
-}
+// orderPath is the customer's page of order o (named as by Order.Ref).
+func orderPath(o order.Order) string { return "/orders/" + cmp.Or(o.Number, o.ID) }
 
 // paymentWords is how an order's payment reads to its customer.
 func paymentWords(o Order) string {

@@ -126,10 +126,10 @@ func (c *pageCache) put(key string, p *cachedPage, now time.Time) {
 var errUncacheable = errors.New("storefront: page not shareable")
 
 // sharedVisitor reports whether r's visitor sees the shared anonymous
-// page: no session, no cart and no read-after positions (whose reads must
-// see the visitor's own writes).
+// page: nothing personal (see personal) and no read-after positions (whose
+// reads must see the visitor's own writes).
 func (s *Server) sharedVisitor(r *http.Request) bool {
-	if s.sessionToken(r) != "" || s.cartToken(r) != "" || s.hasFlash(r) {
+	if s.personal(r) {
 		return false
 	}
 	_, err := r.Cookie(s.cookieName(ReadAfterCookie))

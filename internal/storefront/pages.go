@@ -602,12 +602,9 @@ func (s *Server) checkoutSubmit(w http.ResponseWriter, r *http.Request) error {
 	nonce := f.Get(nonceField)
 	req, expiryOK := checkoutFormRequest(f)
 	addr, fields := shipping.ValidateAddress(req.ShippingAddress)
-
-	var status int
-	var msg string
-	if f.Get("action") == "quote" {
-		// "Update shipping": the page again, quoted for the address typed,
-		// with everything kept but the card; nothing is placed.
+	// again is the form again, as typed but for the card, quoted for the
+	// address typed; a nonce that is not valid (or was cleared) is new.
+	again := func(status int, fields shipping.FieldErrors, msg string) error {
 		if !validNonce(nonce) {
 			nonce = ids.Token()
 		}
@@ -615,12 +612,20 @@ func (s *Server) checkoutSubmit(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
+		return s.render(w, r, status, "checkout", "Checkout",
+			s.checkoutView(r.Context(), c, req.ShippingAddress, nonce, fields, msg))
+	}
+
+	var status int
+	var msg string
+	if f.Get("action") == "quote" {
+		// "Update shipping": the page again, nothing placed; of the
+		// address, only a bad country is pointed out yet.
 		shown := shipping.FieldErrors{}
 		if m, bad := fields[shipping.FieldCountry]; bad {
 			shown[shipping.FieldCountry] = m
 		}
-		return s.render(w, r, http.StatusOK, "checkout", "Checkout",
-			s.checkoutView(r.Context(), c, req.ShippingAddress, nonce, shown, ""))
+		return again(http.StatusOK, shown, "")
 	}
 	tm := asTooMany(s.limit(r.Context(), s.limits.CheckoutPerAccount, checkoutAccountKey(a.ID), "checkout attempts"))
 	switch {
@@ -664,15 +669,7 @@ func (s *Server) checkoutSubmit(w http.ResponseWriter, r *http.Request) error {
 			nonce = ""
 		}
 	}
-	if nonce == "" {
-		nonce = ids.Token()
-	}
-	c, err := s.d.Carts.GetCart(r.Context(), userOwner(a.ID))
-	if err != nil {
-		return err
-	}
-	return s.render(w, r, status, "checkout", "Checkout",
-		s.checkoutView(r.Context(), c, req.ShippingAddress, nonce, fields, msg))
+	return again(status, fields, msg)
 }
 
 type checkoutStatusData struct {

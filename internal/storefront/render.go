@@ -219,9 +219,15 @@ func (s *Server) pageHandler(h func(w http.ResponseWriter, r *http.Request) erro
 // (cart count, account name) is personal.
 func (s *Server) publicPage(w http.ResponseWriter, r *http.Request) {
 	w.Header().Add("Vary", "Cookie")
-	if s.sessionToken(r) == "" && s.cartToken(r) == "" && !s.hasFlash(r) {
+	if !s.personal(r) {
 		w.Header().Set("Cache-Control", catalogCacheControl)
 	}
+}
+
+// personal reports whether the pages r's visitor sees are theirs alone: a
+// session or a cart shows in the header, or a one-time message waits.
+func (s *Server) personal(r *http.Request) bool {
+	return s.sessionToken(r) != "" || s.cartToken(r) != "" || s.hasFlash(r)
 }
 
 // errorPage is the data of the error page.
@@ -298,7 +304,7 @@ func (s *Server) redirectToLogin(w http.ResponseWriter, r *http.Request) {
 			next = r.URL.Path
 		}
 	}
-	if next == "/checkout" || strings.HasPrefix(next, "/checkout?") {
+	if guestOffered(next) { // on the way to checkout
 		s.setFlash(w, FlashInfo, "Log in or create an account to check out. Your cart is kept.")
 	} else {
 		s.setFlash(w, FlashInfo, "Please log in to continue.")
