@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/globomantics/globomantics/internal/account"
 	"github.com/globomantics/globomantics/internal/platform/errs"
@@ -79,13 +77,8 @@ type formErrors map[string]string
 // sentence makes a service's detail ("password must be 8 to 128 characters
 // long") a sentence to show a customer.
 func sentence(detail string) string {
-	detail = strings.TrimSpace(detail)
-	if detail == "" {
-		return ""
-	}
-	r, n := utf8.DecodeRuneInString(detail)
-	detail = string(unicode.ToUpper(r)) + detail[n:]
-	if !strings.HasSuffix(detail, ".") {
+	detail = capitalize(strings.TrimSpace(detail)) // render.go
+	if detail != "" && !strings.HasSuffix(detail, ".") {
 		detail += "."
 	}
 	return detail

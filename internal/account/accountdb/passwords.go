@@ -60,10 +60,8 @@ func setPassword(ctx context.Context, tx *sqldb.Tx, accountID, hash string, now 
 	if err != nil {
 		return sqldb.NodeError(err)
 	}
-	if n, err := res.RowsAffected(); err != nil {
+	if err := affected(res, "account"); err != nil {
 		return err
-	} else if n == 0 {
-		return errs.E(errs.NotFound, errs.Msg("account not found"))
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE password_resets SET used_at = ? WHERE account_id = ? AND used_at = 0`,
 		sqldb.Millis(now), accountID); err != nil {
@@ -90,10 +88,8 @@ func (s *Store) CreatePasswordReset(ctx context.Context, r account.PasswordReset
 		if err != nil {
 			return sqldb.NodeError(err)
 		}
-		if n, err := res.RowsAffected(); err != nil {
+		if err := affected(res, "account"); err != nil {
 			return err
-		} else if n == 0 {
-			return errs.E(errs.NotFound, errs.Msg("account not found"))
 		}
 		return outbox.Add(ctx, tx, account.SubjectPasswordResetRequested, r.ID, job, r.CreatedAt)
 	})
@@ -141,10 +137,8 @@ func (s *Store) UsePasswordReset(ctx context.Context, id, accountID, hash string
 		if err != nil {
 			return sqldb.NodeError(err)
 		}
-		if n, err := res.RowsAffected(); err != nil {
+		if err := affected(res, "reset link"); err != nil {
 			return err
-		} else if n == 0 {
-			return errs.E(errs.NotFound, errs.Msg("reset link not found"))
 		}
 		return setPassword(ctx, tx, accountID, hash, now)
 	})
@@ -176,6 +170,19 @@ func (s *Store) DeleteOtherSessions(ctx context.Context, accountID, keep string)
 		return 0, errs.E(op, err)
 	}
 	return n, nil
+}
+
+// affected is nil when res changed a row, else errs.NotFound ("<what> not
+// found") or the driver's error.
+func affected(res sql.Result, what string) error {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return errs.E(errs.NotFound, errs.Msg("%s not found", what))
+	}
+	return nil
 }
 
 // purgeResets deletes the reset links of db that expired resetsKept before

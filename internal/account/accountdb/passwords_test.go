@@ -36,14 +36,7 @@ func TestPasswordResets(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			count := func(node, q string, args ...any) int {
-				t.Helper()
-				var n int
-				if err := nodes[node].QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
-					t.Fatal(err)
-				}
-				return n
-			}
+			count := counter(ctx, t, nodes)
 			reset := func(id, acc string, created time.Time) account.PasswordReset {
 				t.Helper()
 				r := account.PasswordReset{ID: id, AccountID: acc, CreatedAt: created, ExpiresAt: created.Add(account.ResetTTL)}

@@ -14,8 +14,21 @@ import (
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/ids"
 	"github.com/globomantics/globomantics/internal/platform/shard"
+	"github.com/globomantics/globomantics/internal/platform/sqldb"
 	"github.com/globomantics/globomantics/internal/platform/testenv"
 )
+
+// counter returns a function that runs a COUNT query q on a node of nodes.
+func counter(ctx context.Context, t *testing.T, nodes map[string]*sqldb.DB) func(node, q string, args ...any) int {
+	return func(node, q string, args ...any) int {
+		t.Helper()
+		var n int
+		if err := nodes[node].QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+}
 
 func hashOf(token string) string {
 	sum := sha256.Sum256([]byte(token))
@@ -41,14 +54,7 @@ func TestSharded(t *testing.T) {
 			m := sh.Map()
 			nodeA, nodeB := testenv.FirstAndLast(sh)
 			home := func(key string) string { return m.NodeFor(shard.ForKey(key)) }
-			count := func(node, q string, args ...any) int {
-				t.Helper()
-				var n int
-				if err := nodes[node].QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
-					t.Fatal(err)
-				}
-				return n
-			}
+			count := counter(ctx, t, nodes)
 			// Account a on node a with its e-mail's directory row on node b,
 			// and the other way round.
 			idA := testenv.KeyOnNode(t, m, nodeA, "acc_a")

@@ -135,7 +135,7 @@ type Worker struct {
 	from    *mail.Address
 	log     *slog.Logger
 	shopURL string      // links begin with it (WithShopURL, reset.go)
-	clock   clock.Clock // nil: the real clock
+	clock   clock.Clock // WithClock; clock.Real by default
 }
 
 // New returns a worker that sends through sender as from (an RFC 5322
@@ -150,7 +150,7 @@ func New(sender Sender, from string, log *slog.Logger, opts ...Option) *Worker {
 	if log == nil {
 		log = slog.Default()
 	}
-	w := &Worker{sender: sender, from: a, log: log, shopURL: DefaultShopURL}
+	w := &Worker{sender: sender, from: a, log: log, shopURL: DefaultShopURL, clock: clock.Real{}}
 	for _, o := range opts {
 		o(w)
 	}
@@ -253,26 +253,40 @@ func compose(from *mail.Address, o order.Order, kind Kind, subject, text string)
 	if !order.ValidID(o.ID) {
 		return Message{}, fmt.Errorf("%w: invalid order id %q", ErrUndeliverable, o.ID)
 	}
-	to, err := mail.ParseAddress(o.Email)
-	if err != nil || strings.TrimSpace(o.Email) == "" {
-		return Message{}, fmt.Errorf("%w: no valid recipient address %q", ErrUndeliverable, o.Email)
+	to, err := recipient(o.Email, o.ShippingAddress.Name)
+	if err != nil {
+		return Message{}, err
 	}
-	to.Name = clean(o.ShippingAddress.Name)
 	date := o.UpdatedAt
 	if date.IsZero() {
 		date = o.CreatedAt
 	}
-	domain := "globomantics.invalid"
-	if at := strings.LastIndexByte(from.Address, '@'); at >= 0 && at < len(from.Address)-1 {
-		domain = from.Address[at+1:]
-	}
 	id := MessageID(o.ID, kind)
 
-	data, err := plainText(date, from, to, subject, "<order-"+id+"@"+domain+">", text)
+	data, err := plainText(date, from, to, subject, "<order-"+id+"@"+domainOf(from)+">", text)
 	if err != nil {
 		return Message{}, err
 	}
 	return Message{ID: id, Kind: kind, From: from.Address, To: to.Address, Subject: subject, Data: data}, nil
+}
+
+// recipient parses addr as the To address, named name (cleaned).
+// ErrUndeliverable when addr is not a valid address.
+func recipient(addr, name string) (*mail.Address, error) {
+	to, err := mail.ParseAddress(addr)
+	if err != nil || strings.TrimSpace(addr) == "" {
+		return nil, fmt.Errorf("%w: no valid recipient address %q", ErrUndeliverable, addr)
+	}
+	to.Name = clean(name)
+	return to, nil
+}
+
+// domainOf is the domain of from's address, which Message-IDs end with.
+func domainOf(from *mail.Address) string {
+	if at := strings.LastIndexByte(from.Address, '@'); at >= 0 && at < len(from.Address)-1 {
+		return from.Address[at+1:]
+	}
+	return "globomantics.invalid"
 }
 
 // plainText is a whole RFC 5322 message: its headers and body, a UTF-8
@@ -349,9 +363,11 @@ func addressLines(a shipping.Address) []string {
 }
 
 // greeting is the first line of every message.
-func greeting(o order.Order) string {
-	name := clean(o.ShippingAddress.Name)
-	if name == "" {
+func greeting(o order.Order) string { return hello(o.ShippingAddress.Name) }
+
+// hello greets name (cleaned), or "customer" when it is empty.
+func hello(name string) string {
+	if name = clean(name); name == "" {
 		name = "customer"
 	}
 	return fmt.Sprintf("Hello %s,\n\n", name)

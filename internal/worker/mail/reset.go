@@ -66,7 +66,7 @@ func (w *Worker) HandleAccount(ctx context.Context, ev bus.Event) error {
 		// The decoder's error may quote the payload: keep it out.
 		return bus.Permanent(fmt.Errorf("undecodable PasswordResetRequested %s", ev.ID))
 	}
-	if !job.ExpiresAt.IsZero() && !w.now().Before(job.ExpiresAt) {
+	if !job.ExpiresAt.IsZero() && !w.clock.Now().Before(job.ExpiresAt) {
 		w.log.Info("password reset e-mail not sent: the link has expired", "reset_id", job.ResetID)
 		return nil
 	}
@@ -86,15 +86,14 @@ func (w *Worker) HandleAccount(ctx context.Context, ev bus.Event) error {
 	return nil
 }
 
-// WithClock sets the clock the worker tells a link's expiry by (default
-// the real one).
-func WithClock(c clock.Clock) Option { return func(w *Worker) { w.clock = c } }
-
-func (w *Worker) now() time.Time {
-	if w.clock != nil {
-		return w.clock.Now()
+// WithClock sets the clock the worker tells a link's expiry by (nil or
+// not given: the real one).
+func WithClock(c clock.Clock) Option {
+	return func(w *Worker) {
+		if c != nil {
+			w.clock = c
+		}
 	}
-	return time.Now()
 }
 
 // ResetLink is the link of a password reset message: base, ResetPath and
@@ -115,25 +114,16 @@ func ComposePasswordReset(from *mail.Address, shopURL string, job account.Passwo
 	if job.Token == "" {
 		return Message{}, fmt.Errorf("%w: no token", ErrUndeliverable)
 	}
-	to, err := mail.ParseAddress(job.To)
-	if err != nil || strings.TrimSpace(job.To) == "" {
-		return Message{}, fmt.Errorf("%w: no valid recipient address %q", ErrUndeliverable, job.To)
+	to, err := recipient(job.To, job.Name)
+	if err != nil {
+		return Message{}, err
 	}
-	to.Name = clean(job.Name)
 	if shopURL == "" {
 		shopURL = DefaultShopURL
 	}
-	domain := "globomantics.invalid"
-	if at := strings.LastIndexByte(from.Address, '@'); at >= 0 && at < len(from.Address)-1 {
-		domain = from.Address[at+1:]
-	}
 	const subject = "Reset your Globomantics password"
-	name := clean(job.Name)
-	if name == "" {
-		name = "customer"
-	}
 	var text strings.Builder
-	fmt.Fprintf(&text, "Hello %s,\n\n", name)
+	text.WriteString(hello(job.Name))
 	text.WriteString("someone (we hope you) asked to reset the password of your Globomantics account.\n")
 	text.WriteString("To choose a new password, open this link:\n\n")
 	text.WriteString(ResetLink(shopURL, job.Token) + "\n\n")
@@ -146,7 +136,7 @@ func ComposePasswordReset(from *mail.Address, shopURL string, job account.Passwo
 	if date.IsZero() {
 		date = time.Now()
 	}
-	data, err := plainText(date, from, to, subject, "<"+id+"@"+domain+">", text.String())
+	data, err := plainText(date, from, to, subject, "<"+id+"@"+domainOf(from)+">", text.String())
 	if err != nil {
 		return Message{}, err
 	}
