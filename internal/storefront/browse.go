@@ -101,8 +101,7 @@ func (s *Server) writeCacheable(w http.ResponseWriter, r *http.Request, v any) e
 		return errs.E("storefront.writeCacheable", err)
 	}
 	b = append(b, '\n')
-	sum := sha256.Sum256(b)
-	etag := `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`
+	etag := etagOf(b)
 	h := w.Header()
 	h.Set("Cache-Control", catalogCacheControl)
 	h.Set("ETag", etag)
@@ -127,4 +126,11 @@ func etagMatches(header, etag string) bool {
 		}
 	}
 	return false
+}
+
+// etagOf is the strong ETag of a body: 144 bits of its SHA-256, for
+// catalog answers, shared pages and the API documents alike.
+func etagOf(b []byte) string {
+	sum := sha256.Sum256(b)
+	return `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`
 }

@@ -2,8 +2,6 @@ package storefront
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"net/http"
 	"slices"
@@ -203,8 +201,7 @@ func (s *Server) sharedAnswer(w http.ResponseWriter, r *http.Request, page func(
 }
 
 func newCachedPage(rec *pageRecorder, expires time.Time) *cachedPage {
-	sum := sha256.Sum256(rec.body)
-	etag := `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`
+	etag := etagOf(rec.body)
 	h := make(http.Header, len(rec.header)+1)
 	for k, v := range rec.header {
 		h[k] = slices.Clip(slices.Clone(v))

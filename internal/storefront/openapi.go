@@ -1,8 +1,6 @@
 package storefront
 
 import (
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"maps"
 	"net/http"
@@ -499,11 +497,6 @@ func newAPIDocument(ops []*apiOp, cssURL string) (*apiDocument, error) {
 		return nil, err
 	}
 	return &apiDocument{json: j, json30: j30, html: page, etag: etagOf(j), etag30: etagOf(j30), etagHTML: etagOf(page)}, nil
-}
-
-func etagOf(b []byte) string {
-	sum := sha256.Sum256(b)
-	return `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`
 }
 
 // OpenAPI returns the OpenAPI 3.1 document of the storefront's public API
