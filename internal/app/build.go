@@ -528,9 +528,15 @@ func (a *app) resetSecret() ([]byte, error) {
 	if a.cfg.CredentialsDir == "" && a.cfg.ServiceToken == "" {
 		return persistentKey(filepath.Join(a.cfg.DataDir, "password-reset.key"))
 	}
-	cred, _ := a.keys.Credential(config.Account)
-	sum := sha256.Sum256([]byte("globomantics password resets\x00" + cred))
-	return sum[:], nil
+	return derivedKey(a.keys, config.Account, "password resets"), nil
+}
+
+// derivedKey is a key for purpose derived from service's credential: the
+// same on every instance of the service, and not the credential itself.
+func derivedKey(keys *svcauth.Keyring, service, purpose string) []byte {
+	cred, _ := keys.Credential(service)
+	sum := sha256.Sum256([]byte("globomantics " + purpose + "\x00" + cred))
+	return sum[:]
 }
 
 // persistentKey reads the 32-byte key at path, making it when missing.
@@ -560,7 +566,5 @@ func callbackSecret(configured string, keys *svcauth.Keyring) []byte {
 	if configured != "" {
 		return []byte(configured)
 	}
-	cred, _ := keys.Credential(config.Checkout)
-	sum := sha256.Sum256([]byte("globomantics checkout callbacks\x00" + cred))
-	return sum[:]
+	return derivedKey(keys, config.Checkout, "checkout callbacks")
 }
