@@ -795,6 +795,10 @@ func checkReservationID(op, id string) error {
 	return nil
 }
 
+// ListedAt is when the item was listed, as Product and the catalog's events
+// carry it: CreatedAt in UTC, to the millisecond the stores keep.
+func (r Record) ListedAt() time.Time { return r.CreatedAt.UTC().Truncate(time.Millisecond) }
+
 // Product is the record as clients see it, with blob keys turned into URLs
 // under MediaPrefix.
 func (r Record) Product() Product {
@@ -807,7 +811,7 @@ func (r Record) Product() Product {
 		Stock:       r.Stock,
 		ImageURL:    MediaPrefix + r.ImageKey,
 		Version:     r.Version,
-		ListedAt:    r.CreatedAt.UTC().Truncate(time.Millisecond),
+		ListedAt:    r.ListedAt(),
 	}
 	if len(r.ThumbnailKeys) > 0 {
 		p.Thumbnails = make(map[string]string, len(r.ThumbnailKeys))

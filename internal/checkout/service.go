@@ -642,12 +642,7 @@ func checkRequest(c Customer, r Request, now time.Time) error {
 func checkAddress(a shipping.Address, quote bool) error {
 	_, fe := shipping.ValidateAddress(a)
 	var parts []string
-	for _, f := range []string{shipping.FieldName, shipping.FieldLine1, shipping.FieldCity,
-		shipping.FieldRegion, shipping.FieldPostalCode, shipping.FieldCountry} {
-		msg, bad := fe[f]
-		if !bad {
-			continue
-		}
+	for f, msg := range fe.All() {
 		empty := strings.TrimSpace(fieldOf(a, f)) == ""
 		if quote && f != shipping.FieldCountry && (empty || f == shipping.FieldRegion || f == shipping.FieldPostalCode) {
 			continue // a quote needs the country alone

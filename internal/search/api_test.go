@@ -38,10 +38,10 @@ func newService(tb testing.TB) (*search.Service, *search.Index) {
 	return search.NewService(idx, testenv.Logger(tb)), idx
 }
 
-// TestAPI runs the contract suite against *Service and against *Client
-// talking to NewHandler(service) over HTTP.
-func TestAPI(t *testing.T) {
-	modes := map[string]func(t *testing.T) fixture{
+// apiModes makes the fixtures the suites run against: *Service, and
+// *Client talking to NewHandler(service) over HTTP.
+func apiModes() map[string]func(t *testing.T) fixture {
+	return map[string]func(t *testing.T) fixture{
 		"service": func(t *testing.T) fixture {
 			svc, _ := newService(t)
 			return fixture{svc: svc, api: svc}
@@ -53,7 +53,11 @@ func TestAPI(t *testing.T) {
 			return fixture{svc: svc, api: search.NewClient(httpx.NewClient("search", []string{srv.URL}, nil))}
 		},
 	}
-	for name, mk := range modes {
+}
+
+// TestAPI runs the contract suite against each of apiModes.
+func TestAPI(t *testing.T) {
+	for name, mk := range apiModes() {
 		t.Run(name, func(t *testing.T) { runContract(t, mk) })
 	}
 }
@@ -90,13 +94,10 @@ func contains(r search.Result, id string) bool {
 	return false
 }
 
+// mustSearch searches for the words q, as run does.
 func mustSearch(t *testing.T, api search.API, q string, p page.Request) search.Result {
 	t.Helper()
-	r, err := api.Search(context.Background(), search.Query{Text: q}, p)
-	if err != nil {
-		t.Fatalf("Search(%q): %v", q, err)
-	}
-	return r
+	return run(t, api, search.Query{Text: q}, p)
 }
 
 var catalogue = []bus.Event{

@@ -16,7 +16,6 @@ import (
 	"github.com/globomantics/globomantics/internal/catalog"
 	"github.com/globomantics/globomantics/internal/platform/bus"
 	"github.com/globomantics/globomantics/internal/platform/errs"
-	"github.com/globomantics/globomantics/internal/platform/httpx"
 	"github.com/globomantics/globomantics/internal/platform/money"
 	"github.com/globomantics/globomantics/internal/platform/page"
 	"github.com/globomantics/globomantics/internal/search"
@@ -46,21 +45,6 @@ var shop = []bus.Event{
 	item("o2", "Solar Garden Lamp", "cat_outdoor", 12000, 0), // $100-$250
 	item("k1", "Kitchen Lamp", "cat_kitchen", 4999, 6),       // $25-$50
 	item("k2", "Kettle", "cat_kitchen", 3900, 7),             // not a lamp
-}
-
-func searchAPIs(t *testing.T) map[string]func(t *testing.T) (*search.Service, search.API) {
-	return map[string]func(t *testing.T) (*search.Service, search.API){
-		"service": func(t *testing.T) (*search.Service, search.API) {
-			svc, _ := newService(t)
-			return svc, svc
-		},
-		"http": func(t *testing.T) (*search.Service, search.API) {
-			svc, _ := newService(t)
-			srv := httptest.NewServer(search.NewHandler(svc))
-			t.Cleanup(srv.Close)
-			return svc, search.NewClient(httpx.NewClient("search", []string{srv.URL}, nil))
-		},
-	}
 }
 
 func run(t *testing.T, api search.API, q search.Query, p page.Request) search.Result {
@@ -104,9 +88,10 @@ func all(t *testing.T, api search.API, q search.Query, n int) []string {
 }
 
 func TestSearchSortsFiltersAndFacets(t *testing.T) {
-	for name, mk := range searchAPIs(t) {
+	for name, mk := range apiModes() {
 		t.Run(name, func(t *testing.T) {
-			svc, api := mk(t)
+			f := mk(t)
+			svc, api := f.svc, f.api
 			feed(t, svc, shop...)
 			lamp := search.Query{Text: "lamp"}
 
@@ -149,7 +134,8 @@ func TestSearchSortsFiltersAndFacets(t *testing.T) {
 			})
 
 			t.Run("price ties come in id order across pages", func(t *testing.T) {
-				svc, api := mk(t)
+				f := mk(t)
+				svc, api := f.svc, f.api
 				var want []string
 				for i := range 23 {
 					id := fmt.Sprintf("w%02d", i)

@@ -5,6 +5,7 @@ package search
 import (
 	"context"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -64,7 +65,7 @@ func (q Query) Check() (Query, error) {
 		return Query{}, errs.E(op, errs.BadRequest, errs.Msg("query must be valid UTF-8"))
 	case utf8.RuneCountInString(q.Text) > MaxQueryLen:
 		return Query{}, errs.E(op, errs.BadRequest, errs.Msg("query must be at most %d characters", MaxQueryLen))
-	case !validSort(q.Sort):
+	case !slices.Contains(Sorts, q.Sort):
 		return Query{}, errs.E(op, errs.BadRequest, errs.Msg("sort must be one of relevance, price_asc, price_desc or newest"))
 	case q.MinPrice < 0 || q.MaxPrice < 0:
 		return Query{}, errs.E(op, errs.BadRequest, errs.Msg("prices must not be negative"))
@@ -74,15 +75,6 @@ func (q Query) Check() (Query, error) {
 		return Query{}, errs.E(op, errs.BadRequest, errs.Msg("category must be a category id of at most %d characters", maxCategoryLen))
 	}
 	return q, nil
-}
-
-func validSort(s Sort) bool {
-	for _, v := range Sorts {
-		if s == v {
-			return true
-		}
-	}
-	return false
 }
 
 // Filtered reports whether q keeps only some categories or prices.

@@ -1,7 +1,9 @@
 package shipping
 
 import (
+	"iter"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"unicode"
@@ -61,12 +63,21 @@ func (fe FieldErrors) Err() error {
 		return nil
 	}
 	var parts []string
-	for _, f := range addressFields {
-		if m, ok := fe[f]; ok {
-			parts = append(parts, "address "+f+": "+m)
-		}
+	for f, m := range fe.All() {
+		parts = append(parts, "address "+f+": "+m)
 	}
 	return errs.E(errs.Invalid, errs.Msg("%s", strings.Join(parts, "; ")))
+}
+
+// All yields the bad fields with their messages, in the order of the form.
+func (fe FieldErrors) All() iter.Seq2[string, string] {
+	return func(yield func(field, msg string) bool) {
+		for _, f := range addressFields {
+			if m, ok := fe[f]; ok && !yield(f, m) {
+				return
+			}
+		}
+	}
 }
 
 var (
@@ -144,16 +155,19 @@ var countries = func() map[string]Country {
 	return m
 }()
 
-// Countries returns the countries the shop ships to, sorted by name. The
-// caller may keep the slice; the regions are shared and must not be changed.
-func Countries() []Country {
+// byName is countries sorted by name, sorted once for Countries.
+var byName = func() []Country {
 	out := make([]Country, 0, len(countries))
 	for _, c := range countries {
 		out = append(out, c)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
-}
+}()
+
+// Countries returns the countries the shop ships to, sorted by name. The
+// caller may keep the slice; the regions are shared and must not be changed.
+func Countries() []Country { return slices.Clone(byName) }
 
 // CountryByCode returns the country with this ISO 3166-1 alpha-2 code (in
 // any case) if the shop ships to it.

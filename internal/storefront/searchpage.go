@@ -9,6 +9,7 @@ import (
 	"github.com/globomantics/globomantics/internal/catalog"
 	"github.com/globomantics/globomantics/internal/platform/errs"
 	"github.com/globomantics/globomantics/internal/platform/httpx"
+	"github.com/globomantics/globomantics/internal/platform/money"
 	"github.com/globomantics/globomantics/internal/platform/page"
 	"github.com/globomantics/globomantics/internal/search"
 )
@@ -139,18 +140,10 @@ func (s *Server) runSearch(ctx context.Context, q search.Query, p page.Request) 
 	return out, nil
 }
 
-// dollars writes cents as dollars, without cents when they are whole:
-// "$25", "$1,250", "$12.50".
+// dollars writes cents as money.Money does, without cents when they are
+// whole: "$25", "$1,250", "$12.50".
 func dollars(cents int64) string {
-	d, c := cents/100, cents%100
-	s := fmt.Sprint(d)
-	for i := len(s) - 3; i > 0; i -= 3 {
-		s = s[:i] + "," + s[i:]
-	}
-	if c != 0 {
-		return fmt.Sprintf("$%s.%02d", s, c)
-	}
-	return "$" + s
+	return strings.TrimSuffix(money.USD(cents).String(), ".00")
 }
 
 // priceRangeLabel words a price range of cents [lo, hi) for a customer.

@@ -250,7 +250,7 @@ func (s *Store) CreateProduct(ctx context.Context, r catalog.Record) error {
 			Category:    r.Category,
 			Price:       money.Money{Amount: r.Price.Amount, Currency: currency(r.Price)},
 			ImageKey:    r.ImageKey,
-			ListedAt:    r.CreatedAt.UTC().Truncate(time.Millisecond),
+			ListedAt:    r.ListedAt(),
 		}
 		if err := outbox.Add(ctx, tx, catalog.SubjectItemListed, r.ID, ev, r.CreatedAt); err != nil {
 			return err
@@ -403,7 +403,7 @@ func (s *Store) UpdateProduct(ctx context.Context, id string, ch catalog.Product
 			Price:       r.Price,
 			Stock:       r.Stock,
 			ChangedAt:   now.UTC(),
-			ListedAt:    r.CreatedAt.UTC().Truncate(time.Millisecond),
+			ListedAt:    r.ListedAt(),
 		}
 		if err := outbox.Add(ctx, tx, catalog.SubjectProductChanged, r.ID+"/v"+strconv.FormatInt(r.Version, 10), ev, now); err != nil {
 			return err

@@ -145,7 +145,6 @@ func (s *Store) Create(ctx context.Context, o order.Order) (order.Order, bool, e
 	err = db.InTx(ctx, func(tx *sqldb.Tx) error {
 		created = false
 		a := o.ShippingAddress
-		var n int64
 		for attempt := 1; ; attempt++ {
 			// No conflict target: a taken id and a taken number both insert
 			// nothing, told apart below.
@@ -159,7 +158,8 @@ func (s *Store) Create(ctx context.Context, o order.Order) (order.Order, bool, e
 			if err != nil {
 				return err
 			}
-			if n, err = res.RowsAffected(); err != nil {
+			n, err := res.RowsAffected()
+			if err != nil {
 				return err
 			}
 			if n == 1 {
@@ -167,28 +167,20 @@ func (s *Store) Create(ctx context.Context, o order.Order) (order.Order, bool, e
 			}
 			// On PostgreSQL the insert waited for a concurrent writer of the
 			// id to commit: this statement sees its row.
-			var exists int
-			err = tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM orders WHERE id = ?`, o.ID).Scan(&exists)
-			if err != nil {
+			var status string
+			err = tx.QueryRowContext(ctx, `SELECT status FROM orders WHERE id = ?`, o.ID).Scan(&status)
+			switch {
+			case err == nil: // it exists: leave it as it is, unless it is a tombstone
+				if status == statusTombstone {
+					return errs.E(errs.Conflict, errs.Msg("order %s was cancelled before it was created", o.ID))
+				}
+				return nil
+			case !errors.Is(err, sql.ErrNoRows):
 				return err
-			}
-			if exists == 1 {
-				break
-			}
-			if attempt == numberAttempts {
+			case attempt == numberAttempts:
 				return errs.E(errs.Unavailable, errs.Msg("no free order number after %d attempts", attempt))
 			}
 			o.Number = order.NewNumber(sh) // the number was taken: draw another
-		}
-		if n == 0 { // it exists: leave it as it is, unless it is a tombstone
-			var status string
-			if err := tx.QueryRowContext(ctx, `SELECT status FROM orders WHERE id = ?`, o.ID).Scan(&status); err != nil {
-				return err
-			}
-			if status == statusTombstone {
-				return errs.E(errs.Conflict, errs.Msg("order %s was cancelled before it was created", o.ID))
-			}
-			return nil
 		}
 		for i, it := range o.Items {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO order_items
