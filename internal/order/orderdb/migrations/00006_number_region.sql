@@ -7,3 +7,7 @@
 ALTER TABLE orders ADD COLUMN number TEXT NOT NULL DEFAULT '';
 ALTER TABLE orders ADD COLUMN ship_region TEXT NOT NULL DEFAULT '';
 CREATE UNIQUE INDEX orders_number ON orders (number) WHERE number <> '';
+-- The orders still without a number (older orders until Open numbers them,
+-- and tombstones): Open looks for them on every start, through this index
+-- rather than by reading every order.
+CREATE INDEX orders_unnumbered ON orders (id) WHERE number = '';
