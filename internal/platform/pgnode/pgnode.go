@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -374,6 +375,7 @@ func (n *Node) signal(sig syscall.Signal, what string) error {
 		return nil
 	}
 	_ = n.signalAll(syscall.SIGCONT) // a frozen server must run to exit
+	children := proctree.Children(cmd.Process.Pid)
 	// The server may run as another user, but we started it: signalling
 	// our child is allowed.
 	if err := cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
@@ -385,9 +387,35 @@ func (n *Node) signal(sig syscall.Signal, what string) error {
 		_ = cmd.Process.Kill()
 		<-exited
 	}
+	// A killed postmaster's backends live on for a moment, holding its
+	// shared memory: a Start before they are gone fails with "pre-existing
+	// shared memory block is still in use". The server has exited only once
+	// they have (they notice the postmaster's death and quit; those that do
+	// not within 5 s are killed, once).
+	if !waitGone(children, 5*time.Second) {
+		for _, c := range children {
+			if proctree.Alive(c) {
+				_ = syscall.Kill(c, syscall.SIGKILL)
+			}
+		}
+		waitGone(children, time.Second)
+	}
 	n.forget(cmd)
 	n.opts.Log.Info("postgres node "+what, "node", n.name, "addr", n.Addr())
 	return nil
+}
+
+// waitGone waits up to d for every process of pids to be gone, and
+// reports whether they all are.
+func waitGone(pids []int, d time.Duration) bool {
+	for deadline := time.Now().Add(d); ; time.Sleep(20 * time.Millisecond) {
+		if !slices.ContainsFunc(pids, proctree.Alive) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
 }
 
 func (n *Node) forget(cmd *exec.Cmd) {
